@@ -1,0 +1,607 @@
+"""ASID: Attention-Sharing Information Distillation for lightweight image super-resolution.
+
+Park, Soh, Cho, AAAI 2025 (arXiv 2501.15774).
+
+This file is self-contained: it imports only ``torch`` and ``basicsr``, so it can be copied into
+``basicsr/archs/`` of a BasicSR checkout, where BasicSR's arch scanner imports and registers it
+(``network_g: {type: ASID, upscale: 2, num_blocks: 3}``).
+
+Paper pieces and where they live here (``C`` features, ``c = C/4`` distilled channels):
+
+* Information Distillation Block (IDB) ........ :class:`IDB`
+  three calculation units ``LM -> SAM_meso -> SAM_global`` with channel split and distillation,
+  then :class:`CAM`, ``Conv1x1`` + residual and :class:`ESA`.
+* Local module (MBConv, expansion 1) ........... :class:`LocalModule`
+* Spatial self-attention (SAM) ................. :class:`SpatialAttention` (token mixing),
+  :class:`SAMBlock` (``x + Attn(LN(x)); x + GDFN(LN2d(x))``)
+* Attention sharing ........................... ``A`` computed by SAMs of the first IDB and
+  re-used (``out = A (v W_v)``) by the SAM at the same position of every later IDB.
+* Channel self-attention (CAM) ................. :class:`ChannelAttention`, :class:`CAM`
+* Enhanced spatial attention ................... :class:`ESA`
+
+All tensors are NCHW unless a docstring says otherwise; NHWC token maps are written ``(B, H, W, C)``.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from basicsr.utils.registry import ARCH_REGISTRY
+
+# ----------------------------------------------------------------------------------------------
+# Named constants of the released configurations
+# ----------------------------------------------------------------------------------------------
+WINDOW_SIZE = 8  # P: meso window side and global grid side (64 tokens per attention group)
+DISTILL_RATIO = 4  # c = C / 4 channels are distilled (kept aside) in every calculation unit
+SE_REDUCTION = 4  # squeeze-excitation bottleneck of the local module: h -> h / 4
+FFN_EXPANSION = 2  # GDFN hidden width: d -> 2d
+ESA_MIN_CHANNELS = 16  # ESA width f = max(C / 4, 16)
+ESA_POOL_KERNEL, ESA_POOL_STRIDE = 7, 3
+SAM_LN_EPS = 1e-5  # token LayerNorm in front of the spatial attention
+LN2D_EPS = 1e-6  # LayerNorm2d in front of GDFN and channel attention
+L2_EPS = 1e-12  # L2 normalisation of channel-attention queries and keys
+MIN_PADDED_SIZE = 16  # ESA (stride-2 conv, 7x7 max-pool) needs at least 15 px per side
+
+ATTN_SHARING_MODES = ('across', 'intra', 'none')
+
+
+def register_arch(cls: type) -> type:
+    """``ARCH_REGISTRY.register()`` that tolerates a second copy of this file.
+
+    When this file is both dropped into ``basicsr/archs/`` and imported from the ``asid_arch``
+    package, the first copy imported keeps the name (both define the same network).
+    """
+    if cls.__name__ not in ARCH_REGISTRY:
+        ARCH_REGISTRY.register(cls)
+    return cls
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+# ----------------------------------------------------------------------------------------------
+# Partitions (NHWC token maps <-> groups of P*P tokens)
+# ----------------------------------------------------------------------------------------------
+def window_partition(x: Tensor, p: int) -> Tensor:
+    """Meso partition. ``(B, H, W, C) -> (B * H/p * W/p, p*p, C)``.
+
+    Token ``(i, j)`` of window ``(X, Y)`` is pixel ``(p*X + i, p*Y + j)``; tokens row-major in (i, j).
+    """
+    b, h, w, c = x.shape
+    x = x.view(b, h // p, p, w // p, p, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, p * p, c)
+
+
+def window_reverse(tokens: Tensor, p: int, b: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`window_partition`. ``(B * H/p * W/p, p*p, C) -> (B, H, W, C)``."""
+    c = tokens.shape[-1]
+    x = tokens.view(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, w, c)
+
+
+def grid_partition(x: Tensor, g: int) -> Tensor:
+    """Global partition. ``(B, H, W, C) -> (B * H/g * W/g, g*g, C)``.
+
+    With ``h = H/g`` and ``w = W/g``, token ``(i, j)`` of group ``(X, Y)`` is pixel
+    ``(i*h + X, j*w + Y)``: g*g tokens spread over the whole image, ``h`` rows and ``w`` columns apart.
+    """
+    b, hh, ww, c = x.shape
+    x = x.view(b, g, hh // g, g, ww // g, c).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(-1, g * g, c)
+
+
+def grid_reverse(tokens: Tensor, g: int, b: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`grid_partition`. ``(B * H/g * W/g, g*g, C) -> (B, H, W, C)``."""
+    c = tokens.shape[-1]
+    x = tokens.view(b, h // g, w // g, g, g, c).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, h, w, c)
+
+
+_PARTITIONS = {'meso': (window_partition, window_reverse), 'global': (grid_partition, grid_reverse)}
+
+
+def relative_position_index(p: int) -> Tensor:
+    """``(p*p, p*p)`` index into a ``(2p-1)^2`` bias table: ``(i_m - i_n + p-1)(2p-1) + (j_m - j_n + p-1)``."""
+    coords = torch.stack(torch.meshgrid(torch.arange(p), torch.arange(p), indexing='ij')).flatten(1)  # (2, p*p)
+    rel = coords[:, :, None] - coords[:, None, :] + (p - 1)  # (2, p*p, p*p)
+    return rel[0] * (2 * p - 1) + rel[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared pieces
+# ----------------------------------------------------------------------------------------------
+class LayerNorm2d(nn.Module):
+    """Per-pixel LayerNorm over channels (biased variance, eps 1e-6, affine). ``(B, C, H, W) -> same``."""
+
+    def __init__(self, dim: int, eps: float = LN2D_EPS) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class GDFN(nn.Module):
+    """Gated depth-wise feed-forward network. ``(B, d, H, W) -> (B, d, H, W)``.
+
+    ``Conv1x1(d -> 2d) -> DWConv3x3 -> (a, b) halves -> GELU(a) * b -> Conv1x1(d -> d)``, no biases.
+    """
+
+    def __init__(self, dim: int, expansion: int = FFN_EXPANSION) -> None:
+        super().__init__()
+        hidden = dim * expansion // 2
+        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=False)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(a) * b)
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel gate: ``x * sigmoid(W2 SiLU(W1 mean_hw(x)))``, no biases. ``(B, h, H, W) -> same``."""
+
+    def __init__(self, dim: int, reduction: int = SE_REDUCTION) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim // reduction, bias=False)
+        self.fc2 = nn.Linear(dim // reduction, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = torch.sigmoid(self.fc2(F.silu(self.fc1(x.mean(dim=(2, 3))))))
+        return x * gate[:, :, None, None]
+
+
+class LocalModule(nn.Module):
+    """LM: MBConv with expansion 1. ``(B, h, H, W) -> (B, h, H, W)``.
+
+    ``x + Conv1x1(SE(GELU(DWConv3x3(GELU(Conv1x1(x))))))``, convolutions with bias.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(dim, dim, 1)
+        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.se = SqueezeExcitation(dim)
+        self.conv_out = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.gelu(self.dwconv(F.gelu(self.conv_in(x))))
+        return x + self.conv_out(self.se(y))
+
+
+class ESA(nn.Module):
+    """Enhanced spatial attention. ``(B, C, H, W) -> (B, C, H, W)``; needs ``H, W >= 15``.
+
+    ``m = sigmoid(Conv1x1(up(Conv3x3(maxpool7s3(Conv3x3s2(c1)))) + Conv1x1(c1)))``, ``c1 = Conv1x1(x)``;
+    returns ``x * m``.
+    """
+
+    def __init__(self, dim: int, esa_channels: int) -> None:
+        super().__init__()
+        f = esa_channels
+        self.squeeze = nn.Conv2d(dim, f, 1)
+        self.skip = nn.Conv2d(f, f, 1)
+        self.down = nn.Conv2d(f, f, 3, stride=2, padding=0)
+        self.refine = nn.Conv2d(f, f, 3, padding=1)
+        self.expand = nn.Conv2d(f, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        c1 = self.squeeze(x)
+        m = F.max_pool2d(self.down(c1), kernel_size=ESA_POOL_KERNEL, stride=ESA_POOL_STRIDE)
+        m = F.interpolate(self.refine(m), size=x.shape[-2:], mode='bilinear', align_corners=False)
+        return x * torch.sigmoid(self.expand(m + self.skip(c1)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Spatial self-attention (SAM) with attention sharing
+# ----------------------------------------------------------------------------------------------
+class SpatialAttention(nn.Module):
+    """Self-attention inside groups of ``P*P`` tokens. Works on token groups ``(N, P*P, d)``.
+
+    A *computing* layer (``compute=True``) owns ``qkv``, the relative-position bias table and
+    returns its attention ``A = softmax(q k^T / sqrt(d_head) + B)`` of shape ``(N, heads, P*P, P*P)``.
+    A *sharing* layer owns only ``v`` and applies an ``A`` computed elsewhere: ``out = proj(A v)``.
+    """
+
+    def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1, compute: bool = True) -> None:
+        super().__init__()
+        _check(dim % num_heads == 0, f'attention width {dim} is not divisible by num_heads={num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.compute = compute
+        if compute:
+            self.qkv = nn.Linear(dim, dim * 3, bias=False)
+            self.rel_pos_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1)**2, num_heads))
+            self.register_buffer('rel_pos_index', relative_position_index(window_size), persistent=False)
+        else:
+            self.v = nn.Linear(dim, dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def _heads(self, t: Tensor) -> Tensor:
+        n, tokens, _ = t.shape
+        return t.view(n, tokens, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, tokens: Tensor, attn: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        n, t, d = tokens.shape
+        if self.compute:
+            q, k, v = self.qkv(tokens).view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            bias = self.rel_pos_bias_table[self.rel_pos_index].permute(2, 0, 1)  # (heads, T, T)
+            attn = torch.softmax(torch.baddbmm(bias.expand(n * self.num_heads, t, t).reshape(-1, t, t),
+                                               (q * self.scale).reshape(-1, t, self.head_dim),
+                                               k.reshape(-1, t, self.head_dim).transpose(1, 2)),
+                                 dim=-1).view(n, self.num_heads, t, t)
+        else:
+            if attn is None:
+                raise ValueError('a sharing SpatialAttention layer needs the attention of its computing layer')
+            v = self._heads(self.v(tokens))
+        out = (attn @ v).transpose(1, 2).reshape(n, t, d)
+        return self.proj(out), attn
+
+
+class SAMBlock(nn.Module):
+    """SAM: ``x = x + Attn(LN(x))`` over meso windows or the global grid, then ``x = x + GDFN(LN2d(x))``.
+
+    ``(B, d, H, W) -> (B, d, H, W)`` with ``H, W`` multiples of the window size. ``forward`` also
+    returns the attention it used (computed here or received), ``(B * H*W/P^2, heads, P*P, P*P)``.
+    """
+
+    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
+                 compute: bool = True) -> None:
+        super().__init__()
+        _check(partition in _PARTITIONS, f"partition must be 'meso' or 'global', got {partition!r}")
+        self.partition = partition
+        self.window_size = window_size
+        self.norm_attn = nn.LayerNorm(dim, eps=SAM_LN_EPS)
+        self.attn = SpatialAttention(dim, window_size, num_heads, compute)
+        self.norm_ffn = LayerNorm2d(dim)
+        self.ffn = GDFN(dim)
+
+    def forward(self, x: Tensor, attn: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        b, _, h, w = x.shape
+        split, merge = _PARTITIONS[self.partition]
+        tokens = x.permute(0, 2, 3, 1)  # (B, H, W, d)
+        out, attn = self.attn(split(self.norm_attn(tokens), self.window_size), attn)
+        x = x + merge(out, self.window_size, b, h, w).permute(0, 3, 1, 2)
+        return x + self.ffn(self.norm_ffn(x)), attn
+
+
+# ----------------------------------------------------------------------------------------------
+# Channel self-attention (CAM)
+# ----------------------------------------------------------------------------------------------
+class ChannelAttention(nn.Module):
+    """Transposed (channel) attention inside pixel groups. ``(B, C, H, W) -> (B, C, H, W)``.
+
+    ``q, k, v = DWConv3x3(Conv1x1(x))``; per group and head, q and k are ``d x T`` matrices,
+    L2-normalised along T; ``A = softmax(q k^T * tau)`` is ``d x d``; ``out = Conv1x1(A v)``.
+    ``partition='meso'``: groups are P x P windows (T = P^2). ``partition='grid'``: group (p, q) holds
+    the pixels at offset (p, q) of every window (T = HW / P^2).
+    """
+
+    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1) -> None:
+        super().__init__()
+        _check(partition in ('meso', 'grid'), f"partition must be 'meso' or 'grid', got {partition!r}")
+        _check(dim % num_heads == 0, f'channel attention width {dim} is not divisible by num_heads={num_heads}')
+        self.partition = partition
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=False)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=False)
+        self.proj = nn.Conv2d(dim, dim, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        p, heads = self.window_size, self.num_heads
+        qkv = self.qkv_dwconv(self.qkv(x)).view(b, 3, heads, c // heads, h // p, p, w // p, p)
+        if self.partition == 'meso':  # groups (X, Y), tokens (i, j)
+            qkv = qkv.permute(1, 0, 4, 6, 2, 3, 5, 7).reshape(3, -1, heads, c // heads, p * p)
+        else:  # groups (i, j), tokens (X, Y)
+            qkv = qkv.permute(1, 0, 5, 7, 2, 3, 4, 6).reshape(3, -1, heads, c // heads, (h // p) * (w // p))
+        q, k, v = qkv.unbind(0)
+        q = F.normalize(q, dim=-1, eps=L2_EPS)
+        k = F.normalize(k, dim=-1, eps=L2_EPS)
+        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.temperature, dim=-1)
+        out = attn @ v  # (N, heads, d, T)
+        if self.partition == 'meso':
+            out = out.view(b, h // p, w // p, heads, c // heads, p, p).permute(0, 3, 4, 1, 5, 2, 6)
+        else:
+            out = out.view(b, p, p, heads, c // heads, h // p, w // p).permute(0, 3, 4, 5, 1, 6, 2)
+        return self.proj(out.reshape(b, c, h, w))
+
+
+class CAM(nn.Module):
+    """Channel attention module. ``(B, C, H, W) -> (B, C, H, W)``.
+
+    ``x += CA_meso(LN2d(x)); x += GDFN(LN2d(x)); x += CA_grid(LN2d(x)); x += GDFN(LN2d(x))``.
+    """
+
+    def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1) -> None:
+        super().__init__()
+        self.norm_meso = LayerNorm2d(dim)
+        self.ca_meso = ChannelAttention(dim, 'meso', window_size, num_heads)
+        self.norm_ffn1 = LayerNorm2d(dim)
+        self.ffn1 = GDFN(dim)
+        self.norm_grid = LayerNorm2d(dim)
+        self.ca_grid = ChannelAttention(dim, 'grid', window_size, num_heads)
+        self.norm_ffn2 = LayerNorm2d(dim)
+        self.ffn2 = GDFN(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.ca_meso(self.norm_meso(x))
+        x = x + self.ffn1(self.norm_ffn1(x))
+        x = x + self.ca_grid(self.norm_grid(x))
+        return x + self.ffn2(self.norm_ffn2(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Information distillation block
+# ----------------------------------------------------------------------------------------------
+class IDB(nn.Module):
+    """Information distillation block. ``(B, C, H, W) -> (B, C, H, W)``.
+
+    ``out = ESA(Conv1x1(Body(x)) + x)``. Body = three calculation units then :class:`CAM`. Unit ``u``
+    (input width ``h_u`` = C, 3c, 2c):
+
+    * ``y = LM(x)``; ``loc = y[:, :c]``; ``z = SAM_global(SAM_meso(y[:, c:]))``  (channel split)
+    * units 1, 2: ``y = Conv1x1(cat(z, loc))``; distilled ``r_u = y[:, :c]``; ``y[:, c:]`` goes on
+    * unit 3: ``Conv1x1(cat(r1, r2, z, loc))`` back to C channels.
+
+    Ablations: ``channel_split=False`` lets the SAMs see the whole LM output (``z`` alone is fused);
+    ``distillation=False`` gives the serial baseline ``3 x (LM, SAM_meso, SAM_global)`` on C channels.
+
+    ``attn_sources`` has one entry per SAM (order meso1, global1, meso2, global2, meso3, global3):
+    ``None`` makes that SAM compute its own attention, an integer ``k`` makes it re-use the k-th
+    attention computed in the network so far (the ``attns`` list passed through ``forward``).
+    """
+
+    def __init__(self, num_feat: int, window_size: int = WINDOW_SIZE, attn_sources: Sequence[Optional[int]] = (None, ) * 6,
+                 channel_split: bool = True, distillation: bool = True, esa_channels: int = ESA_MIN_CHANNELS) -> None:
+        super().__init__()
+        _check(len(attn_sources) == 6, 'an IDB has six SAMs: attn_sources needs six entries')
+        c = num_feat // DISTILL_RATIO
+        self.distill_channels = c
+        self.channel_split = channel_split
+        self.distillation = distillation
+        self.attn_sources = list(attn_sources)
+        unit_widths = (num_feat, 3 * c, 2 * c) if distillation else (num_feat, ) * 3
+        split = c if (channel_split and distillation) else 0
+        sam_widths = [width - split for width in unit_widths]
+        self.lm1, self.lm2, self.lm3 = (LocalModule(width) for width in unit_widths)
+        sams = []
+        for unit, width in enumerate(sam_widths):
+            for part, partition in enumerate(('meso', 'global')):
+                compute = attn_sources[2 * unit + part] is None
+                sams.append(SAMBlock(width, partition, window_size, compute=compute))
+        self.sam_meso1, self.sam_global1, self.sam_meso2, self.sam_global2, self.sam_meso3, self.sam_global3 = sams
+        if distillation:
+            self.fuse1 = nn.Conv2d(unit_widths[0], unit_widths[0], 1)
+            self.fuse2 = nn.Conv2d(unit_widths[1], unit_widths[1], 1)
+            self.fuse3 = nn.Conv2d(num_feat, num_feat, 1)
+        self.cam = CAM(num_feat, window_size)
+        self.conv_out = nn.Conv2d(num_feat, num_feat, 1)
+        self.esa = ESA(num_feat, esa_channels)
+
+    def _sams(self, x: Tensor, unit: int, attns: List[Tensor]) -> Tensor:
+        """SAM_global(SAM_meso(x)) of one unit; appends the attention it computes to ``attns``."""
+        for part, sam in enumerate((getattr(self, f'sam_meso{unit + 1}'), getattr(self, f'sam_global{unit + 1}'))):
+            source = self.attn_sources[2 * unit + part]
+            x, attn = sam(x, None if source is None else attns[source])
+            if source is None:
+                attns.append(attn)
+        return x
+
+    def _unit(self, x: Tensor, unit: int, attns: List[Tensor]) -> Tuple[Tensor, Tensor]:
+        """LM, channel split and SAMs of one calculation unit: returns ``(z, loc)``."""
+        y = getattr(self, f'lm{unit + 1}')(x)
+        if not self.channel_split:
+            return self._sams(y, unit, attns), y[:, :0]
+        c = self.distill_channels
+        return self._sams(y[:, c:], unit, attns), y[:, :c]
+
+    def forward(self, x: Tensor, attns: List[Tensor]) -> Tensor:
+        c = self.distill_channels
+        if self.distillation:
+            z, loc = self._unit(x, 0, attns)
+            y = self.fuse1(torch.cat((z, loc), dim=1))
+            r1 = y[:, :c]
+            z, loc = self._unit(y[:, c:], 1, attns)
+            y = self.fuse2(torch.cat((z, loc), dim=1))
+            r2 = y[:, :c]
+            z, loc = self._unit(y[:, c:], 2, attns)
+            body = self.fuse3(torch.cat((r1, r2, z, loc), dim=1))
+        else:
+            body = x
+            for unit in range(3):
+                body = self._sams(getattr(self, f'lm{unit + 1}')(body), unit, attns)
+        return self.esa(self.conv_out(self.cam(body)) + x)
+
+
+def attention_sources(num_blocks: int, attn_sharing: str) -> List[List[Optional[int]]]:
+    """Per IDB and SAM: ``None`` (compute) or the index of the shared attention in the network's list.
+
+    ``'across'`` (ASID): IDB 0 computes a1..a6, SAM k of every later IDB re-uses a_k.
+    ``'intra'``: in every IDB, unit 1 computes (meso, global); units 2 and 3 re-use them.
+    ``'none'``: every SAM computes its own attention.
+    """
+    _check(attn_sharing in ATTN_SHARING_MODES, f'attn_sharing must be one of {ATTN_SHARING_MODES}, got {attn_sharing!r}')
+    if attn_sharing == 'none':
+        return [[None] * 6 for _ in range(num_blocks)]
+    if attn_sharing == 'across':
+        return [[None] * 6] + [list(range(6)) for _ in range(num_blocks - 1)]
+    return [[None, None] + [2 * k, 2 * k + 1] * 2 for k in range(num_blocks)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint key layouts: released checkpoints <-> this file
+# ----------------------------------------------------------------------------------------------
+def _idb_name_pairs() -> List[Tuple[str, str]]:
+    """(released name, project name) prefixes inside one IDB, e.g. ``SLA1.attn.to_qkv.`` <-> ``sam_meso1.attn.qkv.``."""
+    lm_parts = (('net.fn.0.', 'conv_in.'), ('net.fn.2.', 'dwconv.'), ('net.fn.4.gate.1.', 'se.fc1.'),
+                ('net.fn.4.gate.3.', 'se.fc2.'), ('net.fn.5.', 'conv_out.'))
+    sam_parts = (('norm.', 'norm_attn.'), ('attn.to_qkv.', 'attn.qkv.'), ('attn.to_v.', 'attn.v.'),
+                 ('attn.to_out.0.', 'attn.proj.'), ('attn.rel_pos_bias.weight', 'attn.rel_pos_bias_table'),
+                 ('cnorm.', 'norm_ffn.'), ('gfn.', 'ffn.'))
+    pairs = []
+    for u in (1, 2, 3):
+        pairs += [(f'LB{u}.{ref}', f'lm{u}.{ours}') for ref, ours in lm_parts]
+        for ref_sam, our_sam in (('SLA', 'sam_meso'), ('SGA', 'sam_global')):
+            pairs += [(f'{ref_sam}{u}.{ref}', f'{our_sam}{u}.{ours}') for ref, ours in sam_parts]
+        pairs.append((f'pw{u}.', f'fuse{u}.'))
+    for k, part in ((1, 'meso'), (2, 'grid')):
+        pairs += [(f'BlockC.canorm{k}.', f'cam.norm_{part}.'), (f'BlockC.cttn{k}.project_out.', f'cam.ca_{part}.proj.'),
+                  (f'BlockC.cttn{k}.', f'cam.ca_{part}.'), (f'BlockC.cnorm{k}.', f'cam.norm_ffn{k}.'),
+                  (f'BlockC.gfn{k}.', f'cam.ffn{k}.')]
+    return pairs
+
+
+IDB_NAME_PAIRS = _idb_name_pairs()
+ESA_NAME_PAIRS = [('esa.conv1.', 'esa.squeeze.'), ('esa.conv_f.', 'esa.skip.'), ('esa.conv2.', 'esa.down.'),
+                  ('esa.conv3.', 'esa.refine.'), ('esa.conv4.', 'esa.expand.'), ('res_end.', 'conv_out.')]
+TOP_NAME_PAIRS = [('input.', 'conv_first.'), ('output.', 'conv_after_body.'), ('up.0.', 'upsampler.0.')]
+_REFERENCE_BLOCK = re.compile(r'block(\d+)\.(residual_layer\.(?:0\.)?)?')
+_PROJECT_BLOCK = re.compile(r'blocks\.(\d+)\.')
+
+
+def rename_prefix(name: str, pairs: Sequence[Tuple[str, str]], reverse: bool = False) -> str:
+    """Replace the longest matching prefix of ``name`` (``pairs`` are (released, project); ``reverse`` swaps)."""
+    best = None
+    for ref, ours in pairs:
+        old, new = (ours, ref) if reverse else (ref, ours)
+        if name.startswith(old) and (best is None or len(old) > len(best[0])):
+            best = (old, new)
+    return name if best is None else best[1] + name[len(best[0]):]
+
+
+def is_reference_layout(state_dict: Mapping[str, Tensor]) -> bool:
+    """True for the key layout of the authors' released checkpoints (``block0.residual_layer.0...``)."""
+    return any(_REFERENCE_BLOCK.match(key) for key in state_dict)
+
+
+def state_dict_from_reference(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """Released-checkpoint keys -> project keys. Keys that match no rule are kept (strict loading names them)."""
+    converted = {}
+    for key, value in state_dict.items():
+        match = _REFERENCE_BLOCK.match(key)
+        if match is None:
+            new = rename_prefix(key, TOP_NAME_PAIRS)
+        else:
+            pairs = IDB_NAME_PAIRS if match.group(2) else ESA_NAME_PAIRS
+            new = f'blocks.{match.group(1)}.' + rename_prefix(key[match.end():], pairs)
+        converted[new] = value
+    return converted
+
+
+def state_dict_to_reference(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """Project keys -> released-checkpoint keys (the released ASID: attention computed in IDB 0)."""
+    converted = {}
+    for key, value in state_dict.items():
+        match = _PROJECT_BLOCK.match(key)
+        if match is None:
+            new = rename_prefix(key, TOP_NAME_PAIRS, reverse=True)
+        else:
+            block, rest = match.group(1), key[match.end():]
+            if rest.startswith(('esa.', 'conv_out.')):
+                new = f'block{block}.' + rename_prefix(rest, ESA_NAME_PAIRS, reverse=True)
+            else:
+                body = 'residual_layer.0.' if block == '0' else 'residual_layer.'
+                new = f'block{block}.{body}' + rename_prefix(rest, IDB_NAME_PAIRS, reverse=True)
+        converted[new] = value
+    return converted
+
+
+# ----------------------------------------------------------------------------------------------
+# The network
+# ----------------------------------------------------------------------------------------------
+@register_arch
+class ASID(nn.Module):
+    """ASID super-resolution network. ``(B, num_in_ch, H, W) -> (B, num_out_ch, H*s, W*s)``, any H, W.
+
+    ``F0 = Conv3x3(x_pad)``; ``F = IDB_{N-1}(...IDB_0(F0))``; ``F = Conv3x3(F) + F0``;
+    ``y = PixelShuffle_s(Conv3x3(F))`` cropped to ``(H*s, W*s)``. The input is zero-padded on the
+    bottom/right to a multiple of ``window_size`` (as the reference). Inputs whose padded side would
+    be under 16 px (too small for ESA, where the reference crashes) are edge-padded to 16 px instead.
+
+    Args:
+        upscale: scale factor s (2, 3 or 4; any integer >= 1 works).
+        num_in_ch, num_out_ch: image channels.
+        num_feat: C, divisible by 4 (48 in the released configs).
+        num_blocks: number of IDBs N (3 = ASID, 8 = ASID-D8).
+        window_size: meso window and global grid side P (8).
+        attn_sharing: ``'across'`` (ASID: the first IDB computes, later IDBs re-use), ``'intra'``
+            (shared within each IDB only) or ``'none'`` (every SAM computes its attention).
+        channel_split: SAMs see only the non-distilled ``C - c`` channels (True) or all (False).
+        distillation: information distillation (True) or the serial ``LM, SAM, CAM`` baseline (False).
+    """
+
+    def __init__(self, upscale: int = 2, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 48,
+                 num_blocks: int = 3, window_size: int = WINDOW_SIZE, attn_sharing: str = 'across',
+                 channel_split: bool = True, distillation: bool = True) -> None:
+        super().__init__()
+        _check(isinstance(upscale, int) and upscale >= 1, f'upscale must be a positive integer, got {upscale!r}')
+        _check(isinstance(num_feat, int) and num_feat > 0 and num_feat % DISTILL_RATIO == 0,
+               f'num_feat must be a positive multiple of {DISTILL_RATIO}, got {num_feat!r}')
+        _check(isinstance(num_blocks, int) and num_blocks >= 1, f'num_blocks must be >= 1, got {num_blocks!r}')
+        _check(isinstance(window_size, int) and window_size >= 1, f'window_size must be >= 1, got {window_size!r}')
+        self.upscale = upscale
+        self.window_size = window_size
+        self.attn_sharing = attn_sharing
+        esa_channels = max(num_feat // DISTILL_RATIO, ESA_MIN_CHANNELS)
+        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            IDB(num_feat, window_size, sources, channel_split, distillation, esa_channels)
+            for sources in attention_sources(num_blocks, attn_sharing))
+        self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, padding=1)
+        self.upsampler = nn.Sequential(nn.Conv2d(num_feat, num_out_ch * upscale**2, 3, padding=1),
+                                       nn.PixelShuffle(upscale))
+
+    def pad(self, x: Tensor) -> Tensor:
+        """Pad bottom/right to a multiple of the window (zeros), at least 16 px (edge values)."""
+        h, w = x.shape[-2:]
+        p = self.window_size
+        pad_h, pad_w = (math.ceil(h / p) * p - h, math.ceil(w / p) * p - w)
+        if h + pad_h < MIN_PADDED_SIZE or w + pad_w < MIN_PADDED_SIZE:
+            tiny_h = max(MIN_PADDED_SIZE - h, 0) if h + pad_h < MIN_PADDED_SIZE else 0
+            tiny_w = max(MIN_PADDED_SIZE - w, 0) if w + pad_w < MIN_PADDED_SIZE else 0
+            x = F.pad(x, (0, tiny_w, 0, tiny_h), mode='replicate')
+            return self.pad(x)
+        return F.pad(x, (0, pad_w, 0, pad_h))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f'ASID expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}')
+        h, w = x.shape[-2:]
+        feat0 = self.conv_first(self.pad(x))
+        feat = feat0
+        attns: List[Tensor] = []
+        for block in self.blocks:
+            feat = block(feat, attns)
+        feat = self.conv_after_body(feat) + feat0
+        return self.upsampler(feat)[..., :h * self.upscale, :w * self.upscale]
+
+    def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False):
+        """Load project keys or the released checkpoints' keys (converted); strict by default."""
+        if is_reference_layout(state_dict):
+            state_dict = state_dict_from_reference(state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def asid(upscale: int = 2, **kwargs) -> ASID:
+    """ASID as released: 3 IDBs, 48 channels (297,516 / 304,011 / 313,104 parameters at x2 / x3 / x4)."""
+    return ASID(upscale=upscale, num_feat=48, num_blocks=3, **kwargs)
+
+
+def asid_d8(upscale: int = 2, **kwargs) -> ASID:
+    """ASID-D8 as released: 8 IDBs, 48 channels (732,146 / 738,641 / 747,734 parameters at x2 / x3 / x4)."""
+    return ASID(upscale=upscale, num_feat=48, num_blocks=8, **kwargs)

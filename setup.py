@@ -1,0 +1,30 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name='asid_arch',
+    version='0.1.0',
+    description='ASID (Attention-Sharing Information Distillation) super-resolution for BasicSR',
+    long_description=Path(__file__).with_name('README.md').read_text(encoding='utf-8'),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['asid_arch', 'asid_arch.*']),
+    python_requires='>=3.9',
+    install_requires=[
+        'torch>=2.0',
+        'torchvision',
+        'basicsr>=1.4.2',
+        'numpy',
+        'opencv-python',
+        'pyyaml',
+        'lmdb',
+        'scikit-image',
+        'tqdm',
+    ],
+    extras_require={
+        'bench': ['matplotlib'],
+        'onnx': ['onnx', 'onnxruntime'],
+        'test': ['pytest'],
+    },
+    entry_points={'console_scripts': []},
+)

@@ -1,0 +1,79 @@
+"""Import order, the torchvision alias, and the single-file drop-in into a BasicSR tree."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+ARCH_FILE = REPO / 'asid_arch' / 'archs' / 'asid_arch.py'
+# What a BasicSR tree that imports with this torchvision would have done for itself:
+PREINSTALLED_ALIAS = ("import sys, torchvision.transforms.functional as f; "
+                      "sys.modules['torchvision.transforms.functional_tensor'] = f; ")
+
+
+def run_python(code: str, cwd: Path, extra_path: str = '') -> subprocess.CompletedProcess:
+    env = {'PYTHONPATH': extra_path, 'PATH': '/usr/bin:/bin'}
+    return subprocess.run([sys.executable, '-c', code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_package_first_then_basicsr(tmp_path):
+    code = ('import asid_arch, basicsr; from basicsr.utils.registry import ARCH_REGISTRY; '
+            "assert ARCH_REGISTRY.get('ASID') is asid_arch.ASID; print('ok')")
+    result = run_python(code, tmp_path, str(REPO))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'ok'
+
+
+def test_basicsr_first_then_package(tmp_path):
+    code = (PREINSTALLED_ALIAS + 'import basicsr; import asid_arch; import asid_arch; '
+            "from basicsr.utils.registry import ARCH_REGISTRY; assert ARCH_REGISTRY.get('ASID') is asid_arch.ASID; "
+            "print('ok')")
+    result = run_python(code, tmp_path, str(REPO))
+    assert result.returncode == 0, result.stderr
+
+
+def test_arch_file_imports_only_torch_and_basicsr():
+    import ast
+
+    tree = ast.parse(ARCH_FILE.read_text())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split('.')[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add((node.module or '').split('.')[0])
+    assert roots <= {'torch', 'basicsr', '__future__', 'math', 're', 'typing'}
+
+
+def test_drop_in_into_a_basicsr_tree(tmp_path):
+    """Copy BasicSR, drop the arch file into basicsr/archs/, build ASID from an option dict."""
+    import basicsr
+
+    tree = tmp_path / 'checkout'
+    shutil.copytree(Path(basicsr.__file__).parent, tree / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
+    shutil.copy(ARCH_FILE, tree / 'basicsr' / 'archs' / 'asid_arch.py')
+    code = (PREINSTALLED_ALIAS + 'import torch; from basicsr.archs import build_network; '
+            "net = build_network({'type': 'ASID', 'upscale': 3, 'num_blocks': 3}); "
+            "assert type(net).__module__ == 'basicsr.archs.asid_arch', type(net).__module__; "
+            "assert 'asid_arch' not in sys.modules; "
+            "print(sum(p.numel() for p in net.parameters()), tuple(net(torch.rand(1, 3, 20, 20)).shape))")
+    result = run_python(code, tmp_path, str(tree))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == '304011'
+
+
+def test_drop_in_and_package_together(tmp_path):
+    """The package imported after a BasicSR tree that already has the file: no double registration."""
+    import basicsr
+
+    tree = tmp_path / 'checkout'
+    shutil.copytree(Path(basicsr.__file__).parent, tree / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
+    shutil.copy(ARCH_FILE, tree / 'basicsr' / 'archs' / 'asid_arch.py')
+    code = (PREINSTALLED_ALIAS + "import basicsr, asid_arch; from basicsr.archs import build_network; "
+            "print(type(build_network({'type': 'ASID'})).__name__)")
+    result = run_python(code, tmp_path, f'{tree}:{REPO}')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'ASID'
