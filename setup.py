@@ -26,5 +26,11 @@ setup(
         'onnx': ['onnx', 'onnxruntime'],
         'test': ['pytest'],
     },
-    entry_points={'console_scripts': []},
+    entry_points={
+        'console_scripts': [
+            'asid-prepare = asid_arch.data.prepare:main',
+            'asid-train = asid_arch.train:main',
+            'asid-test = asid_arch.test:main',
+        ],
+    },
 )

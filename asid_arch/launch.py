@@ -1,0 +1,57 @@
+"""What BasicSR's train/test pipelines need to run on any machine, set up by our entry points.
+
+BasicSR 1.4.2 assumes CUDA in two places: ``init_dist('pytorch')`` calls
+``torch.cuda.set_device`` and initialises NCCL, and resuming maps the training state to
+``torch.cuda.current_device()``. Without a GPU, our entry points replace those two functions
+(in memory, for this process) by versions that use the gloo backend and the CPU.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def init_dist_any_device(launcher: str, backend: str = 'nccl', **kwargs) -> None:
+    """BasicSR's ``init_dist``; on a machine without CUDA, ``--launcher pytorch`` uses gloo."""
+    from basicsr.utils import dist_util
+
+    if torch.cuda.is_available() or launcher != 'pytorch':
+        return dist_util.init_dist(launcher, backend, **kwargs)
+    if mp.get_start_method(allow_none=True) is None:
+        mp.set_start_method('spawn')
+    dist.init_process_group(backend='gloo')
+
+
+def load_resume_state_any_device(opt: dict):
+    """BasicSR's ``load_resume_state``, mapping the state to the CPU when there is no GPU."""
+    from basicsr.utils import check_resume, scandir
+
+    path = None
+    if opt['auto_resume']:
+        state_dir = os.path.join('experiments', opt['name'], 'training_states')
+        if os.path.isdir(state_dir):
+            iters = [int(name.split('.state')[0]) for name in scandir(state_dir, suffix='state', recursive=False)
+                     if name.split('.state')[0].isdigit()]
+            if iters:
+                path = os.path.join(state_dir, f'{max(iters)}.state')
+                opt['path']['resume_state'] = path
+    else:
+        path = opt['path'].get('resume_state')
+    if path is None:
+        return None
+    location = f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu'
+    state = torch.load(path, map_location=location, weights_only=False)
+    check_resume(opt, state['iter'])
+    return state
+
+
+def prepare_basicsr() -> None:
+    """Install the CPU-capable replacements (no-op on a CUDA machine for code paths that have a GPU)."""
+    import basicsr.train
+    import basicsr.utils.options
+
+    basicsr.utils.options.init_dist = init_dist_any_device
+    basicsr.train.load_resume_state = load_resume_state_any_device

@@ -1,0 +1,85 @@
+"""Small synthetic data and option files for pipeline tests (seconds on a CPU)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def synthetic_image(h: int, w: int, seed: int) -> np.ndarray:
+    """A structured uint8 BGR image: gradients, stripes and a disc, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    f1, f2 = rng.uniform(0.05, 0.3, size=2)
+    img = np.stack([128 + 100 * np.sin(f1 * xx + c) * np.cos(f2 * yy - c) for c in (0.0, 1.0, 2.0)], axis=2)
+    cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, min(h, w) / 4
+    img[(yy - cy)**2 + (xx - cx)**2 < r**2] = rng.uniform(0, 255, size=3)
+    img += rng.normal(0, 4, size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_images(folder: Path, count: int, size=(96, 120), seed: int = 0) -> list:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f'img{i:02d}.png'
+        cv2.imwrite(str(path), synthetic_image(*size, seed + i))
+        paths.append(path)
+    return paths
+
+
+def tiny_train_options(name: str, data: Path, val: Path, scale: int = 2, iters: int = 6, backend: str = 'lmdb',
+                       **overrides) -> dict:
+    """A BasicSR training option dict for a 1-IDB ASID on the data made by ``asid-prepare train``."""
+    if backend == 'lmdb':
+        gt, lq = data / 'tiny_HR_sub.lmdb', data / f'tiny_LR_bicubic_X{scale}_sub.lmdb'
+    else:
+        gt, lq = data / 'tiny_HR_sub', data / 'tiny_LR_bicubic' / f'X{scale}_sub'
+    opt = {
+        'name': name, 'model_type': 'ASIDModel', 'scale': scale, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': {'name': 'tiny', 'type': 'PairedImageDataset', 'dataroot_gt': str(gt), 'dataroot_lq': str(lq),
+                      'filename_tmpl': '{}', 'io_backend': {'type': backend}, 'gt_size': 16 * scale,
+                      'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
+                      'dataset_enlarge_ratio': 1, 'prefetch_mode': None},
+            'val': {'name': 'tinyval', 'type': 'PairedImageDataset', 'dataroot_gt': str(val / f'GTmod{scale}'),
+                    'dataroot_lq': str(val / f'LRbicx{scale}'), 'io_backend': {'type': 'disk'}},
+        },
+        'network_g': {'type': 'ASID', 'upscale': scale, 'num_feat': 16, 'num_blocks': 1},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'ema_decay': 0, 'optim_g': {'type': 'AdamW', 'lr': 1e-3, 'weight_decay': 1e-4, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5}, 'total_iter': iters,
+                  'warmup_iter': -1, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
+        'val': {'val_freq': iters, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': scale, 'test_y_channel': True}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False,
+                   'wandb': {'project': None, 'resume_id': None}},
+        'dist_params': {'backend': 'gloo', 'port': 29500},
+    }
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split('.')
+        node = opt
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return opt
+
+
+def write_yaml(path: Path, opt: dict) -> Path:
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return path
+
+
+def run_module(module: str, args: list, cwd: Path, timeout: int = 600, launcher: list = None) -> subprocess.CompletedProcess:
+    """``python -m module args`` in ``cwd`` with this checkout importable; output captured."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''),
+               OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    cmd = [sys.executable, *(launcher or []), '-m', module, *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,90 @@
+"""BasicSR's train/test pipelines through our entry points: LMDB training, resume, testing, DDP (gloo)."""
+from __future__ import annotations
+
+import re
+import socket
+
+import pytest
+import torch
+
+from asid_arch.data.prepare import prepare_bench, prepare_train
+
+from helpers import run_module, tiny_train_options, write_images, write_yaml
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data')
+    write_images(root / 'hr', 4, size=(96, 120))
+    report = prepare_train(root / 'hr', root / 'train', 'tiny', [2], crop=48, step=24)
+    assert not report.failed
+    write_images(root / 'valsrc' / 'HR', 2, size=(40, 56), seed=10)
+    prepare_bench([root / 'valsrc' / 'HR'], root, [2])
+    return root
+
+
+def iterations_logged(log: str) -> list:
+    return [int(v) for v in re.findall(r'iter:\s*(\d+),', log)]
+
+
+def test_train_writes_checkpoint_and_resumes(data, tmp_path):
+    opt = write_yaml(tmp_path / 'tiny.yml', tiny_train_options('tiny_run', data / 'train', data / 'valsrc', iters=4))
+    first = run_module('asid_arch.train', ['-opt', str(opt)], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    models = tmp_path / 'experiments' / 'tiny_run' / 'models'
+    states = tmp_path / 'experiments' / 'tiny_run' / 'training_states'
+    assert (models / 'net_g_4.pth').exists() and (models / 'net_g_latest.pth').exists()
+    assert (states / '4.state').exists()
+    assert 'psnr' in first.stderr
+    params = torch.load(models / 'net_g_4.pth', weights_only=True)['params']
+    assert 'blocks.0.sam_meso1.attn.qkv.weight' in params
+
+    # continue to 8 iterations from the saved state: the log starts at iteration 5
+    longer = write_yaml(tmp_path / 'tiny.yml', tiny_train_options('tiny_run', data / 'train', data / 'valsrc', iters=8))
+    resumed = run_module('asid_arch.train', ['-opt', str(longer), '--auto_resume'], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'Resuming training from epoch' in resumed.stderr and 'iter: 4.' in resumed.stderr
+    assert iterations_logged(resumed.stderr) == [5, 6, 7, 8]
+    assert (states / '8.state').exists()
+
+
+def test_test_pipeline_reports_psnr_ssim(data, tmp_path):
+    train_opt = tiny_train_options('tiny_for_test', data / 'train', data / 'valsrc', iters=2)
+    trained = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 't.yml', train_opt))], tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = tmp_path / 'experiments' / 'tiny_for_test' / 'models' / 'net_g_latest.pth'
+    for tile in (None, {'size': 16, 'overlap': 4}):
+        opt = {
+            'name': 'tiny_test', 'model_type': 'ASIDModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
+            'datasets': {'test_1': train_opt['datasets']['val'] | {'name': 'tinyset'}},
+            'network_g': train_opt['network_g'],
+            'path': {'pretrain_network_g': str(checkpoint), 'param_key_g': 'params', 'strict_load_g': True},
+            'val': {'save_img': False, 'tile': tile,
+                    'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True},
+                                'psnr_matlab': {'type': 'calculate_psnr_matlab', 'crop_border': 2},
+                                'ssim': {'type': 'calculate_ssim', 'crop_border': 2, 'test_y_channel': True}}},
+        }
+        result = run_module('asid_arch.test', ['-opt', str(write_yaml(tmp_path / 'test.yml', opt))], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        values = dict(re.findall(r'# (psnr|psnr_matlab|ssim): ([\d.]+)', result.stderr))
+        assert set(values) == {'psnr', 'psnr_matlab', 'ssim'}
+        assert 5 < float(values['psnr']) < 60 and 0 < float(values['ssim']) <= 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_world_size_two_on_cpu(data, tmp_path):
+    """``torchrun --nproc_per_node 2 -m asid_arch.train --launcher pytorch``: gloo on a CPU machine."""
+    opt = write_yaml(tmp_path / 'ddp.yml', tiny_train_options('tiny_ddp', data / 'train', data / 'valsrc', iters=4))
+    launcher = ['-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
+                '--master_port', str(free_port())]
+    result = run_module('asid_arch.train', ['-opt', str(opt), '--launcher', 'pytorch'], tmp_path,
+                        launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'World size (gpu number): 2' in result.stderr
+    assert (tmp_path / 'experiments' / 'tiny_ddp' / 'models' / 'net_g_latest.pth').exists()
+    assert iterations_logged(result.stderr) == [1, 2, 3, 4]  # logged once, by rank 0
