@@ -31,6 +31,7 @@ setup(
             'asid-prepare = asid_arch.data.prepare:main',
             'asid-train = asid_arch.train:main',
             'asid-test = asid_arch.test:main',
+            'asid-sr = asid_arch.inference:main',
         ],
     },
 )

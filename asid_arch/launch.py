@@ -3,7 +3,8 @@
 BasicSR 1.4.2 assumes CUDA in two places: ``init_dist('pytorch')`` calls
 ``torch.cuda.set_device`` and initialises NCCL, and resuming maps the training state to
 ``torch.cuda.current_device()``. Without a GPU, our entry points replace those two functions
-(in memory, for this process) by versions that use the gloo backend and the CPU.
+(in memory, for this process) by versions that use the gloo backend and the CPU. They also check
+the parsed options (:mod:`asid_arch.options_check`) before any work starts.
 """
 from __future__ import annotations
 
@@ -48,10 +49,58 @@ def load_resume_state_any_device(opt: dict):
     return state
 
 
+def checked(parse_options):
+    """Wrap BasicSR's ``parse_options`` so that invalid options stop the run with named keys."""
+    from .options_check import OptionsError, validate_options
+
+    def parse_and_check(root_path: str, is_train: bool = True):
+        opt, args = parse_options(root_path, is_train=is_train)
+        problems = validate_options(opt, is_train)
+        if problems:
+            raise OptionsError(args.opt, problems)
+        return opt, args
+
+    return parse_and_check
+
+
 def prepare_basicsr() -> None:
-    """Install the CPU-capable replacements (no-op on a CUDA machine for code paths that have a GPU)."""
+    """Install the CPU-capable replacements and the option checks in BasicSR's pipelines."""
+    import basicsr.test
     import basicsr.train
     import basicsr.utils.options
 
     basicsr.utils.options.init_dist = init_dist_any_device
     basicsr.train.load_resume_state = load_resume_state_any_device
+    basicsr.train.parse_options = checked(basicsr.utils.options.parse_options)
+    basicsr.test.parse_options = checked(basicsr.utils.options.parse_options)
+
+
+def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
+    """Run ``basicsr.train.train_pipeline`` or ``basicsr.test.test_pipeline`` in the current folder.
+
+    User mistakes (invalid options, a missing option file, a diverged loss) end with one clear
+    message and exit status 2 (options) or 1 (diverged), not a traceback.
+    """
+    import sys
+
+    import yaml
+
+    from .models.asid_model import TrainingDiverged
+    from .options_check import OptionsError
+
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    prepare_basicsr()
+    import basicsr.test
+    import basicsr.train
+
+    pipeline = basicsr.train.train_pipeline if pipeline_name == 'train' else basicsr.test.test_pipeline
+    try:
+        pipeline(os.getcwd())
+    except OptionsError as err:
+        sys.exit(f'{prog}: {err}')
+    except (FileNotFoundError, yaml.YAMLError) as err:
+        sys.exit(f'{prog}: cannot read the option file: {err}')
+    except TrainingDiverged as err:
+        print(f'{prog}: {err}', file=sys.stderr)
+        sys.exit(1)

@@ -2,25 +2,18 @@
 
 BasicSR's training pipeline with ASID registered. Same flags as BasicSR's ``train.py``:
 ``--launcher pytorch`` (with ``torchrun``; gloo on CPU), ``--auto_resume``, ``--debug``,
-``--force_yml``. Experiments go to ``./experiments/<name>``.
+``--force_yml``. Experiments go to ``./experiments/<name>``. The options are checked first.
 """
 from __future__ import annotations
 
-import os
-import sys
 from typing import Optional, Sequence
 
 import asid_arch  # noqa: F401  (alias for basicsr, registers archs/models/metrics)
-from asid_arch.launch import prepare_basicsr
+from asid_arch.launch import run_pipeline
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    prepare_basicsr()
-    from basicsr.train import train_pipeline
-
-    train_pipeline(os.getcwd())
+    run_pipeline('train', argv, 'asid-train')
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ SHARED = Path(os.environ.get('ASID_SHARED', REPO.parent / 'shared'))
 GOLDEN = SHARED / 'golden'
 DATASETS = SHARED / 'datasets'
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', min(2, os.cpu_count() or 1))))
 
 
 def shared_path(*parts: str) -> Path:

@@ -22,7 +22,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -30,6 +29,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import cv2
 import numpy as np
 from tqdm import tqdm
+
+from ..fileio import imwrite_atomic
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 PNG_COMPRESSION = 3  # BasicSR's extract_subimages default
@@ -71,19 +72,7 @@ def read_rgb8(path: Path) -> np.ndarray:
 
 def write_png_atomic(path: Path, img: np.ndarray) -> None:
     """Write a PNG so that ``path`` either does not exist or holds the complete image."""
-    ok, data = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
-    if not ok:
-        raise ValueError(f'could not encode {path.name}')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    imwrite_atomic(path, img, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
 
 
 def mod_crop(img: np.ndarray, modulus: int) -> np.ndarray:
