@@ -23,7 +23,7 @@ setup(
     ],
     extras_require={
         'bench': ['matplotlib'],
-        'onnx': ['onnx', 'onnxruntime'],
+        'onnx': ['onnx', 'onnxruntime', 'onnxscript'],
         'test': ['pytest'],
     },
     entry_points={
@@ -32,6 +32,7 @@ setup(
             'asid-train = asid_arch.train:main',
             'asid-test = asid_arch.test:main',
             'asid-sr = asid_arch.inference:main',
+            'asid-export = asid_arch.export:main',
         ],
     },
 )
