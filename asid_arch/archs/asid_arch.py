@@ -23,7 +23,6 @@ All tensors are NCHW unless a docstring says otherwise; NHWC token maps are writ
 """
 from __future__ import annotations
 
-import math
 import re
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -105,6 +104,18 @@ def grid_reverse(tokens: Tensor, g: int, b: int, h: int, w: int) -> Tensor:
 
 
 _PARTITIONS = {'meso': (window_partition, window_reverse), 'global': (grid_partition, grid_reverse)}
+
+
+def pad_input(x: Tensor, p: int) -> Tensor:
+    """Zero-pad bottom/right to a multiple of ``p`` (the reference). A side whose padded size would
+    be under 16 px (too small for ESA; the reference crashes there) is first edge-padded to 16 px."""
+    h, w = x.shape[-2:]
+    tiny_h = MIN_PADDED_SIZE - h if h + (p - h % p) % p < MIN_PADDED_SIZE else 0
+    tiny_w = MIN_PADDED_SIZE - w if w + (p - w % p) % p < MIN_PADDED_SIZE else 0
+    if tiny_h or tiny_w:
+        x = F.pad(x, (0, tiny_w, 0, tiny_h), mode='replicate')
+        h, w = x.shape[-2:]
+    return F.pad(x, (0, (p - w % p) % p, 0, (p - h % p) % p))
 
 
 def relative_position_index(p: int) -> Tensor:
@@ -238,7 +249,7 @@ class SpatialAttention(nn.Module):
         if self.compute:
             q, k, v = self.qkv(tokens).view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
             bias = self.rel_pos_bias_table[self.rel_pos_index].permute(2, 0, 1)  # (heads, T, T)
-            attn = torch.softmax(torch.baddbmm(bias.expand(n * self.num_heads, t, t).reshape(-1, t, t),
+            attn = torch.softmax(torch.baddbmm(bias.expand(n, -1, -1, -1).reshape(-1, t, t),
                                                (q * self.scale).reshape(-1, t, self.head_dim),
                                                k.reshape(-1, t, self.head_dim).transpose(1, 2)),
                                  dim=-1).view(n, self.num_heads, t, t)
@@ -321,28 +332,35 @@ class ChannelAttention(nn.Module):
         return self.proj(out.reshape(b, c, h, w))
 
 
+class ChannelAttentionBlock(nn.Module):
+    """``x = x + CA(LN2d(x)); x = x + GDFN(LN2d(x))``. ``(B, C, H, W) -> (B, C, H, W)``."""
+
+    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1) -> None:
+        super().__init__()
+        self.norm_attn = LayerNorm2d(dim)
+        self.attn = ChannelAttention(dim, partition, window_size, num_heads)
+        self.norm_ffn = LayerNorm2d(dim)
+        self.ffn = GDFN(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm_attn(x))
+        return x + self.ffn(self.norm_ffn(x))
+
+
 class CAM(nn.Module):
-    """Channel attention module. ``(B, C, H, W) -> (B, C, H, W)``.
+    """Channel attention module: meso-window then grid channel attention, each with its GDFN.
 
     ``x += CA_meso(LN2d(x)); x += GDFN(LN2d(x)); x += CA_grid(LN2d(x)); x += GDFN(LN2d(x))``.
+    ``(B, C, H, W) -> (B, C, H, W)``.
     """
 
     def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1) -> None:
         super().__init__()
-        self.norm_meso = LayerNorm2d(dim)
-        self.ca_meso = ChannelAttention(dim, 'meso', window_size, num_heads)
-        self.norm_ffn1 = LayerNorm2d(dim)
-        self.ffn1 = GDFN(dim)
-        self.norm_grid = LayerNorm2d(dim)
-        self.ca_grid = ChannelAttention(dim, 'grid', window_size, num_heads)
-        self.norm_ffn2 = LayerNorm2d(dim)
-        self.ffn2 = GDFN(dim)
+        self.meso = ChannelAttentionBlock(dim, 'meso', window_size, num_heads)
+        self.grid = ChannelAttentionBlock(dim, 'grid', window_size, num_heads)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.ca_meso(self.norm_meso(x))
-        x = x + self.ffn1(self.norm_ffn1(x))
-        x = x + self.ca_grid(self.norm_grid(x))
-        return x + self.ffn2(self.norm_ffn2(x))
+        return self.grid(self.meso(x))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -446,23 +464,28 @@ def attention_sources(num_blocks: int, attn_sharing: str) -> List[List[Optional[
 # ----------------------------------------------------------------------------------------------
 # Checkpoint key layouts: released checkpoints <-> this file
 # ----------------------------------------------------------------------------------------------
+# (released suffix, project suffix) inside the pieces shared with Omni-SR
+LM_NAME_PARTS = (('fn.0.', 'conv_in.'), ('fn.2.', 'dwconv.'), ('fn.4.gate.1.', 'se.fc1.'), ('fn.4.gate.3.', 'se.fc2.'),
+                 ('fn.5.', 'conv_out.'))
+ATTN_NAME_PARTS = (('to_qkv.', 'qkv.'), ('to_v.', 'v.'), ('to_out.0.', 'proj.'), ('rel_pos_bias.weight',
+                                                                                   'rel_pos_bias_table'))
+CA_NAME_PARTS = (('project_out.', 'proj.'), ('', ''))
+
+
 def _idb_name_pairs() -> List[Tuple[str, str]]:
     """(released name, project name) prefixes inside one IDB, e.g. ``SLA1.attn.to_qkv.`` <-> ``sam_meso1.attn.qkv.``."""
-    lm_parts = (('net.fn.0.', 'conv_in.'), ('net.fn.2.', 'dwconv.'), ('net.fn.4.gate.1.', 'se.fc1.'),
-                ('net.fn.4.gate.3.', 'se.fc2.'), ('net.fn.5.', 'conv_out.'))
-    sam_parts = (('norm.', 'norm_attn.'), ('attn.to_qkv.', 'attn.qkv.'), ('attn.to_v.', 'attn.v.'),
-                 ('attn.to_out.0.', 'attn.proj.'), ('attn.rel_pos_bias.weight', 'attn.rel_pos_bias_table'),
-                 ('cnorm.', 'norm_ffn.'), ('gfn.', 'ffn.'))
+    sam_parts = [('norm.', 'norm_attn.'), ('cnorm.', 'norm_ffn.'), ('gfn.', 'ffn.')]
+    sam_parts += [(f'attn.{ref}', f'attn.{ours}') for ref, ours in ATTN_NAME_PARTS]
     pairs = []
     for u in (1, 2, 3):
-        pairs += [(f'LB{u}.{ref}', f'lm{u}.{ours}') for ref, ours in lm_parts]
+        pairs += [(f'LB{u}.net.{ref}', f'lm{u}.{ours}') for ref, ours in LM_NAME_PARTS]
         for ref_sam, our_sam in (('SLA', 'sam_meso'), ('SGA', 'sam_global')):
             pairs += [(f'{ref_sam}{u}.{ref}', f'{our_sam}{u}.{ours}') for ref, ours in sam_parts]
         pairs.append((f'pw{u}.', f'fuse{u}.'))
     for k, part in ((1, 'meso'), (2, 'grid')):
-        pairs += [(f'BlockC.canorm{k}.', f'cam.norm_{part}.'), (f'BlockC.cttn{k}.project_out.', f'cam.ca_{part}.proj.'),
-                  (f'BlockC.cttn{k}.', f'cam.ca_{part}.'), (f'BlockC.cnorm{k}.', f'cam.norm_ffn{k}.'),
-                  (f'BlockC.gfn{k}.', f'cam.ffn{k}.')]
+        pairs += [(f'BlockC.canorm{k}.', f'cam.{part}.norm_attn.'), (f'BlockC.cnorm{k}.', f'cam.{part}.norm_ffn.'),
+                  (f'BlockC.gfn{k}.', f'cam.{part}.ffn.')]
+        pairs += [(f'BlockC.cttn{k}.{ref}', f'cam.{part}.attn.{ours}') for ref, ours in CA_NAME_PARTS]
     return pairs
 
 
@@ -567,16 +590,7 @@ class ASID(nn.Module):
                                        nn.PixelShuffle(upscale))
 
     def pad(self, x: Tensor) -> Tensor:
-        """Pad bottom/right to a multiple of the window (zeros), at least 16 px (edge values)."""
-        h, w = x.shape[-2:]
-        p = self.window_size
-        pad_h, pad_w = (math.ceil(h / p) * p - h, math.ceil(w / p) * p - w)
-        if h + pad_h < MIN_PADDED_SIZE or w + pad_w < MIN_PADDED_SIZE:
-            tiny_h = max(MIN_PADDED_SIZE - h, 0) if h + pad_h < MIN_PADDED_SIZE else 0
-            tiny_w = max(MIN_PADDED_SIZE - w, 0) if w + pad_w < MIN_PADDED_SIZE else 0
-            x = F.pad(x, (0, tiny_w, 0, tiny_h), mode='replicate')
-            return self.pad(x)
-        return F.pad(x, (0, pad_w, 0, pad_h))
+        return pad_input(x, self.window_size)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
