@@ -33,6 +33,7 @@ setup(
             'asid-test = asid_arch.test:main',
             'asid-sr = asid_arch.inference:main',
             'asid-export = asid_arch.export:main',
+            'asid-bench = asid_arch.bench:main',
         ],
     },
 )

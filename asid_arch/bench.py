@@ -1,0 +1,441 @@
+"""``asid-bench``: the model-zoo comparison and the fast-ASID figures, measured on this machine.
+
+    asid-bench zoo   [--models ASID ASID-D8 SwinIR-light Omni-SR] [--scales 2 3 4] [--sizes 1280x720 ...]
+                     [--checkpoint ASID:2=path.pth ...] [--datasets datasets] [--out bench_out]
+    asid-bench speed [--compile] [--bf16] [--repeats 5]
+
+``zoo``: parameters; MACs for a 1280x720 output (``torch.utils.flop_counter``; the paper's Table 2
+convention); latency (median of repeated runs after warm-up) and peak memory at several output
+sizes, each model and scale in its own process (CPU: peak RSS above the resident size before the
+run, Linux ``VmHWM`` reset through ``clear_refs``; CUDA:
+``max_memory_allocated``, fp32 and bf16/fp16); PSNR/SSIM (Y, border = scale) on prepared
+benchmark sets for every model given a checkpoint. Writes ``results.md``, ``results.csv`` and the
+plots ``psnr_vs_params.png`` (measured points and the paper's published ones, marked) and
+``latency_vs_resolution.png``.
+
+``speed``: ASID x4 320x180 -> 1280x720 and ASID x2 640x360 inference, one training step (batch 16,
+64x64 LR patches, x2, forward + backward + Adam), and the float32 (and bf16) error against the
+float64 golden files when ``../shared/golden`` is present.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ZOO_MODELS = ('ASID', 'ASID-D8', 'SwinIR-light', 'Omni-SR')
+DEFAULT_SIZES = ('320x180', '640x360', '1280x720')  # output sizes (W x H)
+MACS_OUTPUT = (1280, 720)  # the paper's Table 2 convention
+# Published figures (paper tables; see README). Urban100 Y-PSNR, dB; params of the released configs.
+PUBLISHED = [
+    # (model, scale, params, Urban100 PSNR, note)
+    ('ASID', 2, 297_516, 33.35, 'ASID paper'),
+    ('ASID', 3, 304_011, 29.08, 'ASID paper'),
+    ('ASID', 4, 313_104, 26.89, 'ASID paper'),
+    ('ASID-D8', 2, 732_146, 33.46, 'ASID paper'),
+    ('ASID-D8', 3, 738_641, 29.28, 'ASID paper'),
+    ('ASID-D8', 4, 747_734, 27.07, 'ASID paper'),
+    ('Omni-SR', 4, 805_376, 26.95, 'Omni-SR paper, DF2K-trained'),
+]
+
+
+class WindowPadded(nn.Module):
+    """Pads the input to a multiple of the window by mirroring (SwinIR's test protocol), crops the output."""
+
+    def __init__(self, net: nn.Module, scale: int, window: int = 8) -> None:
+        super().__init__()
+        self.net, self.scale, self.window = net, scale, window
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.window, (-w) % self.window
+        x = torch.cat([x, x.flip(2)], 2)[:, :, :h + ph]
+        x = torch.cat([x, x.flip(3)], 3)[:, :, :, :w + pw]
+        return self.net(x)[..., :h * self.scale, :w * self.scale]
+
+
+def build_model(name: str, scale: int) -> nn.Module:
+    import asid_arch  # noqa: F401
+    from asid_arch.archs import ASID, OmniSR
+
+    if name == 'ASID':
+        return ASID(upscale=scale, num_blocks=3)
+    if name == 'ASID-D8':
+        return ASID(upscale=scale, num_blocks=8)
+    if name == 'Omni-SR':
+        return OmniSR(upscale=scale)
+    if name == 'SwinIR-light':
+        from basicsr.archs.swinir_arch import SwinIR
+
+        return WindowPadded(SwinIR(upscale=scale, in_chans=3, img_size=64, window_size=8, img_range=1.0,
+                                   depths=[6, 6, 6, 6], embed_dim=60, num_heads=[6, 6, 6, 6], mlp_ratio=2,
+                                   upsampler='pixelshuffledirect', resi_connection='1conv'), scale)
+    raise ValueError(f'unknown model {name!r}; choose from {", ".join(ZOO_MODELS)}')
+
+
+def parse_size(text: str) -> tuple:
+    try:
+        w, h = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'size {text!r} is not WIDTHxHEIGHT') from None
+    return w, h
+
+
+def count_macs(name: str, scale: int, out_w: int, out_h: int) -> float:
+    """MACs (multiply-accumulates) of one forward pass for an output of about ``out_w x out_h``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = (1, 3, out_h // scale, out_w // scale)
+    try:  # shapes only: fast and memory-free
+        with torch.device('meta'):
+            net, x = build_model(name, scale), torch.empty(shape)
+            with FlopCounterMode(display=False) as counter:
+                net(x)
+    except (RuntimeError, NotImplementedError):  # a model that reads values (SwinIR's masks): really run it
+        net, x = build_model(name, scale).eval(), torch.rand(shape)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            net(x)
+    return counter.get_total_flops() / 2
+
+
+def _proc_status_bytes(field: str) -> int:
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ':'))
+
+
+def reset_peak_rss() -> int:
+    """Reset the process's peak RSS (Linux ``clear_refs``) and return the current RSS in bytes."""
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    return _proc_status_bytes('VmRSS')
+
+
+def peak_rss_since_reset() -> int:
+    return _proc_status_bytes('VmHWM')
+
+
+def measure_worker(name: str, scale: int, sizes: Sequence[tuple], repeats: int, warmup: int, device: str,
+                   precisions: Sequence[str]) -> List[dict]:
+    """Latency and peak memory of one model and scale at each output size (run in a fresh process)."""
+    dev = torch.device(device)
+    net = build_model(name, scale).eval().to(dev)
+    rows = []
+    for precision in precisions:
+        dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
+        for out_w, out_h in sizes:
+            x = torch.rand(1, 3, out_h // scale, out_w // scale, device=dev)
+            autocast = torch.autocast(dev.type, dtype=dtype, enabled=precision != 'fp32')
+            if dev.type == 'cuda':
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            else:
+                base = reset_peak_rss()
+            times = []
+            with torch.inference_mode(), autocast:
+                for i in range(warmup + repeats):
+                    start = time.perf_counter()
+                    net(x)
+                    if dev.type == 'cuda':
+                        torch.cuda.synchronize()
+                    if i >= warmup:
+                        times.append(time.perf_counter() - start)
+            if dev.type == 'cuda':
+                peak = torch.cuda.max_memory_allocated() - base
+            else:
+                peak = peak_rss_since_reset() - base
+            rows.append({'model': name, 'scale': scale, 'device': device, 'precision': precision,
+                         'output': f'{out_w}x{out_h}', 'output_mpix': out_w * out_h / 1e6,
+                         'latency_s': statistics.median(times), 'peak_mem_mb': peak / 2**20})
+    return rows
+
+
+def run_worker(name: str, scale: int, args: argparse.Namespace) -> List[dict]:
+    cmd = [sys.executable, '-m', 'asid_arch.bench', '_worker', '--model', name, '--scale', str(scale), '--sizes',
+           *[f'{w}x{h}' for w, h in args.sizes], '--repeats', str(args.repeats), '--warmup', str(args.warmup),
+           '--device', args.device, '--precisions', *args.precisions]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f'{name} x{scale}: measurement failed:\n{result.stderr[-2000:]}')
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def evaluate_psnr(net: nn.Module, scale: int, datasets: Path, names: Sequence[str], device: str) -> Dict[str, tuple]:
+    """Mean Y-PSNR/SSIM (border = scale) per prepared data set ``{datasets}/{name}/GTmod{s}, LRbicx{s}``."""
+    import cv2
+    import numpy as np
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+
+    results = {}
+    net = net.eval().to(device)
+    for name in names:
+        gt_dir, lq_dir = datasets / name / f'GTmod{scale}', datasets / name / f'LRbicx{scale}'
+        if not gt_dir.is_dir() or not lq_dir.is_dir():
+            continue
+        psnr, ssim = [], []
+        for gt_path in sorted(gt_dir.glob('*.png')):
+            gt, lq = cv2.imread(str(gt_path)), cv2.imread(str(lq_dir / gt_path.name))
+            x = torch.from_numpy(lq[:, :, ::-1].transpose(2, 0, 1).copy()).float().div(255)[None].to(device)
+            with torch.inference_mode():
+                sr = net(x)[0].clamp(0, 1).mul(255).round().byte().cpu().numpy().transpose(1, 2, 0)[:, :, ::-1]
+            psnr.append(calculate_psnr(sr, gt, scale, input_order='HWC', test_y_channel=True))
+            ssim.append(calculate_ssim(sr, gt, scale, input_order='HWC', test_y_channel=True))
+        if psnr:
+            results[name] = (float(np.mean(psnr)), float(np.mean(ssim)))
+    return results
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    gpu = f', {torch.cuda.get_device_name()}' if torch.cuda.is_available() else ''
+    return f'{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}'
+
+
+def write_outputs(out: Path, static: List[dict], timing: List[dict], quality: List[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / 'results.csv', 'w', newline='') as f:
+        fields = ['kind', 'model', 'scale', 'params', 'gmacs_720p', 'device', 'precision', 'output', 'output_mpix',
+                  'latency_s', 'peak_mem_mb', 'dataset', 'psnr', 'ssim']
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for kind, rows in (('model', static), ('timing', timing), ('quality', quality)):
+            for row in rows:
+                writer.writerow({'kind': kind, **row})
+    sizes = sorted({r['output'] for r in timing}, key=lambda s: math.prod(int(v) for v in s.split('x')))
+    configs = sorted({(r['device'], r['precision']) for r in timing})
+    lines = [f'Measured on: {machine()}', '']
+    header = '| model | scale | params | GMACs (1280x720 out) |'
+    for device, precision in configs:
+        header += ''.join(f' {device} {precision} {s} latency (s) / peak mem (MB) |' for s in sizes)
+    lines += [header, '|' + '---|' * (header.count('|') - 1)]
+    for row in static:
+        cells = f"| {row['model']} | x{row['scale']} | {row['params']:,} | {row['gmacs_720p']:.1f} |"
+        for device, precision in configs:
+            for s in sizes:
+                hit = [r for r in timing if (r['model'], r['scale'], r['device'], r['precision'], r['output']) ==
+                       (row['model'], row['scale'], device, precision, s)]
+                cells += f" {hit[0]['latency_s']:.3f} / {hit[0]['peak_mem_mb']:.0f} |" if hit else ' - |'
+        lines.append(cells)
+    if quality:
+        lines += ['', '| model | scale | checkpoint | data set | PSNR (Y) | SSIM (Y) |', '|---|---|---|---|---|---|']
+        lines += [f"| {q['model']} | x{q['scale']} | {q['checkpoint']} | {q['dataset']} | {q['psnr']:.2f} | "
+                  f"{q['ssim']:.4f} |" for q in quality]
+    (out / 'results.md').write_text('\n'.join(lines) + '\n')
+    plot(out, static, timing, quality)
+
+
+def plot(out: Path, static: List[dict], timing: List[dict], quality: List[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    colors = dict(zip(ZOO_MODELS, ('tab:red', 'tab:purple', 'tab:blue', 'tab:green')))
+    scales = sorted({p[1] for p in PUBLISHED} | {q['scale'] for q in quality})
+    fig, axes = plt.subplots(1, len(scales), figsize=(5 * len(scales), 4), squeeze=False)
+    for ax, scale in zip(axes[0], scales):
+        for model, s, params, psnr, note in PUBLISHED:
+            if s == scale:
+                ax.scatter(params / 1e3, psnr, marker='o', facecolors='none', edgecolors=colors.get(model, 'k'), s=70)
+                ax.annotate(f'{model} (published)', (params / 1e3, psnr), fontsize=8, xytext=(4, 4),
+                            textcoords='offset points')
+        for q in quality:
+            if q['scale'] == scale and q['dataset'] == 'Urban100':
+                ax.scatter(q['params'] / 1e3, q['psnr'], marker='*', color=colors.get(q['model'], 'k'), s=120)
+                ax.annotate(f"{q['model']} (measured: {q['checkpoint']})", (q['params'] / 1e3, q['psnr']), fontsize=8,
+                            xytext=(4, -10), textcoords='offset points')
+        ax.set(title=f'Urban100 x{scale}', xlabel='parameters (K)', ylabel='PSNR (dB, Y)')
+        ax.grid(alpha=0.3)
+    fig.suptitle('PSNR vs parameters: hollow = published figures, stars = measured here')
+    fig.tight_layout()
+    fig.savefig(out / 'psnr_vs_params.png', dpi=120)
+    plt.close(fig)
+
+    series = sorted({(r['scale'], r['device'], r['precision']) for r in timing})
+    fig, axes = plt.subplots(1, max(1, len(series)), figsize=(5 * max(1, len(series)), 4), squeeze=False)
+    for ax, (scale, device, precision) in zip(axes[0], series):
+        for model in ZOO_MODELS:
+            pts = sorted((r['output_mpix'], r['latency_s']) for r in timing
+                         if (r['model'], r['scale'], r['device'], r['precision']) == (model, scale, device, precision))
+            if pts:
+                ax.plot(*zip(*pts), marker='o', label=model, color=colors[model])
+        ax.set(title=f'x{scale}, {device} {precision}', xlabel='output megapixels', ylabel='latency (s)')
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f'Latency vs output resolution ({machine()})', fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / 'latency_vs_resolution.png', dpi=120)
+    plt.close(fig)
+
+
+def zoo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoint import CheckpointError, load_state_dict
+
+    checkpoints = {}
+    for spec in args.checkpoint:
+        try:
+            key, path = spec.split('=', 1)
+            model, scale = key.split(':')
+            checkpoints[(model, int(scale))] = Path(path)
+        except ValueError:
+            print(f'asid-bench: --checkpoint {spec!r} is not MODEL:SCALE=PATH', file=sys.stderr)
+            return 2
+    combos = [(m, s) for m in args.models for s in args.scales]
+    static, timing, quality = [], [], []
+    bar = tqdm(total=len(combos) * 2 + len(checkpoints), desc='asid-bench', unit='step')
+    for model, scale in combos:
+        bar.set_postfix_str(f'{model} x{scale}: params, MACs')
+        params = sum(p.numel() for p in build_model(model, scale).parameters())
+        static.append({'model': model, 'scale': scale, 'params': params,
+                       'gmacs_720p': count_macs(model, scale, *MACS_OUTPUT) / 1e9})
+        bar.update()
+    for model, scale in combos:
+        bar.set_postfix_str(f'{model} x{scale}: latency, memory')
+        timing += run_worker(model, scale, args)
+        bar.update()
+    for (model, scale), path in checkpoints.items():
+        bar.set_postfix_str(f'{model} x{scale}: PSNR')
+        net = build_model(model, scale)
+        target = net.net if isinstance(net, WindowPadded) else net
+        try:
+            state = load_state_dict(path) if model in ('ASID', 'ASID-D8') else torch.load(path, weights_only=True)
+            state = state.get('params_ema', state.get('params', state)) if isinstance(state, dict) else state
+            target.load_state_dict(state)
+        except (CheckpointError, RuntimeError, OSError) as err:
+            print(f'asid-bench: {model} x{scale}: cannot load {path}: {err}', file=sys.stderr)
+            return 2
+        for dataset, (psnr, ssim) in evaluate_psnr(net, scale, args.datasets, args.sets, args.device).items():
+            quality.append({'model': model, 'scale': scale, 'checkpoint': path.name, 'dataset': dataset,
+                            'params': sum(p.numel() for p in net.parameters()), 'psnr': psnr, 'ssim': ssim})
+        bar.update()
+    bar.close()
+    write_outputs(args.out, static, timing, [{k: v for k, v in q.items()} for q in quality])
+    print((args.out / 'results.md').read_text())
+    print(f'asid-bench: wrote {args.out}/results.md, results.csv, psnr_vs_params.png, latency_vs_resolution.png')
+    return 0
+
+
+def _median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def golden_errors(dtype: torch.dtype, compile_model: bool) -> List[str]:
+    """Max abs difference to each float64 golden output when running in ``dtype`` (inference)."""
+    from .archs import ASID
+    from .tiling import tile_forward
+
+    golden_dir = Path(os.environ.get('ASID_SHARED', Path(__file__).resolve().parents[2] / 'shared')) / 'golden'
+    lines = []
+    for path in sorted(golden_dir.glob('asid*.pt')):
+        g = torch.load(path, weights_only=True)
+        net = ASID(upscale=g['scale'], num_feat=g['num_feat'], num_blocks=g['num_blocks']).eval()
+        net.load_state_dict(g['state_dict'])
+        run = torch.compile(net) if compile_model else net
+        x = g['input'].float()
+        autocast = torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32)
+        with torch.inference_mode(), autocast:
+            out = tile_forward(run, x, g['scale'], g['tile'], g['tile_overlap']) if 'tile' in g else run(x)
+        lines.append(f'{path.name}: max abs diff {(out.double() - g["output"]).abs().max().item():.2e}')
+    return lines or ['(golden files not found: set ASID_SHARED)']
+
+
+def speed(args: argparse.Namespace) -> int:
+    from .archs import asid
+
+    print(f'asid-bench speed on {machine()}')
+    configs = [('fp32', torch.float32)] + ([('bf16', torch.bfloat16)] if args.bf16 else [])
+    for label, dtype in configs:
+        for scale, (w, h), reference in ((4, (320, 180), 1.27), (2, (640, 360), 10.5)):
+            net = asid(scale).eval()
+            run = torch.compile(net) if args.compile else net
+            x = torch.rand(1, 3, h, w)
+            with torch.inference_mode(), torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32):
+                seconds = _median_time(lambda: run(x), args.repeats)
+            print(f'inference ASID x{scale} {w}x{h} -> {w * scale}x{h * scale} {label}'
+                  f'{" compiled" if args.compile else ""}: {seconds:.3f} s (reference implementation: {reference} s, '
+                  f'speed-up {reference / seconds:.2f}x)')
+    torch.manual_seed(0)
+    net = asid(2).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
+    lq, gt = torch.rand(16, 3, 64, 64), torch.rand(16, 3, 128, 128)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        F.l1_loss(net(lq), gt).backward()
+        optimizer.step()
+
+    seconds = _median_time(step, args.repeats)
+    print(f'training step ASID x2, batch 16, 64x64 LR, fp32: {seconds:.3f} s (reference implementation: 2.9 s, '
+          f'speed-up {2.9 / seconds:.2f}x)')
+    for label, dtype in configs:
+        for line in golden_errors(dtype, args.compile):
+            print(f'golden {label}{" compiled" if args.compile else ""}: {line}')
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='asid-bench', description=__doc__.split('\n\n')[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+    p = sub.add_parser('zoo', help='ASID / ASID-D8 / SwinIR-light / Omni-SR comparison')
+    p.add_argument('--models', nargs='+', choices=ZOO_MODELS, default=list(ZOO_MODELS))
+    p.add_argument('--scales', nargs='+', type=int, default=[2, 3, 4])
+    p.add_argument('--sizes', nargs='+', type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES],
+                   help='output sizes WxH (default: 320x180 640x360 1280x720)')
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--warmup', type=int, default=1)
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--precisions', nargs='+', choices=['fp32', 'bf16', 'fp16'],
+                   default=['fp32', 'bf16'] if torch.cuda.is_available() else ['fp32'])
+    p.add_argument('--checkpoint', nargs='*', default=[], help='MODEL:SCALE=PATH, e.g. ASID:2=net_g_latest.pth')
+    p.add_argument('--datasets', type=Path, default=Path('datasets'), help='root of prepared benchmark sets')
+    p.add_argument('--sets', nargs='+', default=['Set5', 'Set14', 'B100', 'BSD68', 'Urban100', 'Manga109'])
+    p.add_argument('--out', type=Path, default=Path('bench_out'))
+    p = sub.add_parser('speed', help='the fast-ASID figures (inference and a training step)')
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--compile', action='store_true', help='torch.compile the model first')
+    p.add_argument('--bf16', action='store_true', help='also bfloat16 autocast (opt-in: changes float results)')
+    p = sub.add_parser('_worker')  # internal: one model and scale in a fresh process
+    p.add_argument('--model', required=True)
+    p.add_argument('--scale', type=int, required=True)
+    p.add_argument('--sizes', nargs='+', type=parse_size, required=True)
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--warmup', type=int, default=1)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--precisions', nargs='+', default=['fp32'])
+    args = parser.parse_args(argv)
+    if args.command == '_worker':
+        print(json.dumps(measure_worker(args.model, args.scale, args.sizes, args.repeats, args.warmup, args.device,
+                                        args.precisions)))
+        return 0
+    return zoo(args) if args.command == 'zoo' else speed(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
