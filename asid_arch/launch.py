@@ -97,6 +97,11 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     pipeline = basicsr.train.train_pipeline if pipeline_name == 'train' else basicsr.test.test_pipeline
     try:
         pipeline(os.getcwd())
+        if dist.is_available() and dist.is_initialized():
+            # BasicSR returns without shutting the process group down: a rank that exits while
+            # another still validates aborts in the backend's teardown. Leave together, cleanly.
+            dist.barrier()
+            dist.destroy_process_group()
     except OptionsError as err:
         sys.exit(f'{prog}: {err}')
     except (FileNotFoundError, yaml.YAMLError) as err:

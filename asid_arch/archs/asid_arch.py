@@ -337,9 +337,11 @@ class ChannelAttention(nn.Module):
         else:  # groups (b, i, j), tokens (X, Y)
             qkv = qkv.permute(5, 0, 2, 4, 1, 3, 6, 7).reshape(3, -1, (h // p) * (w // p), heads, d)
         q, k, v = qkv.transpose(2, 3).unbind(0)  # (N, heads, T, d) views
-        q = F.normalize(q, dim=-2, eps=L2_EPS)
-        k = F.normalize(k, dim=-2, eps=L2_EPS)
-        attn = torch.softmax((q.transpose(-2, -1) @ k) * self.temperature, dim=-1)  # (N, heads, d, d)
+        # q_hat^T k_hat with L2-normalised columns = (q^T k) / (|q_i| |k_j|): no normalised copies
+        q_norm = torch.linalg.vector_norm(q, dim=-2).clamp_min(L2_EPS)  # (N, heads, d)
+        k_norm = torch.linalg.vector_norm(k, dim=-2).clamp_min(L2_EPS)
+        cosine = (q.transpose(-2, -1) @ k) / (q_norm[..., :, None] * k_norm[..., None, :])
+        attn = torch.softmax(cosine * self.temperature, dim=-1)  # (N, heads, d, d)
         out = (v @ attn.transpose(-2, -1)).transpose(1, 2)  # (A v)^T: (N, T, heads, d)
         if self.partition == 'meso':
             out = out.reshape(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5)

@@ -93,16 +93,11 @@ class OmniSR(nn.Module):
 # ----------------------------------------------------------------------------------------------
 def _omnisr_name_pairs() -> List[Tuple[str, str]]:
     pairs = [(f'residual_layer.0.layer.0.{ref}', f'block.lm.{ours}') for ref, ours in LM_NAME_PARTS]
-    for attn_step, ffn_step, name in ((2, 4, 'sam_meso'), (8, 10, 'sam_global')):
+    steps = ((2, 4, 'sam_meso', ATTN_NAME_PARTS), (8, 10, 'sam_global', ATTN_NAME_PARTS),
+             (5, 6, 'ca_meso', CA_NAME_PARTS), (11, 12, 'ca_grid', CA_NAME_PARTS))
+    for attn_step, ffn_step, name, parts in steps:  # attention step, then its GDFN step
         pairs.append((f'residual_layer.0.layer.{attn_step}.norm.', f'block.{name}.norm_attn.'))
-        pairs += [(f'residual_layer.0.layer.{attn_step}.fn.{ref}', f'block.{name}.attn.{ours}')
-                  for ref, ours in ATTN_NAME_PARTS]
-        pairs += [(f'residual_layer.0.layer.{ffn_step}.norm.', f'block.{name}.norm_ffn.'),
-                  (f'residual_layer.0.layer.{ffn_step}.fn.', f'block.{name}.ffn.')]
-    for attn_step, ffn_step, name in ((5, 6, 'ca_meso'), (11, 12, 'ca_grid')):
-        pairs.append((f'residual_layer.0.layer.{attn_step}.norm.', f'block.{name}.norm_attn.'))
-        pairs += [(f'residual_layer.0.layer.{attn_step}.fn.{ref}', f'block.{name}.attn.{ours}')
-                  for ref, ours in CA_NAME_PARTS]
+        pairs += [(f'residual_layer.0.layer.{attn_step}.fn.{ref}', f'block.{name}.attn.{ours}') for ref, ours in parts]
         pairs += [(f'residual_layer.0.layer.{ffn_step}.norm.', f'block.{name}.norm_ffn.'),
                   (f'residual_layer.0.layer.{ffn_step}.fn.', f'block.{name}.ffn.')]
     return pairs + [('residual_layer.1.', 'conv_out.')] + [p for p in ESA_NAME_PAIRS if p[0].startswith('esa.')]
