@@ -263,6 +263,7 @@ def plot(out: Path, static: List[dict], timing: List[dict], quality: List[dict])
                 ax.annotate(f"{q['model']} (measured: {q['checkpoint']})", (q['params'] / 1e3, q['psnr']), fontsize=8,
                             xytext=(4, -10), textcoords='offset points')
         ax.set(title=f'Urban100 x{scale}', xlabel='parameters (K)', ylabel='PSNR (dB, Y)')
+        ax.margins(x=0.3, y=0.15)
         ax.grid(alpha=0.3)
     fig.suptitle('PSNR vs parameters: hollow = published figures, stars = measured here')
     fig.tight_layout()

@@ -1,0 +1,24 @@
+"""asid-bench: MAC counts and the zoo outputs (small sizes; timings are not asserted)."""
+from __future__ import annotations
+
+import csv
+
+from asid_arch.bench import count_macs, main as asid_bench
+
+
+def test_macs_for_720p_output():
+    assert round(count_macs('ASID', 4, 1280, 720) / 1e9, 1) == 20.8  # the paper's Table 2 convention
+    assert count_macs('ASID-D8', 4, 1280, 720) > 2 * count_macs('ASID', 4, 1280, 720)
+
+
+def test_zoo_writes_table_csv_and_plots(tmp_path):
+    out = tmp_path / 'bench'
+    code = asid_bench(['zoo', '--models', 'ASID', 'Omni-SR', '--scales', '2', '--sizes', '64x48', '96x64',
+                       '--repeats', '1', '--warmup', '0', '--out', str(out)])
+    assert code == 0
+    table = (out / 'results.md').read_text()
+    assert '| ASID | x2 | 297,516 |' in table and '| Omni-SR | x2 | 784,604 |' in table
+    rows = list(csv.DictReader(open(out / 'results.csv')))
+    timing = [r for r in rows if r['kind'] == 'timing']
+    assert len(timing) == 4 and all(float(r['latency_s']) > 0 and float(r['peak_mem_mb']) >= 0 for r in timing)
+    assert (out / 'psnr_vs_params.png').stat().st_size > 0 and (out / 'latency_vs_resolution.png').stat().st_size > 0
