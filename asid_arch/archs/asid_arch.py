@@ -79,10 +79,12 @@ def window_partition(x: Tensor, p: int) -> Tensor:
 
 
 def window_reverse(tokens: Tensor, p: int, b: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`window_partition`. ``(B * H/p * W/p, p*p, C) -> (B, H, W, C)``."""
+    """Inverse of :func:`window_partition` as a view: ``(B * H/p * W/p, p*p, C) -> (B, H/p, p, W/p, p, C)``.
+
+    ``.reshape(B, H, W, C)`` gives the image.
+    """
     c = tokens.shape[-1]
-    x = tokens.view(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h, w, c)
+    return tokens.view(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5)
 
 
 def grid_partition(x: Tensor, g: int) -> Tensor:
@@ -97,10 +99,9 @@ def grid_partition(x: Tensor, g: int) -> Tensor:
 
 
 def grid_reverse(tokens: Tensor, g: int, b: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`grid_partition`. ``(B * H/g * W/g, g*g, C) -> (B, H, W, C)``."""
+    """Inverse of :func:`grid_partition` as a view: ``(B * H/g * W/g, g*g, C) -> (B, g, H/g, g, W/g, C)``."""
     c = tokens.shape[-1]
-    x = tokens.view(b, h // g, w // g, g, g, c).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(b, h, w, c)
+    return tokens.view(b, h // g, w // g, g, g, c).permute(0, 3, 1, 4, 2, 5)
 
 
 _PARTITIONS = {'meso': (window_partition, window_reverse), 'global': (grid_partition, grid_reverse)}
@@ -161,17 +162,27 @@ class GDFN(nn.Module):
     """Gated depth-wise feed-forward network. ``(B, d, H, W) -> (B, d, H, W)``.
 
     ``Conv1x1(d -> 2d) -> DWConv3x3 -> (a, b) halves -> GELU(a) * b -> Conv1x1(d -> d)``, no biases.
+    Both operations before the split act per output channel, so each half is computed on its own
+    from its slice of the weights: no strided halves in the forward pass, no concatenation in the
+    backward pass, same parameters and results.
     """
 
     def __init__(self, dim: int, expansion: int = FFN_EXPANSION) -> None:
         super().__init__()
         hidden = dim * expansion // 2
+        self.hidden = hidden
         self.project_in = PointwiseConv(dim, hidden * 2, bias=False)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
         self.project_out = PointwiseConv(hidden, dim, bias=False)
 
+    def _half(self, x: Tensor, half: slice) -> Tensor:
+        y = F.linear(x, self.project_in.weight[half].flatten(1)).permute(0, 3, 1, 2)
+        return F.conv2d(y, self.dwconv.weight[half], padding=1, groups=self.hidden)
+
     def forward(self, x: Tensor) -> Tensor:
-        a, b = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        x = x.permute(0, 2, 3, 1)  # NHWC view
+        a = self._half(x, slice(0, self.hidden))
+        b = self._half(x, slice(self.hidden, 2 * self.hidden))
         return self.project_out(F.gelu(a) * b)
 
 
@@ -295,11 +306,11 @@ class SAMBlock(nn.Module):
         self.ffn = GDFN(dim)
 
     def forward(self, x: Tensor, attn: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        b, _, h, w = x.shape
+        b, d, h, w = x.shape
         split, merge = _PARTITIONS[self.partition]
         tokens = x.permute(0, 2, 3, 1)  # (B, H, W, d)
         out, attn = self.attn(split(self.norm_attn(tokens), self.window_size), attn)
-        x = x + merge(out, self.window_size, b, h, w).permute(0, 3, 1, 2)
+        x = x + merge(out, self.window_size, b, h, w).reshape(b, h, w, d).permute(0, 3, 1, 2)
         return x + self.ffn(self.norm_ffn(x)), attn
 
 
@@ -338,8 +349,9 @@ class ChannelAttention(nn.Module):
             qkv = qkv.permute(5, 0, 2, 4, 1, 3, 6, 7).reshape(3, -1, (h // p) * (w // p), heads, d)
         q, k, v = qkv.transpose(2, 3).unbind(0)  # (N, heads, T, d) views
         # q_hat^T k_hat with L2-normalised columns = (q^T k) / (|q_i| |k_j|): no normalised copies
-        q_norm = torch.linalg.vector_norm(q, dim=-2).clamp_min(L2_EPS)  # (N, heads, d)
-        k_norm = torch.linalg.vector_norm(k, dim=-2).clamp_min(L2_EPS)
+        # (square-sum-sqrt: an order of magnitude faster than linalg.vector_norm over this strided axis)
+        q_norm = q.square().sum(-2).sqrt().clamp_min(L2_EPS)  # (N, heads, d)
+        k_norm = k.square().sum(-2).sqrt().clamp_min(L2_EPS)
         cosine = (q.transpose(-2, -1) @ k) / (q_norm[..., :, None] * k_norm[..., None, :])
         attn = torch.softmax(cosine * self.temperature, dim=-1)  # (N, heads, d, d)
         out = (v @ attn.transpose(-2, -1)).transpose(1, 2)  # (A v)^T: (N, T, heads, d)
