@@ -79,12 +79,9 @@ def window_partition(x: Tensor, p: int) -> Tensor:
 
 
 def window_reverse(tokens: Tensor, p: int, b: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`window_partition` as a view: ``(B * H/p * W/p, p*p, C) -> (B, H/p, p, W/p, p, C)``.
-
-    ``.reshape(B, H, W, C)`` gives the image.
-    """
+    """Inverse of :func:`window_partition`. ``(B * H/p * W/p, p*p, C) -> (B, H, W, C)``."""
     c = tokens.shape[-1]
-    return tokens.view(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5)
+    return tokens.view(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
 def grid_partition(x: Tensor, g: int) -> Tensor:
@@ -99,9 +96,9 @@ def grid_partition(x: Tensor, g: int) -> Tensor:
 
 
 def grid_reverse(tokens: Tensor, g: int, b: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`grid_partition` as a view: ``(B * H/g * W/g, g*g, C) -> (B, g, H/g, g, W/g, C)``."""
+    """Inverse of :func:`grid_partition`. ``(B * H/g * W/g, g*g, C) -> (B, H, W, C)``."""
     c = tokens.shape[-1]
-    return tokens.view(b, h // g, w // g, g, g, c).permute(0, 3, 1, 4, 2, 5)
+    return tokens.view(b, h // g, w // g, g, g, c).permute(0, 3, 1, 4, 2, 5).reshape(b, h, w, c)
 
 
 _PARTITIONS = {'meso': (window_partition, window_reverse), 'global': (grid_partition, grid_reverse)}
@@ -306,11 +303,11 @@ class SAMBlock(nn.Module):
         self.ffn = GDFN(dim)
 
     def forward(self, x: Tensor, attn: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        b, d, h, w = x.shape
+        b, _, h, w = x.shape
         split, merge = _PARTITIONS[self.partition]
         tokens = x.permute(0, 2, 3, 1)  # (B, H, W, d)
         out, attn = self.attn(split(self.norm_attn(tokens), self.window_size), attn)
-        x = x + merge(out, self.window_size, b, h, w).reshape(b, h, w, d).permute(0, 3, 1, 2)
+        x = x + merge(out, self.window_size, b, h, w).permute(0, 3, 1, 2)
         return x + self.ffn(self.norm_ffn(x)), attn
 
 
