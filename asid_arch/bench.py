@@ -211,9 +211,12 @@ def machine() -> str:
 
 def write_outputs(out: Path, static: List[dict], timing: List[dict], quality: List[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    # the raw measurements first: nothing is lost if formatting below fails
+    (out / 'results.json').write_text(json.dumps({'machine': machine(), 'models': static, 'timing': timing,
+                                                  'quality': quality}, indent=1))
     with open(out / 'results.csv', 'w', newline='') as f:
         fields = ['kind', 'model', 'scale', 'params', 'gmacs_720p', 'device', 'precision', 'output', 'output_mpix',
-                  'latency_s', 'peak_mem_mb', 'dataset', 'psnr', 'ssim']
+                  'latency_s', 'peak_mem_mb', 'checkpoint', 'dataset', 'psnr', 'ssim']
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for kind, rows in (('model', static), ('timing', timing), ('quality', quality)):
@@ -330,7 +333,7 @@ def zoo(args: argparse.Namespace) -> int:
                             'params': sum(p.numel() for p in net.parameters()), 'psnr': psnr, 'ssim': ssim})
         bar.update()
     bar.close()
-    write_outputs(args.out, static, timing, [{k: v for k, v in q.items()} for q in quality])
+    write_outputs(args.out, static, timing, quality)
     print((args.out / 'results.md').read_text())
     print(f'asid-bench: wrote {args.out}/results.md, results.csv, psnr_vs_params.png, latency_vs_resolution.png')
     return 0

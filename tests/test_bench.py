@@ -22,3 +22,24 @@ def test_zoo_writes_table_csv_and_plots(tmp_path):
     timing = [r for r in rows if r['kind'] == 'timing']
     assert len(timing) == 4 and all(float(r['latency_s']) > 0 and float(r['peak_mem_mb']) >= 0 for r in timing)
     assert (out / 'psnr_vs_params.png').stat().st_size > 0 and (out / 'latency_vs_resolution.png').stat().st_size > 0
+
+
+def test_zoo_with_a_checkpoint_reports_psnr(tmp_path):
+    import torch
+
+    from asid_arch import asid
+    from asid_arch.data.prepare import prepare_bench
+
+    from helpers import write_images
+
+    write_images(tmp_path / 'Set5' / 'HR', 2, size=(40, 48))
+    prepare_bench([tmp_path / 'Set5' / 'HR'], tmp_path / 'datasets', [2])
+    torch.save({'params': asid(2).state_dict()}, tmp_path / 'm.pth')
+    out = tmp_path / 'bench'
+    code = asid_bench(['zoo', '--models', 'ASID', '--scales', '2', '--sizes', '64x48', '--repeats', '1', '--warmup',
+                       '0', '--checkpoint', f'ASID:2={tmp_path / "m.pth"}', '--datasets', str(tmp_path / 'datasets'),
+                       '--sets', 'Set5', '--out', str(out)])
+    assert code == 0
+    quality = [r for r in csv.DictReader(open(out / 'results.csv')) if r['kind'] == 'quality']
+    assert len(quality) == 1 and quality[0]['dataset'] == 'Set5' and 0 < float(quality[0]['psnr']) < 60
+    assert '| ASID | x2 | m.pth | Set5 |' in (out / 'results.md').read_text()
