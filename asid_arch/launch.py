@@ -44,7 +44,7 @@ def load_resume_state_any_device(opt: dict):
     if path is None:
         return None
     location = f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu'
-    state = torch.load(path, map_location=location, weights_only=False)
+    state = torch.load(path, map_location=location, weights_only=True)
     check_resume(opt, state['iter'])
     return state
 
