@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Callable, List
 
-import torch
 from torch import Tensor
 
 DEFAULT_TILE = 64

@@ -1,7 +1,6 @@
 """Checkpoint layouts and safety, and the asid-sr command on many kinds of images."""
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import cv2
