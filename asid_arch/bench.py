@@ -175,9 +175,10 @@ def run_worker(name: str, scale: int, args: argparse.Namespace) -> List[dict]:
 
 def evaluate_psnr(net: nn.Module, scale: int, datasets: Path, names: Sequence[str], device: str) -> Dict[str, tuple]:
     """Mean Y-PSNR/SSIM (border = scale) per prepared data set ``{datasets}/{name}/GTmod{s}, LRbicx{s}``."""
-    import cv2
     import numpy as np
     from basicsr.metrics import calculate_psnr, calculate_ssim
+
+    from .evaluation import paired_images, super_resolve
 
     results = {}
     net = net.eval().to(device)
@@ -186,11 +187,8 @@ def evaluate_psnr(net: nn.Module, scale: int, datasets: Path, names: Sequence[st
         if not gt_dir.is_dir() or not lq_dir.is_dir():
             continue
         psnr, ssim = [], []
-        for gt_path in sorted(gt_dir.glob('*.png')):
-            gt, lq = cv2.imread(str(gt_path)), cv2.imread(str(lq_dir / gt_path.name))
-            x = torch.from_numpy(lq[:, :, ::-1].transpose(2, 0, 1).copy()).float().div(255)[None].to(device)
-            with torch.inference_mode():
-                sr = net(x)[0].clamp(0, 1).mul(255).round().byte().cpu().numpy().transpose(1, 2, 0)[:, :, ::-1]
+        for _, gt, lq in paired_images(gt_dir, lq_dir):
+            sr = super_resolve(net, lq, device)
             psnr.append(calculate_psnr(sr, gt, scale, input_order='HWC', test_y_channel=True))
             ssim.append(calculate_ssim(sr, gt, scale, input_order='HWC', test_y_channel=True))
         if psnr:

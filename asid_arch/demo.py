@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 
 import asid_arch  # noqa: F401
 from asid_arch.data.prepare import bicubic_resize, prepare_demo
+from asid_arch.evaluation import paired_images, super_resolve
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OPT = REPO / 'options' / 'train' / 'ASID' / 'demo_ASID_SRx2_cpu.yml'
@@ -37,15 +37,10 @@ def evaluate(net_path: Path, opt: dict) -> list:
     net.eval()
     val = opt['datasets']['val']
     rows = []
-    for gt_path in sorted(Path(val['dataroot_gt']).glob('*.png')):
-        gt = cv2.imread(str(gt_path))
-        lr = cv2.imread(str(Path(val['dataroot_lq']) / gt_path.name))
-        with torch.inference_mode():
-            x = torch.from_numpy(lr[:, :, ::-1].transpose(2, 0, 1).copy()).float().div(255)[None]
-            sr = net(x)[0].clamp(0, 1).mul(255).round().byte().numpy().transpose(1, 2, 0)[:, :, ::-1]
-        bic = bicubic_resize(lr, scale)
-        psnr = [calculate_psnr(img, gt, scale, input_order='HWC', test_y_channel=True) for img in (bic, sr)]
-        rows.append((gt_path.stem, *psnr))
+    for name, gt, lr in paired_images(val['dataroot_gt'], val['dataroot_lq']):
+        psnr = [calculate_psnr(img, gt, scale, input_order='HWC', test_y_channel=True)
+                for img in (bicubic_resize(lr, scale), super_resolve(net, lr))]
+        rows.append((name, *psnr))
     return rows
 
 
