@@ -7,11 +7,18 @@ It also turns on PyTorch's transparent-huge-page CPU allocations (``THP_MEM_ALLO
 unless the variable is already set): SR activations are tens of MB each, and backing them with
 2 MB pages instead of 4 KB ones removes most page-fault time (ASID x2 on 640x360: 5.2 s -> 3.4 s
 on a 2-core machine). It takes effect if the package is imported before PyTorch's first
-allocation; set ``THP_MEM_ALLOC_ENABLE=0`` to opt out.
+allocation; set ``THP_MEM_ALLOC_ENABLE=0`` to opt out. For the same reason it asks glibc's malloc
+to keep freed memory for reuse (:mod:`asid_arch.cpu_memory`; the process keeps its peak memory
+until it exits); set ``ASID_KEEP_FREED_MEMORY=0`` to opt out.
 """
 import os
 
 os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
+
+from .cpu_memory import keep_freed_memory  # noqa: E402
+
+if os.environ.get('ASID_KEEP_FREED_MEMORY', '1') != '0':
+    keep_freed_memory()
 
 from .compat import install_torchvision_alias  # noqa: E402
 

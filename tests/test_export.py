@@ -64,7 +64,8 @@ def test_torchscript_trace_fixed_size():
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         traced = torch.jit.trace(net, x)
-        assert torch.equal(traced(x), net(x))
+        # the traced graph records the portable F.linear path, eager runs oneDNN: float32 rounding apart
+        assert (traced(x) - net(x)).abs().max().item() < 1e-5
 
 
 def test_torch_compile():

@@ -1,0 +1,29 @@
+"""Keep freed CPU memory in the process instead of handing it back to the kernel (glibc only).
+
+SR activations are tens to hundreds of MB. glibc serves blocks that large with ``mmap`` and unmaps
+them on ``free``, so every new activation page-faults and is zeroed by the kernel again; the
+memory it does keep on the heap is trimmed back as soon as its top grows large. After
+:func:`keep_freed_memory`, freed blocks are reused as they are: ASID x4 on a 320x180 input spent
+a quarter of its CPU time in the kernel before and almost none after (see README, "Speed").
+The price is that the process keeps its peak memory until it exits.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
+
+M_TRIM_THRESHOLD = -1  # mallopt(3) parameters
+M_MMAP_MAX = -4
+DISABLED = -1  # M_TRIM_THRESHOLD = -1: never trim the heap
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to serve every block from the heap and never trim it. True if applied."""
+    if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, DISABLED))
+    except (OSError, AttributeError):
+        return False

@@ -1,0 +1,95 @@
+"""The CPU fast paths (oneDNN linear, LayerNorm backward, folded attention projection, malloc
+tuning) give the same numbers as the plain PyTorch operations they replace."""
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asid_arch import ASID
+from asid_arch.archs import asid_arch as arch
+from asid_arch.cpu_memory import keep_freed_memory
+
+from conftest import shared_path
+
+needs_onednn = pytest.mark.skipif(arch._ONEDNN_LINEAR is None, reason='this torch build has no oneDNN linear')
+
+
+def grads(out: torch.Tensor, tensors, seed: int = 1):
+    torch.manual_seed(seed)
+    return torch.autograd.grad(out, tensors, torch.randn_like(out))
+
+
+@needs_onednn
+@pytest.mark.parametrize('bias', [False, True])
+def test_onednn_linear_matches_f_linear(bias):
+    torch.manual_seed(0)
+    # an NHWC view of channels_last memory, as PointwiseConv passes it
+    x = torch.randn(2, 36, 9, 11).contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).requires_grad_()
+    w = torch.randn(20, 36, requires_grad=True)
+    b = torch.randn(20, requires_grad=True) if bias else None
+    inputs = [x, w] + ([b] if bias else [])
+    assert arch._onednn_linear_applies(x, w)
+    fast, ref = arch.linear(x, w, b), F.linear(x, w, b)
+    assert (fast - ref).abs().max().item() < 1e-5
+    for g_fast, g_ref in zip(grads(fast, inputs), grads(ref, inputs)):
+        assert (g_fast - g_ref).abs().max().item() < 1e-4 * max(1.0, g_ref.abs().max().item())
+    with torch.no_grad():  # the fused GELU epilogue (inference only)
+        assert (arch.linear(x, w, b, gelu=True) - F.gelu(F.linear(x, w, b))).abs().max().item() < 1e-5
+
+
+def test_linear_takes_the_portable_path_where_it_must():
+    w = torch.randn(4, 3)
+    assert not arch._onednn_linear_applies(torch.randn(2, 3, dtype=torch.float64), w.double())
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not arch._onednn_linear_applies(torch.randn(2, 3), w)
+
+
+@pytest.mark.parametrize('width', [12, 36, 48])
+def test_layer_norm_gradients_match(width):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 7, width, dtype=torch.float64, requires_grad=True)
+    w = (1 + 0.1 * torch.randn(width, dtype=torch.float64)).requires_grad_()
+    b = (0.1 * torch.randn(width, dtype=torch.float64)).requires_grad_()
+    ours, ref = arch.layer_norm(x, w, b, 1e-5), F.layer_norm(x, (width, ), w, b, 1e-5)
+    assert (ours - ref).abs().max().item() < 1e-12
+    for g_ours, g_ref in zip(grads(ours, (x, w, b)), grads(ref, (x, w, b))):
+        assert (g_ours - g_ref).abs().max().item() < 1e-10
+
+
+@pytest.mark.parametrize('compute', [True, False])
+def test_folded_projection_equals_literal_attention(compute):
+    torch.manual_seed(0)
+    layer = arch.SpatialAttention(12, window_size=4, compute=compute).double()
+    for p in layer.parameters():
+        p.data.normal_()
+    tokens = torch.randn(3, 16, 12, dtype=torch.float64, requires_grad=True)
+    shared = torch.softmax(torch.randn(3, 1, 16, 16, dtype=torch.float64), -1)
+    params = [tokens] + list(layer.parameters())
+    assert layer.fold_proj
+    folded, attn_folded = layer(tokens, None if compute else shared)
+    layer.fold_proj = False
+    literal, attn_literal = layer(tokens, None if compute else shared)
+    assert (folded - literal).abs().max().item() < 1e-12
+    assert (attn_folded - attn_literal).abs().max().item() < 1e-12
+    for g_f, g_l in zip(grads(folded, params), grads(literal, params)):
+        assert (g_f - g_l).abs().max().item() < 1e-10
+
+
+def test_float32_fast_model_against_golden():
+    """The whole float32 model (fast paths on) against the float64 reference: output and input gradient."""
+    golden = torch.load(shared_path('golden', 'asid_x2.pt'), weights_only=True)
+    net = ASID(upscale=golden['scale'], num_feat=golden['num_feat'], num_blocks=golden['num_blocks']).train()
+    net.load_state_dict(golden['state_dict'])
+    lr = golden['input'].float().requires_grad_(True)
+    out = net(lr)
+    (out * golden['grad_weight'].float()).sum().backward()
+    assert (out.double() - golden['output']).abs().max().item() < 1e-4
+    assert (lr.grad.double() - golden['grad_input']).abs().max().item() < 1e-4
+
+
+@pytest.mark.skipif(platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc', reason='glibc only')
+def test_keep_freed_memory_applies_on_glibc():
+    assert keep_freed_memory()
