@@ -174,13 +174,19 @@ def measure_worker(name: str, scale: int, sizes: Sequence[tuple], repeats: int, 
 
 
 def run_worker(name: str, scale: int, args: argparse.Namespace) -> List[dict]:
-    cmd = [sys.executable, '-m', 'asid_arch.bench', '_worker', '--model', name, '--scale', str(scale), '--sizes',
-           *[f'{w}x{h}' for w, h in args.sizes], '--repeats', str(args.repeats), '--warmup', str(args.warmup),
-           '--device', args.device, '--precisions', *args.precisions]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f'{name} x{scale}: measurement failed:\n{result.stderr[-2000:]}')
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """Each output size and precision in a fresh process: importing asid_arch keeps freed heap memory
+    for reuse, so a process that ran a smaller size first would under-report the peak of a larger one."""
+    rows = []
+    for precision in args.precisions:
+        for w, h in args.sizes:
+            cmd = [sys.executable, '-m', 'asid_arch.bench', '_worker', '--model', name, '--scale', str(scale),
+                   '--sizes', f'{w}x{h}', '--repeats', str(args.repeats), '--warmup', str(args.warmup),
+                   '--device', args.device, '--precisions', precision]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f'{name} x{scale} {w}x{h} {precision}: measurement failed:\n{result.stderr[-2000:]}')
+            rows += json.loads(result.stdout.strip().splitlines()[-1])
+    return rows
 
 
 def evaluate_psnr(net: nn.Module, scale: int, datasets: Path, names: Sequence[str], device: str) -> Dict[str, tuple]:
