@@ -4,7 +4,7 @@ SR activations are tens to hundreds of MB. glibc serves blocks that large with `
 them on ``free``, so every new activation page-faults and is zeroed by the kernel again; the
 memory it does keep on the heap is trimmed back as soon as its top grows large. After
 :func:`keep_freed_memory`, freed blocks are reused as they are: ASID x4 on a 320x180 input spent
-a quarter of its CPU time in the kernel before and almost none after (see README, "Speed").
+a fifth of its CPU time in the kernel before and almost none after (see README, "Speed").
 The price is that the process keeps its peak memory until it exits.
 """
 from __future__ import annotations

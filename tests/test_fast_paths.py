@@ -93,3 +93,13 @@ def test_float32_fast_model_against_golden():
 @pytest.mark.skipif(platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc', reason='glibc only')
 def test_keep_freed_memory_applies_on_glibc():
     assert keep_freed_memory()
+
+
+@pytest.mark.parametrize('partition', ['meso', 'global'])
+def test_reverse_add_equals_reverse_then_add(partition):
+    torch.manual_seed(0)
+    b, h, w, c, p = 2, 16, 24, 5, 8
+    x, tokens = torch.randn(b, h, w, c), torch.randn(b * (h // p) * (w // p), p * p, c)
+    reverse = {'meso': arch.window_reverse, 'global': arch.grid_reverse}[partition]
+    reverse_add = {'meso': arch.window_reverse_add, 'global': arch.grid_reverse_add}[partition]
+    assert torch.equal(reverse_add(x, tokens, p), x + reverse(tokens, p, b, h, w))

@@ -101,7 +101,22 @@ def grid_reverse(tokens: Tensor, g: int, b: int, h: int, w: int) -> Tensor:
     return tokens.view(b, h // g, w // g, g, g, c).permute(0, 3, 1, 4, 2, 5).reshape(b, h, w, c)
 
 
-_PARTITIONS = {'meso': (window_partition, window_reverse), 'global': (grid_partition, grid_reverse)}
+def window_reverse_add(x: Tensor, tokens: Tensor, p: int) -> Tensor:
+    """``x + window_reverse(tokens)`` for a contiguous ``(B, H, W, C)`` ``x``, without first copying the
+    tokens back into image order (the addition reads them through a permuted view)."""
+    b, h, w, c = x.shape
+    out = x.view(b, h // p, p, w // p, p, c) + tokens.view(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5)
+    return out.reshape(b, h, w, c)
+
+
+def grid_reverse_add(x: Tensor, tokens: Tensor, g: int) -> Tensor:
+    """``x + grid_reverse(tokens)`` for a contiguous ``(B, H, W, C)`` ``x`` (see :func:`window_reverse_add`)."""
+    b, h, w, c = x.shape
+    out = x.view(b, g, h // g, g, w // g, c) + tokens.view(b, h // g, w // g, g, g, c).permute(0, 3, 1, 4, 2, 5)
+    return out.reshape(b, h, w, c)
+
+
+_PARTITIONS = {'meso': (window_partition, window_reverse_add), 'global': (grid_partition, grid_reverse_add)}
 
 
 def pad_input(x: Tensor, p: int) -> Tensor:
@@ -420,11 +435,10 @@ class SAMBlock(nn.Module):
         self.ffn = GDFN(dim)
 
     def forward(self, x: Tensor, attn: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        b, _, h, w = x.shape
-        split, merge = _PARTITIONS[self.partition]
-        tokens = x.permute(0, 2, 3, 1)  # (B, H, W, d)
+        split, merge_add = _PARTITIONS[self.partition]
+        tokens = x.permute(0, 2, 3, 1)  # (B, H, W, d), contiguous: x is channels_last
         out, attn = self.attn(split(self.norm_attn(tokens), self.window_size), attn)
-        x = x + merge(out, self.window_size, b, h, w).permute(0, 3, 1, 2)
+        x = merge_add(tokens, out, self.window_size).permute(0, 3, 1, 2)
         return x + self.ffn(self.norm_ffn(x)), attn
 
 
