@@ -2,7 +2,7 @@
 
     asid-bench zoo   [--models ASID ASID-D8 SwinIR-light Omni-SR] [--scales 2 3 4] [--sizes 1280x720 ...]
                      [--checkpoint ASID:2=path.pth ...] [--datasets datasets] [--out bench_out]
-    asid-bench speed [--compile] [--bf16] [--repeats 5] [--warmup 3]
+    asid-bench speed [--compile] [--bf16] [--repeats 5] [--warmup 5]
 
 ``zoo``: parameters; MACs for a 1280x720 output (``torch.utils.flop_counter``; the paper's Table 2
 convention); latency (median of repeated runs after warm-up) and peak memory at several output
@@ -440,8 +440,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--out', type=Path, default=Path('bench_out'))
     p = sub.add_parser('speed', help='the fast-ASID figures (inference and a training step)')
     p.add_argument('--repeats', type=int, default=5)
-    p.add_argument('--warmup', type=int, default=3,
-                   help='untimed runs first (the first runs of a process grow its heap and are slower)')
+    p.add_argument('--warmup', type=int, default=5,
+                   help='untimed runs first: a process\'s first training steps grow its heap (page faults) '
+                        'for about five steps; the figures are for the steady state')
     p.add_argument('--compile', action='store_true', help='torch.compile the model first')
     p.add_argument('--bf16', action='store_true', help='also bfloat16 autocast (opt-in: changes float results)')
     p = sub.add_parser('_worker')  # internal: one model and scale in a fresh process
