@@ -152,12 +152,17 @@ def _onednn_linear_kernel():
 _ONEDNN_LINEAR = _onednn_linear_kernel()
 
 
+def _eager_cpu(x: Tensor) -> bool:
+    """Where this file's hand-made CPU paths may run: an eager CPU tensor outside autocast. Tracing,
+    scripting, torch.compile and export see only standard PyTorch operations."""
+    return (x.device.type == 'cpu' and not torch.is_autocast_enabled('cpu') and not torch.jit.is_scripting()
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+
+
 def _onednn_linear_applies(x: Tensor, weight: Tensor) -> bool:
     """oneDNN linear for eager CPU float32 only: float64 (the golden checks), autocast, CUDA, tracing,
     scripting, torch.compile and export all take ``F.linear``."""
-    return (_ONEDNN_LINEAR is not None and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.device.type == 'cpu' and not torch.is_autocast_enabled('cpu') and not torch.jit.is_scripting()
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+    return _ONEDNN_LINEAR is not None and x.dtype == torch.float32 and weight.dtype == torch.float32 and _eager_cpu(x)
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -249,9 +254,8 @@ class _LayerNormFunction(torch.autograd.Function):
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """``F.layer_norm(x, (d,), weight, bias, eps)`` over the last axis (see :class:`_LayerNormFunction`)."""
-    if (torch.is_grad_enabled() and weight.requires_grad and x.shape[-1] % LN_FAST_WEIGHT_GRAD_MULTIPLE
-            and x.device.type == 'cpu' and not torch.is_autocast_enabled('cpu') and not torch.jit.is_scripting()
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):
+    slow_weight_grad = x.shape[-1] % LN_FAST_WEIGHT_GRAD_MULTIPLE != 0
+    if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and _eager_cpu(x):
         return _LayerNormFunction.apply(x, weight, bias, eps)
     return F.layer_norm(x, weight.shape, weight, bias, eps)
 
