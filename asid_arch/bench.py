@@ -137,40 +137,31 @@ def peak_rss_since_reset() -> int:
     return _proc_status_bytes('VmHWM')
 
 
-def measure_worker(name: str, scale: int, sizes: Sequence[tuple], repeats: int, warmup: int, device: str,
-                   precisions: Sequence[str]) -> List[dict]:
-    """Latency and peak memory of one model and scale at each output size (run in a fresh process)."""
+def measure_worker(name: str, scale: int, size: tuple, precision: str, repeats: int, warmup: int,
+                   device: str) -> dict:
+    """Latency and peak memory of one model, scale, output size and precision (run in a fresh process)."""
     dev = torch.device(device)
     net = build_model(name, scale).eval().to(dev)
-    rows = []
-    for precision in precisions:
-        dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
-        for out_w, out_h in sizes:
-            x = torch.rand(1, 3, out_h // scale, out_w // scale, device=dev)
-            autocast = torch.autocast(dev.type, dtype=dtype, enabled=precision != 'fp32')
-            if dev.type == 'cuda':
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
-            else:
-                base = reset_peak_rss()
-            times = []
-            with torch.inference_mode(), autocast:
-                for i in range(warmup + repeats):
-                    start = time.perf_counter()
-                    net(x)
-                    if dev.type == 'cuda':
-                        torch.cuda.synchronize()
-                    if i >= warmup:
-                        times.append(time.perf_counter() - start)
-            if dev.type == 'cuda':
-                peak = torch.cuda.max_memory_allocated() - base
-            else:
-                peak = peak_rss_since_reset() - base
-            rows.append({'model': name, 'scale': scale, 'device': device, 'precision': precision,
-                         'output': f'{out_w}x{out_h}', 'output_mpix': out_w * out_h / 1e6,
-                         'latency_s': statistics.median(times), 'peak_mem_mb': peak / 2**20})
-    return rows
+    dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
+    out_w, out_h = size
+    x = torch.rand(1, 3, out_h // scale, out_w // scale, device=dev)
+
+    def run() -> None:
+        net(x)
+        if dev.type == 'cuda':
+            torch.cuda.synchronize()
+
+    if dev.type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = reset_peak_rss()
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=precision != 'fp32'):
+        latency = _median_time(run, repeats, warmup)
+    peak = (torch.cuda.max_memory_allocated() if dev.type == 'cuda' else peak_rss_since_reset()) - base
+    return {'model': name, 'scale': scale, 'device': device, 'precision': precision, 'output': f'{out_w}x{out_h}',
+            'output_mpix': out_w * out_h / 1e6, 'latency_s': latency, 'peak_mem_mb': peak / 2**20}
 
 
 def run_worker(name: str, scale: int, args: argparse.Namespace) -> List[dict]:
@@ -180,12 +171,12 @@ def run_worker(name: str, scale: int, args: argparse.Namespace) -> List[dict]:
     for precision in args.precisions:
         for w, h in args.sizes:
             cmd = [sys.executable, '-m', 'asid_arch.bench', '_worker', '--model', name, '--scale', str(scale),
-                   '--sizes', f'{w}x{h}', '--repeats', str(args.repeats), '--warmup', str(args.warmup),
-                   '--device', args.device, '--precisions', precision]
+                   '--size', f'{w}x{h}', '--precision', precision, '--repeats', str(args.repeats),
+                   '--warmup', str(args.warmup), '--device', args.device]
             result = subprocess.run(cmd, capture_output=True, text=True)
             if result.returncode != 0:
                 raise RuntimeError(f'{name} x{scale} {w}x{h} {precision}: measurement failed:\n{result.stderr[-2000:]}')
-            rows += json.loads(result.stdout.strip().splitlines()[-1])
+            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     return rows
 
 
@@ -335,10 +326,8 @@ def zoo(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f'{model} x{scale}: PSNR')
         net = build_model(model, scale)
         target = net.net if isinstance(net, WindowPadded) else net
-        try:
-            state = load_state_dict(path) if model in ('ASID', 'ASID-D8') else torch.load(path, weights_only=True)
-            state = state.get('params_ema', state.get('params', state)) if isinstance(state, dict) else state
-            target.load_state_dict(state)
+        try:  # safe loading, BasicSR wrappers unwrapped; each model's load_state_dict converts released layouts
+            target.load_state_dict(load_state_dict(path))
         except (CheckpointError, RuntimeError, OSError) as err:
             print(f'asid-bench: {model} x{scale}: cannot load {path}: {err}', file=sys.stderr)
             return 2
@@ -445,18 +434,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         'for about five steps; the figures are for the steady state')
     p.add_argument('--compile', action='store_true', help='torch.compile the model first')
     p.add_argument('--bf16', action='store_true', help='also bfloat16 autocast (opt-in: changes float results)')
-    p = sub.add_parser('_worker')  # internal: one model and scale in a fresh process
+    p = sub.add_parser('_worker')  # internal: one model, scale, size and precision in a fresh process
     p.add_argument('--model', required=True)
     p.add_argument('--scale', type=int, required=True)
-    p.add_argument('--sizes', nargs='+', type=parse_size, required=True)
+    p.add_argument('--size', type=parse_size, required=True)
+    p.add_argument('--precision', default='fp32')
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--device', default='cpu')
-    p.add_argument('--precisions', nargs='+', default=['fp32'])
     args = parser.parse_args(argv)
     if args.command == '_worker':
-        print(json.dumps(measure_worker(args.model, args.scale, args.sizes, args.repeats, args.warmup, args.device,
-                                        args.precisions)))
+        print(json.dumps(measure_worker(args.model, args.scale, args.size, args.precision, args.repeats, args.warmup,
+                                        args.device)))
         return 0
     return zoo(args) if args.command == 'zoo' else speed(args)
 
