@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Mapping, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from .asid_arch import (ATTN_NAME_PARTS, CA_NAME_PARTS, ESA, ESA_MIN_CHANNELS, ESA_NAME_PAIRS, LM_NAME_PARTS,
-                        TOP_NAME_PAIRS, WINDOW_SIZE, ChannelAttentionBlock, LocalModule, SAMBlock,
+                        TOP_NAME_PAIRS, WINDOW_SIZE, ChannelAttentionBlock, LocalModule, PointwiseConv, SAMBlock,
                         _check, pad_input, register_arch, rename_prefix)
 
 OMNISR_HEADS = 4  # heads of every spatial and channel attention (released config)
@@ -46,7 +47,7 @@ class OSAG(nn.Module):
                  esa_channels: int = ESA_MIN_CHANNELS) -> None:
         super().__init__()
         self.block = OSABlock(dim, window_size, num_heads)
-        self.conv_out = nn.Conv2d(dim, dim, 1)
+        self.conv_out = PointwiseConv(dim, dim)
         self.esa = ESA(dim, esa_channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -77,9 +78,10 @@ class OmniSR(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        feat0 = self.conv_first(pad_input(x, self.window_size))
+        # channels_last activations, as in ASID: the shared blocks expect NHWC memory
+        feat0 = self.conv_first(pad_input(x, self.window_size).contiguous(memory_format=torch.channels_last))
         feat = self.conv_after_body(self.groups(feat0)) + feat0
-        return self.upsampler(feat)[..., :h * self.upscale, :w * self.upscale]
+        return self.upsampler(feat)[..., :h * self.upscale, :w * self.upscale].contiguous()
 
     def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False):
         """Load project keys or the released checkpoints' keys (converted); strict by default."""
