@@ -34,6 +34,7 @@ setup(
             'asid-sr = asid_arch.inference:main',
             'asid-export = asid_arch.export:main',
             'asid-bench = asid_arch.bench:main',
+            'asid-kit = asid_arch.kit:main',
         ],
     },
 )

@@ -20,10 +20,7 @@ from .cpu_memory import keep_freed_memory  # noqa: E402
 if os.environ.get('ASID_KEEP_FREED_MEMORY', '1') != '0':
     keep_freed_memory()
 
-from .compat import install_torchvision_alias  # noqa: E402
-
-install_torchvision_alias()
-
+# the arch file installs the torchvision alias before it imports basicsr
 from .archs import ASID, asid, asid_d8, state_dict_from_reference, state_dict_to_reference  # noqa: E402
 from .tiling import tile_forward  # noqa: E402
 from . import metrics, models  # noqa: E402,F401  (registers ASIDModel and calculate_psnr_matlab)

@@ -375,22 +375,30 @@ def golden_errors(dtype: torch.dtype, compile_model: bool) -> List[str]:
     return lines or ['(golden files not found: set ASID_SHARED)']
 
 
-def speed(args: argparse.Namespace) -> int:
+# Times of the authors' implementation, measured once on the development machine (AMD EPYC, 2 cores,
+# torch 2.14.1, see README "Speed"). They are quoted for orientation only: a ratio against them would
+# compare two machines, so none is printed.
+QUOTED_REFERENCE_S = {'x4': 1.27, 'x2': 10.5, 'step': 2.9}
+SPEED_FIGURES = ('x4', 'x2', 'step', 'step-fused')
+
+
+def speed_figure(what: str, precision: str, compile_model: bool, repeats: int, warmup: int) -> dict:
+    """One speed figure in this process: ``{'label', 'seconds', 'peak_rss_mb'}``."""
     from .archs import asid
 
-    print(f'asid-bench speed on {machine()}')
-    configs = [('fp32', torch.float32)] + ([('bf16', torch.bfloat16)] if args.bf16 else [])
-    for label, dtype in configs:
-        for scale, (w, h), reference in ((4, (320, 180), 1.27), (2, (640, 360), 10.5)):
-            net = asid(scale).eval()
-            run = torch.compile(net, dynamic=False) if args.compile else net
-            x = torch.rand(1, 3, h, w)
-            with torch.inference_mode(), torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32):
-                seconds = _median_time(lambda: run(x), args.repeats, args.warmup)
-            print(f'inference ASID x{scale} {w}x{h} -> {w * scale}x{h * scale} {label}'
-                  f'{" compiled" if args.compile else ""}: {seconds:.3f} s (reference implementation: {reference} s, '
-                  f'speed-up {reference / seconds:.2f}x)')
-    for fused in (False, True):  # fused=True: `optim_g: {type: Adam, fused: true}` in an option file
+    dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
+    base = reset_peak_rss()
+    if what in ('x4', 'x2'):
+        scale, (w, h) = (4, (320, 180)) if what == 'x4' else (2, (640, 360))
+        net = asid(scale).eval()
+        run = torch.compile(net, dynamic=False) if compile_model else net
+        x = torch.rand(1, 3, h, w)
+        with torch.inference_mode(), torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32):
+            seconds = _median_time(lambda: run(x), repeats, warmup)
+        label = (f'inference ASID x{scale} {w}x{h} -> {w * scale}x{h * scale} {precision}'
+                 f'{" compiled" if compile_model else ""}')
+    else:
+        fused = what == 'step-fused'  # `optim_g: {type: Adam, fused: true}` in an option file
         torch.manual_seed(0)
         net = asid(2).train()
         optimizer = torch.optim.Adam(net.parameters(), lr=5e-4, fused=fused)
@@ -401,18 +409,37 @@ def speed(args: argparse.Namespace) -> int:
             F.l1_loss(net(lq), gt).backward()
             optimizer.step()
 
-        seconds = _median_time(step, args.repeats, args.warmup)
-        print(f'training step ASID x2, batch 16, 64x64 LR, fp32, Adam{"(fused=True)" if fused else ""}: '
-              f'{seconds:.3f} s (reference implementation: 2.9 s, speed-up {2.9 / seconds:.2f}x)')
-    for label, dtype in configs:
+        seconds = _median_time(step, repeats, warmup)
+        label = f'training step ASID x2, batch 16, 64x64 LR, fp32, Adam{"(fused=True)" if fused else ""}'
+    return {'label': label, 'seconds': seconds, 'peak_rss_mb': (peak_rss_since_reset() - base) / 2**20}
+
+
+def speed(args: argparse.Namespace) -> int:
+    """Each figure in a fresh process (a kept heap would carry one figure's peak into the next)."""
+    print(f'asid-bench speed on {machine()}')
+    precisions = ['fp32'] + (['bf16'] if args.bf16 else [])
+    jobs = [(what, p) for p in precisions for what in ('x4', 'x2')] + [('step', 'fp32'), ('step-fused', 'fp32')]
+    for what, precision in jobs:
+        cmd = [sys.executable, '-m', 'asid_arch.bench', '_speed_one', '--what', what, '--precision', precision,
+               '--repeats', str(args.repeats), '--warmup', str(args.warmup)] + (['--compile'] if args.compile else [])
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            print(f'asid-bench: {what} {precision} failed: {result.stderr.strip().splitlines()[-1:]}', file=sys.stderr)
+            return 1
+        fig = json.loads(result.stdout.strip().splitlines()[-1])
+        quoted = QUOTED_REFERENCE_S[what.split('-')[0]]
+        print(f"{fig['label']}: {fig['seconds']:.3f} s, peak {fig['peak_rss_mb']:.0f} MB above start "
+              f'(authors\' implementation, quoted from the development machine, not measured here: {quoted} s)')
+    for precision in precisions:
+        dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
         for line in golden_errors(dtype, args.compile):
-            print(f'golden {label}{" compiled" if args.compile else ""}: {line}')
+            print(f'golden {precision}{" compiled" if args.compile else ""}: {line}')
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='asid-bench', description=__doc__.split('\n\n')[0])
-    sub = parser.add_subparsers(dest='command', required=True)
+    parser = argparse.ArgumentParser(prog='asid-bench', description=__doc__.split('\n\n')[0].replace('``', "'"))
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{zoo,speed}')
     p = sub.add_parser('zoo', help='ASID / ASID-D8 / SwinIR-light / Omni-SR comparison')
     p.add_argument('--models', nargs='+', choices=ZOO_MODELS, default=list(ZOO_MODELS))
     p.add_argument('--scales', nargs='+', type=int, default=[2, 3, 4])
@@ -434,6 +461,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         'for about five steps; the figures are for the steady state')
     p.add_argument('--compile', action='store_true', help='torch.compile the model first')
     p.add_argument('--bf16', action='store_true', help='also bfloat16 autocast (opt-in: changes float results)')
+    p = sub.add_parser('_speed_one')  # internal: one speed figure in a fresh process
+    p.add_argument('--what', choices=SPEED_FIGURES, required=True)
+    p.add_argument('--precision', choices=['fp32', 'bf16'], default='fp32')
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=5)
+    p.add_argument('--compile', action='store_true')
     p = sub.add_parser('_worker')  # internal: one model, scale, size and precision in a fresh process
     p.add_argument('--model', required=True)
     p.add_argument('--scale', type=int, required=True)
@@ -443,6 +476,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--device', default='cpu')
     args = parser.parse_args(argv)
+    if args.command == '_speed_one':
+        print(json.dumps(speed_figure(args.what, args.precision, args.compile, args.repeats, args.warmup)))
+        return 0
     if args.command == '_worker':
         print(json.dumps(measure_worker(args.model, args.scale, args.size, args.precision, args.repeats, args.warmup,
                                         args.device)))

@@ -8,7 +8,6 @@ arbitrary Python objects (and could run code) is refused.
 from __future__ import annotations
 
 import math
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +16,12 @@ from typing import Dict, Mapping, Union
 import torch
 from torch import Tensor
 
-from .archs.asid_arch import ASID, is_reference_layout, state_dict_from_reference
+from .archs.asid_arch import ASID
+from .models.asid_model import BASICSR_PARAM_KEYS as BASICSR_KEYS
+from .models.asid_model import PretrainedWeightsError, match_weights, read_weights
 
-BASICSR_KEYS = ('params_ema', 'params')  # BasicSR's wrappers; the EMA weights are preferred
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used, with a message meant for the user."""
+CheckpointError = PretrainedWeightsError  # a checkpoint that cannot be used, with a message for the user
 
 
 @dataclass(frozen=True)
@@ -46,29 +44,10 @@ class NetworkConfig:
 
 
 def load_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
-    """Read a checkpoint safely and return its weights in the project's key layout."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f'checkpoint {path} does not exist')
-    try:
-        content = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(f'refused to load {path}: it contains Python objects other than tensors, which could '
-                              f'execute code when loaded (torch.load weights_only=True rejected it: '
-                              f'{str(err).splitlines()[0][:200]})') from None
-    except Exception as err:  # truncated, not a torch file, ...
-        raise CheckpointError(f'{path} is not a readable PyTorch checkpoint ({type(err).__name__}: '
-                              f'{str(err).splitlines()[0][:200]})') from None
-    if not isinstance(content, Mapping):
-        raise CheckpointError(f'{path} holds a {type(content).__name__}, not a state dict')
-    for key in BASICSR_KEYS:
-        if isinstance(content.get(key), Mapping) and content[key]:
-            content = content[key]
-            break
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in content.items()}
-    if not state or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f'{path} is not a state dict of tensors (keys: {list(content)[:5]})')
-    return state_dict_from_reference(state) if is_reference_layout(state) else dict(state)
+    """Read a checkpoint safely (BasicSR's ``params_ema`` preferred, then ``params``, or a plain state
+    dict) and return its weights in the project's key layout; :class:`CheckpointError` otherwise."""
+    state, _ = read_weights(path, BASICSR_KEYS)
+    return ASID.convert_state_dict(state)
 
 
 def detect_config(state: Mapping[str, Tensor], source: str = 'the checkpoint') -> NetworkConfig:
@@ -76,7 +55,8 @@ def detect_config(state: Mapping[str, Tensor], source: str = 'the checkpoint') -
     needed = ('conv_first.weight', 'upsampler.0.weight', 'blocks.0.sam_meso1.attn.rel_pos_bias_table')
     missing = [k for k in needed if k not in state]
     if missing:
-        raise CheckpointError(f'{source} does not look like ASID weights: no {", ".join(missing)}')
+        kind = ' (these look like Omni-SR weights)' if any(re.match(r'groups\.\d+\.block\.', k) for k in state) else ''
+        raise CheckpointError(f'{source} does not look like ASID weights{kind}: no {", ".join(missing)}')
     num_feat, num_in_ch = state['conv_first.weight'].shape[:2]
     num_blocks = len({int(m.group(1)) for k in state for m in [re.match(r'blocks\.(\d+)\.', k)] if m})
     window_size = (math.isqrt(state['blocks.0.sam_meso1.attn.rel_pos_bias_table'].shape[0]) + 1) // 2
@@ -93,9 +73,8 @@ def load_network(path: Union[str, Path]) -> tuple:
     state = load_state_dict(path)
     config = detect_config(state, str(path))
     net = config.build()
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f'{path}: weights do not match {config.variant} x{config.upscale}: '
-                              f'{str(err).splitlines()[0]} ...') from None
+    problems = match_weights(net, state, f'{path} ({config.variant} x{config.upscale})')
+    if problems:
+        raise CheckpointError('; '.join(problems))
+    net.load_state_dict(state, strict=True)
     return net.eval(), config

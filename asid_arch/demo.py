@@ -45,7 +45,7 @@ def evaluate(net_path: Path, opt: dict) -> list:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m asid_arch.demo', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m asid_arch.demo', description=__doc__.split('\n\n')[0].replace('``', "'"))
     parser.add_argument('-opt', type=Path, default=DEFAULT_OPT, help='demo option file')
     args = parser.parse_args(argv)
 

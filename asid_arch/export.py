@@ -72,7 +72,7 @@ def check_onnx(net: torch.nn.Module, path: Path, inputs: Dict[str, np.ndarray]) 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='asid-export', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='asid-export', description=__doc__.split('\n\n')[0].replace('``', "'"))
     parser.add_argument('-m', '--model', type=Path, required=True, help='checkpoint of ASID or ASID-D8 (any layout)')
     parser.add_argument('-o', '--output', type=Path, required=True, help='ONNX file to write')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET)

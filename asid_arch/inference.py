@@ -3,51 +3,45 @@
     asid-sr photo.jpg shots/ 'scans/*.png' -o upscaled/ --model ASID_x4.pth
 
 * Inputs: files, folders (their images, not recursive) and glob patterns.
-* Model: the authors' released state dicts, BasicSR checkpoints (``params_ema`` preferred, then
-  ``params``) or plain state dicts of this package; variant and scale are read off the weights.
-  Loading is ``torch.load(weights_only=True)``: checkpoints that could run code are refused.
-* Images: 8/16-bit PNG (bit depth kept), JPEG, WebP, BMP, TIFF; grayscale stays grayscale; the
-  alpha channel of RGBA images is upscaled separately (as a grayscale image) and kept.
-  Outputs are PNG by default, named ``{stem}_x{scale}.png``, written atomically, never over an input.
-* Tiled inference keeps memory bounded for any image size; ``--tile 0`` runs whole images.
+* Model: the authors' released state dicts, BasicSR checkpoints (params_ema preferred, then
+  params) or plain state dicts of this package; variant and scale are read off the weights.
+  Loading is torch.load(weights_only=True): checkpoints that could run code are refused, and so are
+  weights with NaN or Inf values.
+* Images: 8/16-bit PNG and TIFF (bit depth kept), JPEG, WebP, BMP; EXIF orientation applied;
+  grayscale stays grayscale, gray + alpha stays gray + alpha; the alpha channel is upscaled on its
+  own (as a grayscale image). A damaged or truncated file is an error naming it. Outputs are PNG by
+  default, named {stem}_x{scale}.png, written atomically, never over an input; 16-bit results are
+  scaled to 8 bits for formats that hold only 8.
+* Memory: images whose working set fits --max-memory run whole (the exact network output); larger
+  ones run in tiles blended with linear ramps over the overlap (no visible seams), the result kept
+  in its final pixel type. Images above --max-pixels (output pixels) are refused before decoding.
 * Exit status: 0 all done, 1 some images failed (each reported by name), 2 unusable arguments/model.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
-import torch
-from tqdm import tqdm
-
-from .checkpoint import CheckpointError, load_network
-from .fileio import imwrite_atomic
-from .tiling import tile_forward
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff', '.ppm', '.pgm')
-DEFAULT_TILE, DEFAULT_OVERLAP = 256, 16  # 4K output (x4 from 960x540) stays far below 2 GB on CPU
-PRECISIONS = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+PRECISIONS = ('fp32', 'bf16', 'fp16')
+DEFAULT_TILE = 256  # LR tile side when an image does not fit the memory budget
+DEFAULT_OVERLAP = 32  # LR overlap of neighbouring tiles, blended with linear ramps
+MIN_TILE = 32
+DEFAULT_MAX_MEMORY_GB = 2.0  # working-set budget for running an image whole
+# Measured working set of ASID inference per LR pixel (float32, CPU; x2 with 3 IDBs is the largest
+# of the released configurations per LR pixel: 640x360 -> 1.85 GB): used to decide whole vs tiles.
+WORKING_BYTES_PER_LR_PIXEL = 8_000
+DEFAULT_MAX_MEGAPIXELS = 400  # output pixels; 1.2 GB as 8-bit RGB
 
 
 class UsageError(Exception):
     """Bad arguments: reported as one line, exit status 2."""
-
-
-@dataclass
-class Image:
-    """An image as the network sees it: RGB float32 in [0, 1] plus what is needed to write it back."""
-    rgb: np.ndarray  # (H, W, 3) float32
-    alpha: Optional[np.ndarray]  # (H, W) float32 or None
-    gray: bool
-    max_value: float  # 255 or 65535
 
 
 def collect_inputs(specs: Sequence[str]) -> Tuple[List[Path], List[str]]:
@@ -73,64 +67,107 @@ def collect_inputs(specs: Sequence[str]) -> Tuple[List[Path], List[str]]:
     return unique, problems
 
 
-def read_image(path: Path) -> Image:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise ValueError('not a readable image (corrupt, empty or unsupported format)')
-    if img.dtype == np.uint8:
-        max_value = 255.0
-    elif img.dtype == np.uint16:
-        max_value = 65535.0
-    else:
-        raise ValueError(f'unsupported pixel type {img.dtype} (8-bit and 16-bit images are supported)')
-    img = img.astype(np.float32) / max_value
-    alpha = None
-    if img.ndim == 2 or img.shape[2] == 1:
-        gray = img.reshape(img.shape[0], img.shape[1])
-        return Image(np.repeat(gray[:, :, None], 3, axis=2), None, True, max_value)
-    if img.shape[2] == 4:
-        alpha = img[:, :, 3]
-    return Image(np.ascontiguousarray(img[:, :, 2::-1]), alpha, False, max_value)  # BGR(A) -> RGB
-
-
-def to_pixels(img: np.ndarray, max_value: float) -> np.ndarray:
-    dtype = np.uint16 if max_value > 255 else np.uint8
-    return np.clip(np.round(img * max_value), 0, max_value).astype(dtype)
+def blend_ramp(length: int, before: int, after: int):
+    """1-D weights of a tile of ``length`` output px: a linear ramp up over the ``before`` px it shares with
+    the previous tile, down over the ``after`` px it shares with the next one, 1 elsewhere (never 0)."""
+    w = np.ones(length, np.float32)
+    if before > 0:
+        w[:before] = (np.arange(before, dtype=np.float32) + 0.5) / before
+    if after > 0:
+        w[length - after:] = np.minimum(w[length - after:], (np.arange(after, 0, -1, dtype=np.float32) - 0.5) / after)
+    return w
 
 
 class Upscaler:
-    """Runs the network on RGB float images with the chosen device, precision and tiling."""
+    """Runs the network on integer images, whole or in blended tiles, into arrays of the final pixel type."""
 
-    def __init__(self, net: torch.nn.Module, scale: int, device: torch.device, precision: str, tile: int,
-                 overlap: int) -> None:
+    def __init__(self, net, scale: int, device, precision: str, tile: Optional[int], overlap: int,
+                 max_memory_bytes: float, source: str) -> None:
+        import torch
+
+        self.torch = torch
         self.net = net.to(device).eval()
-        self.scale, self.device, self.tile, self.overlap = scale, device, tile, overlap
-        self.dtype = PRECISIONS[precision]
+        self.scale, self.device, self.overlap, self.source = scale, device, overlap, source
+        self.tile = tile  # None: automatic (whole if it fits the memory budget), 0: whole, >0: that tile
+        self.max_memory = max_memory_bytes
+        self.dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(rgb.transpose(2, 0, 1).copy())[None].to(self.device)
-        autocast = (torch.autocast(self.device.type, dtype=self.dtype)
-                    if self.dtype != torch.float32 else contextlib.nullcontext())
+    def tile_size(self, h: int, w: int) -> int:
+        """0 (whole image) or the LR tile side for an ``h`` x ``w`` input."""
+        if self.tile is not None:
+            return 0 if self.tile == 0 or self.tile >= max(h, w) else self.tile
+        if h * w * WORKING_BYTES_PER_LR_PIXEL <= self.max_memory:
+            return 0
+        side = int((self.max_memory / WORKING_BYTES_PER_LR_PIXEL)**0.5)
+        return max(MIN_TILE, min(DEFAULT_TILE, side))
+
+    def _run(self, lr: np.ndarray, max_value: int):
+        """Network output (h*s, w*s, 3) float32 numpy in [0, 1] for an integer (h, w, 3) RGB tile."""
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).to(self.device, torch.float32)
+        x = x.div_(max_value)[None]
+        autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
         with torch.inference_mode(), autocast:
-            if self.tile > 0:
-                y = tile_forward(self.net, x, self.scale, self.tile, self.overlap)
-            else:
-                y = self.net(x)
-            return y[0].float().clamp_(0, 1).cpu().numpy().transpose(1, 2, 0)
+            y = self.net(x)[0].float()
+            if not torch.isfinite(y).all():
+                raise ValueError(f'the network produced NaN or Inf values with the weights of {self.source}: '
+                                 'the checkpoint is unusable')
+            return y.clamp_(0, 1).permute(1, 2, 0).cpu().numpy()
 
-    def image(self, img: Image) -> np.ndarray:
-        """Super-resolved pixels in the input's layout: gray (H, W), BGR or BGRA, same bit depth."""
-        sr = self(img.rgb)
-        if img.gray:
-            return to_pixels(sr.mean(axis=2), img.max_value)
-        out = sr[:, :, ::-1]
-        if img.alpha is not None:
-            alpha = self(np.repeat(img.alpha[:, :, None], 3, axis=2)).mean(axis=2)
-            out = np.concatenate([out, alpha[:, :, None]], axis=2)
-        return to_pixels(np.ascontiguousarray(out), img.max_value)
+    def upscale(self, src: np.ndarray, dest: np.ndarray, reverse_channels: bool) -> None:
+        """Super-resolve ``src`` ((H, W, 3) RGB or (H, W) gray, integer) into ``dest`` ((H*s, W*s, 3) or
+        (H*s, W*s), integer, written in place). ``reverse_channels`` writes RGB results as BGR."""
+        s = self.scale
+        h, w = src.shape[:2]
+        max_in, max_out = np.iinfo(src.dtype).max, np.iinfo(dest.dtype).max
+        gray = src.ndim == 2
+        rgb = (lambda a: np.repeat(a[:, :, None], 3, axis=2)) if gray else (lambda a: a)
+
+        def store(rows: slice, values: np.ndarray) -> None:
+            values = values.mean(axis=2) if dest.ndim == 2 else values[:, :, ::-1] if reverse_channels else values
+            dest[rows] = np.clip(np.rint(values * max_out), 0, max_out).astype(dest.dtype)
+
+        t = self.tile_size(h, w)
+        if t == 0:
+            store(slice(0, h * s), self._run(rgb(src), max_in))
+            return
+        ys, xs = _origins(h, t, self.overlap), _origins(w, t, self.overlap)
+        # a float accumulator for the output rows of one tile row only; finished rows go to ``dest``
+        acc = np.zeros((t * s, w * s, 3), np.float32)
+        wsum = np.zeros((t * s, w * s), np.float32)
+        acc_top = 0  # output row held in acc[0]
+        for i, y in enumerate(ys):
+            done = y * s - acc_top  # rows above this tile row are final
+            if done > 0:
+                store(slice(acc_top, acc_top + done), acc[:done] / wsum[:done, :, None])
+                acc = np.concatenate([acc[done:], np.zeros((done, w * s, 3), np.float32)])
+                wsum = np.concatenate([wsum[done:], np.zeros((done, w * s), np.float32)])
+                acc_top += done
+            above = (ys[i - 1] + t - y) * s if i else 0
+            below = (y + t - ys[i + 1]) * s if i + 1 < len(ys) else 0
+            wy = blend_ramp(t * s, above, below)
+            for j, x in enumerate(xs):
+                left = (xs[j - 1] + t - x) * s if j else 0
+                right = (x + t - xs[j + 1]) * s if j + 1 < len(xs) else 0
+                weight = wy[:, None] * blend_ramp(t * s, left, right)[None, :]
+                out = self._run(rgb(src[y:y + t, x:x + t]), max_in)
+                cols = slice(x * s, (x + t) * s)
+                acc[:, cols] += out * weight[:, :, None]
+                wsum[:, cols] += weight
+        store(slice(acc_top, h * s), acc[:h * s - acc_top] / wsum[:h * s - acc_top, :, None])
 
 
-def pick_device(name: str) -> torch.device:
+def _origins(size: int, tile: int, overlap: int) -> List[int]:
+    """Tile origins covering ``size`` with at least ``overlap`` px shared by neighbours."""
+    if tile >= size:
+        return [0]
+    step = max(tile - overlap, 1)
+    return list(range(0, size - tile, step)) + [size - tile]
+
+
+def pick_device(name: str):
+    import torch
+
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if name == 'cuda' and not torch.cuda.is_available():
@@ -138,7 +175,9 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_precision(precision: str, device: torch.device) -> None:
+def check_precision(precision: str, device) -> None:
+    import torch
+
     if precision == 'fp16' and device.type != 'cuda':
         raise UsageError('--precision fp16 needs a CUDA device; on the CPU use fp32 or bf16')
     if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
@@ -152,44 +191,103 @@ def output_path(path: Path, out_dir: Path, scale: int, ext: str) -> Path:
     return out_dir / f'{path.stem}_x{scale}{suffix}'
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='asid-sr', description=__doc__.split('\n\n')[0],
+def check_output_folder(out_dir: Path) -> None:
+    """Create ``out_dir`` and make sure a file can be written there, before any image is processed."""
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix='.asid-sr-check.', suffix='.tmp'):
+            pass
+    except OSError as err:
+        raise UsageError(f'--output {out_dir}: cannot write there ({err.strerror or err})') from None
+
+
+def process(path: Path, target: Path, upscaler: Upscaler, max_pixels: float) -> str:
+    """Read, super-resolve and write one image; returns a conversion note ('' if none)."""
+    from .images import read_picture, write_picture
+
+    s = upscaler.scale
+    pic = read_picture(path, max_pixels=int(max_pixels / (s * s)), what='pixels in, times the scale squared out')
+    h, w = pic.size
+    color = np.empty((h * s, w * s) + (() if pic.gray else (3, )), pic.color.dtype)
+    upscaler.upscale(pic.color if pic.gray else pic.color[:, :, ::-1], color, reverse_channels=True)
+    alpha = None
+    if pic.alpha is not None:
+        alpha = np.empty((h * s, w * s), pic.alpha.dtype)
+        upscaler.upscale(pic.alpha, alpha, reverse_channels=False)
+    return write_picture(target, color, alpha)
+
+
+def parse_tile(value: str) -> Optional[int]:
+    if value == 'auto':
+        return None
+    try:
+        tile = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'auto' or a whole number of pixels, not {value!r}") from None
+    if tile != 0 and tile < MIN_TILE:
+        raise argparse.ArgumentTypeError(f'0 (whole image) or at least {MIN_TILE} px, not {tile}')
+    return tile
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='asid-sr', description=__doc__.split('\n\n')[0].replace('``', "'"),
+                                     epilog='\n\n'.join(__doc__.split('\n\n')[2:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('inputs', nargs='+', help='image files, folders or glob patterns')
     parser.add_argument('-o', '--output', type=Path, required=True, help='output folder (created if needed)')
     parser.add_argument('-m', '--model', type=Path, required=True, help='checkpoint (.pth) of ASID or ASID-D8')
-    parser.add_argument('--tile', type=int, default=DEFAULT_TILE, help=f'LR tile size, 0 = whole image '
-                        f'(default {DEFAULT_TILE})')
+    parser.add_argument('--tile', type=parse_tile, default=None, metavar='auto|0|N',
+                        help='auto (default): whole image if it fits --max-memory, else tiles; 0: always whole; '
+                        f'N: LR tiles of N px (>= {MIN_TILE})')
     parser.add_argument('--tile-overlap', type=int, default=DEFAULT_OVERLAP,
-                        help=f'overlap of LR tiles (default {DEFAULT_OVERLAP})')
+                        help=f'LR overlap of neighbouring tiles, blended (default {DEFAULT_OVERLAP})')
+    parser.add_argument('--max-memory', type=float, default=DEFAULT_MAX_MEMORY_GB, metavar='GB',
+                        help=f'working-set budget that decides whole image vs tiles (default {DEFAULT_MAX_MEMORY_GB})')
+    parser.add_argument('--max-pixels', type=float, default=DEFAULT_MAX_MEGAPIXELS, metavar='MEGAPIXELS',
+                        help=f'refuse images whose output exceeds this (default {DEFAULT_MAX_MEGAPIXELS})')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
     parser.add_argument('--precision', choices=list(PRECISIONS), default='fp32',
                         help='fp32 (default); bf16 on CPUs and recent GPUs; fp16 on CUDA')
     parser.add_argument('--ext', choices=['png', 'same', 'jpg', 'webp', 'tif'], default='png',
                         help='output format (default png; "same" keeps the input format, JPEG -> PNG)')
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    from .checkpoint import CheckpointError, load_network
+
+    out_dir = args.output.resolve()
     try:
-        if args.tile < 0 or args.tile_overlap < 0:
-            raise UsageError('--tile and --tile-overlap must be >= 0')
+        if args.tile_overlap < 0:
+            raise UsageError('--tile-overlap must be >= 0')
+        if args.tile and args.tile_overlap >= args.tile:
+            raise UsageError(f'--tile-overlap {args.tile_overlap} must be smaller than --tile {args.tile}')
+        if args.max_memory <= 0 or args.max_pixels <= 0:
+            raise UsageError('--max-memory and --max-pixels must be positive')
         device = pick_device(args.device)
         check_precision(args.precision, device)
         net, config = load_network(args.model)
+        check_output_folder(out_dir)
     except (UsageError, CheckpointError) as err:
         print(f'asid-sr: error: {err}', file=sys.stderr)
         return 2
     paths, problems = collect_inputs(args.inputs)
     for problem in problems:
         print(f'asid-sr: {problem}', file=sys.stderr)
-    upscaler = Upscaler(net, config.upscale, device, args.precision, args.tile, args.tile_overlap)
-    out_dir = args.output.resolve()
+    upscaler = Upscaler(net, config.upscale, device, args.precision, args.tile, args.tile_overlap,
+                        args.max_memory * 1e9, str(args.model))
     inputs = set(paths)
     planned = {}
     failures = len(problems)
     done = 0
     start = time.time()
-    print(f'asid-sr: {config.variant} x{config.upscale} on {device.type} ({args.precision}), {len(paths)} images',
-          file=sys.stderr)
+    print(f'asid-sr: {config.variant} x{config.upscale} from {args.model} on {device.type} ({args.precision}), '
+          f'{len(paths)} images', file=sys.stderr)
     for path in tqdm(paths, desc='asid-sr', unit='img', file=sys.stderr):
         target = output_path(path, out_dir, config.upscale, args.ext)
         try:
@@ -198,9 +296,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if target in planned:
                 raise ValueError(f'output {target.name} already comes from {planned[target]}')
             planned[target] = path
-            pixels = upscaler.image(read_image(path))
-            imwrite_atomic(target, pixels)
+            note = process(path, target, upscaler, args.max_pixels * 1e6)
+            if note:
+                tqdm.write(f'asid-sr: {target.name}: {note}', file=sys.stderr)
             done += 1
+        except MemoryError:
+            failures += 1
+            tqdm.write(f'asid-sr: failed: {path}: out of memory (lower --max-memory or --tile)', file=sys.stderr)
         except Exception as err:  # one bad image must not stop the others
             failures += 1
             tqdm.write(f'asid-sr: failed: {path}: {err}', file=sys.stderr)

@@ -209,9 +209,18 @@ def test_bad_arguments_are_clear(kwargs, match):
         ASID(**kwargs)
 
 
-def test_bad_input_rank():
-    with pytest.raises(ValueError, match='B, C, H, W'):
-        ASID()(torch.rand(3, 16, 16))
+def test_bad_inputs_get_clear_errors():
+    net = ASID(num_feat=16, num_blocks=1)
+    with pytest.raises(ValueError, match=r'\(B, 3, H, W\) tensor, got shape \(3, 16, 16\)'):
+        net(torch.rand(3, 16, 16))
+    with pytest.raises(ValueError, match=r'\(B, 3, H, W\) tensor, got shape \(1, 4, 16, 16\)'):
+        net(torch.rand(1, 4, 16, 16))
+    with pytest.raises(TypeError, match=r'floating-point .* got torch.uint8 .* x.float\(\) / 255'):
+        net(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+    with pytest.raises(ValueError, match='empty input of shape \\(1, 3, 0, 16\\)'):
+        net(torch.rand(1, 3, 0, 16))
+    with pytest.raises(TypeError, match='expects a torch.Tensor'):
+        net([[0.5]])
 
 
 def test_tile_origins():

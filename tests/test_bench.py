@@ -43,3 +43,18 @@ def test_zoo_with_a_checkpoint_reports_psnr(tmp_path):
     quality = [r for r in csv.DictReader(open(out / 'results.csv')) if r['kind'] == 'quality']
     assert len(quality) == 1 and quality[0]['dataset'] == 'Set5' and 0 < float(quality[0]['psnr']) < 60
     assert '| ASID | x2 | m.pth | Set5 |' in (out / 'results.md').read_text()
+
+
+def test_speed_measures_each_figure_and_quotes_reference_without_ratio(capsys):
+    """No speed-up against figures from another machine; each figure with its own peak memory."""
+    assert asid_bench(['_speed_one', '--what', 'x4', '--repeats', '1', '--warmup', '0']) == 0
+    import json
+
+    figure = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figure['label'].startswith('inference ASID x4 320x180 -> 1280x720 fp32')
+    assert figure['seconds'] > 0 and figure['peak_rss_mb'] >= 0
+    from asid_arch import bench
+    import inspect
+
+    source = inspect.getsource(bench.speed)
+    assert 'speed-up' not in source and 'not measured here' in source

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 ARCH_FILE = REPO / 'asid_arch' / 'archs' / 'asid_arch.py'
@@ -35,17 +37,27 @@ def test_basicsr_first_then_package(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_arch_file_imports_only_torch_and_basicsr():
+KIT_FILES = [REPO / 'asid_arch' / 'archs' / 'asid_arch.py', REPO / 'asid_arch' / 'archs' / 'omnisr_arch.py',
+             REPO / 'asid_arch' / 'models' / 'asid_model.py']
+
+
+@pytest.mark.parametrize('path', KIT_FILES, ids=lambda p: p.name)
+def test_kit_files_import_only_torch_numpy_cv2_basicsr(path):
+    """Kit files import the standard library, torch, numpy, cv2, basicsr and (relatively) each other only."""
     import ast
 
-    tree = ast.parse(ARCH_FILE.read_text())
-    roots = set()
+    tree = ast.parse(path.read_text())
+    roots, relative = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             roots |= {alias.name.split('.')[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            roots.add((node.module or '').split('.')[0])
-    assert roots <= {'torch', 'basicsr', '__future__', 'math', 're', 'typing'}
+            if node.level:
+                relative.add(node.module)
+            else:
+                roots.add((node.module or '').split('.')[0])
+    assert roots - set(sys.stdlib_module_names) <= {'torch', 'numpy', 'cv2', 'basicsr'}
+    assert relative <= {'asid_arch', 'archs.asid_arch'}  # siblings inside the kit
 
 
 def test_drop_in_into_a_basicsr_tree(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from asid_arch import ASID, state_dict_to_reference, tile_forward
+from asid_arch import ASID, state_dict_to_reference
 from asid_arch.checkpoint import CheckpointError, detect_config, load_network, load_state_dict
 from asid_arch.inference import main as asid_sr
 
@@ -62,7 +62,7 @@ def test_unusable_checkpoints_have_clear_errors(tmp_path):
     (tmp_path / 'trunc.pth').write_bytes(b'PK\x03\x04 truncated')
     with pytest.raises(CheckpointError, match='not a readable PyTorch checkpoint'):
         load_state_dict(tmp_path / 'trunc.pth')
-    with pytest.raises(CheckpointError, match='does not exist'):
+    with pytest.raises(CheckpointError, match='no such file'):
         load_state_dict(tmp_path / 'missing.pth')
 
 
@@ -92,7 +92,7 @@ def images(tmp_path):
 
 def test_asid_sr_on_every_kind_of_image(tmp_path, images, model_file, capsys):
     out = tmp_path / 'out'
-    code = asid_sr([str(images), '-o', str(out), '-m', str(model_file), '--tile', '16', '--tile-overlap', '4'])
+    code = asid_sr([str(images), '-o', str(out), '-m', str(model_file), '--tile', '0'])
     err = capsys.readouterr().err
     assert code == 1  # the corrupt image failed ...
     assert 'corrupt.png' in err and '7 images written' in err and '1 failed' in err  # ... named, others done
@@ -107,7 +107,7 @@ def test_asid_sr_on_every_kind_of_image(tmp_path, images, model_file, capsys):
     alpha = cv2.imread(str(images / 'rgba.png'), cv2.IMREAD_UNCHANGED)[:, :, 3]
     with torch.no_grad():  # alpha: upscaled on its own, as a grayscale image
         gray = torch.from_numpy(alpha).float().div(255).expand(1, 3, -1, -1)
-        expected = tile_forward(net, gray, 2, 16, 4).clamp(0, 1).mean(1)[0].mul(255).round().byte().numpy()
+        expected = net(gray).clamp(0, 1).mean(1)[0].mul(255).round().byte().numpy()
     assert np.abs(read['rgba_x2.png'][:, :, 3].astype(int) - expected).max() <= 1
     assert read['tiny_x2.png'].shape == (6, 4, 3)
     # 16-bit output carries the 8-bit content at 16-bit scale

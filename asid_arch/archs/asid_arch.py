@@ -23,14 +23,43 @@ All tensors are NCHW unless a docstring says otherwise; NHWC token maps are writ
 """
 from __future__ import annotations
 
+import filecmp
+import importlib
+import importlib.util
+import inspect
 import re
+import sys
+import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from basicsr.utils.registry import ARCH_REGISTRY
+_LEGACY_TORCHVISION = 'torchvision.transforms.functional_tensor'
+
+
+def install_torchvision_alias() -> None:
+    """Make ``import torchvision.transforms.functional_tensor`` work (idempotent, nothing on disk changed).
+
+    ``basicsr==1.4.2`` (PyPI) imports that private module, which torchvision removed in 0.17; its only
+    use there is ``rgb_to_grayscale``, which lives on in ``torchvision.transforms.functional``. This runs
+    when this file is imported: BasicSR imports its ``archs`` before its ``data`` package, so a copy of
+    this file in ``basicsr/archs/`` makes the 1.4.2 tree importable too.
+    """
+    if _LEGACY_TORCHVISION in sys.modules:
+        return
+    try:
+        if importlib.util.find_spec(_LEGACY_TORCHVISION) is not None:
+            return
+    except ModuleNotFoundError:  # torchvision itself is missing: basicsr will say so
+        return
+    sys.modules[_LEGACY_TORCHVISION] = importlib.import_module('torchvision.transforms.functional')
+
+
+install_torchvision_alias()
+
+from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402  (after the alias)
 
 # ----------------------------------------------------------------------------------------------
 # Named constants of the released configurations
@@ -49,15 +78,36 @@ MIN_PADDED_SIZE = 16  # ESA (stride-2 conv, 7x7 max-pool) needs at least 15 px p
 ATTN_SHARING_MODES = ('across', 'intra', 'none')
 
 
-def register_arch(cls: type) -> type:
-    """``ARCH_REGISTRY.register()`` that tolerates a second copy of this file.
+class KitCopyWarning(UserWarning):
+    """Two copies of a kit file register the same name and their contents differ."""
 
-    When this file is both dropped into ``basicsr/archs/`` and imported from the ``asid_arch``
-    package, the first copy imported keeps the name (both define the same network).
+
+def register_once(registry, obj, source_file: str):
+    """``registry.register(obj)`` that tolerates a second copy of the same kit file.
+
+    When a kit file is both dropped into a BasicSR checkout and imported from the installed
+    ``asid_arch`` package, the first copy imported keeps the name. If the two files differ (one of
+    them is outdated), a :class:`KitCopyWarning` says which file is used and which is ignored.
     """
-    if cls.__name__ not in ARCH_REGISTRY:
-        ARCH_REGISTRY.register(cls)
-    return cls
+    name = obj.__name__
+    if name not in registry:
+        registry.register(obj)
+        return obj
+    used = inspect.getsourcefile(registry.get(name)) or '?'
+    try:
+        same = filecmp.cmp(used, source_file, shallow=False)
+    except OSError:
+        same = False
+    if not same:
+        warnings.warn(f'{name} is registered from {used}; {source_file} differs from that file and is not used '
+                      '(update the copy in the BasicSR checkout with `asid-kit install`)', KitCopyWarning,
+                      stacklevel=2)
+    return obj
+
+
+def register_arch(cls: type) -> type:
+    """``@ARCH_REGISTRY.register()`` through :func:`register_once`."""
+    return register_once(ARCH_REGISTRY, cls, inspect.getsourcefile(cls) or __file__)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -129,6 +179,20 @@ def pad_input(x: Tensor, p: int) -> Tensor:
         x = F.pad(x, (0, tiny_w, 0, tiny_h), mode='replicate')
         h, w = x.shape[-2:]
     return F.pad(x, (0, (p - w % p) % p, 0, (p - h % p) % p))
+
+
+def check_input(x: Tensor, channels: int, name: str) -> None:
+    """A clear error for inputs the network cannot take: it wants ``(B, channels, H, W)`` floating point
+    (RGB in [0, 1]) with ``H, W >= 1``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f'{name} expects a torch.Tensor (B, {channels}, H, W), got {type(x).__name__}')
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f'{name} expects a (B, {channels}, H, W) tensor, got shape {tuple(x.shape)}')
+    if not x.is_floating_point():
+        raise TypeError(f'{name} expects a floating-point tensor with values in [0, 1], got {x.dtype} '
+                        '(for uint8 images use x.float() / 255)')
+    if x.numel() == 0:
+        raise ValueError(f'{name} got an empty input of shape {tuple(x.shape)}: batch, height and width must be >= 1')
 
 
 def relative_position_index(p: int) -> Tensor:
@@ -756,8 +820,7 @@ class ASID(nn.Module):
         return pad_input(x, self.window_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4:
-            raise ValueError(f'ASID expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}')
+        check_input(x, self.conv_first.in_channels, 'ASID')
         h, w = x.shape[-2:]
         # channels_last (NHWC memory): 1x1 convs become GEMMs, depth-wise convs and the token
         # partitions read contiguous memory; every operation keeps its NCHW meaning
@@ -769,11 +832,15 @@ class ASID(nn.Module):
         feat = self.conv_after_body(feat) + feat0
         return self.upsampler(feat)[..., :h * self.upscale, :w * self.upscale].contiguous()
 
+    @staticmethod
+    def convert_state_dict(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """Any supported key layout -> this class's keys (``ASIDModel.load_network`` calls it before
+        BasicSR compares key names)."""
+        return state_dict_from_reference(state_dict) if is_reference_layout(state_dict) else dict(state_dict)
+
     def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False):
         """Load project keys or the released checkpoints' keys (converted); strict by default."""
-        if is_reference_layout(state_dict):
-            state_dict = state_dict_from_reference(state_dict)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        return super().load_state_dict(self.convert_state_dict(state_dict), strict=strict, assign=assign)
 
 
 def asid(upscale: int = 2, **kwargs) -> ASID:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .asid_arch import (ATTN_NAME_PARTS, CA_NAME_PARTS, ESA, ESA_MIN_CHANNELS, ESA_NAME_PAIRS, LM_NAME_PARTS,
                         TOP_NAME_PAIRS, WINDOW_SIZE, ChannelAttentionBlock, LocalModule, PointwiseConv, SAMBlock,
-                        _check, pad_input, register_arch, rename_prefix)
+                        _check, check_input, pad_input, register_arch, rename_prefix)
 
 OMNISR_HEADS = 4  # heads of every spatial and channel attention (released config)
 
@@ -77,17 +77,23 @@ class OmniSR(nn.Module):
                                        nn.PixelShuffle(upscale))
 
     def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.conv_first.in_channels, 'OmniSR')
         h, w = x.shape[-2:]
         # channels_last activations, as in ASID: the shared blocks expect NHWC memory
         feat0 = self.conv_first(pad_input(x, self.window_size).contiguous(memory_format=torch.channels_last))
         feat = self.conv_after_body(self.groups(feat0)) + feat0
         return self.upsampler(feat)[..., :h * self.upscale, :w * self.upscale].contiguous()
 
+    @staticmethod
+    def convert_state_dict(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """Released or project keys -> project keys (see ``ASID.convert_state_dict``)."""
+        if any(_REFERENCE_GROUP.match(key) for key in state_dict):
+            return omnisr_state_dict_from_reference(state_dict)
+        return dict(state_dict)
+
     def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False):
         """Load project keys or the released checkpoints' keys (converted); strict by default."""
-        if any(_REFERENCE_GROUP.match(key) for key in state_dict):
-            state_dict = omnisr_state_dict_from_reference(state_dict)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        return super().load_state_dict(self.convert_state_dict(state_dict), strict=strict, assign=assign)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ DEMO_TRAIN = ('astronaut', 'rocket', 'immunohistochemistry', 'hubble_deep_field'
               'camera', 'brick', 'grass', 'gravel', 'coins', 'moon', 'page', 'text', 'clock')
 DEMO_VAL = ('chelsea', 'coffee')
 DEMO_CROP, DEMO_STEP = 192, 96  # smaller crops than DIV2K's: the sample images are small
+MAX_HR_PIXELS = 400_000_000  # refuse, before decoding, an HR image larger than this
 
 
 @dataclass
@@ -63,11 +64,14 @@ def list_images(folder: Path) -> List[Path]:
 
 
 def read_rgb8(path: Path) -> np.ndarray:
-    """Read an image as 3-channel uint8 BGR (grayscale is replicated); raises ValueError if unreadable."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        raise ValueError('not a readable image')
-    return img
+    """Read an image as 3-channel uint8 BGR (grayscale replicated, alpha dropped, 16-bit scaled, EXIF
+    orientation applied); raises ValueError (:class:`~asid_arch.images.ImageError`) if it is unreadable,
+    truncated or damaged."""
+    from ..images import read_picture, to_depth
+
+    pic = read_picture(path, max_pixels=MAX_HR_PIXELS)
+    img = to_depth(pic.color, np.uint8)
+    return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
 
 
 def write_png_atomic(path: Path, img: np.ndarray) -> None:
@@ -240,7 +244,7 @@ def prepare_demo(out: Path, scales: Sequence[int] = (2, ), crop: int = DEMO_CROP
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='asid-prepare', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='asid-prepare', description=__doc__.split('\n\n')[0].replace('``', "'"))
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('train', help='training set: HR folder -> HR/LR, sub-images, LMDB (BasicSR DIV2K layout)')
     p.add_argument('--hr', type=Path, required=True, help='folder of HR images (e.g. DIV2K/DIV2K_train_HR)')

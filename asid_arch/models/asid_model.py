@@ -1,58 +1,311 @@
-"""``ASIDModel``: BasicSR's ``SRModel`` plus what ASID's protocol and CPU training need.
+"""``ASIDModel``: BasicSR's ``SRModel`` plus what ASID's protocol and reliable training need.
+
+Kit file: it imports only torch, numpy, basicsr and its sibling ``archs/asid_arch.py``, so it can be
+copied into ``basicsr/models/`` of a BasicSR checkout (``asid-kit install``), where BasicSR's model
+scanner imports it. The ``asid_arch`` package is built from this same file.
 
 * tiled validation/testing (``val: {tile: {size: 64, overlap: 24}}``), the reference protocol;
   without ``tile``, whole-image inference as SRModel's;
 * DistributedDataParallel on CPU (gloo) as well as on CUDA;
-* every ``torch.optim`` optimizer by name (BasicSR 1.4.2 knows only ``Adam``; the released
-  recipe uses ``AdamW``);
-* atomic checkpoints: ``net_g_*.pth`` and ``*.state`` are written to a temporary file and renamed,
-  so a run killed while saving never leaves a truncated file for ``--auto_resume`` to pick up;
+* every ``torch.optim`` optimizer by name (BasicSR knows a fixed list; the released recipe uses
+  ``AdamW``);
+* checkpoints written atomically (a temporary file renamed into place: a run killed while saving
+  never leaves a truncated file for ``--auto_resume``), with the permissions a plain write gives; a
+  checkpoint that cannot be written stops the run with :class:`CheckpointSaveError` (BasicSR logs
+  "Just ignore it." and trains on without checkpoints);
+* ``pretrain_network_g`` loaded safely (``weights_only``), any key layout the network knows
+  (released checkpoints included) converted *before* the key comparison, and every problem
+  (not a checkpoint, code inside, missing/extra keys, wrong scale, non-finite weights) reported as
+  one :class:`PretrainedWeightsError` naming the file;
 * a loss that becomes NaN or infinite stops the run before the optimizer step (the weights and
-  the last checkpoint stay as they were) with :class:`TrainingDiverged`.
+  the last checkpoint stay as they were) with :class:`TrainingDiverged`;
+* the metric ``calculate_psnr_matlab`` (BasicSR does not scan a metrics folder, so it is registered
+  here): Y-channel PSNR with Y rounded to uint8 as MATLAB does, the convention of published tables.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-from typing import Iterator
+import pickle
+import re
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
+from torch import Tensor
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from basicsr.metrics.metric_util import reorder_image
 from basicsr.models.sr_model import SRModel
-from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr.utils import get_root_logger
+from basicsr.utils.color_util import bgr2ycbcr
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 
-from ..fileio import atomic_write
-from ..tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tile_forward
+from ..archs.asid_arch import register_once
 
 LOSS_ATTRIBUTES = ('cri_pix', 'cri_perceptual')  # SRModel's loss modules
+BASICSR_PARAM_KEYS = ('params_ema', 'params')  # BasicSR's checkpoint wrappers, EMA weights preferred
+SAVE_ATTEMPTS = 3  # as BasicSR: a transient write error is retried ...
+SAVE_RETRY_DELAY_S = 1.0  # ... after this pause
+TEMP_SUFFIX = '.tmp'  # atomic writes go to '.{name}.XXXX.tmp' beside the target
+DEFAULT_TILE = 64  # the reference evaluation protocol: 64 px LR tiles ...
+DEFAULT_OVERLAP = 24  # ... overlapping by 24 px, averaged
+MAX_KEYS_LISTED = 8  # key names shown in an error message
+# what torch.load(weights_only=True) says of a pickle that names Python objects (code) besides tensors;
+# other unpickling errors ("invalid load key", ...) mean the file is not a checkpoint at all
+UNSAFE_PICKLE_MARKERS = ('Unsupported global', )
+PIXEL_MAX = 255.0
 
 
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-@contextlib.contextmanager
-def atomic_torch_save() -> Iterator[None]:
-    """Within the block, ``torch.save(obj, path)`` writes a temporary file and renames it."""
-    original = torch.save
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written: the run stops instead of training on without one."""
 
-    def save(obj, f, *args, **kwargs):
-        if isinstance(f, (str, os.PathLike)):
-            return atomic_write(f, lambda handle: original(obj, handle, *args, **kwargs))
-        return original(obj, f, *args, **kwargs)
 
-    torch.save = save
+class PretrainedWeightsError(ValueError):
+    """A weights file that cannot be used, with a message meant for the user."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Files: atomic writes with normal permissions, safe reads
+# ----------------------------------------------------------------------------------------------
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Union[str, Path], write: Callable[[object], None]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``.
+
+    A reader (or a resumed run) sees the old file or the complete new one. The temporary name
+    starts with '.' and ends with '.tmp', so scanners looking for ``*.png``, ``*.pth`` or ``*.state``
+    never pick up a half-written file. The result gets the permissions a plain ``open(path, 'wb')``
+    would give (0666 less the umask), not the temporary file's 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=TEMP_SUFFIX, dir=path.parent)
     try:
-        yield
-    finally:
-        torch.save = original
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
-@MODEL_REGISTRY.register()
+def remove_stale_temporaries(folder: Union[str, Path]) -> List[Path]:
+    """Delete the temporary files that writes killed mid-way (``kill -9``, power loss) left in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith('.') and p.name.endswith(TEMP_SUFFIX) and p.is_file()]
+    for path in stale:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return stale
+
+
+def save_checkpoint(obj: object, path: Union[str, Path], attempts: int = SAVE_ATTEMPTS,
+                    delay: float = SAVE_RETRY_DELAY_S) -> None:
+    """``torch.save`` atomically, retried like BasicSR's save; raises :class:`CheckpointSaveError` at the end."""
+    for attempt in range(1, attempts + 1):
+        try:
+            atomic_write(path, lambda f: torch.save(obj, f))
+            return
+        except OSError as err:
+            if attempt == attempts:
+                raise CheckpointSaveError(
+                    f'cannot write the checkpoint {path} ({err.strerror or err}; tried {attempts} times). Training '
+                    'stopped: going on without checkpoints would lose the work. Free space or fix the '
+                    'permissions of that folder, then resume with --auto_resume.') from None
+            get_root_logger().warning(f'Save error for {path}: {err}; retrying ({attempts - attempt} left)')
+            time.sleep(delay)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+def read_weights(path: Union[str, Path], param_key: Union[None, str, Sequence[str]] = BASICSR_PARAM_KEYS,
+                 ) -> Tuple[Dict[str, Tensor], Optional[str]]:
+    """The tensors of a weights file, safely (``torch.load(weights_only=True)``): ``(state, key used)``.
+
+    ``param_key``: the wrapper key(s) to look for, in order of preference (``params_ema``, ``params``
+    for BasicSR checkpoints). A plain state dict has none and is used as it is; so is BasicSR's
+    fallback to ``params`` when the asked key is absent. A leading ``module.`` is dropped.
+    Raises :class:`PretrainedWeightsError` with a one-line reason naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedWeightsError(f'{path}: no such file')
+    if path.stat().st_size == 0:
+        raise PretrainedWeightsError(f'{path} is empty (0 bytes): not a checkpoint')
+    try:
+        content = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        if any(marker in str(err) for marker in UNSAFE_PICKLE_MARKERS):
+            raise PretrainedWeightsError(
+                f'refused to load {path}: besides tensors it holds Python objects, which could run code when '
+                'loaded; only plain weights files are accepted (re-save the state dict with torch.save)') from None
+        raise PretrainedWeightsError(f'{path} is not a PyTorch checkpoint (unreadable: {_first_line(err)})') from None
+    except (EOFError, RuntimeError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise PretrainedWeightsError(f'{path} is not a readable PyTorch checkpoint: truncated or another format '
+                                     f'({type(err).__name__}: {_first_line(err)})') from None
+    if not isinstance(content, Mapping):
+        raise PretrainedWeightsError(f'{path} holds a {type(content).__name__}, not a state dict')
+    keys = [param_key] if isinstance(param_key, str) else list(param_key or [])
+    used = None
+    for key in keys + ['params']:
+        if isinstance(content.get(key), Mapping) and content[key]:
+            content, used = content[key], key
+            break
+    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in content.items()}
+    if not state or not all(isinstance(v, Tensor) for v in state.values()):
+        raise PretrainedWeightsError(f'{path} is not a state dict of tensors (top-level keys: {list(content)[:5]})')
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise PretrainedWeightsError(f'{path} holds non-finite weights (NaN or Inf) in {len(bad)} tensor(s): '
+                                     f'{", ".join(bad[:MAX_KEYS_LISTED])}')
+    return state, used
+
+
+def _key_list(keys: Sequence[str]) -> str:
+    keys = sorted(keys)
+    more = f' and {len(keys) - MAX_KEYS_LISTED} more' if len(keys) > MAX_KEYS_LISTED else ''
+    return ', '.join(keys[:MAX_KEYS_LISTED]) + more
+
+
+def match_weights(net: torch.nn.Module, state: Mapping[str, Tensor], source: str) -> List[str]:
+    """Why ``state`` does not fit ``net`` strictly: lines naming missing/unexpected keys and shape mismatches,
+    with a hint where the weights tell what they are (another scale, another architecture)."""
+    own = net.state_dict()
+    missing, unexpected = set(own) - set(state), set(state) - set(own)
+    shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    problems = []
+    if missing:
+        problems.append(f'missing keys: {_key_list(missing)}')
+    if unexpected:
+        problems.append(f'unexpected keys: {_key_list(unexpected)}')
+    if shapes:
+        problems.append('shape mismatch: ' + ', '.join(f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)} '
+                                                       'in the network' for k in sorted(shapes)[:MAX_KEYS_LISTED]))
+    hints = []
+    if any(re.match(r'(groups\.\d+\.block\.|residual_layer\.\d+\.residual_layer\.0\.layer\.)', k) for k in state):
+        hints.append('these look like Omni-SR weights')
+    elif any(re.match(r'(blocks\.\d+\.|block\d+\.residual_layer)', k) for k in state) and 'ASID' not in type(
+            net).__name__:
+        hints.append('these look like ASID weights')
+    up = 'upsampler.0.weight'
+    if up in own and up in state and own[up].shape[1:] == state[up].shape[1:] and own[up].shape[0] != state[up].shape[0]:
+        out_channels = own[up].shape[0] // getattr(net, 'upscale', 1)**2
+        scale = math.isqrt(max(state[up].shape[0] // max(out_channels, 1), 1))
+        hints.append(f'the weights are for x{scale}, the network is x{getattr(net, "upscale", "?")}: set '
+                     'network_g: upscale and scale to match, or strict_load_g: false to fine-tune all but the upsampler')
+    if problems and hints:
+        problems.append('; '.join(hints))
+    return [f'{source}: {p}' for p in problems]
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiled inference: the reference evaluation protocol
+# ----------------------------------------------------------------------------------------------
+def tile_origins(size: int, tile: int, overlap: int) -> List[int]:
+    """Tile start positions along one axis: ``range(0, size - tile, tile - overlap) + [size - tile]``.
+
+    This is the reference protocol. Where ``tile <= overlap`` (a step the reference cannot take),
+    tiles are laid edge to edge instead, so that every pixel is still covered.
+    """
+    stride = tile - overlap if tile > overlap else tile
+    return list(range(0, size - tile, stride)) + [size - tile]
+
+
+def tile_forward(net: Callable[[Tensor], Tensor], lr: Tensor, scale: int, tile: int = DEFAULT_TILE,
+                 overlap: int = DEFAULT_OVERLAP) -> Tensor:
+    """Super-resolve ``lr`` (B, C, H, W) tile by tile; returns (B, C', H*scale, W*scale).
+
+    LR tiles are ``t = min(tile, H, W)`` pixels square; overlapping outputs are averaged (the
+    reference protocol: what published tables measure). Gradients flow if enabled.
+    """
+    if lr.dim() != 4:
+        raise ValueError(f'tile_forward expects a (B, C, H, W) tensor, got shape {tuple(lr.shape)}')
+    if tile < 1 or overlap < 0:
+        raise ValueError(f'tile must be >= 1 and overlap >= 0, got tile={tile}, overlap={overlap}')
+    b, _, h, w = lr.shape
+    t = min(tile, h, w)
+    rows, cols = tile_origins(h, t, overlap), tile_origins(w, t, overlap)
+    out = None
+    weight = lr.new_zeros(1, 1, h * scale, w * scale)
+    for y in rows:
+        for x in cols:
+            sr = net(lr[..., y:y + t, x:x + t])
+            if out is None:
+                out = sr.new_zeros(b, sr.shape[1], h * scale, w * scale)
+            region = (..., slice(y * scale, (y + t) * scale), slice(x * scale, (x + t) * scale))
+            out[region] += sr
+            weight[region] += 1
+    return out / weight
+
+
+# ----------------------------------------------------------------------------------------------
+# Metric
+# ----------------------------------------------------------------------------------------------
+def y_channel_uint8(img: np.ndarray) -> np.ndarray:
+    """Y of a BGR uint8-range image, rounded to integers as MATLAB's ``rgb2ycbcr`` does on uint8."""
+    return np.round(bgr2ycbcr(img.astype(np.float32) / PIXEL_MAX, y_only=True) * PIXEL_MAX).astype(np.float64)
+
+
+def calculate_psnr_matlab(img: np.ndarray, img2: np.ndarray, crop_border: int, input_order: str = 'HWC',
+                          **kwargs) -> float:
+    """Y-channel PSNR with MATLAB's conventions (Y rounded to uint8), as the published SR tables.
+
+    BasicSR's ``calculate_psnr(test_y_channel=True)`` keeps Y in floating point and reads about
+    0.01-0.03 dB higher (e.g. bicubic Set5 x2: 33.68 vs the published 33.66).
+    """
+    if img.shape != img2.shape:
+        raise ValueError(f'image shapes differ: {img.shape} vs {img2.shape}')
+    y1 = y_channel_uint8(reorder_image(img, input_order=input_order))
+    y2 = y_channel_uint8(reorder_image(img2, input_order=input_order))
+    if crop_border:
+        y1, y2 = y1[crop_border:-crop_border, crop_border:-crop_border], y2[crop_border:-crop_border,
+                                                                            crop_border:-crop_border]
+    mse = np.mean((y1 - y2)**2)
+    return float('inf') if mse == 0 else float(10.0 * np.log10(PIXEL_MAX**2 / mse))
+
+
+register_once(METRIC_REGISTRY, calculate_psnr_matlab, __file__)
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------
 class ASIDModel(SRModel):
-    """SRModel with optional tiled inference and CPU-capable distributed training."""
+    """SRModel with tiled inference, safe weight loading, checkpoints that never fail silently and
+    CPU-capable distributed training."""
 
+    def __init__(self, opt: dict) -> None:
+        if opt.get('is_train') and opt.get('rank', 0) == 0:
+            for key in ('models', 'training_states'):
+                if opt['path'].get(key):
+                    remove_stale_temporaries(opt['path'][key])
+        super().__init__(opt)
+
+    # -- training -------------------------------------------------------------------------------
     def init_training_settings(self) -> None:
         super().init_training_settings()
         self._iter = 0
@@ -76,14 +329,6 @@ class ASIDModel(SRModel):
         self._iter = current_iter
         super().optimize_parameters(current_iter)
 
-    def save_network(self, *args, **kwargs) -> None:
-        with atomic_torch_save():
-            super().save_network(*args, **kwargs)
-
-    def save_training_state(self, *args, **kwargs) -> None:
-        with atomic_torch_save():
-            super().save_training_state(*args, **kwargs)
-
     def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
         net = net.to(self.device)
         if self.opt['dist']:
@@ -101,6 +346,53 @@ class ASIDModel(SRModel):
                              '(e.g. Adam, AdamW, SGD)')
         return optimizer_cls(params, lr, **kwargs)
 
+    # -- checkpoints ----------------------------------------------------------------------------
+    @master_only
+    def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
+        """BasicSR's ``net_g_{iter}.pth`` (``{param_key: state_dict}``), written atomically; raises
+        :class:`CheckpointSaveError` when it cannot be written."""
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError('save_network: one param_key per network is needed')
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = {(k[len('module.'):] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+        label = 'latest' if current_iter == -1 else current_iter
+        save_checkpoint(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        """BasicSR's ``{iter}.state`` for resuming, written atomically; raises :class:`CheckpointSaveError`."""
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        save_checkpoint(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def load_network(self, net: torch.nn.Module, load_path: str, strict: bool = True, param_key='params') -> None:
+        """Load weights safely; the layout is converted by the network's ``convert_state_dict`` (released
+        checkpoints, ...) before keys are compared, so a released file loads without key warnings."""
+        logger = get_root_logger()
+        bare = self.get_bare_model(net)
+        keys = [param_key] if param_key else []
+        if param_key == 'params_ema':
+            keys.append('params')
+        state, used = read_weights(load_path, keys)
+        convert = getattr(bare, 'convert_state_dict', None)
+        if convert is not None:
+            state = convert(state)
+        logger.info(f'Loading {type(bare).__name__} model from {load_path}, with param key: [{used}].')
+        if strict:
+            problems = match_weights(bare, state, str(load_path))
+            if problems:
+                raise PretrainedWeightsError('; '.join(problems))
+        else:
+            self._print_different_keys_loading(bare, state, strict)
+        bare.load_state_dict(state, strict=strict)
+
+    # -- inference ------------------------------------------------------------------------------
     def test(self) -> None:
         """Inference on ``self.lq``: whole image, or tiled when ``val: tile: {size, overlap}`` is set.
 
@@ -118,3 +410,6 @@ class ASIDModel(SRModel):
             else:
                 self.output = net(self.lq)
         net.train(was_training)
+
+
+register_once(MODEL_REGISTRY, ASIDModel, __file__)

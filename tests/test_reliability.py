@@ -1,0 +1,357 @@
+"""Nothing lost, nothing silently wrong: real faults and bad files in training, asid-sr and asid-prepare."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from asid_arch import ASID
+from asid_arch.checkpoint import CheckpointError, load_state_dict
+from asid_arch.data.prepare import main as asid_prepare
+from asid_arch.data.prepare import prepare_bench, prepare_train
+from asid_arch.images import apply_orientation, read_picture
+from asid_arch.inference import main as asid_sr
+from asid_arch.models import asid_model
+
+from helpers import REPO, run_module, synthetic_image, tiny_train_options, write_images, write_yaml
+
+
+def tiny_net(scale: int = 2, seed: int = 0) -> ASID:
+    torch.manual_seed(seed)
+    return ASID(upscale=scale, num_feat=16, num_blocks=1).eval()
+
+
+@pytest.fixture()
+def model_file(tmp_path):
+    path = tmp_path / 'model.pth'
+    torch.save({'params': tiny_net(2).state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('reldata')
+    write_images(root / 'hr', 3, size=(96, 120))
+    assert not prepare_train(root / 'hr', root / 'train', 'tiny', [2], crop=48, step=24).failed
+    write_images(root / 'valsrc' / 'HR', 1, size=(40, 56), seed=10)
+    prepare_bench([root / 'valsrc' / 'HR'], root, [2])
+    return root
+
+
+# ----------------------------------------------------------------------------------------------
+# Training: checkpoints that cannot be written, damaged states, bad pretrained weights
+# ----------------------------------------------------------------------------------------------
+def test_checkpoint_that_cannot_be_written_stops_the_run(data, tmp_path):
+    """The models folder turns unusable mid-run: the run stops with exit 1 and a message, not exit 0."""
+    opt = tiny_train_options('nosave', data / 'train', data / 'valsrc', iters=300,
+                             **{'logger.save_checkpoint_freq': 2, 'val.val_freq': 10000})
+    yml = write_yaml(tmp_path / 'n.yml', opt)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    proc = subprocess.Popen([sys.executable, '-m', 'asid_arch.train', '-opt', str(yml)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    models = tmp_path / 'experiments' / 'nosave' / 'models'
+    deadline = time.time() + 180
+    while time.time() < deadline and not (models / 'net_g_2.pth').exists():
+        time.sleep(0.05)
+    assert (models / 'net_g_2.pth').exists(), 'training did not save in time'
+    models.rename(models.with_name('models_moved'))
+    models.write_text('not a folder any more')  # every later write below models/ fails
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-2000:]
+    assert 'cannot write the checkpoint' in err and 'Training stopped' in err
+    assert 'Traceback' not in err.split('asid-train:')[-1]
+
+
+def test_save_failure_raises_after_retries(tmp_path, monkeypatch):
+    monkeypatch.setattr(asid_model, 'SAVE_RETRY_DELAY_S', 0)
+    blocker = tmp_path / 'file'
+    blocker.write_text('x')
+    with pytest.raises(asid_model.CheckpointSaveError, match='tried 3 times'):
+        asid_model.save_checkpoint({'a': torch.zeros(1)}, blocker / 'net_g_1.pth')
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        asid_model.save_checkpoint({'a': torch.zeros(1)}, tmp_path / 'x.pth')
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'x.pth').stat().st_mode & 0o777 == 0o644
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    (tmp_path / '.net_g_5.pth.abc.tmp').write_bytes(b'half')
+    (tmp_path / 'net_g_4.pth').write_bytes(b'keep')
+    assert [p.name for p in asid_model.remove_stale_temporaries(tmp_path)] == ['.net_g_5.pth.abc.tmp']
+    assert [p.name for p in tmp_path.iterdir()] == ['net_g_4.pth']
+
+
+def test_damaged_newest_state_falls_back_to_an_older_one(data, tmp_path):
+    opt = tiny_train_options('damaged', data / 'train', data / 'valsrc', iters=4,
+                             **{'logger.save_checkpoint_freq': 2, 'val.val_freq': 10000})
+    first = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'd.yml', opt))], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    states = tmp_path / 'experiments' / 'damaged' / 'training_states'
+    (states / '4.state').write_bytes((states / '4.state').read_bytes()[:100])  # truncated
+    opt['train']['total_iter'] = 6
+    resumed = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'd.yml', opt)), '--auto_resume'],
+                         tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert '4.state cannot be loaded' in resumed.stderr and 'resuming from an older state' in resumed.stderr
+    assert 'iter: 2.' in resumed.stderr  # resumed from 2.state
+    assert (states / '6.state').exists()
+
+
+def bad_weight_files(tmp_path: Path) -> dict:
+    good = tiny_net(2).state_dict()
+    files = {}
+
+    def save(name, obj):
+        torch.save(obj, tmp_path / name)
+        files[name] = tmp_path / name
+
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    files['empty.pth'] = tmp_path / 'empty.pth'
+    (tmp_path / 'random.pth').write_bytes(np.random.default_rng(0).bytes(4096))
+    files['random.pth'] = tmp_path / 'random.pth'
+    save('x4.pth', {'params': tiny_net(4).state_dict()})
+    torch.save({'params': good}, tmp_path / 'full.pth')
+    data = (tmp_path / 'full.pth').read_bytes()
+    (tmp_path / 'truncated.pth').write_bytes(data[:len(data) // 2])
+    files['truncated.pth'] = tmp_path / 'truncated.pth'
+    save('missing_key.pth', {'params': {k: v for k, v in good.items() if k != 'conv_first.bias'}})
+    save('extra_key.pth', {'params': {**good, 'something.else': torch.zeros(1)}})
+    nan = {k: v.clone() for k, v in good.items()}
+    nan['conv_first.weight'][0, 0, 0, 0] = float('nan')
+    save('nan.pth', {'params': nan})
+    save('evil.pth', {'params': good, 'extra': Payload(tmp_path / 'executed')})
+    from asid_arch.archs.omnisr_arch import OmniSR
+    save('omnisr.pth', {'params': OmniSR(upscale=2, num_feat=16, num_groups=1).state_dict()})
+    return files
+
+
+class Payload:
+    """Unpickling this would create a marker file: stands in for code a malicious checkpoint runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker, ))
+
+
+EXPECTED_MESSAGES = {
+    'empty.pth': 'is empty (0 bytes)',
+    'random.pth': 'is not a PyTorch checkpoint',
+    'x4.pth': 'the weights are for x4, the network is x2',
+    'truncated.pth': 'truncated or another format',
+    'missing_key.pth': 'missing keys: conv_first.bias',
+    'extra_key.pth': 'unexpected keys: something.else',
+    'nan.pth': 'non-finite weights (NaN or Inf) in 1 tensor(s): conv_first.weight',
+    'evil.pth': 'holds Python objects, which could run code when loaded; only plain weights files are accepted',
+    'omnisr.pth': 'these look like Omni-SR weights',
+}
+
+
+def test_bad_checkpoints_in_asid_sr(tmp_path, capsys):
+    files = bad_weight_files(tmp_path)
+    cv2.imwrite(str(tmp_path / 'a.png'), synthetic_image(20, 20, 0))
+    for name, path in files.items():
+        if name in ('x4.pth', ):
+            continue  # a valid x4 model for asid-sr
+        code = asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'out'), '-m', str(path)])
+        err = capsys.readouterr().err
+        assert code == 2, (name, err)
+        assert str(path) in err, (name, err)
+        if name != 'omnisr.pth':
+            assert EXPECTED_MESSAGES[name] in err, (name, err)
+        else:
+            assert 'does not look like ASID weights' in err and 'Omni-SR' in err, err
+        assert 'could execute code' not in err or name == 'evil.pth'
+    assert not (tmp_path / 'executed').exists()
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_MESSAGES))
+def test_bad_pretrained_weights_stop_training_before_it_starts(data, tmp_path, name):
+    files = bad_weight_files(tmp_path)
+    opt = tiny_train_options('pre', data / 'train', data / 'valsrc', iters=2,
+                             **{'path.pretrain_network_g': str(files[name])})
+    result = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'p.yml', opt))], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert EXPECTED_MESSAGES[name] in result.stderr, result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr
+    assert not (tmp_path / 'experiments' / 'pre').exists()  # found before any work
+    assert not (tmp_path / 'executed').exists()
+
+
+def test_plain_state_dict_with_default_param_key_loads(data, tmp_path):
+    plain = tmp_path / 'plain.pth'
+    torch.save(tiny_net(2).state_dict(), plain)  # no 'params' wrapper, param_key_g left at its default
+    opt = tiny_train_options('plain', data / 'train', data / 'valsrc', iters=1,
+                             **{'path.pretrain_network_g': str(plain)})
+    result = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'p.yml', opt))], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'Current net - loaded net' not in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# asid-sr and asid-prepare on real files
+# ----------------------------------------------------------------------------------------------
+def test_16bit_input_to_8bit_formats_is_scaled(tmp_path, model_file, capsys):
+    rgb = synthetic_image(24, 32, 4)
+    cv2.imwrite(str(tmp_path / 'a8.png'), rgb)
+    cv2.imwrite(str(tmp_path / 'a16.png'), rgb.astype(np.uint16) * 257)
+    for ext in ('webp', 'jpg'):
+        assert asid_sr([str(tmp_path / 'a8.png'), str(tmp_path / 'a16.png'), '-o', str(tmp_path / ext), '-m',
+                        str(model_file), '--ext', ext]) == 0
+        assert '16-bit values scaled to 8 bits' in capsys.readouterr().err
+        a8 = cv2.imread(str(tmp_path / ext / f'a8_x2.{ext}')).astype(float)
+        a16 = cv2.imread(str(tmp_path / ext / f'a16_x2.{ext}')).astype(float)
+        assert abs(a16.mean() - a8.mean()) < 1 and np.abs(a16 - a8).mean() < 2  # not clipped to white
+
+
+def test_truncated_jpeg_is_a_named_failure(tmp_path, model_file, capsys):
+    cv2.imwrite(str(tmp_path / 'full.jpg'), synthetic_image(64, 80, 1))
+    data = (tmp_path / 'full.jpg').read_bytes()
+    (tmp_path / 'cut.jpg').write_bytes(data[:len(data) // 2])
+    code = asid_sr([str(tmp_path / 'cut.jpg'), str(tmp_path / 'full.jpg'), '-o', str(tmp_path / 'o'), '-m',
+                    str(model_file)])
+    err = capsys.readouterr().err
+    assert code == 1 and 'cut.jpg: damaged image' in err and 'truncated' in err
+    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['full_x2.png']
+
+
+def test_truncated_jpeg_in_asid_prepare(tmp_path, capsys):
+    hr = tmp_path / 'hr'
+    write_images(hr, 2, size=(96, 120))
+    cv2.imwrite(str(hr / 'photo.jpg'), synthetic_image(96, 120, 5))
+    data = (hr / 'photo.jpg').read_bytes()
+    (hr / 'photo.jpg').write_bytes(data[:len(data) // 2])
+    code = asid_prepare(['train', '--hr', str(hr), '--out', str(tmp_path / 'out'), '--name', 't', '--scales', '2',
+                         '--crop-size', '48', '--step', '24'])
+    err = capsys.readouterr().err
+    assert code == 1 and 'photo.jpg' in err and 'damaged image' in err
+    assert not (tmp_path / 'out' / 't_HR' / 'photo.png').exists()
+    assert not list((tmp_path / 'out' / 't_HR_sub').glob('photo_*'))
+
+
+def test_nan_output_is_an_error(tmp_path, capsys):
+    net = tiny_net(2)
+    with torch.no_grad():
+        net.conv_first.bias.fill_(1e38)  # finite weights, non-finite activations
+    torch.save({'params': net.state_dict()}, tmp_path / 'huge.pth')
+    cv2.imwrite(str(tmp_path / 'a.png'), synthetic_image(20, 20, 0))
+    code = asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'o'), '-m', str(tmp_path / 'huge.pth')])
+    err = capsys.readouterr().err
+    assert code == 1 and 'NaN or Inf' in err and 'huge.pth' in err
+    assert not (tmp_path / 'o' / 'a_x2.png').exists()
+
+
+def test_huge_image_refused_before_decoding(tmp_path, model_file, capsys):
+    from PIL import Image
+
+    Image.new('L', (12000, 12000)).save(tmp_path / 'black.png', optimize=True)
+    assert (tmp_path / 'black.png').stat().st_size < 1_000_000
+    start = time.time()
+    code = asid_sr([str(tmp_path / 'black.png'), '-o', str(tmp_path / 'o'), '-m', str(model_file)])
+    err = capsys.readouterr().err
+    assert code == 1 and '12000x12000' in err and 'above the limit' in err and '--max-pixels' in err
+    assert time.time() - start < 20  # nothing was decoded or run
+
+
+def test_exif_orientation_is_applied(tmp_path, model_file):
+    from PIL import Image
+
+    rgb = synthetic_image(30, 40, 2)[:, :, ::-1]  # 40 wide, 30 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    Image.fromarray(np.ascontiguousarray(rgb)).save(tmp_path / 'portrait.jpg', exif=exif, quality=95)
+    assert asid_sr([str(tmp_path / 'portrait.jpg'), '-o', str(tmp_path / 'o'), '-m', str(model_file)]) == 0
+    assert cv2.imread(str(tmp_path / 'o' / 'portrait_x2.png')).shape == (80, 60, 3)  # portrait, as viewed
+
+
+@pytest.mark.parametrize('orientation', range(1, 9))
+def test_orientation_matches_pillow(orientation):
+    from PIL import Image, ImageOps
+
+    pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    im = Image.fromarray(pixels)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.info['exif'] = exif.tobytes()
+    expected = np.asarray(ImageOps.exif_transpose(im))
+    assert np.array_equal(apply_orientation(pixels, orientation), expected)
+
+
+def test_gray_alpha_and_cmyk_keep_their_kind(tmp_path, model_file):
+    from PIL import Image
+
+    gray = synthetic_image(20, 24, 3)[:, :, 0]
+    Image.fromarray(np.dstack([gray, np.full_like(gray, 200)]), 'LA').save(tmp_path / 'ga.png')
+    Image.fromarray(synthetic_image(20, 24, 3)).convert('CMYK').save(tmp_path / 'cmyk.tif')
+    assert asid_sr([str(tmp_path / 'ga.png'), str(tmp_path / 'cmyk.tif'), '-o', str(tmp_path / 'o'), '-m',
+                    str(model_file)]) == 0
+    assert Image.open(tmp_path / 'o' / 'ga_x2.png').mode == 'LA'
+    assert cv2.imread(str(tmp_path / 'o' / 'cmyk_x2.png'), cv2.IMREAD_UNCHANGED).shape == (40, 48, 3)  # no alpha
+    assert read_picture(tmp_path / 'cmyk.tif').alpha is None
+
+
+def test_unusable_output_folder_is_found_first(tmp_path, model_file, capsys):
+    cv2.imwrite(str(tmp_path / 'a.png'), synthetic_image(20, 20, 0))
+    (tmp_path / 'blocker').write_text('a file')
+    code = asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'blocker' / 'out'), '-m', str(model_file)])
+    assert code == 2 and 'cannot write there' in capsys.readouterr().err
+
+
+def column_jumps(tiled: np.ndarray, whole: np.ndarray) -> float:
+    """Largest change between neighbouring columns (and rows) of the mean difference tiled - whole, grey levels."""
+    diff = tiled.astype(np.float64) - whole.astype(np.float64)
+    cols, rows = diff.mean(axis=(0, 2)), diff.mean(axis=(1, 2))
+    return float(max(np.abs(np.diff(cols)).max(), np.abs(np.diff(rows)).max()))
+
+
+def test_tiles_are_blended_without_seams(tmp_path, model_file):
+    """Tiled inference vs the whole image: blending leaves far smaller jumps in the column means at tile
+    boundaries than averaging the overlaps (the reference protocol), and stays close to the whole image."""
+    from asid_arch.checkpoint import load_network
+    from asid_arch.tiling import tile_forward
+
+    rgb = synthetic_image(150, 170, 7)
+    cv2.imwrite(str(tmp_path / 'a.png'), rgb)
+    assert asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'whole'), '-m', str(model_file), '--tile', '0']) == 0
+    assert asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'tiled'), '-m', str(model_file), '--tile', '64',
+                    '--tile-overlap', '16']) == 0
+    whole = cv2.imread(str(tmp_path / 'whole' / 'a_x2.png'))
+    tiled = cv2.imread(str(tmp_path / 'tiled' / 'a_x2.png'))
+    assert tiled.shape == whole.shape == (300, 340, 3)
+    net, _ = load_network(model_file)
+    x = torch.from_numpy(rgb[:, :, ::-1].transpose(2, 0, 1).copy()).float().div(255)[None]
+    with torch.no_grad():
+        averaged = tile_forward(net, x, 2, 64, 16)[0].clamp(0, 1).mul(255).round().byte().numpy()
+    averaged = averaged.transpose(1, 2, 0)[:, :, ::-1]
+    assert column_jumps(tiled, whole) < 0.5 * column_jumps(averaged, whole)
+
+
+def test_automatic_mode_runs_small_images_whole(tmp_path, model_file):
+    rgb = synthetic_image(40, 50, 3)
+    cv2.imwrite(str(tmp_path / 'a.png'), rgb)
+    assert asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'auto'), '-m', str(model_file)]) == 0
+    assert asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'whole'), '-m', str(model_file), '--tile', '0']) == 0
+    assert (tmp_path / 'auto' / 'a_x2.png').read_bytes() == (tmp_path / 'whole' / 'a_x2.png').read_bytes()
+
+
+def test_checkpoint_error_messages(tmp_path):
+    files = bad_weight_files(tmp_path)
+    for name in ('empty.pth', 'random.pth', 'truncated.pth', 'nan.pth', 'evil.pth'):
+        with pytest.raises(CheckpointError) as info:
+            load_state_dict(files[name])
+        assert EXPECTED_MESSAGES[name] in str(info.value)
+        assert str(info.value).rstrip().endswith((')', '.', 'torch.save)', 'conv_first.weight', 'checkpoint'))
