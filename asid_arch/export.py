@@ -5,8 +5,9 @@
 The graph takes ``lr`` (1, 3, H, W) float32 RGB in [0, 1] with H, W >= 9 and returns ``sr``
 (1, 3, H*s, W*s). After export, onnxruntime runs it on a random input and on a real image
 (``--check-image``, default a scikit-image sample) and the largest difference to PyTorch is
-reported; above ``--tolerance`` (1e-4) the command fails. Needs the optional extra:
-``pip install 'asid_arch[onnx]'`` (onnx, onnxruntime, onnxscript).
+reported; above ``--tolerance`` (1e-4) the command fails. The file is self-contained (weights inside,
+no ``.onnx.data`` sidecar). Needs onnx, onnxruntime and onnxscript: the project's ``.venv`` has them
+(``requirements.txt``); elsewhere ``pip install -e '.[onnx]'`` from a checkout of this repository.
 """
 from __future__ import annotations
 
@@ -35,8 +36,10 @@ def export_onnx(net: torch.nn.Module, path: Path, opset: int = DEFAULT_OPSET) ->
     example = torch.rand(1, 3, 24, 40)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
+        # external_data=False: one self-contained file (the weights are ~1-3 MB), no '.onnx.data' sidecar
         torch.onnx.export(net.eval(), (example, ), str(path), dynamo=True, input_names=['lr'], output_names=['sr'],
-                          dynamic_shapes={'x': {2: height, 3: width}}, opset_version=opset, verbose=False)
+                          dynamic_shapes={'x': {2: height, 3: width}}, opset_version=opset, verbose=False,
+                          external_data=False)
 
 
 def sample_image() -> np.ndarray:
@@ -84,7 +87,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as err:
-        print(f"asid-export: {err.name} is not installed: pip install 'asid_arch[onnx]'", file=sys.stderr)
+        print(f"asid-export: {err.name} is not installed: pip install -e '.[onnx]' from a checkout of asid_arch "
+              '(or pip install onnx onnxruntime onnxscript)', file=sys.stderr)
         return 2
     try:
         net, config = load_network(args.model)

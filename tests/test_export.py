@@ -34,7 +34,11 @@ def test_onnx_export_parity(tmp_path, capsys):
     import numpy as np
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(tmp_path / 'm.onnx'), providers=['CPUExecutionProvider'])
+    assert sorted(p.name for p in tmp_path.glob('m.onnx*')) == ['m.onnx']  # one self-contained file
+    moved = tmp_path / 'elsewhere'
+    moved.mkdir()
+    (tmp_path / 'm.onnx').rename(moved / 'm.onnx')  # copied alone, it still runs
+    session = onnxruntime.InferenceSession(str(moved / 'm.onnx'), providers=['CPUExecutionProvider'])
     for size in ((9, 9), (16, 57), (64, 40)):  # dynamic height and width
         x = torch.rand(1, 3, *size)
         with torch.no_grad():
@@ -55,7 +59,7 @@ def test_export_without_the_extra_is_a_clear_error(tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(builtins, '__import__', no_onnxruntime)
     assert asid_export(['-m', str(tmp_path / 'm.pth'), '-o', str(tmp_path / 'm.onnx')]) == 2
-    assert "pip install 'asid_arch[onnx]'" in capsys.readouterr().err
+    assert "pip install -e '.[onnx]'" in capsys.readouterr().err
 
 
 def test_torchscript_trace_fixed_size():

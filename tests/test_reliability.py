@@ -355,3 +355,22 @@ def test_checkpoint_error_messages(tmp_path):
             load_state_dict(files[name])
         assert EXPECTED_MESSAGES[name] in str(info.value)
         assert str(info.value).rstrip().endswith((')', '.', 'torch.save)', 'conv_first.weight', 'checkpoint'))
+
+
+def test_two_prepare_runs_on_one_folder(tmp_path):
+    """A second asid-prepare on the same --out says another run holds it (exit 2); the data stay intact."""
+    from asid_arch.data.prepare import FolderBusy, exclusive_folder
+
+    write_images(tmp_path / 'hr', 1, size=(48, 48))
+    with exclusive_folder(tmp_path / 'out'):
+        result = run_module('asid_arch.data.prepare', ['bench', '--hr', str(tmp_path / 'hr'), '--out',
+                                                       str(tmp_path / 'out'), '--scales', '2'], tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert f'another asid-prepare run (pid {os.getpid()}) is working in {tmp_path / "out"}' in result.stderr
+        assert 'Traceback' not in result.stderr
+        with pytest.raises(FolderBusy):
+            with exclusive_folder(tmp_path / 'out'):
+                pass
+    after = run_module('asid_arch.data.prepare', ['bench', '--hr', str(tmp_path / 'hr'), '--out',
+                                                  str(tmp_path / 'out'), '--scales', '2'], tmp_path)
+    assert after.returncode == 0, after.stderr

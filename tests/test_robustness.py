@@ -48,9 +48,25 @@ def test_valid_options_pass(data):
     ({'train.optim_g.type': 'Adamm'}, "train: optim_g: type: 'Adamm' is not an optimizer"),
     ({'model_type': 'SRModelX'}, "model_type: 'SRModelX' is not a registered model"),
     ({'path.pretrain_network_g': '/nonexistent.pth'}, 'path: pretrain_network_g: /nonexistent.pth does not exist'),
+    ({'datasets.train.batch_size_per_gpu': 'eight'}, "datasets: train: batch_size_per_gpu: 'eight' is not a whole number"),
+    ({'datasets.train.batch_size_per_gpu': 0}, 'datasets: train: batch_size_per_gpu: 0 must be > 0'),
+    ({'train.optim_g.lr': -1e-3}, 'train: optim_g: lr: -0.001 must be > 0'),
+    ({'train.optim_g.lr': 'fast'}, "train: optim_g: lr: 'fast' is not a number"),
+    ({'network_g.num_feat': 50}, 'network_g: num_feat must be a positive multiple of 4, got 50'),
+    ({'datasets.train.gt_size': None}, 'datasets: train: gt_size: missing'),
+    ({'datasets.train.gt_size': 64}, 'datasets: train: gt_size: 64 is larger than the image'),
+    ({'scale': 4, 'network_g.upscale': 4, 'datasets.train.gt_size': 32},
+     'datasets: train: the data are x2 (GT 48x48, LQ 24x24 for img00_s001) but scale is 4'),
+    ({'train.total_iter': 0}, 'train: total_iter: 0 must be > 0'),
+    ({'trian': {'total_iter': 5}}, 'trian: not an option BasicSR reads (did you mean train?)'),
 ])
 def test_each_option_problem_is_named(data, override, message):
-    opt = parsed(tiny_train_options('bad', data / 'train', data / 'valsrc', **override))
+    override = dict(override)
+    scale = override.pop('scale', None)  # the option, not the helper's argument (which picks the data)
+    opt = tiny_train_options('bad', data / 'train', data / 'valsrc', **override)
+    if scale is not None:
+        opt['scale'] = scale
+    opt = parsed(opt)
     problems = validate_options(opt)
     assert any(message in p for p in problems), problems
 
@@ -61,6 +77,27 @@ def test_incomplete_lmdb_is_named(data, tmp_path):
     (fake / 'data.mdb').write_bytes(b'')
     opt = parsed(tiny_train_options('bad', data / 'train', data / 'valsrc', **{'datasets.train.dataroot_gt': str(fake)}))
     assert any('dataroot_gt' in p and 'no meta_info.txt' in p for p in validate_options(opt))
+
+
+def test_lmdb_whose_meta_info_lists_missing_keys(data, tmp_path):
+    import shutil
+
+    lmdb_copy = tmp_path / 'gt.lmdb'
+    shutil.copytree(data / 'train' / 'tiny_HR_sub.lmdb', lmdb_copy)
+    with open(lmdb_copy / 'meta_info.txt', 'a') as f:
+        f.write('ghost_s001.png (48,48,3) 1\n')
+    opt = parsed(tiny_train_options('bad', data / 'train', data / 'valsrc',
+                                    **{'datasets.train.dataroot_gt': str(lmdb_copy)}))
+    assert any('meta_info.txt lists 1 key(s) the LMDB does not hold (first: ghost_s001)' in p
+               for p in validate_options(opt)), validate_options(opt)
+
+
+def test_option_errors_exit_with_status_2(data, tmp_path):
+    opt = tiny_train_options('bad', data / 'train', data / 'valsrc', **{'train.total_iter': 0})
+    result = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'bad.yml', opt))], tmp_path)
+    assert result.returncode == 2 and 'train: total_iter: 0 must be > 0' in result.stderr
+    missing = run_module('asid_arch.train', ['-opt', str(tmp_path / 'nope.yml')], tmp_path)
+    assert missing.returncode == 2 and 'cannot read the option file' in missing.stderr
 
 
 def test_train_entry_point_reports_options_without_traceback(data, tmp_path):

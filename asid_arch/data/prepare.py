@@ -18,13 +18,14 @@ are reported by name and skipped; the exit status is then 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -39,6 +40,7 @@ DEMO_TRAIN = ('astronaut', 'rocket', 'immunohistochemistry', 'hubble_deep_field'
               'camera', 'brick', 'grass', 'gravel', 'coins', 'moon', 'page', 'text', 'clock')
 DEMO_VAL = ('chelsea', 'coffee')
 DEMO_CROP, DEMO_STEP = 192, 96  # smaller crops than DIV2K's: the sample images are small
+LOCK_NAME = '.asid-prepare.lock'
 MAX_HR_PIXELS = 400_000_000  # refuse, before decoding, an HR image larger than this
 
 
@@ -172,6 +174,35 @@ def build_lmdb(src: Path, lmdb_path: Path) -> bool:
     return True
 
 
+class FolderBusy(Exception):
+    """Another asid-prepare run works in the same output folder."""
+
+
+@contextlib.contextmanager
+def exclusive_folder(out: Path) -> Iterator[None]:
+    """Hold ``{out}/.asid-prepare.lock`` (an advisory ``flock``) for the run; :class:`FolderBusy` if another
+    run holds it. Two runs writing the same sub-images and LMDBs would trip over each other's files."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_NAME, 'a+') as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or '?'
+            raise FolderBusy(f'another asid-prepare run (pid {holder}) is working in {out}; wait for it to finish '
+                             'or choose another --out') from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def lcm(values: Iterable[int]) -> int:
     out = 1
     for v in values:
@@ -267,13 +298,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if s < 1:
             parser.error(f'scales must be positive integers, got {s}')
 
-    if args.command == 'train':
-        report = prepare_train(args.hr, args.out, args.name, args.scales, args.crop_size, args.step, args.thresh,
-                               lmdb=not args.no_lmdb)
-    elif args.command == 'bench':
-        report = prepare_bench(args.hr, args.out, args.scales)
-    else:
-        report = prepare_demo(args.out, args.scales)
+    try:
+        with exclusive_folder(args.out):
+            if args.command == 'train':
+                report = prepare_train(args.hr, args.out, args.name, args.scales, args.crop_size, args.step,
+                                       args.thresh, lmdb=not args.no_lmdb)
+            elif args.command == 'bench':
+                report = prepare_bench(args.hr, args.out, args.scales)
+            else:
+                report = prepare_demo(args.out, args.scales)
+    except FolderBusy as err:
+        print(f'asid-prepare: {err}', file=sys.stderr)
+        return 2
     print(f'asid-prepare {args.command}: {report.written} written, {report.skipped} already done, '
           f'{len(report.failed)} failed')
     for path, reason in report.failed.items():
