@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, Union
 
-import torch
 from torch import Tensor
 
 from .archs.asid_arch import ASID

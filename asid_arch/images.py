@@ -150,7 +150,7 @@ def to_depth(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
     raise ImageError(f'cannot convert {img.dtype} pixels to {np.dtype(dtype)}')
 
 
-def encode(color: np.ndarray, alpha: Optional[np.ndarray], suffix: str) -> Tuple[bytes, str]:
+def encode(color: np.ndarray, alpha: Optional[np.ndarray], suffix: str) -> Tuple[Union[bytes, memoryview], str]:
     """The file bytes for ``suffix`` and a note on any conversion made ('' when none)."""
     suffix = suffix.lower()
     note = ''
@@ -169,7 +169,7 @@ def encode(color: np.ndarray, alpha: Optional[np.ndarray], suffix: str) -> Tuple
     ok, data = cv2.imencode(suffix, pixels)
     if not ok:
         raise ImageError(f'could not encode the result as {suffix}')
-    return data.tobytes(), note
+    return memoryview(data), note  # the encoder's buffer itself: no second copy of a large file
 
 
 def _pillow_gray_alpha(gray: np.ndarray, alpha: np.ndarray, suffix: str) -> bytes:

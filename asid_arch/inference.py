@@ -38,6 +38,7 @@ DEFAULT_MAX_MEMORY_GB = 2.0  # working-set budget for running an image whole
 # of the released configurations per LR pixel: 640x360 -> 1.85 GB): used to decide whole vs tiles.
 WORKING_BYTES_PER_LR_PIXEL = 8_000
 DEFAULT_MAX_MEGAPIXELS = 400  # output pixels; 1.2 GB as 8-bit RGB
+PROGRESS_MIN_TILES = 16  # a tile progress bar for images of at least this many tiles
 
 
 class UsageError(Exception):
@@ -132,6 +133,10 @@ class Upscaler:
             store(slice(0, h * s), self._run(rgb(src), max_in))
             return
         ys, xs = _origins(h, t, self.overlap), _origins(w, t, self.overlap)
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(ys) * len(xs), desc='tiles', unit='tile', leave=False, file=sys.stderr,
+                   disable=len(ys) * len(xs) < PROGRESS_MIN_TILES)
         # a float accumulator for the output rows of one tile row only; finished rows go to ``dest``
         acc = np.zeros((t * s, w * s, 3), np.float32)
         wsum = np.zeros((t * s, w * s), np.float32)
@@ -154,7 +159,9 @@ class Upscaler:
                 cols = slice(x * s, (x + t) * s)
                 acc[:, cols] += out * weight[:, :, None]
                 wsum[:, cols] += weight
+                bar.update()
         store(slice(acc_top, h * s), acc[:h * s - acc_top] / wsum[:h * s - acc_top, :, None])
+        bar.close()
 
 
 def _origins(size: int, tile: int, overlap: int) -> List[int]:

@@ -35,6 +35,19 @@ def write_images(folder: Path, count: int, size=(96, 120), seed: int = 0) -> lis
     return paths
 
 
+def make_tiny_data(root: Path, train_images: int = 3, val_images: int = 1) -> Path:
+    """``asid-prepare``'d tiny data in ``root``: ``train/tiny_*`` (48 px HR sub-images, x2, LMDB and folders)
+    and ``valsrc/{GTmod2,LRbicx2}`` (40x56 HR validation images)."""
+    from asid_arch.data.prepare import prepare_bench, prepare_train
+
+    write_images(root / 'hr', train_images, size=(96, 120))
+    report = prepare_train(root / 'hr', root / 'train', 'tiny', [2], crop=48, step=24)
+    assert not report.failed, report.failed
+    write_images(root / 'valsrc' / 'HR', val_images, size=(40, 56), seed=10)
+    prepare_bench([root / 'valsrc' / 'HR'], root, [2])
+    return root
+
+
 def tiny_train_options(name: str, data: Path, val: Path, scale: int = 2, iters: int = 6, backend: str = 'lmdb',
                        **overrides) -> dict:
     """A BasicSR training option dict for a 1-IDB ASID on the data made by ``asid-prepare train``."""

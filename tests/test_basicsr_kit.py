@@ -17,9 +17,8 @@ import pytest
 import torch
 import yaml
 
-from asid_arch.data.prepare import prepare_bench, prepare_train
 
-from helpers import REPO, run_module, write_images, write_yaml
+from helpers import REPO, make_tiny_data, run_module, write_yaml
 
 OPTIONS = REPO / 'options'
 NO_PACKAGE = "import sys; sys.modules['asid_arch'] = None; "  # any import of the package would fail
@@ -49,12 +48,7 @@ def tree(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('kitdata')
-    write_images(root / 'hr', 3, size=(96, 120))
-    assert not prepare_train(root / 'hr', root / 'train', 'tiny', [2], crop=48, step=24).failed
-    write_images(root / 'valsrc' / 'HR', 2, size=(40, 56), seed=10)
-    prepare_bench([root / 'valsrc' / 'HR'], root, [2])
-    return root
+    return make_tiny_data(tmp_path_factory.mktemp('kitdata'), train_images=3, val_images=2)
 
 
 def shortened_demo_options(data: Path, name: str) -> dict:

@@ -5,20 +5,13 @@ import re
 import pytest
 import torch
 
-from asid_arch.data.prepare import prepare_bench, prepare_train
 
-from helpers import run_module, tiny_train_options, write_images, write_yaml
+from helpers import make_tiny_data, run_module, tiny_train_options, write_yaml
 
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('data')
-    write_images(root / 'hr', 4, size=(96, 120))
-    report = prepare_train(root / 'hr', root / 'train', 'tiny', [2], crop=48, step=24)
-    assert not report.failed
-    write_images(root / 'valsrc' / 'HR', 2, size=(40, 56), seed=10)
-    prepare_bench([root / 'valsrc' / 'HR'], root, [2])
-    return root
+    return make_tiny_data(tmp_path_factory.mktemp('data'), train_images=4, val_images=2)
 
 
 def iterations_logged(log: str) -> list:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,12 +15,12 @@ import torch
 from asid_arch import ASID
 from asid_arch.checkpoint import CheckpointError, load_state_dict
 from asid_arch.data.prepare import main as asid_prepare
-from asid_arch.data.prepare import prepare_bench, prepare_train
 from asid_arch.images import apply_orientation, read_picture
 from asid_arch.inference import main as asid_sr
 from asid_arch.models import asid_model
 
-from helpers import REPO, run_module, synthetic_image, tiny_train_options, write_images, write_yaml
+from helpers import (REPO, make_tiny_data, run_module, synthetic_image, tiny_train_options, write_images,
+                     write_yaml)
 
 
 def tiny_net(scale: int = 2, seed: int = 0) -> ASID:
@@ -38,12 +37,7 @@ def model_file(tmp_path):
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('reldata')
-    write_images(root / 'hr', 3, size=(96, 120))
-    assert not prepare_train(root / 'hr', root / 'train', 'tiny', [2], crop=48, step=24).failed
-    write_images(root / 'valsrc' / 'HR', 1, size=(40, 56), seed=10)
-    prepare_bench([root / 'valsrc' / 'HR'], root, [2])
-    return root
+    return make_tiny_data(tmp_path_factory.mktemp('reldata'), train_images=3, val_images=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,6 +365,10 @@ def test_two_prepare_runs_on_one_folder(tmp_path):
         with pytest.raises(FolderBusy):
             with exclusive_folder(tmp_path / 'out'):
                 pass
+    stale = tmp_path / 'out' / 'hr' / 'GTmod2' / '.img00.png.k1ll3d.tmp'  # left by a killed write
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b'half an image')
     after = run_module('asid_arch.data.prepare', ['bench', '--hr', str(tmp_path / 'hr'), '--out',
                                                   str(tmp_path / 'out'), '--scales', '2'], tmp_path)
     assert after.returncode == 0, after.stderr
+    assert not stale.exists() and (tmp_path / 'out' / 'hr' / 'GTmod2' / 'img00.png').is_file()

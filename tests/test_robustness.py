@@ -9,20 +9,14 @@ import time
 import pytest
 import torch
 
-from asid_arch.data.prepare import prepare_bench, prepare_train
 from asid_arch.options_check import validate_options
 
-from helpers import REPO, run_module, tiny_train_options, write_images, write_yaml
+from helpers import REPO, make_tiny_data, run_module, tiny_train_options, write_yaml
 
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('data')
-    write_images(root / 'hr', 3, size=(96, 120))
-    assert not prepare_train(root / 'hr', root / 'train', 'tiny', [2], crop=48, step=24).failed
-    write_images(root / 'valsrc' / 'HR', 1, size=(40, 56), seed=10)
-    prepare_bench([root / 'valsrc' / 'HR'], root, [2])
-    return root
+    return make_tiny_data(tmp_path_factory.mktemp('data'), train_images=3, val_images=1)
 
 
 def parsed(opt: dict) -> dict:

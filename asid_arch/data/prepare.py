@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..fileio import imwrite_atomic
+from ..fileio import imwrite_atomic, remove_stale_temporaries
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 PNG_COMPRESSION = 3  # BasicSR's extract_subimages default
@@ -197,6 +197,8 @@ def exclusive_folder(out: Path) -> Iterator[None]:
         lock.truncate()
         lock.write(str(os.getpid()))
         lock.flush()
+        for folder, _, _ in os.walk(out):  # no other run is writing here: leftovers of killed writes go
+            remove_stale_temporaries(folder)
         try:
             yield
         finally:
