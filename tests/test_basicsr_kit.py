@@ -168,8 +168,10 @@ def test_differing_kit_copy_is_reported(tree, tmp_path):
     assert f'ASID is registered from {other / "basicsr" / "archs" / "asid_arch.py"}' in result.stderr
     assert 'differs from that file and is not used' in result.stderr
     assert 'ASIDModel is registered' not in result.stderr  # identical copies stay quiet
-    check = run_module('asid_arch.kit', ['check', str(other)], tmp_path)
-    assert check.returncode == 1 and 'different' in check.stdout
+    from asid_arch.kit import main as asid_kit
+
+    assert asid_kit(['check', str(other)]) == 1
+    assert asid_kit(['check', str(tree)]) == 0
 
     same = subprocess.run([sys.executable, '-c', 'import basicsr, asid_arch'], cwd=tmp_path,
                           env=dict(os.environ, PYTHONPATH=f'{tree}{os.pathsep}{REPO}'), capture_output=True, text=True,
@@ -177,7 +179,9 @@ def test_differing_kit_copy_is_reported(tree, tmp_path):
     assert same.returncode == 0 and 'KitCopyWarning' not in same.stderr, same.stderr
 
 
-def test_kit_refuses_a_folder_that_is_not_basicsr(tmp_path):
-    result = run_module('asid_arch.kit', ['install', str(tmp_path)], tmp_path)
-    assert result.returncode == 2
-    assert 'is not a BasicSR checkout' in result.stderr and 'Traceback' not in result.stderr
+def test_kit_refuses_a_folder_that_is_not_basicsr(tmp_path, capsys):
+    from asid_arch.kit import main as asid_kit
+
+    assert asid_kit(['install', str(tmp_path)]) == 2
+    assert 'is not a BasicSR checkout' in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing copied

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -173,16 +174,40 @@ def test_bad_checkpoints_in_asid_sr(tmp_path, capsys):
     assert not (tmp_path / 'executed').exists()
 
 
-@pytest.mark.parametrize('name', sorted(EXPECTED_MESSAGES))
-def test_bad_pretrained_weights_stop_training_before_it_starts(data, tmp_path, name):
+def test_bad_pretrained_weights_are_found_by_the_option_checks(data, tmp_path):
+    from asid_arch.options_check import validate_options
+
+    files = bad_weight_files(tmp_path)
+    for name, message in EXPECTED_MESSAGES.items():
+        opt = tiny_train_options('pre', data / 'train', data / 'valsrc', **{'path.pretrain_network_g': str(files[name])})
+        for phase, ds in opt['datasets'].items():
+            ds['phase'] = phase
+        problems = validate_options(opt)
+        assert any(message in p and str(files[name]) in p for p in problems), (name, problems)
+    assert not (tmp_path / 'executed').exists()
+
+
+def test_bad_pretrained_weights_stop_training_before_it_starts(data, tmp_path):
     files = bad_weight_files(tmp_path)
     opt = tiny_train_options('pre', data / 'train', data / 'valsrc', iters=2,
-                             **{'path.pretrain_network_g': str(files[name])})
+                             **{'path.pretrain_network_g': str(files['x4.pth'])})
     result = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'p.yml', opt))], tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert EXPECTED_MESSAGES[name] in result.stderr, result.stderr[-2000:]
+    assert EXPECTED_MESSAGES['x4.pth'] in result.stderr, result.stderr[-2000:]
     assert 'Traceback' not in result.stderr
     assert not (tmp_path / 'experiments' / 'pre').exists()  # found before any work
+
+
+def test_model_load_network_reports_bad_weights(data, tmp_path):
+    """The kit's ASIDModel (plain BasicSR, no option checks) stops with the same messages."""
+    from basicsr.models import build_model
+
+    files = bad_weight_files(tmp_path)
+    for name in ('missing_key.pth', 'evil.pth', 'omnisr.pth'):
+        opt = tiny_train_options('m', data / 'train', data / 'valsrc', **{'path.pretrain_network_g': str(files[name])})
+        opt.update(is_train=False, dist=False, rank=0, world_size=1)
+        with pytest.raises(asid_model.PretrainedWeightsError, match=re.escape(EXPECTED_MESSAGES[name])):
+            build_model(opt)
     assert not (tmp_path / 'executed').exists()
 
 
@@ -351,24 +376,20 @@ def test_checkpoint_error_messages(tmp_path):
         assert str(info.value).rstrip().endswith((')', '.', 'torch.save)', 'conv_first.weight', 'checkpoint'))
 
 
-def test_two_prepare_runs_on_one_folder(tmp_path):
+def test_two_prepare_runs_on_one_folder(tmp_path, capsys):
     """A second asid-prepare on the same --out says another run holds it (exit 2); the data stay intact."""
-    from asid_arch.data.prepare import FolderBusy, exclusive_folder
+    write_images(tmp_path / 'set1', 1, size=(48, 48))
+    args = ['bench', '--hr', str(tmp_path / 'set1'), '--out', str(tmp_path / 'out'), '--scales', '2']
+    assert asid_prepare(args) == 0
+    done = (tmp_path / 'out' / 'set1' / 'GTmod2' / 'img00.png').read_bytes()
+    from asid_arch.data.prepare import exclusive_folder
 
-    write_images(tmp_path / 'hr', 1, size=(48, 48))
-    with exclusive_folder(tmp_path / 'out'):
-        result = run_module('asid_arch.data.prepare', ['bench', '--hr', str(tmp_path / 'hr'), '--out',
-                                                       str(tmp_path / 'out'), '--scales', '2'], tmp_path)
-        assert result.returncode == 2, result.stderr
-        assert f'another asid-prepare run (pid {os.getpid()}) is working in {tmp_path / "out"}' in result.stderr
-        assert 'Traceback' not in result.stderr
-        with pytest.raises(FolderBusy):
-            with exclusive_folder(tmp_path / 'out'):
-                pass
-    stale = tmp_path / 'out' / 'hr' / 'GTmod2' / '.img00.png.k1ll3d.tmp'  # left by a killed write
-    stale.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_folder(tmp_path / 'out'):  # another run holds the folder (a second open file: flock conflicts)
+        assert asid_prepare(args) == 2
+        err = capsys.readouterr().err
+        assert f'another asid-prepare run (pid {os.getpid()}) is working in {tmp_path / "out"}' in err
+    assert (tmp_path / 'out' / 'set1' / 'GTmod2' / 'img00.png').read_bytes() == done
+    stale = tmp_path / 'out' / 'set1' / 'GTmod2' / '.img00.png.k1ll3d.tmp'  # left by a killed write
     stale.write_bytes(b'half an image')
-    after = run_module('asid_arch.data.prepare', ['bench', '--hr', str(tmp_path / 'hr'), '--out',
-                                                  str(tmp_path / 'out'), '--scales', '2'], tmp_path)
-    assert after.returncode == 0, after.stderr
-    assert not stale.exists() and (tmp_path / 'out' / 'hr' / 'GTmod2' / 'img00.png').is_file()
+    assert asid_prepare(args) == 0
+    assert not stale.exists() and (tmp_path / 'out' / 'set1' / 'GTmod2' / 'img00.png').is_file()
