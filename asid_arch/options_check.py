@@ -19,6 +19,7 @@ DEFAULT_WINDOW = 8
 TOP_LEVEL_KEYS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_d', 'path',
                   'train', 'val', 'logger', 'dist_params', 'find_unused_parameters', 'use_static_graph', 'is_train',
                   'dist', 'rank', 'world_size', 'auto_resume', 'root_path')
+MODELS_WITH_KNOWN_KEYS = ('ASIDModel', 'SRModel')
 META_INFO_LINE = re.compile(r'^(\S+?)(?:\.png)? \((\d+),(\d+),(\d+)\)')
 
 
@@ -191,6 +192,9 @@ def _missing_lmdb_keys(root: str) -> List[str]:
 
 
 def _check_top_level(opt: Mapping, problems: List[str]) -> None:
+    """Unknown top-level keys, for the models whose keys are known (others, e.g. Real-ESRGAN's, read more)."""
+    if opt.get('model_type', 'SRModel') not in MODELS_WITH_KNOWN_KEYS:
+        return
     for key in opt:
         if key not in TOP_LEVEL_KEYS:
             close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
@@ -260,6 +264,9 @@ def validate_options(opt: Mapping, is_train: bool = True) -> List[str]:
     if optim is not None and not isinstance(getattr(torch.optim, optim, None), type):
         problems.append(f'train: optim_g: type: {optim!r} is not an optimizer of torch.optim')
     _check_top_level(opt, problems)
+    if (opt.get('val') or {}).get('tile') and model_type != 'ASIDModel':
+        problems.append(f'val: tile: only model_type: ASIDModel runs the tiled protocol; {model_type} would '
+                        'silently evaluate whole images')
     if is_train:
         _check_train(opt, problems)
     if not any(p.startswith('network_g') for p in problems):

@@ -53,6 +53,8 @@ def test_valid_options_pass(data):
      'datasets: train: the data are x2 (GT 48x48, LQ 24x24 for img00_s001) but scale is 4'),
     ({'train.total_iter': 0}, 'train: total_iter: 0 must be > 0'),
     ({'trian': {'total_iter': 5}}, 'trian: not an option BasicSR reads (did you mean train?)'),
+    ({'model_type': 'SRModel', 'val.tile': {'size': 16, 'overlap': 4}},
+     'val: tile: only model_type: ASIDModel runs the tiled protocol; SRModel would silently evaluate whole images'),
 ])
 def test_each_option_problem_is_named(data, override, message):
     override = dict(override)
