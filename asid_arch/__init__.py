@@ -20,10 +20,28 @@ from .cpu_memory import keep_freed_memory  # noqa: E402
 if os.environ.get('ASID_KEEP_FREED_MEMORY', '1') != '0':
     keep_freed_memory()
 
-# the arch file installs the torchvision alias before it imports basicsr
-from .archs import ASID, asid, asid_d8, state_dict_from_reference, state_dict_to_reference  # noqa: E402
-from .tiling import tile_forward  # noqa: E402
-from . import metrics, models  # noqa: E402,F401  (registers ASIDModel and calculate_psnr_matlab)
+import sys  # noqa: E402
 
 __version__ = '0.1.0'
 __all__ = ['ASID', 'asid', 'asid_d8', 'tile_forward', 'state_dict_from_reference', 'state_dict_to_reference']
+
+# This package's own commands import what they need themselves; run as one of them (``asid-sr``,
+# ``asid-prepare``, ...), the package defers torch, torchvision and BasicSR (about 10 s on a busy
+# 2-core machine) until a name is used, so that ``--help`` and argument errors answer at once.
+# Imported by anything else, ``import asid_arch`` registers ASID, Omni-SR, ASIDModel and
+# calculate_psnr_matlab in BasicSR's registries right away, as BasicSR users expect.
+COMMANDS = ('asid-sr', 'asid-prepare', 'asid-export', 'asid-kit', 'asid-bench', 'asid-train', 'asid-test')
+_LAZY = os.path.basename(sys.argv[0] if sys.argv else '') in COMMANDS
+
+if not _LAZY:
+    # the arch file installs the torchvision alias before it imports basicsr
+    from .archs import ASID, asid, asid_d8, state_dict_from_reference, state_dict_to_reference  # noqa: E402
+    from .tiling import tile_forward  # noqa: E402
+    from . import metrics, models  # noqa: E402,F401  (registers ASIDModel and calculate_psnr_matlab)
+else:
+    def __getattr__(name: str):
+        """The public names, imported (and registered) on first use."""
+        if name in __all__:
+            from . import archs, models, tiling  # noqa: F401
+            return getattr(tiling if name == 'tile_forward' else archs, name)
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -19,9 +19,6 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import numpy as np
-import torch
-
-from .checkpoint import CheckpointError, load_network
 
 MIN_ONNX_SIZE = 9  # sides that pad to >= 16 px: the exported graph has no edge-padding branch
 MAX_ONNX_SIZE = 16384
@@ -29,8 +26,10 @@ DEFAULT_OPSET = 18
 RANDOM_CHECK_SIZE = (37, 45)  # deliberately not multiples of 8
 
 
-def export_onnx(net: torch.nn.Module, path: Path, opset: int = DEFAULT_OPSET) -> None:
+def export_onnx(net, path: Path, opset: int = DEFAULT_OPSET) -> None:
     """Export ``net`` with dynamic height and width (``lr`` -> ``sr``)."""
+    import torch
+
     height = torch.export.Dim('height', min=MIN_ONNX_SIZE, max=MAX_ONNX_SIZE)
     width = torch.export.Dim('width', min=MIN_ONNX_SIZE, max=MAX_ONNX_SIZE)
     example = torch.rand(1, 3, 24, 40)
@@ -58,9 +57,10 @@ def read_check_image(path: Path) -> np.ndarray:
     return (img[:, :, ::-1].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
 
 
-def check_onnx(net: torch.nn.Module, path: Path, inputs: Dict[str, np.ndarray]) -> Dict[str, float]:
+def check_onnx(net, path: Path, inputs: Dict[str, np.ndarray]) -> Dict[str, float]:
     """Max abs difference between onnxruntime and PyTorch (float32) for each named input."""
     import onnxruntime
+    import torch
 
     session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     diffs = {}
@@ -82,6 +82,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--check-image', type=Path, help='real image for the parity check (default: a sample)')
     parser.add_argument('--tolerance', type=float, default=1e-4, help='largest accepted difference (default 1e-4)')
     args = parser.parse_args(argv)
+    from .checkpoint import CheckpointError, load_network
+
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401

@@ -31,7 +31,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..fileio import imwrite_atomic, remove_stale_temporaries
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 PNG_COMPRESSION = 3  # BasicSR's extract_subimages default
@@ -78,6 +77,8 @@ def read_rgb8(path: Path) -> np.ndarray:
 
 def write_png_atomic(path: Path, img: np.ndarray) -> None:
     """Write a PNG so that ``path`` either does not exist or holds the complete image."""
+    from ..fileio import imwrite_atomic  # (imports torch and BasicSR: not needed for --help)
+
     imwrite_atomic(path, img, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
 
 
@@ -197,6 +198,8 @@ def exclusive_folder(out: Path) -> Iterator[None]:
         lock.truncate()
         lock.write(str(os.getpid()))
         lock.flush()
+        from ..fileio import remove_stale_temporaries
+
         for folder, _, _ in os.walk(out):  # no other run is writing here: leftovers of killed writes go
             remove_stale_temporaries(folder)
         try:

@@ -40,14 +40,14 @@ import torch
 from torch import Tensor
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from basicsr.metrics.metric_util import reorder_image
-from basicsr.models.sr_model import SRModel
-from basicsr.utils import get_root_logger
-from basicsr.utils.color_util import bgr2ycbcr
-from basicsr.utils.dist_util import master_only
-from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
+from ..archs.asid_arch import register_once  # first: it installs the torchvision alias BasicSR 1.4.2 needs
 
-from ..archs.asid_arch import register_once
+from basicsr.metrics.metric_util import reorder_image  # noqa: E402
+from basicsr.models.sr_model import SRModel  # noqa: E402
+from basicsr.utils import get_root_logger  # noqa: E402
+from basicsr.utils.color_util import bgr2ycbcr  # noqa: E402
+from basicsr.utils.dist_util import master_only  # noqa: E402
+from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY  # noqa: E402
 
 LOSS_ATTRIBUTES = ('cri_pix', 'cri_perceptual')  # SRModel's loss modules
 BASICSR_PARAM_KEYS = ('params_ema', 'params')  # BasicSR's checkpoint wrappers, EMA weights preferred
