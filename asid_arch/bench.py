@@ -375,6 +375,58 @@ def golden_errors(dtype: torch.dtype, compile_model: bool) -> List[str]:
     return lines or ['(golden files not found: set ASID_SHARED)']
 
 
+def seam_figures(checkpoint: Path, image: Optional[Path], tile: int, overlap_averaged: int,
+                 overlap_blended: int) -> List[str]:
+    """Tiled vs whole-image inference on one photo: averaged tiles (the reference protocol) and the
+    blended tiles of ``asid-sr``. Figures: largest jump between neighbouring column/row means of the
+    difference to the whole image, largest pixel difference (grey levels), time."""
+    import numpy as np
+
+    from .checkpoint import load_network
+    from .inference import Upscaler
+    from .tiling import tile_forward
+
+    net, config = load_network(checkpoint)
+    if image is None:  # a 512x384 photo that is not in the demo's training set
+        import skimage.data
+
+        rgb = skimage.data.coffee()[8:392, 44:556]
+    else:
+        import cv2
+
+        bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise SystemExit(f'asid-bench: {image} is not a readable image')
+        rgb = bgr[:, :, ::-1].copy()
+    s = config.upscale
+    x = torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float().div(255)[None]
+
+    def to8(t: torch.Tensor) -> np.ndarray:
+        return t[0].clamp(0, 1).mul(255).round().byte().numpy().transpose(1, 2, 0).astype(np.float64)
+
+    def timed(fn):
+        start = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - start
+
+    with torch.inference_mode():
+        whole, t_whole = timed(lambda: to8(net(x)))
+        averaged, t_avg = timed(lambda: to8(tile_forward(net, x, s, tile, overlap_averaged)))
+    upscaler = Upscaler(net, s, torch.device('cpu'), 'fp32', tile, overlap_blended, 0, str(checkpoint))
+    dest = np.empty((rgb.shape[0] * s, rgb.shape[1] * s, 3), np.uint8)
+    _, t_blend = timed(lambda: upscaler.upscale(rgb, dest, reverse_channels=False))
+    lines = [f'{rgb.shape[1]}x{rgb.shape[0]} photo, {config.variant} x{s} from {checkpoint}; whole image '
+             f'{t_whole:.2f} s']
+    for name, out, seconds in ((f'averaged {tile} px tiles, overlap {overlap_averaged}', averaged, t_avg),
+                               (f'blended {tile} px tiles, overlap {overlap_blended}', dest.astype(np.float64),
+                                t_blend)):
+        diff = out - whole
+        jump = max(np.abs(np.diff(diff.mean(axis=(0, 2)))).max(), np.abs(np.diff(diff.mean(axis=(1, 2)))).max())
+        lines.append(f'{name}: column/row-mean jump {jump:.2f} grey levels, max pixel diff '
+                     f'{np.abs(diff).max():.0f}, {seconds:.2f} s')
+    return lines
+
+
 # Times of the authors' implementation, measured once on the development machine (AMD EPYC, 2 cores,
 # torch 2.14.1, see README "Speed"). They are quoted for orientation only: a ratio against them would
 # compare two machines, so none is printed.
@@ -439,7 +491,7 @@ def speed(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='asid-bench', description=__doc__.split('\n\n')[0].replace('``', "'"))
-    sub = parser.add_subparsers(dest='command', required=True, metavar='{zoo,speed}')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{zoo,speed,seams}')
     p = sub.add_parser('zoo', help='ASID / ASID-D8 / SwinIR-light / Omni-SR comparison')
     p.add_argument('--models', nargs='+', choices=ZOO_MODELS, default=list(ZOO_MODELS))
     p.add_argument('--scales', nargs='+', type=int, default=[2, 3, 4])
@@ -461,6 +513,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         'for about five steps; the figures are for the steady state')
     p.add_argument('--compile', action='store_true', help='torch.compile the model first')
     p.add_argument('--bf16', action='store_true', help='also bfloat16 autocast (opt-in: changes float results)')
+    p = sub.add_parser('seams', help='tiled vs whole-image inference of a checkpoint on one photo')
+    p.add_argument('-m', '--model', type=Path, required=True, help='ASID checkpoint')
+    p.add_argument('--image', type=Path, help="photo (default: a 512x384 crop of scikit-image's coffee)")
+    p.add_argument('--tile', type=int, default=256)
+    p.add_argument('--overlap-averaged', type=int, default=16, help="(the previous asid-sr default, 16)")
+    p.add_argument('--overlap-blended', type=int, default=32, help="(asid-sr's default, 32)")
     p = sub.add_parser('_speed_one')  # internal: one speed figure in a fresh process
     p.add_argument('--what', choices=SPEED_FIGURES, required=True)
     p.add_argument('--precision', choices=['fp32', 'bf16'], default='fp32')
@@ -482,6 +540,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == '_worker':
         print(json.dumps(measure_worker(args.model, args.scale, args.size, args.precision, args.repeats, args.warmup,
                                         args.device)))
+        return 0
+    if args.command == 'seams':
+        print('\n'.join(seam_figures(args.model, args.image, args.tile, args.overlap_averaged, args.overlap_blended)))
         return 0
     return zoo(args) if args.command == 'zoo' else speed(args)
 

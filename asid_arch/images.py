@@ -26,7 +26,7 @@ EXIF_ORIENTATION = 0x0112
 UINT16_PER_UINT8 = 257  # 65535 / 255
 EIGHT_BIT_FORMATS = ('.jpg', '.jpeg', '.webp', '.bmp', '.ppm')  # formats that hold 8 bits per channel only
 NO_ALPHA_FORMATS = ('.jpg', '.jpeg', '.bmp', '.ppm', '.pgm')
-GRAY_ALPHA_MODES = ('LA', 'La', 'PA')
+GRAY_ALPHA_MODES = ('LA', 'La')  # gray + alpha (Pillow modes); 'PA' is a colour palette
 
 
 class ImageError(ValueError):

@@ -58,3 +58,17 @@ def test_speed_measures_each_figure_and_quotes_reference_without_ratio(capsys):
 
     source = inspect.getsource(bench.speed)
     assert 'speed-up' not in source and 'not measured here' in source
+
+
+def test_seams_command_reports_both_tilings(tmp_path, capsys):
+    import torch
+
+    from asid_arch import ASID
+
+    torch.manual_seed(0)
+    torch.save({'params': ASID(upscale=2, num_feat=16, num_blocks=1).state_dict()}, tmp_path / 'm.pth')
+    assert asid_bench(['seams', '-m', str(tmp_path / 'm.pth'), '--tile', '128']) == 0
+    out = capsys.readouterr().out
+    assert '512x384 photo' in out
+    assert 'averaged 128 px tiles, overlap 16: column/row-mean jump' in out
+    assert 'blended 128 px tiles, overlap 32: column/row-mean jump' in out
