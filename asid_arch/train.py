@@ -9,10 +9,14 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import asid_arch  # noqa: F401  (alias for basicsr, registers archs/models/metrics)
-from asid_arch.launch import run_pipeline
+from asid_arch.pipeline_args import exit_if_help
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    exit_if_help(argv, 'asid-train',
+                 "BasicSR's training pipeline with ASID registered; experiments go to ./experiments/<name>.")
+    from asid_arch.launch import run_pipeline
+
     run_pipeline('train', argv, 'asid-train')
 
 

@@ -91,7 +91,7 @@ def test_drop_in_and_package_together(tmp_path):
     assert result.stdout.strip() == 'ASID'
 
 
-@pytest.mark.parametrize('command', ['asid-sr', 'asid-prepare', 'asid-export', 'asid-kit'])
+@pytest.mark.parametrize('command', ['asid-sr', 'asid-prepare', 'asid-export', 'asid-kit', 'asid-train', 'asid-test'])
 def test_help_answers_without_importing_torch(command):
     """`--help` of our commands imports neither torch nor BasicSR (about 10 s on a busy 2-core machine)."""
     script = Path(sys.executable).parent / command
