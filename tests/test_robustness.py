@@ -174,3 +174,4 @@ def test_sigkill_then_auto_resume(data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f'iter: {done[-1]}.' in result.stderr  # "Resuming training from epoch: E, iter: N."
     assert (states / f'{done[-1] + 6}.state').exists()
+    assert not list(states.glob('.*.tmp'))  # the interrupted write's leftover was cleaned up
