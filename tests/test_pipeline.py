@@ -73,3 +73,25 @@ def test_ddp_world_size_two_on_cpu(data, tmp_path):
     assert 'World size (gpu number): 2' in result.stderr, log
     assert (tmp_path / 'experiments' / 'tiny_ddp' / 'models' / 'net_g_latest.pth').exists(), log
     assert iterations_logged(result.stderr) == [1, 2, 3, 4], log  # logged once, by rank 0
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    """The README's main job, shortened to 2 iterations: data from scikit-image, BasicSR training, the table."""
+    import yaml
+
+    from helpers import REPO
+
+    opt = yaml.safe_load((REPO / 'options' / 'train' / 'ASID' / 'demo_ASID_SRx2_cpu.yml').read_text())
+    opt['name'] = 'demo_short'
+    opt['train'].update(total_iter=2, warmup_iter=-1)
+    opt['train']['scheduler']['periods'] = [2]
+    opt['val']['val_freq'] = 2
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=2)
+    result = run_module('asid_arch.demo', ['-opt', str(write_yaml(tmp_path / 'demo.yml', opt))], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split()[0]: line.split()[1:3] for line in result.stdout.splitlines()
+            if line.split() and line.split()[0] in ('chelsea', 'coffee', 'mean')}
+    assert set(rows) == {'chelsea', 'coffee', 'mean'}, result.stdout
+    assert rows['chelsea'][0] == '35.26' and rows['coffee'][0] == '30.60'  # bicubic, as in the README
+    assert (tmp_path / 'experiments' / 'demo_short' / 'models' / 'net_g_latest.pth').is_file()
+    assert len(list((tmp_path / 'datasets' / 'demo' / 'demo_train_HR_sub').glob('*.png'))) == 541
