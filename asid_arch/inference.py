@@ -132,44 +132,40 @@ class Upscaler:
         if t == 0:
             store(slice(0, h * s), self._run(rgb(src), max_in))
             return
-        ys, xs = _origins(h, t, self.overlap), _origins(w, t, self.overlap)
         from tqdm import tqdm
+
+        from .tiling import tile_origins  # the reference protocol's origins (the kit file needs torch)
+
+        th, tw = min(t, h), min(t, w)  # a tile is never larger than the image (a wide strip, say)
+        ys, xs = tile_origins(h, th, self.overlap), tile_origins(w, tw, self.overlap)
 
         bar = tqdm(total=len(ys) * len(xs), desc='tiles', unit='tile', leave=False, file=sys.stderr,
                    disable=len(ys) * len(xs) < PROGRESS_MIN_TILES)
         # a float accumulator for the output rows of one tile row only; finished rows go to ``dest``
-        acc = np.zeros((t * s, w * s, 3), np.float32)
-        wsum = np.zeros((t * s, w * s), np.float32)
+        acc = np.zeros((th * s, w * s, 3), np.float32)
+        wsum = np.zeros((th * s, w * s), np.float32)
         acc_top = 0  # output row held in acc[0]
         for i, y in enumerate(ys):
             done = y * s - acc_top  # rows above this tile row are final
             if done > 0:
                 store(slice(acc_top, acc_top + done), acc[:done] / wsum[:done, :, None])
-                acc = np.concatenate([acc[done:], np.zeros((done, w * s, 3), np.float32)])
-                wsum = np.concatenate([wsum[done:], np.zeros((done, w * s), np.float32)])
+                acc[:-done], wsum[:-done] = acc[done:], wsum[done:]  # shift up in place (numpy handles overlap)
+                acc[-done:], wsum[-done:] = 0, 0
                 acc_top += done
-            above = (ys[i - 1] + t - y) * s if i else 0
-            below = (y + t - ys[i + 1]) * s if i + 1 < len(ys) else 0
-            wy = blend_ramp(t * s, above, below)
+            above = (ys[i - 1] + th - y) * s if i else 0
+            below = (y + th - ys[i + 1]) * s if i + 1 < len(ys) else 0
+            wy = blend_ramp(th * s, above, below)
             for j, x in enumerate(xs):
-                left = (xs[j - 1] + t - x) * s if j else 0
-                right = (x + t - xs[j + 1]) * s if j + 1 < len(xs) else 0
-                weight = wy[:, None] * blend_ramp(t * s, left, right)[None, :]
-                out = self._run(rgb(src[y:y + t, x:x + t]), max_in)
-                cols = slice(x * s, (x + t) * s)
+                left = (xs[j - 1] + tw - x) * s if j else 0
+                right = (x + tw - xs[j + 1]) * s if j + 1 < len(xs) else 0
+                weight = wy[:, None] * blend_ramp(tw * s, left, right)[None, :]
+                out = self._run(rgb(src[y:y + th, x:x + tw]), max_in)
+                cols = slice(x * s, (x + tw) * s)
                 acc[:, cols] += out * weight[:, :, None]
                 wsum[:, cols] += weight
                 bar.update()
         store(slice(acc_top, h * s), acc[:h * s - acc_top] / wsum[:h * s - acc_top, :, None])
         bar.close()
-
-
-def _origins(size: int, tile: int, overlap: int) -> List[int]:
-    """Tile origins covering ``size`` with at least ``overlap`` px shared by neighbours."""
-    if tile >= size:
-        return [0]
-    step = max(tile - overlap, 1)
-    return list(range(0, size - tile, step)) + [size - tile]
 
 
 def pick_device(name: str):

@@ -359,6 +359,18 @@ def test_tiles_are_blended_without_seams(tmp_path, model_file):
     assert column_jumps(tiled, whole) < 0.5 * column_jumps(averaged, whole)
 
 
+def test_tiles_of_an_image_narrower_than_the_tile(tmp_path, model_file):
+    """A wide strip (40 px high) with 64 px tiles: tiles are cut to the image, the result stays close to whole."""
+    rgb = synthetic_image(40, 300, 5)
+    cv2.imwrite(str(tmp_path / 'wide.png'), rgb)
+    assert asid_sr([str(tmp_path / 'wide.png'), '-o', str(tmp_path / 'w'), '-m', str(model_file), '--tile', '0']) == 0
+    assert asid_sr([str(tmp_path / 'wide.png'), '-o', str(tmp_path / 't'), '-m', str(model_file), '--tile', '64',
+                    '--tile-overlap', '16']) == 0
+    whole, tiled = (cv2.imread(str(tmp_path / d / 'wide_x2.png')).astype(int) for d in ('w', 't'))
+    assert tiled.shape == whole.shape == (80, 600, 3)
+    assert np.abs(tiled - whole).mean() < 3
+
+
 def test_automatic_mode_runs_small_images_whole(tmp_path, model_file):
     rgb = synthetic_image(40, 50, 3)
     cv2.imwrite(str(tmp_path / 'a.png'), rgb)
