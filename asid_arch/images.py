@@ -52,37 +52,42 @@ class Picture:
         return self.color.shape[0], self.color.shape[1]
 
 
-def header(path: Union[str, Path]) -> Tuple[int, int, str, int]:
-    """``(height, width, mode, EXIF orientation)`` from the header alone (nothing is decoded)."""
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = None  # our own limit applies, with our own message
-    try:
-        with Image.open(path) as im:
-            orientation = 1
-            try:
-                orientation = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
-            except Exception:  # unreadable EXIF: keep the pixels as stored
-                orientation = 1
-            return im.height, im.width, im.mode, orientation
-    except (OSError, ValueError, SyntaxError) as err:  # PIL's "cannot identify image file", bad headers
-        raise ImageError(f'not a readable image ({_short(err)})') from None
-
-
 def _short(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__
 
 
-def verify_complete(path: Union[str, Path]) -> None:
-    """Decode with Pillow, which fails on truncated or damaged data (OpenCV's JPEG reader does not)."""
+def inspect_file(path: Union[str, Path], max_pixels: Optional[int], scale: int, limit_hint: str) -> Tuple[str, int]:
+    """``(mode, EXIF orientation)`` of an image file, opened once with Pillow: the size is checked against
+    ``max_pixels`` (of the result, ``scale`` times larger per side) from the header alone, then every
+    format but PNG is decoded once, which reports truncated or damaged data (OpenCV's JPEG reader
+    does not; its PNG reader does)."""
     from PIL import Image
 
+    Image.MAX_IMAGE_PIXELS = None  # our own limit applies, with our own message
     try:
         with Image.open(path) as im:
-            im.load()
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ImageError(f'damaged image: {_short(err)}') from None
+            pixels = im.height * im.width * scale * scale
+            if max_pixels is not None and pixels > max_pixels:
+                size = f'{pixels / 1e6:.1f} M pixels'
+                result = f' gives {size} at x{scale}' if scale > 1 else f' is {size}'
+                raise ImageError(f'{im.width}x{im.height}{result}, above the limit of {max_pixels / 1e6:.1f} M'
+                                 f'{limit_hint}')
+            try:
+                orientation = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
+            except Exception:  # unreadable EXIF: keep the pixels as stored
+                orientation = 1
+            mode = im.mode
+            if im.format != 'PNG':
+                try:
+                    im.load()
+                except (OSError, ValueError, SyntaxError) as err:
+                    raise ImageError(f'damaged image: {_short(err)}') from None
+            return mode, orientation
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's "cannot identify image file", bad headers
+        if isinstance(err, ImageError):
+            raise
+        raise ImageError(f'not a readable image ({_short(err)})') from None
 
 
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -104,20 +109,16 @@ def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
     return img
 
 
-def read_picture(path: Union[str, Path], max_pixels: Optional[int] = None, what: str = 'pixels') -> Picture:
-    """Read an image (see the module docstring). ``max_pixels`` bounds ``height * width`` before decoding."""
+def read_picture(path: Union[str, Path], max_pixels: Optional[int] = None, scale: int = 1,
+                 limit_hint: str = '') -> Picture:
+    """Read an image (see the module docstring). ``max_pixels`` bounds the result's pixel count (the image's,
+    ``scale`` times larger per side) before anything is decoded; ``limit_hint`` ends that error message."""
     path = Path(path)
     if not path.is_file():
         raise ImageError('no such file')
     if path.stat().st_size == 0:
         raise ImageError('empty file (0 bytes)')
-    h, w, mode, orientation = header(path)
-    if max_pixels is not None and h * w > max_pixels:
-        raise ImageError(f'{w}x{h} is {h * w / 1e6:.1f} M{what}, above the limit of {max_pixels / 1e6:.1f} M '
-                         '(raise it with --max-pixels if the memory is there)')
-    with open(path, 'rb') as f:
-        if f.read(8) != b'\x89PNG\r\n\x1a\n':
-            verify_complete(path)
+    mode, orientation = inspect_file(path, max_pixels, scale, limit_hint)
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ImageError('not a readable image (corrupt, empty or unsupported format)')

@@ -211,7 +211,8 @@ def process(path: Path, target: Path, upscaler: Upscaler, max_pixels: float) -> 
     from .images import read_picture, write_picture
 
     s = upscaler.scale
-    pic = read_picture(path, max_pixels=int(max_pixels / (s * s)), what='pixels in, times the scale squared out')
+    pic = read_picture(path, max_pixels=int(max_pixels), scale=s,
+                       limit_hint=' (raise it with --max-pixels if the memory is there)')
     h, w = pic.size
     color = np.empty((h * s, w * s) + (() if pic.gray else (3, )), pic.color.dtype)
     upscaler.upscale(pic.color if pic.gray else pic.color[:, :, ::-1], color, reverse_channels=True)
