@@ -216,26 +216,22 @@ def _check_pretrained(opt: Mapping, problems: List[str]) -> None:
     """The weights of ``path: pretrain_network_g`` load into ``network_g`` (checked before any work)."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from .models.asid_model import PretrainedWeightsError, match_weights, read_weights
+    from .models.asid_model import PretrainedWeightsError, match_weights, weights_for
 
     path = opt.get('path') or {}
     weights = path.get('pretrain_network_g')
     net_opt = dict(opt.get('network_g') or {})
     if not weights or not os.path.isfile(weights) or net_opt.get('type') not in ARCH_REGISTRY:
         return
-    key = path.get('param_key_g', 'params')
-    keys = [key] + (['params'] if key == 'params_ema' else []) if key else []
-    try:
-        state, _ = read_weights(weights, keys)
-    except PretrainedWeightsError as err:
-        problems.append(f'path: pretrain_network_g: {err}')
-        return
     try:
         net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
     except Exception:  # reported by the network check
         return
-    convert = getattr(net, 'convert_state_dict', None)
-    state = convert(state) if convert else state
+    try:
+        state, _ = weights_for(net, weights, path.get('param_key_g', 'params'))
+    except PretrainedWeightsError as err:
+        problems.append(f'path: pretrain_network_g: {err}')
+        return
     if path.get('strict_load_g', True):
         problems += [f'path: pretrain_network_g: {p}' for p in match_weights(net, state, weights)]
 

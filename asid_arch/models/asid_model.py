@@ -185,6 +185,15 @@ def read_weights(path: Union[str, Path], param_key: Union[None, str, Sequence[st
     return state, used
 
 
+def weights_for(net: torch.nn.Module, path: Union[str, Path], param_key: Optional[str] = 'params',
+                ) -> Tuple[Dict[str, Tensor], Optional[str]]:
+    """:func:`read_weights`, then converted to ``net``'s key layout by its ``convert_state_dict`` (if it has
+    one): what ``pretrain_network_g`` loads, before any key comparison."""
+    state, used = read_weights(path, param_key)
+    convert = getattr(net, 'convert_state_dict', None)
+    return (convert(state) if convert is not None else state), used
+
+
 def _key_list(keys: Sequence[str]) -> str:
     keys = sorted(keys)
     more = f' and {len(keys) - MAX_KEYS_LISTED} more' if len(keys) > MAX_KEYS_LISTED else ''
@@ -376,13 +385,7 @@ class ASIDModel(SRModel):
         checkpoints, ...) before keys are compared, so a released file loads without key warnings."""
         logger = get_root_logger()
         bare = self.get_bare_model(net)
-        keys = [param_key] if param_key else []
-        if param_key == 'params_ema':
-            keys.append('params')
-        state, used = read_weights(load_path, keys)
-        convert = getattr(bare, 'convert_state_dict', None)
-        if convert is not None:
-            state = convert(state)
+        state, used = weights_for(bare, load_path, param_key)
         logger.info(f'Loading {type(bare).__name__} model from {load_path}, with param key: [{used}].')
         if strict:
             problems = match_weights(bare, state, str(load_path))
