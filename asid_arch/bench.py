@@ -164,20 +164,23 @@ def measure_worker(name: str, scale: int, size: tuple, precision: str, repeats: 
             'output_mpix': out_w * out_h / 1e6, 'latency_s': latency, 'peak_mem_mb': peak / 2**20}
 
 
+def in_fresh_process(args: Sequence[str], what: str) -> dict:
+    """``python -m asid_arch.bench <args>`` in a new process; the JSON dict of its last output line.
+    (Importing asid_arch keeps freed heap memory for reuse, so one process per figure keeps each peak
+    its own.)"""
+    result = subprocess.run([sys.executable, '-m', 'asid_arch.bench', *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f'{what}: measurement failed:\n{result.stderr[-2000:]}')
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def run_worker(name: str, scale: int, args: argparse.Namespace) -> List[dict]:
-    """Each output size and precision in a fresh process: importing asid_arch keeps freed heap memory
-    for reuse, so a process that ran a smaller size first would under-report the peak of a larger one."""
-    rows = []
-    for precision in args.precisions:
-        for w, h in args.sizes:
-            cmd = [sys.executable, '-m', 'asid_arch.bench', '_worker', '--model', name, '--scale', str(scale),
-                   '--size', f'{w}x{h}', '--precision', precision, '--repeats', str(args.repeats),
-                   '--warmup', str(args.warmup), '--device', args.device]
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f'{name} x{scale} {w}x{h} {precision}: measurement failed:\n{result.stderr[-2000:]}')
-            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-    return rows
+    """Each output size and precision in a fresh process (a smaller size run first would hide the peak
+    of a larger one)."""
+    return [in_fresh_process(['_worker', '--model', name, '--scale', str(scale), '--size', f'{w}x{h}', '--precision',
+                              precision, '--repeats', str(args.repeats), '--warmup', str(args.warmup), '--device',
+                              args.device], f'{name} x{scale} {w}x{h} {precision}')
+            for precision in args.precisions for w, h in args.sizes]
 
 
 def evaluate_psnr(net: nn.Module, scale: int, datasets: Path, names: Sequence[str], device: str) -> Dict[str, tuple]:
@@ -472,13 +475,13 @@ def speed(args: argparse.Namespace) -> int:
     precisions = ['fp32'] + (['bf16'] if args.bf16 else [])
     jobs = [(what, p) for p in precisions for what in ('x4', 'x2')] + [('step', 'fp32'), ('step-fused', 'fp32')]
     for what, precision in jobs:
-        cmd = [sys.executable, '-m', 'asid_arch.bench', '_speed_one', '--what', what, '--precision', precision,
-               '--repeats', str(args.repeats), '--warmup', str(args.warmup)] + (['--compile'] if args.compile else [])
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f'asid-bench: {what} {precision} failed: {result.stderr.strip().splitlines()[-1:]}', file=sys.stderr)
+        try:
+            fig = in_fresh_process(['_speed_one', '--what', what, '--precision', precision, '--repeats',
+                                    str(args.repeats), '--warmup', str(args.warmup)]
+                                   + (['--compile'] if args.compile else []), f'{what} {precision}')
+        except RuntimeError as err:
+            print(f'asid-bench: {err}', file=sys.stderr)
             return 1
-        fig = json.loads(result.stdout.strip().splitlines()[-1])
         quoted = QUOTED_REFERENCE_S[what.split('-')[0]]
         print(f"{fig['label']}: {fig['seconds']:.3f} s, peak {fig['peak_rss_mb']:.0f} MB above start "
               f'(authors\' implementation, quoted from the development machine, not measured here: {quoted} s)')
