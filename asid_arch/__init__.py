@@ -10,10 +10,20 @@ on a 2-core machine). It takes effect if the package is imported before PyTorch'
 allocation; set ``THP_MEM_ALLOC_ENABLE=0`` to opt out. For the same reason it asks glibc's malloc
 to keep freed memory for reuse (:mod:`asid_arch.cpu_memory`; the process keeps its peak memory
 until it exits); set ``ASID_KEEP_FREED_MEMORY=0`` to opt out.
+
+On a busy machine PyTorch's OpenMP threads (GNU libgomp) spin for a long time at every barrier
+while a sibling thread waits for a core: on 2 cores with two busy processes beside it, a demo
+training iteration took 4-5x its idle time. Unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set,
+the package caps the spin at :data:`GOMP_SPIN_BUDGET` iterations before a thread sleeps (2.2-2.3x
+in the same test, idle speed unchanged within this VM's noise; README, "A busy machine"). Like the
+page settings it takes effect only if the package is imported before PyTorch.
 """
 import os
 
 os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
+GOMP_SPIN_BUDGET = 30000  # libgomp's default spins 300000 times (10x longer) before sleeping
+if 'OMP_WAIT_POLICY' not in os.environ:
+    os.environ.setdefault('GOMP_SPINCOUNT', str(GOMP_SPIN_BUDGET))
 
 from .cpu_memory import keep_freed_memory  # noqa: E402
 

@@ -164,11 +164,12 @@ def measure_worker(name: str, scale: int, size: tuple, precision: str, repeats: 
             'output_mpix': out_w * out_h / 1e6, 'latency_s': latency, 'peak_mem_mb': peak / 2**20}
 
 
-def in_fresh_process(args: Sequence[str], what: str) -> dict:
+def in_fresh_process(args: Sequence[str], what: str, env: Optional[Dict[str, str]] = None) -> dict:
     """``python -m asid_arch.bench <args>`` in a new process; the JSON dict of its last output line.
     (Importing asid_arch keeps freed heap memory for reuse, so one process per figure keeps each peak
     its own.)"""
-    result = subprocess.run([sys.executable, '-m', 'asid_arch.bench', *args], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, '-m', 'asid_arch.bench', *args], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})})
     if result.returncode != 0:
         raise RuntimeError(f'{what}: measurement failed:\n{result.stderr[-2000:]}')
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -469,6 +470,148 @@ def speed_figure(what: str, precision: str, compile_model: bool, repeats: int, w
     return {'label': label, 'seconds': seconds, 'peak_rss_mb': (peak_rss_since_reset() - base) / 2**20}
 
 
+# ----------------------------------------------------------------------------------------------
+# The reference, timed beside the package in one process
+# ----------------------------------------------------------------------------------------------
+REFERENCE_MATCH_TOLERANCE = 1e-4  # float32: the two implementations differ by rounding only
+
+
+class _Registry:
+    """Stand-in for neosr's ARCH_REGISTRY: ``register()`` returns the object unchanged."""
+
+    def register(self, obj=None):
+        return obj if obj is not None else (lambda o: o)
+
+
+def load_reference(path: Path, scale: int) -> nn.Module:
+    """neosr's ``neosr/archs/asid_arch.py`` (a file of a neosr checkout, given by the user), imported on its
+    own with stand-ins for neosr's registry and option parser, built as ``asid(scale, pe=True,
+    flash_attn=False)``: the authors' architecture. Its output is checked against this package's on the
+    same weights before any timing."""
+    import importlib.util
+    import types
+
+    from .archs import asid
+    from .archs.asid_arch import state_dict_to_reference
+
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f'asid-bench: --reference {path}: no such file (give neosr/archs/asid_arch.py of a '
+                         'neosr checkout)')
+    stubs = {'neosr': None, 'neosr.archs': None, 'neosr.utils': None,
+             'neosr.archs.arch_util': {'net_opt': lambda: (scale, False)},
+             'neosr.utils.registry': {'ARCH_REGISTRY': _Registry()}}
+    for name, attrs in stubs.items():
+        module = sys.modules.setdefault(name, types.ModuleType(name))
+        for key, value in (attrs or {}).items():
+            setattr(module, key, value)
+    spec = importlib.util.spec_from_file_location('asid_reference', path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        ref = module.asid(scale=scale, pe=True, flash_attn=False)
+    except Exception as err:  # noqa: BLE001  (a user-given file: say what went wrong, briefly)
+        raise SystemExit(f'asid-bench: --reference {path} did not build neosr\'s asid(scale={scale}, pe=True, '
+                         f'flash_attn=False): {type(err).__name__}: {err}') from None
+    ours = asid(scale).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    ref.load_state_dict(state_dict_to_reference(ours.state_dict()))
+    ref.eval()
+    x = torch.rand(1, 3, 24, 32)
+    with torch.no_grad():
+        diff = (ref(x) - ours(x)).abs().max().item()
+    if diff > REFERENCE_MATCH_TOLERANCE:
+        raise SystemExit(f'asid-bench: --reference {path} is not the same network (max abs difference {diff:.1e})')
+    return ref
+
+
+def _figure_workload(what: str, net: nn.Module, precision: str) -> Callable[[], object]:
+    """One timed unit of ``what`` (``x4``, ``x2`` inference or the x2 training ``step``) on ``net``."""
+    dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
+    autocast = torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32)
+    if what in ('x4', 'x2'):
+        w, h = (320, 180) if what == 'x4' else (640, 360)
+        x = torch.rand(1, 3, h, w)
+        net.eval()
+
+        def infer():
+            with torch.inference_mode(), autocast:
+                return net(x)
+        return infer
+    net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
+    lq, gt = torch.rand(16, 3, 64, 64), torch.rand(16, 3, 128, 128)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            out = net(lq)
+        F.l1_loss(out.float(), gt).backward()
+        optimizer.step()
+    return step
+
+
+FIGURE_SCALE = {'x4': 4, 'x2': 2, 'step': 2}
+FIGURE_LABEL = {'x4': 'inference x4 320x180 -> 1280x720', 'x2': 'inference x2 640x360 -> 1280x720',
+                'step': 'training step x2, batch 16, 64x64 LR, Adam'}
+
+
+def interleaved_figure(what: str, reference: Path, precision: str, rounds: int, warmup: int) -> dict:
+    """The package and the reference timed in turn in this one process: ``rounds`` (package, reference)
+    pairs after ``warmup`` untimed pairs. Both see the same process settings (malloc, threads)."""
+    from .archs import asid
+
+    scale = FIGURE_SCALE[what]
+    torch.manual_seed(0)
+    runs = {'package': _figure_workload(what, asid(scale), precision),
+            'reference': _figure_workload(what, load_reference(reference, scale), precision)}
+    times: Dict[str, List[float]] = {name: [] for name in runs}
+    for i in range(warmup + rounds):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    ratios = [r / p for p, r in zip(times['package'], times['reference'])]
+    return {'label': f'{FIGURE_LABEL[what]} {precision}', 'package_s': statistics.median(times['package']),
+            'reference_s': statistics.median(times['reference']), 'ratio_median': statistics.median(ratios),
+            'ratio_min': min(ratios), 'ratio_max': max(ratios)}
+
+
+def reference_alone(what: str, reference: Path, repeats: int, warmup: int) -> dict:
+    """The reference on its own (run in a process without the package's malloc setting)."""
+    torch.manual_seed(0)
+    fn = _figure_workload(what, load_reference(reference, FIGURE_SCALE[what]), 'fp32')
+    return {'label': FIGURE_LABEL[what], 'seconds': _median_time(fn, repeats, warmup)}
+
+
+def compare(args: argparse.Namespace) -> int:
+    """``asid-bench speed --reference FILE``: both framings of the speed-up, each figure in a fresh process."""
+    print(f'asid-bench speed --reference {args.reference} on {machine()}')
+    precisions = ['fp32'] + (['bf16'] if args.bf16 else [])
+    try:
+        for what in args.figures:
+            for precision in precisions:
+                fig = in_fresh_process(['_interleaved', '--what', what, '--reference', str(args.reference),
+                                        '--precision', precision, '--repeats', str(args.repeats), '--warmup',
+                                        str(args.warmup)], f'{what} {precision}')
+                print(f"{fig['label']}: package {fig['package_s']:.3f} s, reference {fig['reference_s']:.3f} s; "
+                      f"speed-up {fig['ratio_median']:.2f}x (rounds {fig['ratio_min']:.2f}-{fig['ratio_max']:.2f}x), "
+                      'interleaved in one process')
+            plain = in_fresh_process(['_reference_alone', '--what', what, '--reference', str(args.reference),
+                                      '--repeats', str(args.repeats), '--warmup', str(args.warmup)],
+                                     f'{what} reference alone', env={'ASID_KEEP_FREED_MEMORY': '0'})
+            print(f"{plain['label']} fp32: reference alone in a plain process (glibc malloc defaults): "
+                  f"{plain['seconds']:.3f} s")
+    except RuntimeError as err:
+        print(f'asid-bench: {err}', file=sys.stderr)
+        return 1
+    return 0
+
+
 def speed(args: argparse.Namespace) -> int:
     """Each figure in a fresh process (a kept heap would carry one figure's peak into the next)."""
     print(f'asid-bench speed on {machine()}')
@@ -516,6 +659,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         'for about five steps; the figures are for the steady state')
     p.add_argument('--compile', action='store_true', help='torch.compile the model first')
     p.add_argument('--bf16', action='store_true', help='also bfloat16 autocast (opt-in: changes float results)')
+    p.add_argument('--reference', type=Path, metavar='FILE',
+                   help="neosr/archs/asid_arch.py of a neosr checkout (its pe=True, flash_attn=False build is the "
+                        "authors' architecture): time it beside the package in one process, interleaved, and alone")
+    p.add_argument('--figures', nargs='+', choices=list(FIGURE_SCALE), default=list(FIGURE_SCALE),
+                   help='with --reference: which figures (default: all)')
     p = sub.add_parser('seams', help='tiled vs whole-image inference of a checkpoint on one photo')
     p.add_argument('-m', '--model', type=Path, required=True, help='ASID checkpoint')
     p.add_argument('--image', type=Path, help="photo (default: a 512x384 crop of scikit-image's coffee)")
@@ -528,6 +676,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--compile', action='store_true')
+    p = sub.add_parser('_interleaved')  # internal: package vs reference in one fresh process
+    p.add_argument('--what', choices=list(FIGURE_SCALE), required=True)
+    p.add_argument('--reference', type=Path, required=True)
+    p.add_argument('--precision', choices=['fp32', 'bf16'], default='fp32')
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=5)
+    p = sub.add_parser('_reference_alone')  # internal: the reference in a fresh process
+    p.add_argument('--what', choices=list(FIGURE_SCALE), required=True)
+    p.add_argument('--reference', type=Path, required=True)
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=5)
     p = sub.add_parser('_worker')  # internal: one model, scale, size and precision in a fresh process
     p.add_argument('--model', required=True)
     p.add_argument('--scale', type=int, required=True)
@@ -540,6 +699,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == '_speed_one':
         print(json.dumps(speed_figure(args.what, args.precision, args.compile, args.repeats, args.warmup)))
         return 0
+    if args.command == '_interleaved':
+        print(json.dumps(interleaved_figure(args.what, args.reference, args.precision, args.repeats, args.warmup)))
+        return 0
+    if args.command == '_reference_alone':
+        print(json.dumps(reference_alone(args.what, args.reference, args.repeats, args.warmup)))
+        return 0
     if args.command == '_worker':
         print(json.dumps(measure_worker(args.model, args.scale, args.size, args.precision, args.repeats, args.warmup,
                                         args.device)))
@@ -547,6 +712,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == 'seams':
         print('\n'.join(seam_figures(args.model, args.image, args.tile, args.overlap_averaged, args.overlap_blended)))
         return 0
+    if args.command == 'speed' and args.reference:
+        return compare(args)
     return zoo(args) if args.command == 'zoo' else speed(args)
 
 

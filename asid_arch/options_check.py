@@ -210,6 +210,19 @@ def _check_train(opt: Mapping, problems: List[str]) -> None:
     _number(problems, 'train: total_iter', train.get('total_iter'), integer=True)
     optim = train.get('optim_g') or {}
     _number(problems, 'train: optim_g: lr', optim.get('lr'))
+    from .models.asid_model import autocast_dtype, compile_arguments
+
+    uses = [key for key in ('amp', 'compile') if train.get(key) not in (None, False)]
+    if uses and opt.get('model_type', 'SRModel') != 'ASIDModel':
+        problems.append(f'train: {", ".join(uses)}: only model_type: ASIDModel reads this; '
+                        f'{opt.get("model_type", "SRModel")} would silently train without it')
+    gpu = opt.get('num_gpu', 0) not in (0, None) and torch.cuda.is_available()
+    for check in (lambda: autocast_dtype(train.get('amp'), torch.device('cuda' if gpu else 'cpu'), warn=False),
+                  lambda: compile_arguments(train.get('compile'))):
+        try:
+            check()
+        except ValueError as err:
+            problems.append(str(err))
 
 
 def _check_pretrained(opt: Mapping, problems: List[str]) -> None:
