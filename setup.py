@@ -24,6 +24,7 @@ setup(
     extras_require={
         'bench': ['matplotlib'],
         'onnx': ['onnx', 'onnxruntime', 'onnxscript'],
+        'spandrel': ['spandrel>=0.4'],
         'test': ['pytest'],
     },
     entry_points={

@@ -11,19 +11,19 @@ allocation; set ``THP_MEM_ALLOC_ENABLE=0`` to opt out. For the same reason it as
 to keep freed memory for reuse (:mod:`asid_arch.cpu_memory`; the process keeps its peak memory
 until it exits); set ``ASID_KEEP_FREED_MEMORY=0`` to opt out.
 
-On a busy machine PyTorch's OpenMP threads (GNU libgomp) spin for a long time at every barrier
-while a sibling thread waits for a core: on 2 cores with two busy processes beside it, a demo
-training iteration took 4-5x its idle time. Unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set,
-the package caps the spin at :data:`GOMP_SPIN_BUDGET` iterations before a thread sleeps (2.2-2.3x
-in the same test, idle speed unchanged within this VM's noise; README, "A busy machine"). Like the
-page settings it takes effect only if the package is imported before PyTorch.
+On a busy machine PyTorch's OpenMP threads (GNU libgomp) spin at every barrier while a sibling
+thread waits for a core: on 2 cores with two busy-loop processes beside it, the demo's training
+iterations took 10x their idle time (0.70 -> 7.3 s, averaged over 40 iterations). Unless
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set, the package sets ``OMP_WAIT_POLICY=PASSIVE``
+(threads wait without spinning): 1.57 s in the same test, with no measurable idle cost (README,
+"A busy machine"). Like the page settings it takes effect only if the package is imported before
+PyTorch.
 """
 import os
 
 os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
-GOMP_SPIN_BUDGET = 30000  # libgomp's default spins 300000 times (10x longer) before sleeping
-if 'OMP_WAIT_POLICY' not in os.environ:
-    os.environ.setdefault('GOMP_SPINCOUNT', str(GOMP_SPIN_BUDGET))
+if 'OMP_WAIT_POLICY' not in os.environ and 'GOMP_SPINCOUNT' not in os.environ:
+    os.environ['OMP_WAIT_POLICY'] = 'PASSIVE'
 
 from .cpu_memory import keep_freed_memory  # noqa: E402
 

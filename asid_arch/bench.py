@@ -612,6 +612,111 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_share(opt_path: Path, workers: int, iters: int, rounds: int) -> dict:
+    """The recipe's data pipeline against the model step alone, in one process (ABAB...): ``rounds`` x
+    (``iters`` model steps on one fixed batch, then ``iters`` steps each fed by BasicSR's dataloader
+    with ``workers`` workers). Returns the medians and the share of the fed iteration spent waiting."""
+    import yaml
+    from basicsr.data import build_dataloader, build_dataset
+
+    from .archs import ASID
+
+    opt = yaml.safe_load(Path(opt_path).read_text())
+    ds_opt = dict(opt['datasets']['train'], phase='train', scale=opt['scale'], num_worker_per_gpu=workers)
+    loader = build_dataloader(build_dataset(ds_opt), ds_opt, num_gpu=0, dist=False, seed=0)
+    net_opt = dict(opt['network_g'])
+    net_opt.pop('type')
+    torch.manual_seed(0)
+    net = ASID(**net_opt).train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=5e-4)
+
+    def step(batch: dict) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.l1_loss(net(batch['lq']), batch['gt']).backward()
+        optimizer.step()
+
+    batches = iter(loader)
+    fixed = next(batches)
+    step(fixed)  # warm-up
+    alone: List[float] = []
+    fed: List[float] = []
+    waits: List[float] = []
+    for _ in range(rounds):
+        for _ in range(iters):
+            start = time.perf_counter()
+            step(fixed)
+            alone.append(time.perf_counter() - start)
+        for _ in range(iters):
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                batch = next(batches)
+            waited = time.perf_counter() - start
+            step(batch)
+            fed.append(time.perf_counter() - start)
+            waits.append(waited)
+    return {'workers': workers, 'batch': ds_opt['batch_size_per_gpu'], 'gt_size': ds_opt['gt_size'],
+            'step_alone_s': statistics.median(alone), 'iteration_s': statistics.median(fed),
+            'wait_s': statistics.median(waits), 'wait_share': sum(waits) / sum(fed),
+            'overhead': statistics.median(fed) / statistics.median(alone) - 1}
+
+
+def data(args: argparse.Namespace) -> int:
+    """``asid-bench data``: each worker count in a fresh process."""
+    print(f'asid-bench data -opt {args.opt} on {machine()}')
+    for workers in args.workers:
+        try:
+            fig = in_fresh_process(['_data_one', '-opt', str(args.opt), '--workers', str(workers), '--iters',
+                                    str(args.iters), '--rounds', str(args.rounds)], f'{workers} workers')
+        except RuntimeError as err:
+            print(f'asid-bench: {err}', file=sys.stderr)
+            return 1
+        print(f"{workers} workers (batch {fig['batch']}, HR patch {fig['gt_size']}): iteration "
+              f"{fig['iteration_s']:.3f} s vs model step alone {fig['step_alone_s']:.3f} s "
+              f"({100 * fig['overhead']:+.1f}%); waiting for data {fig['wait_s']:.3f} s "
+              f"({100 * fig['wait_share']:.1f}% of the iterations)")
+    return 0
+
+
+def onnx_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict:
+    """ASID (released config, random weights) exported by ``asid-export``'s exporter and run by onnxruntime
+    (CPU provider, default threads) against PyTorch eager, interleaved in this process."""
+    import numpy as np
+    import onnxruntime
+
+    from .archs import asid
+    from .export import export_onnx
+
+    scale = FIGURE_SCALE[what]
+    w, h = (320, 180) if what == 'x4' else (640, 360)
+    torch.manual_seed(0)
+    net = asid(scale).eval()
+    path = folder / f'asid_{what}.onnx'
+    start = time.perf_counter()
+    export_onnx(net, path)
+    export_s = time.perf_counter() - start
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    x = torch.rand(1, 3, h, w)
+    runs = {'eager': lambda: _no_grad_call(net, x), 'onnxruntime': lambda: session.run(None, {'lr': x.numpy()})[0]}
+    diff = float(np.abs(runs['onnxruntime']() - runs['eager']().numpy()).max())
+    times: Dict[str, List[float]] = {name: [] for name in runs}
+    for i in range(warmup + rounds):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {'label': FIGURE_LABEL[what] + ' fp32', 'eager_s': statistics.median(times['eager']),
+            'onnxruntime_s': statistics.median(times['onnxruntime']), 'max_abs_diff': diff, 'export_s': export_s}
+
+
+def _no_grad_call(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return net(x)
+
+
 def speed(args: argparse.Namespace) -> int:
     """Each figure in a fresh process (a kept heap would carry one figure's peak into the next)."""
     print(f'asid-bench speed on {machine()}')
@@ -637,7 +742,7 @@ def speed(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='asid-bench', description=__doc__.split('\n\n')[0].replace('``', "'"))
-    sub = parser.add_subparsers(dest='command', required=True, metavar='{zoo,speed,seams}')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{zoo,speed,data,onnx,seams}')
     p = sub.add_parser('zoo', help='ASID / ASID-D8 / SwinIR-light / Omni-SR comparison')
     p.add_argument('--models', nargs='+', choices=ZOO_MODELS, default=list(ZOO_MODELS))
     p.add_argument('--scales', nargs='+', type=int, default=[2, 3, 4])
@@ -676,6 +781,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--compile', action='store_true')
+    p = sub.add_parser('data', help="the training data pipeline's share of an iteration (an option file's recipe)")
+    p.add_argument('-opt', type=Path, required=True, help='training option file (its datasets: train is used)')
+    p.add_argument('--workers', nargs='+', type=int, default=[0, 1, 2, 6])
+    p.add_argument('--iters', type=int, default=3, help='iterations per phase')
+    p.add_argument('--rounds', type=int, default=3, help='alternations of step-alone and fed phases')
+    p = sub.add_parser('_data_one')  # internal: one worker count in a fresh process
+    p.add_argument('-opt', type=Path, required=True)
+    p.add_argument('--workers', type=int, required=True)
+    p.add_argument('--iters', type=int, default=3)
+    p.add_argument('--rounds', type=int, default=3)
+    p = sub.add_parser('onnx', help='onnxruntime vs PyTorch eager on the exported ASID (x4 and x2 figures)')
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=2)
     p = sub.add_parser('_interleaved')  # internal: package vs reference in one fresh process
     p.add_argument('--what', choices=list(FIGURE_SCALE), required=True)
     p.add_argument('--reference', type=Path, required=True)
@@ -699,6 +817,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == '_speed_one':
         print(json.dumps(speed_figure(args.what, args.precision, args.compile, args.repeats, args.warmup)))
         return 0
+    if args.command == 'onnx':
+        import tempfile
+
+        print(f'asid-bench onnx on {machine()}')
+        with tempfile.TemporaryDirectory() as folder:
+            for what in ('x4', 'x2'):
+                fig = onnx_vs_eager(what, args.repeats, args.warmup, Path(folder))
+                print(f"{fig['label']}: PyTorch eager {fig['eager_s']:.3f} s, onnxruntime {fig['onnxruntime_s']:.3f} s "
+                      f"(eager/onnxruntime {fig['eager_s'] / fig['onnxruntime_s']:.2f}x), max abs diff "
+                      f"{fig['max_abs_diff']:.1e}; export took {fig['export_s']:.0f} s", flush=True)
+        return 0
+    if args.command == '_data_one':
+        print(json.dumps(data_share(args.opt, args.workers, args.iters, args.rounds)))
+        return 0
+    if args.command == 'data':
+        return data(args)
     if args.command == '_interleaved':
         print(json.dumps(interleaved_figure(args.what, args.reference, args.precision, args.repeats, args.warmup)))
         return 0

@@ -1,8 +1,11 @@
 """Checkpoints: safe loading, the three key layouts, and detecting the network from the weights.
 
 Layouts accepted: the authors' released state dicts (``block0.residual_layer.0...``), BasicSR
-checkpoints (``{'params': ..., 'params_ema': ...}``), and this package's plain state dicts
-(``blocks.0...``). Loading always uses ``torch.load(weights_only=True)``: a file that needs
+checkpoints (``{'params': ..., 'params_ema': ...}``), neosr checkpoints (``{'params': ...}`` in the
+released layout, without the position-bias tables when trained with its defaults), and this
+package's plain state dicts (``blocks.0...``). The neosr variants (no position bias, SDPA channel
+attention) are read off the weights where they tell (:func:`asid_arch.archs.asid_arch.detect_variant`);
+``channel_attention`` states the channel attention where they do not. Loading always uses ``torch.load(weights_only=True)``: a file that needs
 arbitrary Python objects (and could run code) is refused.
 """
 from __future__ import annotations
@@ -11,11 +14,12 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Union
+from typing import Dict, Mapping, Optional, Union
 
 from torch import Tensor
 
-from .archs.asid_arch import ASID
+from .archs.asid_arch import (ASID, CHANNEL_ATTENTION_MODES, WINDOW_SIZE, detect_variant, temperatures_untouched,
+                              variant_name)
 from .models.asid_model import BASICSR_PARAM_KEYS as BASICSR_KEYS
 from .models.asid_model import PretrainedWeightsError, match_weights, read_weights
 
@@ -32,14 +36,21 @@ class NetworkConfig:
     window_size: int
     num_in_ch: int
     num_out_ch: int
+    position_bias: bool = True
+    channel_attention: str = 'temperature'
+    note: str = ''  # what the weights could not tell, for the user
 
     @property
     def variant(self) -> str:
-        return {3: 'ASID', 8: 'ASID-D8'}.get(self.num_blocks, f'ASID ({self.num_blocks} IDBs)')
+        name = {3: 'ASID', 8: 'ASID-D8'}.get(self.num_blocks, f'ASID ({self.num_blocks} IDBs)')
+        if self.position_bias and self.channel_attention == 'temperature':
+            return name
+        return f'{name} [{variant_name(self.position_bias, self.channel_attention)}]'
 
     def build(self) -> ASID:
         return ASID(upscale=self.upscale, num_in_ch=self.num_in_ch, num_out_ch=self.num_out_ch, num_feat=self.num_feat,
-                    num_blocks=self.num_blocks, window_size=self.window_size)
+                    num_blocks=self.num_blocks, window_size=self.window_size, position_bias=self.position_bias,
+                    channel_attention=self.channel_attention)
 
 
 def load_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
@@ -49,28 +60,42 @@ def load_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
     return ASID.convert_state_dict(state)
 
 
-def detect_config(state: Mapping[str, Tensor], source: str = 'the checkpoint') -> NetworkConfig:
-    """Variant, scale and widths from project-layout weights; a clear error when they do not fit ASID."""
-    needed = ('conv_first.weight', 'upsampler.0.weight', 'blocks.0.sam_meso1.attn.rel_pos_bias_table')
+def detect_config(state: Mapping[str, Tensor], source: str = 'the checkpoint',
+                  channel_attention: Optional[str] = None) -> NetworkConfig:
+    """Variant, scale and widths from project-layout weights; a clear error when they do not fit ASID.
+
+    ``channel_attention`` (``'temperature'`` or ``'sdpa'``) overrides what the weights suggest."""
+    needed = ('conv_first.weight', 'upsampler.0.weight', 'blocks.0.sam_meso1.attn.qkv.weight')
     missing = [k for k in needed if k not in state]
     if missing:
         kind = ' (these look like Omni-SR weights)' if any(re.match(r'groups\.\d+\.block\.', k) for k in state) else ''
         raise CheckpointError(f'{source} does not look like ASID weights{kind}: no {", ".join(missing)}')
     num_feat, num_in_ch = state['conv_first.weight'].shape[:2]
     num_blocks = len({int(m.group(1)) for k in state for m in [re.match(r'blocks\.(\d+)\.', k)] if m})
-    window_size = (math.isqrt(state['blocks.0.sam_meso1.attn.rel_pos_bias_table'].shape[0]) + 1) // 2
+    table = state.get('blocks.0.sam_meso1.attn.rel_pos_bias_table')
+    window_size = (math.isqrt(table.shape[0]) + 1) // 2 if table is not None else WINDOW_SIZE
+    variant = detect_variant(state)
+    note = ''
+    if channel_attention is not None:
+        if channel_attention not in CHANNEL_ATTENTION_MODES:
+            raise CheckpointError(f'channel attention {channel_attention!r} is not one of {CHANNEL_ATTENTION_MODES}')
+        variant['channel_attention'] = channel_attention
+    elif variant['position_bias'] and temperatures_untouched(state):
+        note = ('its channel temperatures are all exactly 1.0 (untrained): if it was trained with neosr\'s '
+                'flash_attn=True (its default), state the channel attention as sdpa')
     up_channels = state['upsampler.0.weight'].shape[0]
     for num_out_ch in (num_in_ch, 3, 1):
         scale = math.isqrt(up_channels // num_out_ch)
         if scale >= 1 and num_out_ch * scale * scale == up_channels:
-            return NetworkConfig(scale, int(num_feat), num_blocks, window_size, int(num_in_ch), int(num_out_ch))
+            return NetworkConfig(scale, int(num_feat), num_blocks, window_size, int(num_in_ch), int(num_out_ch),
+                                 note=note, **variant)
     raise CheckpointError(f'{source}: cannot infer the scale from an upsampler with {up_channels} output channels')
 
 
-def load_network(path: Union[str, Path]) -> tuple:
-    """``(net in eval mode, NetworkConfig)`` from any of the three checkpoint layouts."""
+def load_network(path: Union[str, Path], channel_attention: Optional[str] = None) -> tuple:
+    """``(net in eval mode, NetworkConfig)`` from any of the checkpoint layouts (see the module docstring)."""
     state = load_state_dict(path)
-    config = detect_config(state, str(path))
+    config = detect_config(state, str(path), channel_attention)
     net = config.build()
     problems = match_weights(net, state, f'{path} ({config.variant} x{config.upscale})')
     if problems:

@@ -20,6 +20,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from .inference import add_channel_attention_argument
+
 MIN_ONNX_SIZE = 9  # sides that pad to >= 16 px: the exported graph has no edge-padding branch
 MAX_ONNX_SIZE = 16384
 DEFAULT_OPSET = 18
@@ -81,6 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET)
     parser.add_argument('--check-image', type=Path, help='real image for the parity check (default: a sample)')
     parser.add_argument('--tolerance', type=float, default=1e-4, help='largest accepted difference (default 1e-4)')
+    add_channel_attention_argument(parser)
     args = parser.parse_args(argv)
     from .checkpoint import CheckpointError, load_network
 
@@ -93,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               '(or pip install onnx onnxruntime onnxscript)', file=sys.stderr)
         return 2
     try:
-        net, config = load_network(args.model)
+        net, config = load_network(args.model, None if args.channel_attention == 'auto' else args.channel_attention)
         real = read_check_image(args.check_image) if args.check_image else sample_image()
     except (CheckpointError, ValueError) as err:
         print(f'asid-export: error: {err}', file=sys.stderr)
@@ -102,6 +105,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.time()
     export_onnx(net, args.output, args.opset)
     print(f'asid-export: {config.variant} x{config.upscale} -> {args.output} ({time.time() - start:.1f} s)')
+    if config.note:
+        print(f'asid-export: note: {args.model}: {config.note} (--channel-attention sdpa)')
     rng = np.random.default_rng(0)
     diffs = check_onnx(net, args.output, {
         f'random {RANDOM_CHECK_SIZE[0]}x{RANDOM_CHECK_SIZE[1]}': rng.random((1, 3, *RANDOM_CHECK_SIZE), np.float32),

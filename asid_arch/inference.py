@@ -256,7 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help='fp32 (default); bf16 on CPUs and recent GPUs; fp16 on CUDA')
     parser.add_argument('--ext', choices=['png', 'same', 'jpg', 'webp', 'tif'], default='png',
                         help='output format (default png; "same" keeps the input format, JPEG -> PNG)')
+    add_channel_attention_argument(parser)
     return parser
+
+
+def add_channel_attention_argument(parser: argparse.ArgumentParser) -> None:
+    """``--channel-attention auto|temperature|sdpa`` (asid-sr, asid-export)."""
+    parser.add_argument('--channel-attention', choices=['auto', 'temperature', 'sdpa'], default='auto',
+                        help="the model's channel attention: 'temperature' (the paper's), 'sdpa' (neosr's default "
+                             "flash_attn=True) or 'auto' (read off the weights: neosr's defaults are recognised by "
+                             "their missing position-bias tables and temperatures of exactly 1.0)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -275,7 +284,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError('--max-memory and --max-pixels must be positive')
         device = pick_device(args.device)
         check_precision(args.precision, device)
-        net, config = load_network(args.model)
+        net, config = load_network(args.model, None if args.channel_attention == 'auto' else args.channel_attention)
         check_output_folder(out_dir)
     except (UsageError, CheckpointError) as err:
         print(f'asid-sr: error: {err}', file=sys.stderr)
@@ -292,6 +301,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.time()
     print(f'asid-sr: {config.variant} x{config.upscale} from {args.model} on {device.type} ({args.precision}), '
           f'{len(paths)} images', file=sys.stderr)
+    if config.note:
+        print(f'asid-sr: note: {args.model}: {config.note} (--channel-attention sdpa)', file=sys.stderr)
     for path in tqdm(paths, desc='asid-sr', unit='img', file=sys.stderr):
         target = output_path(path, out_dir, config.upscale, args.ext)
         try:

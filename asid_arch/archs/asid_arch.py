@@ -76,6 +76,9 @@ L2_EPS = 1e-12  # L2 normalisation of channel-attention queries and keys
 MIN_PADDED_SIZE = 16  # ESA (stride-2 conv, 7x7 max-pool) needs at least 15 px per side
 
 ATTN_SHARING_MODES = ('across', 'intra', 'none')
+# channel attention logits: the paper's learned temperature, or neosr's scaled_dot_product_attention
+# variant (its default ``flash_attn=True``): scale 1/sqrt(T), temperature unused, no gradient
+CHANNEL_ATTENTION_MODES = ('temperature', 'sdpa')
 
 
 class KitCopyWarning(UserWarning):
@@ -438,7 +441,8 @@ class SpatialAttention(nn.Module):
     Both return ``out = proj(A v)``, shape ``(N, P*P, d)``.
     """
 
-    def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1, compute: bool = True) -> None:
+    def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1, compute: bool = True,
+                 position_bias: bool = True) -> None:
         super().__init__()
         _check(dim % num_heads == 0, f'attention width {dim} is not divisible by num_heads={num_heads}')
         self.num_heads = num_heads
@@ -449,11 +453,13 @@ class SpatialAttention(nn.Module):
         # A x (Wp Wv)^T, so it is folded into the value weights: one matrix product fewer per layer
         # (set False to run the literal ``proj(A v)``, e.g. to count the architecture's MACs).
         self.fold_proj = num_heads == 1
+        self.position_bias = position_bias and compute
         if compute:
             self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        if self.position_bias:
             self.rel_pos_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1)**2, num_heads))
             self.register_buffer('rel_pos_index', relative_position_index(window_size), persistent=False)
-        else:
+        if not compute:
             self.v = nn.Linear(dim, dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
 
@@ -471,11 +477,13 @@ class SpatialAttention(nn.Module):
             # the 1/sqrt(d_head) scale rides on the query weights
             qkv = linear(tokens, torch.cat((w_q * self.scale, w_k, w_v)))
             q, k, v = qkv.view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            bias = self.rel_pos_bias_table[self.rel_pos_index].permute(2, 0, 1)  # (heads, T, T)
-            attn = torch.softmax(torch.baddbmm(bias.expand(n, -1, -1, -1).reshape(-1, t, t),
-                                               q.reshape(-1, t, self.head_dim),
-                                               k.reshape(-1, t, self.head_dim).transpose(1, 2)),
-                                 dim=-1).view(n, self.num_heads, t, t)
+            q, k = q.reshape(-1, t, self.head_dim), k.reshape(-1, t, self.head_dim).transpose(1, 2)
+            if self.position_bias:
+                bias = self.rel_pos_bias_table[self.rel_pos_index].permute(2, 0, 1)  # (heads, T, T)
+                logits = torch.baddbmm(bias.expand(n, -1, -1, -1).reshape(-1, t, t), q, k)
+            else:
+                logits = torch.bmm(q, k)
+            attn = torch.softmax(logits, dim=-1).view(n, self.num_heads, t, t)
         else:
             if attn is None:
                 raise ValueError('a sharing SpatialAttention layer needs the attention of its computing layer')
@@ -492,13 +500,13 @@ class SAMBlock(nn.Module):
     """
 
     def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
-                 compute: bool = True) -> None:
+                 compute: bool = True, position_bias: bool = True) -> None:
         super().__init__()
         _check(partition in _PARTITIONS, f"partition must be 'meso' or 'global', got {partition!r}")
         self.partition = partition
         self.window_size = window_size
         self.norm_attn = TokenLayerNorm(dim, eps=SAM_LN_EPS)
-        self.attn = SpatialAttention(dim, window_size, num_heads, compute)
+        self.attn = SpatialAttention(dim, window_size, num_heads, compute, position_bias)
         self.norm_ffn = LayerNorm2d(dim)
         self.ffn = GDFN(dim)
 
@@ -520,21 +528,31 @@ class ChannelAttention(nn.Module):
     L2-normalised along T; ``A = softmax(q k^T * tau)`` is ``d x d``; ``out = Conv1x1(A v)``.
     ``partition='meso'``: groups are P x P windows (T = P^2). ``partition='grid'``: group (p, q) holds
     the pixels at offset (p, q) of every window (T = HW / P^2).
+
+    ``mode='temperature'`` (the paper): ``tau`` is the learned temperature. ``mode='sdpa'`` (neosr's
+    default ``flash_attn=True``): ``tau = 1/sqrt(T)`` (scaled_dot_product_attention's own scale; for the
+    grid it depends on the image size), the temperature is kept but unused, and ``A v`` is computed
+    without gradient as neosr does, so only ``proj`` learns in this branch.
     """
 
-    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1) -> None:
+    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
+                 mode: str = 'temperature') -> None:
         super().__init__()
         _check(partition in ('meso', 'grid'), f"partition must be 'meso' or 'grid', got {partition!r}")
         _check(dim % num_heads == 0, f'channel attention width {dim} is not divisible by num_heads={num_heads}')
+        _check(mode in CHANNEL_ATTENTION_MODES, f'channel_attention must be one of {CHANNEL_ATTENTION_MODES}, '
+               f'got {mode!r}')
         self.partition = partition
         self.window_size = window_size
         self.num_heads = num_heads
+        self.mode = mode
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.qkv = PointwiseConv(dim, dim * 3, bias=False)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=False)
         self.proj = PointwiseConv(dim, dim, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def attend(self, x: Tensor) -> Tensor:
+        """``A v`` for every group, back in image order: ``(B, C, H, W) -> (B, H, W, C)`` (NHWC)."""
         b, c, h, w = x.shape
         p, heads, d = self.window_size, self.num_heads, c // self.num_heads
         # token-major groups (N, T, 3C): one copy that moves whole interleaved q|k|v pixel vectors
@@ -551,22 +569,37 @@ class ChannelAttention(nn.Module):
         q_norm = q.square().sum(-2).sqrt().clamp_min(L2_EPS)  # (N, heads, d)
         k_norm = k.square().sum(-2).sqrt().clamp_min(L2_EPS)
         cosine = (q.transpose(-2, -1) @ k) / (q_norm[..., :, None] * k_norm[..., None, :])
-        attn = torch.softmax(cosine * self.temperature, dim=-1)  # (N, heads, d, d)
+        if self.mode == 'sdpa':
+            # 1/sqrt(T) from a reduction over the token axis, so that traced and exported graphs keep it
+            # a function of the input size instead of a constant of the example's
+            scale = torch.ones_like(q[:1, :1, :, :1]).sum(-2).rsqrt()
+        else:
+            scale = self.temperature
+        attn = torch.softmax(cosine * scale, dim=-1)  # (N, heads, d, d)
         out = (v @ attn.transpose(-2, -1)).transpose(1, 2)  # (A v)^T: (N, T, heads, d)
         if self.partition == 'meso':
             out = out.reshape(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5)
         else:
             out = out.reshape(b, p, p, h // p, w // p, c).permute(0, 3, 1, 4, 2, 5)
-        return self.proj(out.reshape(b, h, w, c).permute(0, 3, 1, 2))
+        return out.reshape(b, h, w, c)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == 'sdpa':
+            with torch.no_grad():
+                out = self.attend(x)
+        else:
+            out = self.attend(x)
+        return self.proj(out.permute(0, 3, 1, 2))
 
 
 class ChannelAttentionBlock(nn.Module):
     """``x = x + CA(LN2d(x)); x = x + GDFN(LN2d(x))``. ``(B, C, H, W) -> (B, C, H, W)``."""
 
-    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1) -> None:
+    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
+                 mode: str = 'temperature') -> None:
         super().__init__()
         self.norm_attn = LayerNorm2d(dim)
-        self.attn = ChannelAttention(dim, partition, window_size, num_heads)
+        self.attn = ChannelAttention(dim, partition, window_size, num_heads, mode)
         self.norm_ffn = LayerNorm2d(dim)
         self.ffn = GDFN(dim)
 
@@ -582,10 +615,10 @@ class CAM(nn.Module):
     ``(B, C, H, W) -> (B, C, H, W)``.
     """
 
-    def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1) -> None:
+    def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1, mode: str = 'temperature') -> None:
         super().__init__()
-        self.meso = ChannelAttentionBlock(dim, 'meso', window_size, num_heads)
-        self.grid = ChannelAttentionBlock(dim, 'grid', window_size, num_heads)
+        self.meso = ChannelAttentionBlock(dim, 'meso', window_size, num_heads, mode)
+        self.grid = ChannelAttentionBlock(dim, 'grid', window_size, num_heads, mode)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.grid(self.meso(x))
@@ -613,7 +646,8 @@ class IDB(nn.Module):
     """
 
     def __init__(self, num_feat: int, window_size: int = WINDOW_SIZE, attn_sources: Sequence[Optional[int]] = (None, ) * 6,
-                 channel_split: bool = True, distillation: bool = True, esa_channels: int = ESA_MIN_CHANNELS) -> None:
+                 channel_split: bool = True, distillation: bool = True, esa_channels: int = ESA_MIN_CHANNELS,
+                 position_bias: bool = True, channel_attention: str = 'temperature') -> None:
         super().__init__()
         _check(len(attn_sources) == 6, 'an IDB has six SAMs: attn_sources needs six entries')
         c = num_feat // DISTILL_RATIO
@@ -629,13 +663,13 @@ class IDB(nn.Module):
         for unit, width in enumerate(sam_widths):
             for part, partition in enumerate(('meso', 'global')):
                 compute = attn_sources[2 * unit + part] is None
-                sams.append(SAMBlock(width, partition, window_size, compute=compute))
+                sams.append(SAMBlock(width, partition, window_size, compute=compute, position_bias=position_bias))
         self.sam_meso1, self.sam_global1, self.sam_meso2, self.sam_global2, self.sam_meso3, self.sam_global3 = sams
         if distillation:
             self.fuse1 = PointwiseConv(unit_widths[0], unit_widths[0])
             self.fuse2 = PointwiseConv(unit_widths[1], unit_widths[1])
             self.fuse3 = PointwiseConv(num_feat, num_feat)
-        self.cam = CAM(num_feat, window_size)
+        self.cam = CAM(num_feat, window_size, mode=channel_attention)
         self.conv_out = PointwiseConv(num_feat, num_feat)
         self.esa = ESA(num_feat, esa_channels)
 
@@ -772,6 +806,45 @@ def state_dict_to_reference(state_dict: Mapping[str, Tensor]) -> Dict[str, Tenso
 
 
 # ----------------------------------------------------------------------------------------------
+# Variants: what the weights tell
+# ----------------------------------------------------------------------------------------------
+POSITION_BIAS_KEY = re.compile(r'(blocks\.\d+\.sam_(meso|global)\d\.attn\.rel_pos_bias_table'
+                               r'|block\d+\.residual_layer\.0\.S[LG]A\d\.attn\.rel_pos_bias\.weight)$')
+TEMPERATURE_KEY = re.compile(r'(blocks\.\d+\.cam\.(meso|grid)\.attn\.temperature'
+                             r'|block\d+\.residual_layer\.(0\.)?BlockC\.cttn\d\.temperature)$')
+
+
+def temperatures_untouched(state_dict: Mapping[str, Tensor]) -> bool:
+    """Every channel-attention temperature is exactly 1.0 (its initial value)."""
+    temps = [v for k, v in state_dict.items() if TEMPERATURE_KEY.match(k)]
+    return bool(temps) and all(bool((t == 1).all()) for t in temps)
+
+
+def detect_variant(state_dict: Mapping[str, Tensor]) -> Dict[str, object]:
+    """``position_bias`` and ``channel_attention`` as far as ASID weights (either layout) tell them.
+
+    No bias tables: trained without position bias (neosr's ``pe=False``). Channel temperatures all
+    exactly 1.0 *and* no bias tables: neosr's defaults (its ``flash_attn=True`` never reads, so never
+    trains, the temperature), so ``channel_attention='sdpa'``. With bias tables present, temperatures
+    of exactly 1.0 say nothing certain (an untrained network has them too): ``'temperature'`` is
+    assumed (callers let the user state ``'sdpa'``).
+    """
+    has_bias = any(POSITION_BIAS_KEY.match(k) for k in state_dict)
+    sdpa = temperatures_untouched(state_dict) and not has_bias
+    return {'position_bias': has_bias, 'channel_attention': 'sdpa' if sdpa else 'temperature'}
+
+
+def variant_name(position_bias: bool, channel_attention: str) -> str:
+    """Human words for a variant: 'the paper's', 'neosr defaults', ..."""
+    if position_bias and channel_attention == 'temperature':
+        return "paper (position bias, learned temperature)"
+    if not position_bias and channel_attention == 'sdpa':
+        return 'neosr defaults (no position bias, SDPA channel attention)'
+    return (f'{"position bias" if position_bias else "no position bias"}, '
+            f'{"SDPA channel attention" if channel_attention == "sdpa" else "learned temperature"}')
+
+
+# ----------------------------------------------------------------------------------------------
 # The network
 # ----------------------------------------------------------------------------------------------
 @register_arch
@@ -793,25 +866,34 @@ class ASID(nn.Module):
             (shared within each IDB only) or ``'none'`` (every SAM computes its attention).
         channel_split: SAMs see only the non-distilled ``C - c`` channels (True) or all (False).
         distillation: information distillation (True) or the serial ``LM, SAM, CAM`` baseline (False).
+        position_bias: relative position bias in the spatial attention (True, the paper). False is
+            neosr's default ``pe=False``: no bias tables (six fewer state-dict keys).
+        channel_attention: ``'temperature'`` (the paper's learned temperature) or ``'sdpa'``, neosr's
+            default ``flash_attn=True`` (scale 1/sqrt(tokens per group), no gradient through ``A v``;
+            see :class:`ChannelAttention`). A model trained with neosr's defaults needs
+            ``position_bias=False, channel_attention='sdpa'`` (:func:`detect_variant` reads it off the weights).
     """
 
     def __init__(self, upscale: int = 2, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 48,
                  num_blocks: int = 3, window_size: int = WINDOW_SIZE, attn_sharing: str = 'across',
-                 channel_split: bool = True, distillation: bool = True) -> None:
+                 channel_split: bool = True, distillation: bool = True, position_bias: bool = True,
+                 channel_attention: str = 'temperature') -> None:
         super().__init__()
         _check(isinstance(upscale, int) and upscale >= 1, f'upscale must be a positive integer, got {upscale!r}')
         _check(isinstance(num_feat, int) and num_feat > 0 and num_feat % DISTILL_RATIO == 0,
                f'num_feat must be a positive multiple of {DISTILL_RATIO}, got {num_feat!r}')
         _check(isinstance(num_blocks, int) and num_blocks >= 1, f'num_blocks must be >= 1, got {num_blocks!r}')
         _check(isinstance(window_size, int) and window_size >= 1, f'window_size must be >= 1, got {window_size!r}')
+        _check(channel_attention in CHANNEL_ATTENTION_MODES,
+               f'channel_attention must be one of {CHANNEL_ATTENTION_MODES}, got {channel_attention!r}')
         self.upscale = upscale
         self.window_size = window_size
         self.attn_sharing = attn_sharing
         esa_channels = max(num_feat // DISTILL_RATIO, ESA_MIN_CHANNELS)
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
         self.blocks = nn.ModuleList(
-            IDB(num_feat, window_size, sources, channel_split, distillation, esa_channels)
-            for sources in attention_sources(num_blocks, attn_sharing))
+            IDB(num_feat, window_size, sources, channel_split, distillation, esa_channels, position_bias,
+                channel_attention) for sources in attention_sources(num_blocks, attn_sharing))
         self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, padding=1)
         self.upsampler = nn.Sequential(nn.Conv2d(num_feat, num_out_ch * upscale**2, 3, padding=1),
                                        nn.PixelShuffle(upscale))

@@ -48,7 +48,8 @@ import torch
 from torch import Tensor
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from ..archs.asid_arch import register_once  # first: it installs the torchvision alias BasicSR 1.4.2 needs
+# first: the arch file installs the torchvision alias BasicSR 1.4.2 needs
+from ..archs.asid_arch import POSITION_BIAS_KEY, detect_variant, register_once
 
 from basicsr.metrics.metric_util import reorder_image  # noqa: E402
 from basicsr.models.sr_model import SRModel  # noqa: E402
@@ -233,6 +234,14 @@ def match_weights(net: torch.nn.Module, state: Mapping[str, Tensor], source: str
     elif any(re.match(r'(blocks\.\d+\.|block\d+\.residual_layer)', k) for k in state) and 'ASID' not in type(
             net).__name__:
         hints.append('these look like ASID weights')
+    if missing and all(POSITION_BIAS_KEY.match(k) for k in missing):
+        found = detect_variant(state)
+        hints.append('the weights have no position-bias tables: a neosr model trained with pe=False (its default); '
+                     'set network_g: position_bias: false' + (', channel_attention: sdpa (temperatures all 1.0: '
+                                                              "neosr's flash_attn=True)" if found['channel_attention']
+                                                              == 'sdpa' else ''))
+    elif unexpected and all(POSITION_BIAS_KEY.match(k) for k in unexpected):
+        hints.append('the weights have position-bias tables: set network_g: position_bias: true')
     up = 'upsampler.0.weight'
     if up in own and up in state and own[up].shape[1:] == state[up].shape[1:] and own[up].shape[0] != state[up].shape[0]:
         out_channels = own[up].shape[0] // getattr(net, 'upscale', 1)**2
