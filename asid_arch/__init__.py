@@ -13,9 +13,9 @@ until it exits); set ``ASID_KEEP_FREED_MEMORY=0`` to opt out.
 
 On a busy machine PyTorch's OpenMP threads (GNU libgomp) spin at every barrier while a sibling
 thread waits for a core: on 2 cores with two busy-loop processes beside it, the demo's training
-iterations took 10x their idle time (0.70 -> 7.3 s, averaged over 40 iterations). Unless
+iterations took up to 10x their idle time (0.69-0.76 s -> 3.3-7.3 s). Unless
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set, the package sets ``OMP_WAIT_POLICY=PASSIVE``
-(threads wait without spinning): 1.57 s in the same test, with no measurable idle cost (README,
+(threads wait without spinning): 1.57-2.02 s in the same test, with no measurable idle cost (README,
 "A busy machine"). Like the page settings it takes effect only if the package is imported before
 PyTorch.
 """

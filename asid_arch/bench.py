@@ -2,7 +2,9 @@
 
     asid-bench zoo   [--models ASID ASID-D8 SwinIR-light Omni-SR] [--scales 2 3 4] [--sizes 1280x720 ...]
                      [--checkpoint ASID:2=path.pth ...] [--datasets datasets] [--out bench_out]
-    asid-bench speed [--compile] [--bf16] [--repeats 5] [--warmup 5]
+    asid-bench speed [--compile] [--bf16] [--repeats 5] [--warmup 5] [--reference neosr/archs/asid_arch.py]
+    asid-bench data  -opt options/train/ASID/train_ASID_SRx2_scratch.yml [--workers 0 1 2 6]
+    asid-bench onnx  [--repeats 5]
 
 ``zoo``: parameters; MACs for a 1280x720 output (``torch.utils.flop_counter``; the paper's Table 2
 convention); latency (median of repeated runs after warm-up) and peak memory at several output
@@ -15,7 +17,15 @@ plots ``psnr_vs_params.png`` (measured points and the paper's published ones, ma
 
 ``speed``: ASID x4 320x180 -> 1280x720 and ASID x2 640x360 inference, one training step (batch 16,
 64x64 LR patches, x2, forward + backward + Adam), and the float32 (and bf16) error against the
-float64 golden files when ``../shared/golden`` is present.
+float64 golden files when ``../shared/golden`` is present. With ``--reference`` (neosr's ASID file,
+whose ``pe=True, flash_attn=False`` build is the authors' architecture): the package and the
+reference interleaved in one process, and the reference alone in a plain process.
+
+``data``: model steps on a fixed batch against steps fed by BasicSR's data loader of an option file,
+alternating in one process: the data pipeline's share of an iteration.
+
+``onnx``: the exported ASID run by onnxruntime against PyTorch eager, interleaved (x4 320x180 and
+x2 640x360, fp32).
 """
 from __future__ import annotations
 

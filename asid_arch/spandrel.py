@@ -22,8 +22,12 @@ from __future__ import annotations
 
 from typing import List
 
-import spandrel
-from spandrel import ArchSupport, Architecture, ImageModelDescriptor, SizeRequirements, StateDict
+try:
+    import spandrel
+    from spandrel import ArchSupport, Architecture, ImageModelDescriptor, SizeRequirements, StateDict
+except ImportError as err:  # the optional extra is not installed
+    raise ImportError(f"asid_arch.spandrel needs spandrel ({err}): pip install 'asid_arch[spandrel]' "
+                      '(or pip install spandrel)') from err
 
 from .archs.asid_arch import ASID
 from .archs.omnisr_arch import omnisr_state_dict_to_reference

@@ -132,3 +132,20 @@ def test_bf16_training_run_through_the_pipeline(data, tmp_path):
     refused = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'f.yml', opt))], tmp_path)
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert 'fp16 needs a CUDA GPU' in refused.stderr and 'Traceback' not in refused.stderr
+
+
+@pytest.mark.parametrize('preset,expected', [({}, 'PASSIVE'), ({'OMP_WAIT_POLICY': 'ACTIVE'}, 'ACTIVE'),
+                                             ({'GOMP_SPINCOUNT': '1000'}, None)])
+def test_import_sets_a_passive_openmp_wait_policy_unless_the_user_chose(preset, expected):
+    """Set before torch loads libgomp (asid_arch/__init__); a user's own setting wins."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
+    env.update(preset, PYTHONPATH=str(REPO))
+    code = "import os, asid_arch, torch; print(os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(expected)
