@@ -569,6 +569,19 @@ FIGURE_LABEL = {'x4': 'inference x4 320x180 -> 1280x720', 'x2': 'inference x2 64
                 'step': 'training step x2, batch 16, 64x64 LR, Adam'}
 
 
+def interleaved_times(runs: Dict[str, Callable[[], object]], rounds: int, warmup: int) -> Dict[str, List[float]]:
+    """Each function of ``runs`` in turn, ``warmup`` untimed rounds then ``rounds`` timed ones: the times
+    per name. Interleaving gives every contender the same machine state (load, caches, heap)."""
+    times: Dict[str, List[float]] = {name: [] for name in runs}
+    for i in range(warmup + rounds):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
 def interleaved_figure(what: str, reference: Path, precision: str, rounds: int, warmup: int) -> dict:
     """The package and the reference timed in turn in this one process: ``rounds`` (package, reference)
     pairs after ``warmup`` untimed pairs. Both see the same process settings (malloc, threads)."""
@@ -578,13 +591,7 @@ def interleaved_figure(what: str, reference: Path, precision: str, rounds: int, 
     torch.manual_seed(0)
     runs = {'package': _figure_workload(what, asid(scale), precision),
             'reference': _figure_workload(what, load_reference(reference, scale), precision)}
-    times: Dict[str, List[float]] = {name: [] for name in runs}
-    for i in range(warmup + rounds):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+    times = interleaved_times(runs, rounds, warmup)
     ratios = [r / p for p, r in zip(times['package'], times['reference'])]
     return {'label': f'{FIGURE_LABEL[what]} {precision}', 'package_s': statistics.median(times['package']),
             'reference_s': statistics.median(times['reference']), 'ratio_median': statistics.median(ratios),
@@ -711,13 +718,7 @@ def onnx_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict:
     x = torch.rand(1, 3, h, w)
     runs = {'eager': lambda: _no_grad_call(net, x), 'onnxruntime': lambda: session.run(None, {'lr': x.numpy()})[0]}
     diff = float(np.abs(runs['onnxruntime']() - runs['eager']().numpy()).max())
-    times: Dict[str, List[float]] = {name: [] for name in runs}
-    for i in range(warmup + rounds):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+    times = interleaved_times(runs, rounds, warmup)
     return {'label': FIGURE_LABEL[what] + ' fp32', 'eager_s': statistics.median(times['eager']),
             'onnxruntime_s': statistics.median(times['onnxruntime']), 'max_abs_diff': diff, 'export_s': export_s}
 
