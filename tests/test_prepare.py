@@ -112,3 +112,18 @@ def test_bicubic_baseline_set5(tmp_path, scale, expected):
         psnr.append(calculate_psnr_matlab(up, cv2.imread(str(gt_path)), crop_border=scale))
     assert len(psnr) == 5
     assert abs(np.mean(psnr) - expected) <= 0.02
+
+
+@pytest.mark.parametrize('command', ['train', 'bench'])
+def test_hr_folder_without_images_is_a_clear_error(tmp_path, capsys, command):
+    """A data set root whose images sit in HR/: exit 2 naming the subfolder, before any output."""
+    write_images(tmp_path / 'Set' / 'HR', 1, size=(24, 24))
+    args = [command, '--hr', str(tmp_path / 'Set'), '--out', str(tmp_path / 'out'), '--scales', '2']
+    with pytest.raises(SystemExit) as exit_info:
+        prepare.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'holds no images' in err and f'did you mean {tmp_path / "Set" / "HR"}?' in err
+    with pytest.raises(SystemExit) as exit_info:
+        prepare.main([command, '--hr', str(tmp_path / 'missing'), '--out', str(tmp_path / 'out')])
+    assert exit_info.value.code == 2 and 'is not a folder' in capsys.readouterr().err

@@ -64,6 +64,22 @@ def list_images(folder: Path) -> List[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
 
 
+def user_images(folder: Path, option: str) -> List[Path]:
+    """The images of a folder the user named (``option``); exits with status 2 and a hint when there are
+    none (e.g. a data set root whose images sit in an ``HR`` subfolder)."""
+    if not folder.is_dir():
+        print(f'asid-prepare: {option} {folder} is not a folder', file=sys.stderr)
+        raise SystemExit(2)
+    images = list_images(folder)
+    if not images:
+        subs = [p for p in sorted(folder.iterdir()) if p.is_dir() and list_images(p)]
+        hint = f'; did you mean {subs[0]}?' if subs else ''
+        print(f'asid-prepare: {option} {folder} holds no images ({", ".join(sorted(IMG_EXTENSIONS))}){hint}',
+              file=sys.stderr)
+        raise SystemExit(2)
+    return images
+
+
 def read_rgb8(path: Path) -> np.ndarray:
     """Read an image as 3-channel uint8 BGR (grayscale replicated, alpha dropped, 16-bit scaled, EXIF
     orientation applied); raises ValueError (:class:`~asid_arch.images.ImageError`) if it is unreadable,
@@ -227,7 +243,7 @@ def prepare_train(hr: Path, out: Path, name: str, scales: Sequence[int], crop: i
     report = Report()
     hr_dir = out / f'{name}_HR'
     lr_dirs = {s: out / f'{name}_LR_bicubic' / f'X{s}' for s in scales}
-    make_hr_lr(paths if paths is not None else list_images(hr), hr_dir, lr_dirs, lcm(scales), report,
+    make_hr_lr(paths if paths is not None else user_images(hr, '--hr'), hr_dir, lr_dirs, lcm(scales), report,
                desc=f'{name}: HR + bicubic LR')
     extract_subimages(hr_dir, out / f'{name}_HR_sub', crop, step, thresh, report, desc=f'{name}: HR sub-images')
     for s, lr_dir in lr_dirs.items():
@@ -250,7 +266,7 @@ def prepare_bench(hr_folders: Sequence[Path], out: Path, scales: Sequence[int]) 
     report = Report()
     for folder in hr_folders:
         name = set_name(folder)
-        images = list_images(folder)
+        images = user_images(folder, '--hr')
         for s in scales:
             make_hr_lr(images, out / name / f'GTmod{s}', {s: out / name / f'LRbicx{s}'}, s, report,
                        desc=f'{name} x{s}')
