@@ -607,6 +607,10 @@ def reference_alone(what: str, reference: Path, repeats: int, warmup: int) -> di
 
 def compare(args: argparse.Namespace) -> int:
     """``asid-bench speed --reference FILE``: both framings of the speed-up, each figure in a fresh process."""
+    if not args.reference.is_file():
+        print(f'asid-bench: --reference {args.reference}: no such file (give neosr/archs/asid_arch.py of a neosr '
+              'checkout)', file=sys.stderr)
+        return 2
     print(f'asid-bench speed --reference {args.reference} on {machine()}')
     precisions = ['fp32'] + (['bf16'] if args.bf16 else [])
     try:

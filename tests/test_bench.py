@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from asid_arch.bench import count_macs, main as asid_bench
 
 
@@ -82,3 +84,25 @@ def test_seams_command_reports_both_tilings(tmp_path, capsys):
     assert '512x384 photo' in out
     assert 'averaged 128 px tiles, overlap 16: column/row-mean jump' in out
     assert 'blended 128 px tiles, overlap 32: column/row-mean jump' in out
+
+
+def test_speed_reference_file_must_exist(tmp_path, capsys):
+    assert asid_bench(["speed", "--reference", str(tmp_path / "missing.py")]) == 2
+    assert 'no such file' in capsys.readouterr().err
+
+
+def test_reference_that_is_not_asid_is_refused(tmp_path):
+    """A file without neosr's asid factory: a one-line reason, not a traceback."""
+    from asid_arch.bench import load_reference
+
+    (tmp_path / 'other.py').write_text('import torch\n')
+    with pytest.raises(SystemExit, match="did not build neosr's asid"):
+        load_reference(tmp_path / 'other.py', 2)
+
+
+def test_interleaved_times_alternate():
+    from asid_arch.bench import interleaved_times
+
+    order = []
+    times = interleaved_times({'a': lambda: order.append('a'), 'b': lambda: order.append('b')}, rounds=2, warmup=1)
+    assert order == ['a', 'b'] * 3 and len(times['a']) == len(times['b']) == 2
