@@ -5,6 +5,7 @@ validation) and with a bare traceback. ``validate_options`` finds them up front.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import os
@@ -253,6 +254,10 @@ def validate_options(opt: Mapping, is_train: bool = True) -> List[str]:
     """Problems found in ``opt`` (a parsed BasicSR option dict); empty when it looks runnable."""
     from basicsr.utils.registry import MODEL_REGISTRY
 
+    from .models.asid_model import resolve_variant_options
+
+    opt = copy.deepcopy(dict(opt))
+    resolve_variant_options(opt)  # network_g: ... auto -> what the pretrained weights tell
     problems: List[str] = []
     model_type = opt.get('model_type', 'SRModel')
     if model_type not in MODEL_REGISTRY:

@@ -242,3 +242,48 @@ def test_neosr_finetune_option_file(tmp_path):
     net.load_state_dict(g['state_dict'])
     with torch.no_grad():
         assert (net(g['input']) - g['output']).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize('name', NEOSR_FILES)
+def test_auto_variant_options_follow_the_pretrained_weights(tmp_path, name):
+    """network_g: position_bias/channel_attention: auto -> what pretrain_network_g's weights tell, so the
+    strict load and the option check pass for every neosr variant."""
+    from asid_arch.models.asid_model import resolve_variant_options
+    from asid_arch.options_check import _check_pretrained
+
+    g, path = neosr_checkpoint(tmp_path, name)
+    opt = {'network_g': {'type': 'ASID', 'upscale': g['scale'], 'num_blocks': g['num_blocks'],
+                         'position_bias': 'auto', 'channel_attention': 'auto'},
+           'path': {'pretrain_network_g': str(path), 'param_key_g': 'params', 'strict_load_g': True}}
+    assert 'read off' in resolve_variant_options(opt)
+    assert {k: opt['network_g'][k] for k in ('position_bias', 'channel_attention')} == options_of(g)
+    problems: list = []
+    _check_pretrained(opt, problems)
+    assert problems == []
+
+
+def test_auto_without_pretrained_weights_is_the_paper_and_plain_asid_refuses_it():
+    from asid_arch.models.asid_model import resolve_variant_options
+
+    opt = {'network_g': {'type': 'ASID', 'position_bias': 'auto', 'channel_attention': 'auto'}, 'path': {}}
+    resolve_variant_options(opt)
+    assert opt['network_g']['position_bias'] is True and opt['network_g']['channel_attention'] == 'temperature'
+    with pytest.raises(ValueError, match='needs model_type: ASIDModel'):
+        ASID(position_bias='auto')
+
+
+def test_finetune_a_neosr_checkpoint_through_the_pipeline(tmp_path):
+    """asid-train with network_g: ... auto and a neosr default-trained checkpoint: loads strictly, trains,
+    and says which variant it built."""
+    from helpers import make_tiny_data, run_module, tiny_train_options, write_yaml
+
+    data = make_tiny_data(tmp_path / 'data', train_images=2, val_images=1)
+    _, path = neosr_checkpoint(tmp_path, 'neosr_asid_x2_default.pt')
+    opt = tiny_train_options('neosr_ft', data / 'train', data / 'valsrc', iters=2,
+                             **{'network_g': {'type': 'ASID', 'upscale': 2, 'num_feat': 48, 'num_blocks': 3,
+                                              'position_bias': 'auto', 'channel_attention': 'auto'},
+                                'path.pretrain_network_g': str(path), 'path.param_key_g': 'params'})
+    run = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'ft.yml', opt))], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert 'position_bias: False, channel_attention: sdpa (read off' in run.stderr
+    assert (tmp_path / 'experiments' / 'neosr_ft' / 'models' / 'net_g_2.pth').exists()

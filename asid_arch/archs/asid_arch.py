@@ -884,8 +884,11 @@ class ASID(nn.Module):
                f'num_feat must be a positive multiple of {DISTILL_RATIO}, got {num_feat!r}')
         _check(isinstance(num_blocks, int) and num_blocks >= 1, f'num_blocks must be >= 1, got {num_blocks!r}')
         _check(isinstance(window_size, int) and window_size >= 1, f'window_size must be >= 1, got {window_size!r}')
+        _check(isinstance(position_bias, bool), f'position_bias must be true or false, got {position_bias!r} '
+               '(`auto`, read off pretrain_network_g, needs model_type: ASIDModel)')
         _check(channel_attention in CHANNEL_ATTENTION_MODES,
-               f'channel_attention must be one of {CHANNEL_ATTENTION_MODES}, got {channel_attention!r}')
+               f'channel_attention must be one of {CHANNEL_ATTENTION_MODES}, got {channel_attention!r} '
+               '(`auto`, read off pretrain_network_g, needs model_type: ASIDModel)')
         self.upscale = upscale
         self.window_size = window_size
         self.attn_sharing = attn_sharing

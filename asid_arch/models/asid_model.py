@@ -254,6 +254,34 @@ def match_weights(net: torch.nn.Module, state: Mapping[str, Tensor], source: str
     return [f'{source}: {p}' for p in problems]
 
 
+AUTO = 'auto'
+VARIANT_OPTIONS = ('position_bias', 'channel_attention')  # ASID options that neosr's checkpoints decide
+
+
+def resolve_variant_options(opt: dict) -> Optional[str]:
+    """``network_g: {type: ASID, position_bias: auto, channel_attention: auto}``: each ``auto`` replaced,
+    in ``opt``, by what ``path: pretrain_network_g``'s weights tell (neosr's variants are recognised;
+    see :func:`detect_variant`), or the paper's value without pretrained weights. Returns a line for
+    the log (None when nothing was ``auto``). A file that cannot be read leaves the paper's values;
+    loading it later reports why."""
+    net_opt = opt.get('network_g') or {}
+    autos = [k for k in VARIANT_OPTIONS if net_opt.get(k) == AUTO]
+    if net_opt.get('type') != 'ASID' or not autos:
+        return None
+    found: Dict[str, object] = {'position_bias': True, 'channel_attention': 'temperature'}
+    path = (opt.get('path') or {}).get('pretrain_network_g')
+    source = 'no pretrain_network_g: the paper\'s'
+    if path:
+        try:
+            found = detect_variant(read_weights(path, (opt['path'].get('param_key_g') or 'params'))[0])
+            source = f'read off {path}'
+        except PretrainedWeightsError:
+            pass
+    for key in autos:
+        net_opt[key] = found[key]
+    return 'network_g: ' + ', '.join(f'{k}: {net_opt[k]}' for k in autos) + f' ({source})'
+
+
 # ----------------------------------------------------------------------------------------------
 # Tiled inference: the reference evaluation protocol
 # ----------------------------------------------------------------------------------------------
@@ -381,6 +409,9 @@ class ASIDModel(SRModel):
             for key in ('models', 'training_states'):
                 if opt['path'].get(key):
                     remove_stale_temporaries(opt['path'][key])
+        resolved = resolve_variant_options(opt)
+        if resolved:
+            get_root_logger().info(resolved)
         super().__init__(opt)
 
     # -- training -------------------------------------------------------------------------------
