@@ -21,7 +21,7 @@ from torch import Tensor
 from .archs.asid_arch import (ASID, CHANNEL_ATTENTION_MODES, WINDOW_SIZE, detect_variant, temperatures_untouched,
                               variant_name)
 from .models.asid_model import BASICSR_PARAM_KEYS as BASICSR_KEYS
-from .models.asid_model import PretrainedWeightsError, match_weights, read_weights
+from .models.asid_model import AUTO, PretrainedWeightsError, match_weights, read_weights
 
 
 CheckpointError = PretrainedWeightsError  # a checkpoint that cannot be used, with a message for the user
@@ -41,11 +41,16 @@ class NetworkConfig:
     note: str = ''  # what the weights could not tell, for the user
 
     @property
+    def name(self) -> str:
+        """'ASID', 'ASID-D8' or 'ASID (N IDBs)'."""
+        return {3: 'ASID', 8: 'ASID-D8'}.get(self.num_blocks, f'ASID ({self.num_blocks} IDBs)')
+
+    @property
     def variant(self) -> str:
-        name = {3: 'ASID', 8: 'ASID-D8'}.get(self.num_blocks, f'ASID ({self.num_blocks} IDBs)')
+        """The name, plus neosr's settings where they differ from the paper's."""
         if self.position_bias and self.channel_attention == 'temperature':
-            return name
-        return f'{name} [{variant_name(self.position_bias, self.channel_attention)}]'
+            return self.name
+        return f'{self.name} [{variant_name(self.position_bias, self.channel_attention)}]'
 
     def build(self) -> ASID:
         return ASID(upscale=self.upscale, num_in_ch=self.num_in_ch, num_out_ch=self.num_out_ch, num_feat=self.num_feat,
@@ -64,7 +69,8 @@ def detect_config(state: Mapping[str, Tensor], source: str = 'the checkpoint',
                   channel_attention: Optional[str] = None) -> NetworkConfig:
     """Variant, scale and widths from project-layout weights; a clear error when they do not fit ASID.
 
-    ``channel_attention`` (``'temperature'`` or ``'sdpa'``) overrides what the weights suggest."""
+    ``channel_attention`` (``'temperature'`` or ``'sdpa'``) overrides what the weights suggest; None or
+    ``'auto'`` reads it off them."""
     needed = ('conv_first.weight', 'upsampler.0.weight', 'blocks.0.sam_meso1.attn.qkv.weight')
     missing = [k for k in needed if k not in state]
     if missing:
@@ -76,13 +82,13 @@ def detect_config(state: Mapping[str, Tensor], source: str = 'the checkpoint',
     window_size = (math.isqrt(table.shape[0]) + 1) // 2 if table is not None else WINDOW_SIZE
     variant = detect_variant(state)
     note = ''
-    if channel_attention is not None:
+    if channel_attention not in (None, AUTO):
         if channel_attention not in CHANNEL_ATTENTION_MODES:
             raise CheckpointError(f'channel attention {channel_attention!r} is not one of {CHANNEL_ATTENTION_MODES}')
         variant['channel_attention'] = channel_attention
     elif variant['position_bias'] and temperatures_untouched(state):
         note = ('its channel temperatures are all exactly 1.0 (untrained): if it was trained with neosr\'s '
-                'flash_attn=True (its default), state the channel attention as sdpa')
+                'flash_attn=True (its default), state the channel attention as sdpa (--channel-attention sdpa)')
     up_channels = state['upsampler.0.weight'].shape[0]
     for num_out_ch in (num_in_ch, 3, 1):
         scale = math.isqrt(up_channels // num_out_ch)
@@ -92,13 +98,18 @@ def detect_config(state: Mapping[str, Tensor], source: str = 'the checkpoint',
     raise CheckpointError(f'{source}: cannot infer the scale from an upsampler with {up_channels} output channels')
 
 
-def load_network(path: Union[str, Path], channel_attention: Optional[str] = None) -> tuple:
-    """``(net in eval mode, NetworkConfig)`` from any of the checkpoint layouts (see the module docstring)."""
-    state = load_state_dict(path)
-    config = detect_config(state, str(path), channel_attention)
+def network_from_state(state: Mapping[str, Tensor], source: str, channel_attention: Optional[str] = None) -> tuple:
+    """``(net in eval mode, NetworkConfig)`` from project-layout weights: built as they say, loaded strictly
+    (a mismatch is a :class:`CheckpointError` naming the keys)."""
+    config = detect_config(state, source, channel_attention)
     net = config.build()
-    problems = match_weights(net, state, f'{path} ({config.variant} x{config.upscale})')
+    problems = match_weights(net, state, f'{source} ({config.variant} x{config.upscale})')
     if problems:
         raise CheckpointError('; '.join(problems))
     net.load_state_dict(state, strict=True)
     return net.eval(), config
+
+
+def load_network(path: Union[str, Path], channel_attention: Optional[str] = None) -> tuple:
+    """``(net in eval mode, NetworkConfig)`` from any of the checkpoint layouts (see the module docstring)."""
+    return network_from_state(load_state_dict(path), str(path), channel_attention)

@@ -96,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               '(or pip install onnx onnxruntime onnxscript)', file=sys.stderr)
         return 2
     try:
-        net, config = load_network(args.model, None if args.channel_attention == 'auto' else args.channel_attention)
+        net, config = load_network(args.model, args.channel_attention)
         real = read_check_image(args.check_image) if args.check_image else sample_image()
     except (CheckpointError, ValueError) as err:
         print(f'asid-export: error: {err}', file=sys.stderr)
@@ -106,7 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     export_onnx(net, args.output, args.opset)
     print(f'asid-export: {config.variant} x{config.upscale} -> {args.output} ({time.time() - start:.1f} s)')
     if config.note:
-        print(f'asid-export: note: {args.model}: {config.note} (--channel-attention sdpa)')
+        print(f'asid-export: note: {args.model}: {config.note}')
     rng = np.random.default_rng(0)
     diffs = check_onnx(net, args.output, {
         f'random {RANDOM_CHECK_SIZE[0]}x{RANDOM_CHECK_SIZE[1]}': rng.random((1, 3, *RANDOM_CHECK_SIZE), np.float32),

@@ -284,7 +284,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError('--max-memory and --max-pixels must be positive')
         device = pick_device(args.device)
         check_precision(args.precision, device)
-        net, config = load_network(args.model, None if args.channel_attention == 'auto' else args.channel_attention)
+        net, config = load_network(args.model, args.channel_attention)
         check_output_folder(out_dir)
     except (UsageError, CheckpointError) as err:
         print(f'asid-sr: error: {err}', file=sys.stderr)
@@ -302,7 +302,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'asid-sr: {config.variant} x{config.upscale} from {args.model} on {device.type} ({args.precision}), '
           f'{len(paths)} images', file=sys.stderr)
     if config.note:
-        print(f'asid-sr: note: {args.model}: {config.note} (--channel-attention sdpa)', file=sys.stderr)
+        print(f'asid-sr: note: {args.model}: {config.note}', file=sys.stderr)
     for path in tqdm(paths, desc='asid-sr', unit='img', file=sys.stderr):
         target = output_path(path, out_dir, config.upscale, args.ext)
         try:

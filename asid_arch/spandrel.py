@@ -31,7 +31,7 @@ except ImportError as err:  # the optional extra is not installed
 
 from .archs.asid_arch import ASID
 from .archs.omnisr_arch import omnisr_state_dict_to_reference
-from .checkpoint import detect_config
+from .checkpoint import network_from_state
 
 ASID_ID = 'ASID'
 OMNISR_PACKAGE_ID = 'OmniSR (asid_arch keys)'
@@ -54,10 +54,8 @@ class ASIDArch(Architecture[ASID]):
 
     def load(self, state_dict: StateDict) -> ImageModelDescriptor[ASID]:
         state = ASID.convert_state_dict(state_dict)
-        config = detect_config(state, 'the state dict')
-        net = config.build()
-        net.load_state_dict(state, strict=True)
-        tags: List[str] = [config.variant.split(' [')[0], f'{config.num_feat}nf', f'{config.num_blocks}idb']
+        net, config = network_from_state(state, 'the state dict')
+        tags: List[str] = [config.name, f'{config.num_feat}nf', f'{config.num_blocks}idb']
         if not config.position_bias:
             tags.append('no-pe')
         if config.channel_attention == 'sdpa':
