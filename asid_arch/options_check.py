@@ -21,6 +21,10 @@ TOP_LEVEL_KEYS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'data
                   'train', 'val', 'logger', 'dist_params', 'find_unused_parameters', 'use_static_graph', 'is_train',
                   'dist', 'rank', 'world_size', 'auto_resume', 'root_path')
 MODELS_WITH_KNOWN_KEYS = ('ASIDModel', 'SRModel')
+# option keys that only ASIDModel reads: (section, key, what ASIDModel does, what another model does instead)
+ASIDMODEL_ONLY = (('val', 'tile', 'runs the tiled protocol', 'evaluate whole images'),
+                  ('train', 'amp', 'reads this', 'train without mixed precision'),
+                  ('train', 'compile', 'reads this', 'train without compiling'))
 META_INFO_LINE = re.compile(r'^(\S+?)(?:\.png)? \((\d+),(\d+),(\d+)\)')
 
 
@@ -213,10 +217,6 @@ def _check_train(opt: Mapping, problems: List[str]) -> None:
     _number(problems, 'train: optim_g: lr', optim.get('lr'))
     from .models.asid_model import autocast_dtype, compile_arguments
 
-    uses = [key for key in ('amp', 'compile') if train.get(key) not in (None, False)]
-    if uses and opt.get('model_type', 'SRModel') != 'ASIDModel':
-        problems.append(f'train: {", ".join(uses)}: only model_type: ASIDModel reads this; '
-                        f'{opt.get("model_type", "SRModel")} would silently train without it')
     gpu = opt.get('num_gpu', 0) not in (0, None) and torch.cuda.is_available()
     for check in (lambda: autocast_dtype(train.get('amp'), torch.device('cuda' if gpu else 'cpu'), warn=False),
                   lambda: compile_arguments(train.get('compile'))):
@@ -278,9 +278,11 @@ def validate_options(opt: Mapping, is_train: bool = True) -> List[str]:
     if optim is not None and not isinstance(getattr(torch.optim, optim, None), type):
         problems.append(f'train: optim_g: type: {optim!r} is not an optimizer of torch.optim')
     _check_top_level(opt, problems)
-    if (opt.get('val') or {}).get('tile') and model_type != 'ASIDModel':
-        problems.append(f'val: tile: only model_type: ASIDModel runs the tiled protocol; {model_type} would '
-                        'silently evaluate whole images')
+    if model_type != 'ASIDModel':
+        for section, key, does, instead in ASIDMODEL_ONLY:
+            if (opt.get(section) or {}).get(key) not in (None, False):
+                problems.append(f'{section}: {key}: only model_type: ASIDModel {does}; {model_type} would '
+                                f'silently {instead}')
     if is_train:
         _check_train(opt, problems)
     if not any(p.startswith('network_g') for p in problems):
