@@ -448,35 +448,57 @@ QUOTED_REFERENCE_S = {'x4': 1.27, 'x2': 10.5, 'step': 2.9}
 SPEED_FIGURES = ('x4', 'x2', 'step', 'step-fused')
 
 
+FIGURE_SCALE = {'x4': 4, 'x2': 2, 'step': 2}
+FIGURE_INPUT = {'x4': (320, 180), 'x2': (640, 360)}  # LR width, height of the inference figures
+FIGURE_LABEL = {'x4': 'inference x4 320x180 -> 1280x720', 'x2': 'inference x2 640x360 -> 1280x720',
+                'step': 'training step x2, batch 16, 64x64 LR, Adam'}
+
+
+def _figure_workload(what: str, net: nn.Module, precision: str, fused: bool = False) -> Callable[[], object]:
+    """One timed unit of ``what`` (``x4``, ``x2`` inference or the x2 training ``step``, Adam ``fused`` or
+    not) on ``net``."""
+    dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
+    autocast = torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32)
+    if what in FIGURE_INPUT:
+        w, h = FIGURE_INPUT[what]
+        x = torch.rand(1, 3, h, w)
+        net.eval()
+
+        def infer():
+            with torch.inference_mode(), autocast:
+                return net(x)
+        return infer
+    net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=5e-4, fused=fused)
+    lq, gt = torch.rand(16, 3, 64, 64), torch.rand(16, 3, 128, 128)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            out = net(lq)
+        F.l1_loss(out.float(), gt).backward()
+        optimizer.step()
+    return step
+
+
 def speed_figure(what: str, precision: str, compile_model: bool, repeats: int, warmup: int) -> dict:
     """One speed figure in this process: ``{'label', 'seconds', 'peak_rss_mb'}``."""
     from .archs import asid
 
-    dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
     base = reset_peak_rss()
-    if what in ('x4', 'x2'):
-        scale, (w, h) = (4, (320, 180)) if what == 'x4' else (2, (640, 360))
-        net = asid(scale).eval()
-        run = torch.compile(net, dynamic=False) if compile_model else net
-        x = torch.rand(1, 3, h, w)
-        with torch.inference_mode(), torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32):
-            seconds = _median_time(lambda: run(x), repeats, warmup)
+    fused = what == 'step-fused'  # `optim_g: {type: Adam, fused: true}` in an option file
+    kind = 'step' if fused else what
+    torch.manual_seed(0)
+    net = asid(FIGURE_SCALE[kind])
+    if kind == 'step':
+        precision = 'fp32'
+        label = f'training step ASID x2, batch 16, 64x64 LR, fp32, Adam{"(fused=True)" if fused else ""}'
+    else:
+        net = torch.compile(net, dynamic=False) if compile_model else net
+        (w, h), scale = FIGURE_INPUT[kind], FIGURE_SCALE[kind]
         label = (f'inference ASID x{scale} {w}x{h} -> {w * scale}x{h * scale} {precision}'
                  f'{" compiled" if compile_model else ""}')
-    else:
-        fused = what == 'step-fused'  # `optim_g: {type: Adam, fused: true}` in an option file
-        torch.manual_seed(0)
-        net = asid(2).train()
-        optimizer = torch.optim.Adam(net.parameters(), lr=5e-4, fused=fused)
-        lq, gt = torch.rand(16, 3, 64, 64), torch.rand(16, 3, 128, 128)
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            F.l1_loss(net(lq), gt).backward()
-            optimizer.step()
-
-        seconds = _median_time(step, repeats, warmup)
-        label = f'training step ASID x2, batch 16, 64x64 LR, fp32, Adam{"(fused=True)" if fused else ""}'
+    seconds = _median_time(_figure_workload(kind, net, precision, fused), repeats, warmup)
     return {'label': label, 'seconds': seconds, 'peak_rss_mb': (peak_rss_since_reset() - base) / 2**20}
 
 
@@ -505,9 +527,6 @@ def load_reference(path: Path, scale: int) -> nn.Module:
     from .archs.asid_arch import state_dict_to_reference
 
     path = Path(path)
-    if not path.is_file():
-        raise SystemExit(f'asid-bench: --reference {path}: no such file (give neosr/archs/asid_arch.py of a '
-                         'neosr checkout)')
     stubs = {'neosr': None, 'neosr.archs': None, 'neosr.utils': None,
              'neosr.archs.arch_util': {'net_opt': lambda: (scale, False)},
              'neosr.utils.registry': {'ARCH_REGISTRY': _Registry()}}
@@ -536,37 +555,6 @@ def load_reference(path: Path, scale: int) -> nn.Module:
     if diff > REFERENCE_MATCH_TOLERANCE:
         raise SystemExit(f'asid-bench: --reference {path} is not the same network (max abs difference {diff:.1e})')
     return ref
-
-
-def _figure_workload(what: str, net: nn.Module, precision: str) -> Callable[[], object]:
-    """One timed unit of ``what`` (``x4``, ``x2`` inference or the x2 training ``step``) on ``net``."""
-    dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
-    autocast = torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32)
-    if what in ('x4', 'x2'):
-        w, h = (320, 180) if what == 'x4' else (640, 360)
-        x = torch.rand(1, 3, h, w)
-        net.eval()
-
-        def infer():
-            with torch.inference_mode(), autocast:
-                return net(x)
-        return infer
-    net.train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
-    lq, gt = torch.rand(16, 3, 64, 64), torch.rand(16, 3, 128, 128)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            out = net(lq)
-        F.l1_loss(out.float(), gt).backward()
-        optimizer.step()
-    return step
-
-
-FIGURE_SCALE = {'x4': 4, 'x2': 2, 'step': 2}
-FIGURE_LABEL = {'x4': 'inference x4 320x180 -> 1280x720', 'x2': 'inference x2 640x360 -> 1280x720',
-                'step': 'training step x2, batch 16, 64x64 LR, Adam'}
 
 
 def interleaved_times(runs: Dict[str, Callable[[], object]], rounds: int, warmup: int) -> Dict[str, List[float]]:
@@ -710,8 +698,7 @@ def onnx_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict:
     from .archs import asid
     from .export import export_onnx
 
-    scale = FIGURE_SCALE[what]
-    w, h = (320, 180) if what == 'x4' else (640, 360)
+    scale, (w, h) = FIGURE_SCALE[what], FIGURE_INPUT[what]
     torch.manual_seed(0)
     net = asid(scale).eval()
     path = folder / f'asid_{what}.onnx'
@@ -725,6 +712,20 @@ def onnx_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict:
     times = interleaved_times(runs, rounds, warmup)
     return {'label': FIGURE_LABEL[what] + ' fp32', 'eager_s': statistics.median(times['eager']),
             'onnxruntime_s': statistics.median(times['onnxruntime']), 'max_abs_diff': diff, 'export_s': export_s}
+
+
+def onnx(args: argparse.Namespace) -> int:
+    """``asid-bench onnx``: the x4 and x2 figures, each exported to a temporary folder."""
+    import tempfile
+
+    print(f'asid-bench onnx on {machine()}')
+    with tempfile.TemporaryDirectory() as folder:
+        for what in FIGURE_INPUT:
+            fig = onnx_vs_eager(what, args.repeats, args.warmup, Path(folder))
+            print(f"{fig['label']}: PyTorch eager {fig['eager_s']:.3f} s, onnxruntime {fig['onnxruntime_s']:.3f} s "
+                  f"(eager/onnxruntime {fig['eager_s'] / fig['onnxruntime_s']:.2f}x), max abs diff "
+                  f"{fig['max_abs_diff']:.1e}; export took {fig['export_s']:.0f} s", flush=True)
+    return 0
 
 
 def _no_grad_call(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -833,16 +834,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(speed_figure(args.what, args.precision, args.compile, args.repeats, args.warmup)))
         return 0
     if args.command == 'onnx':
-        import tempfile
-
-        print(f'asid-bench onnx on {machine()}')
-        with tempfile.TemporaryDirectory() as folder:
-            for what in ('x4', 'x2'):
-                fig = onnx_vs_eager(what, args.repeats, args.warmup, Path(folder))
-                print(f"{fig['label']}: PyTorch eager {fig['eager_s']:.3f} s, onnxruntime {fig['onnxruntime_s']:.3f} s "
-                      f"(eager/onnxruntime {fig['eager_s'] / fig['onnxruntime_s']:.2f}x), max abs diff "
-                      f"{fig['max_abs_diff']:.1e}; export took {fig['export_s']:.0f} s", flush=True)
-        return 0
+        return onnx(args)
     if args.command == '_data_one':
         print(json.dumps(data_share(args.opt, args.workers, args.iters, args.rounds)))
         return 0
