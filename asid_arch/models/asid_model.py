@@ -33,13 +33,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from collections import OrderedDict
 import os
 import pickle
 import re
 import tempfile
 import time
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -236,11 +236,10 @@ def match_weights(net: torch.nn.Module, state: Mapping[str, Tensor], source: str
             net).__name__:
         hints.append('these look like ASID weights')
     if missing and all(POSITION_BIAS_KEY.match(k) for k in missing):
-        found = detect_variant(state)
+        sdpa = detect_variant(state)['channel_attention'] == 'sdpa'
+        also = ", channel_attention: sdpa (temperatures all 1.0: neosr's flash_attn=True)" if sdpa else ''
         hints.append('the weights have no position-bias tables: a neosr model trained with pe=False (its default); '
-                     'set network_g: position_bias: false' + (', channel_attention: sdpa (temperatures all 1.0: '
-                                                              "neosr's flash_attn=True)" if found['channel_attention']
-                                                              == 'sdpa' else ''))
+                     f'set network_g: position_bias: false{also}')
     elif unexpected and all(POSITION_BIAS_KEY.match(k) for k in unexpected):
         hints.append('the weights have position-bias tables: set network_g: position_bias: true')
     up = 'upsampler.0.weight'
