@@ -185,3 +185,23 @@ def test_kit_refuses_a_folder_that_is_not_basicsr(tmp_path, capsys):
     assert asid_kit(['install', str(tmp_path)]) == 2
     assert 'is not a BasicSR checkout' in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing copied
+
+
+def test_kit_copy_loaded_outside_sys_modules_warns_instead_of_crashing(tmp_path):
+    """A differing copy of the arch file executed from a spec without a ``sys.modules`` entry (as tools that
+    load single files do): Python cannot name its source, and registration still warns, naming this file."""
+    import importlib.util
+    import warnings
+
+    import asid_arch  # noqa: F401  (registers ASID first)
+
+    copy = tmp_path / 'asid_arch_copy.py'
+    copy.write_text((REPO / 'asid_arch' / 'archs' / 'asid_arch.py').read_text() + '\n# a changed copy\n')
+    spec = importlib.util.spec_from_file_location('asid_arch_copy_unregistered', copy)
+    module = importlib.util.module_from_spec(spec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        spec.loader.exec_module(module)
+    # the copy defines its own KitCopyWarning class: match it by name
+    messages = [str(w.message) for w in caught if w.category.__name__ == 'KitCopyWarning']
+    assert messages and str(copy) in messages[0]

@@ -96,7 +96,7 @@ def register_once(registry, obj, source_file: str):
     if name not in registry:
         registry.register(obj)
         return obj
-    used = inspect.getsourcefile(registry.get(name)) or '?'
+    used = source_file_of(registry.get(name)) or '?'
     try:
         same = filecmp.cmp(used, source_file, shallow=False)
     except OSError:
@@ -108,9 +108,18 @@ def register_once(registry, obj, source_file: str):
     return obj
 
 
+def source_file_of(obj) -> Optional[str]:
+    """The file defining ``obj``; None when Python cannot tell (a module loaded from a spec and never put in
+    ``sys.modules``)."""
+    try:
+        return inspect.getsourcefile(obj)
+    except TypeError:
+        return None
+
+
 def register_arch(cls: type) -> type:
     """``@ARCH_REGISTRY.register()`` through :func:`register_once`."""
-    return register_once(ARCH_REGISTRY, cls, inspect.getsourcefile(cls) or __file__)
+    return register_once(ARCH_REGISTRY, cls, source_file_of(cls) or __file__)
 
 
 def _check(condition: bool, message: str) -> None:
