@@ -1,4 +1,4 @@
-"""The CPU fast paths (oneDNN linear, LayerNorm backward, folded attention projection, malloc
+"""The CPU fast paths (oneDNN linear with fused residual, fused depth-wise convolution epilogues, LayerNorm backward, folded attention projection, malloc
 tuning) give the same numbers as the plain PyTorch operations they replace."""
 from __future__ import annotations
 
@@ -38,6 +38,54 @@ def test_onednn_linear_matches_f_linear(bias):
         assert (g_fast - g_ref).abs().max().item() < 1e-4 * max(1.0, g_ref.abs().max().item())
     with torch.no_grad():  # the fused GELU epilogue (inference only)
         assert (arch.linear(x, w, b, gelu=True) - F.gelu(F.linear(x, w, b))).abs().max().item() < 1e-5
+
+
+@needs_onednn
+@pytest.mark.parametrize('bias', [False, True])
+def test_fused_residual_linear_matches_linear_plus_residual(bias):
+    """``linear(..., residual=r)`` adds r in oneDNN's pass: same values, and the residual's gradient is the
+    output gradient (training) as for ``F.linear(x) + r``."""
+    torch.manual_seed(0)
+    nhwc = lambda t: t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # noqa: E731
+    x = nhwc(torch.randn(2, 36, 9, 11)).requires_grad_()
+    r = nhwc(torch.randn(2, 20, 9, 11)).requires_grad_()
+    w = torch.randn(20, 36, requires_grad=True)
+    b = torch.randn(20, requires_grad=True) if bias else None
+    inputs = [x, w, r] + ([b] if bias else [])
+    fast, ref = arch.linear(x, w, b, residual=r), F.linear(x, w, b) + r
+    assert fast.grad_fn is not None and 'OneDNN' in type(fast.grad_fn).__name__
+    assert (fast - ref).abs().max().item() < 1e-5
+    for g_fast, g_ref in zip(grads(fast, inputs), grads(ref, inputs)):
+        assert (g_fast - g_ref).abs().max().item() < 1e-4 * max(1.0, g_ref.abs().max().item())
+    with torch.no_grad():
+        assert (arch.linear(x, w, b, residual=r) - ref).abs().max().item() < 1e-5
+        # a residual that is not a contiguous NHWC view is added the plain way
+        r_nchw = torch.randn(2, 20, 9, 11).permute(0, 2, 3, 1)
+        assert (arch.linear(x, w, b, residual=r_nchw) - (F.linear(x, w, b) + r_nchw)).abs().max().item() < 1e-5
+
+
+@pytest.mark.skipif(arch._ONEDNN_CONV is None, reason='this torch build has no oneDNN convolution')
+@pytest.mark.parametrize('epilogue', ['none', 'gelu', 'multiply'])
+def test_fused_depthwise_conv_matches_conv_then_epilogue(epilogue):
+    """The inference-only oneDNN depth-wise convolution with GELU or a product fused equals the plain ops;
+    with a gradient needed (training) it gives the plain ops' gradient."""
+    torch.manual_seed(0)
+    c = 24
+    x = torch.randn(2, c, 10, 13).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(c, 1, 3, 3), torch.randn(c)
+    other = torch.randn(2, c, 10, 13).contiguous(memory_format=torch.channels_last)
+    gelu, multiply = epilogue == 'gelu', other if epilogue == 'multiply' else None
+
+    def plain(weight):
+        y = F.conv2d(x, weight, b, padding=1, groups=c)
+        return F.gelu(y) if gelu else y * other if multiply is not None else y
+    with torch.no_grad():
+        assert (arch.depthwise_conv3x3(x, w, b, gelu, multiply) - plain(w)).abs().max().item() < 1e-5
+    w.requires_grad_()
+    out, ref = arch.depthwise_conv3x3(x, w, b, gelu, multiply), plain(w)
+    assert (out - ref).abs().max().item() < 1e-5
+    (g_out, ), (g_ref, ) = grads(out, [w]), grads(ref, [w])
+    assert (g_out - g_ref).abs().max().item() < 1e-4 * max(1.0, g_ref.abs().max().item())
 
 
 def test_linear_takes_the_portable_path_where_it_must():
