@@ -1,5 +1,6 @@
-"""The CPU fast paths (oneDNN linear with fused residual, fused depth-wise convolution epilogues, LayerNorm backward, folded attention projection, malloc
-tuning) give the same numbers as the plain PyTorch operations they replace."""
+"""The CPU fast paths (oneDNN linear with its fused residual, the fused depth-wise convolution epilogues,
+LayerNorm backward, folded attention projection, malloc tuning) give the same numbers as the plain
+PyTorch operations they replace."""
 from __future__ import annotations
 
 import platform
