@@ -5,6 +5,7 @@
     asid-bench speed [--compile] [--bf16] [--repeats 5] [--warmup 5] [--reference neosr/archs/asid_arch.py]
     asid-bench data  -opt options/train/ASID/train_ASID_SRx2_scratch.yml [--workers 0 1 2 6]
     asid-bench onnx  [--repeats 5]
+    asid-bench profile [--what step|x4|x2] [--reference neosr/archs/asid_arch.py]
 
 ``zoo``: parameters; MACs for a 1280x720 output (``torch.utils.flop_counter``; the paper's Table 2
 convention); latency (median of repeated runs after warm-up) and peak memory at several output
@@ -26,6 +27,10 @@ alternating in one process: the data pipeline's share of an iteration.
 
 ``onnx``: the exported ASID run by onnxruntime against PyTorch eager, interleaved (x4 320x180 and
 x2 640x360, fp32).
+
+``profile``: where one figure's time goes (``torch.profiler`` self times): matrix products,
+convolutions, and everything else (element-wise operations, copies, normalisations, softmax,
+reductions); with ``--reference``, the reference's figure in the same process beside it.
 """
 from __future__ import annotations
 
@@ -728,6 +733,57 @@ def onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+# operator name fragments of each profile category (torch.profiler keys, e.g. ``aten::bmm``)
+MATMUL_OPS = ('linear_pointwise', 'aten::mm', 'aten::bmm', 'aten::baddbmm', 'aten::addmm', 'aten::addbmm')
+CONV_OPS = ('convolution',)  # aten::mkldnn_convolution, aten::convolution_backward, mkldnn::_convolution_pointwise
+PROFILE_CATEGORIES = ('matrix products', 'convolutions', 'everything else')
+
+
+def op_category(name: str) -> str:
+    """The profile category of an operator key."""
+    if any(name == op or name.endswith(op) for op in MATMUL_OPS):
+        return 'matrix products'
+    if any(op in name for op in CONV_OPS):
+        return 'convolutions'
+    return 'everything else'
+
+
+def profile_breakdown(fn: Callable[[], object], warmup: int) -> Dict[str, float]:
+    """Seconds of operator self time per category for one call of ``fn`` (after ``warmup`` calls)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    seconds = dict.fromkeys(PROFILE_CATEGORIES, 0.0)
+    for event in prof.key_averages():
+        seconds[op_category(event.key)] += event.self_cpu_time_total / 1e6
+    return seconds
+
+
+def profile_command(args: argparse.Namespace) -> int:
+    """``asid-bench profile``: the time of one figure by category, for the package (and the reference)."""
+    from .archs import asid
+
+    if args.reference is not None and not args.reference.is_file():
+        print(f'asid-bench: --reference {args.reference}: no such file', file=sys.stderr)
+        return 2
+    scale = FIGURE_SCALE[args.what]
+    torch.manual_seed(0)
+    nets = {'package': asid(scale)}
+    if args.reference is not None:
+        nets['reference'] = load_reference(args.reference, scale)
+    print(f'asid-bench profile: {FIGURE_LABEL[args.what]} fp32 on {machine()} (operator self time, one profiled run '
+          f'after {args.warmup})')
+    for name, net in nets.items():
+        seconds = profile_breakdown(_figure_workload(args.what, net, 'fp32'), args.warmup)
+        total = sum(seconds.values())
+        parts = ', '.join(f'{cat} {sec:.2f} s ({100 * sec / total:.0f}%)' for cat, sec in seconds.items())
+        print(f'{name}: {total:.2f} s = {parts}', flush=True)
+    return 0
+
+
 def _no_grad_call(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         return net(x)
@@ -758,7 +814,7 @@ def speed(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='asid-bench', description=__doc__.split('\n\n')[0].replace('``', "'"))
-    sub = parser.add_subparsers(dest='command', required=True, metavar='{zoo,speed,data,onnx,seams}')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{zoo,speed,data,onnx,profile,seams}')
     p = sub.add_parser('zoo', help='ASID / ASID-D8 / SwinIR-light / Omni-SR comparison')
     p.add_argument('--models', nargs='+', choices=ZOO_MODELS, default=list(ZOO_MODELS))
     p.add_argument('--scales', nargs='+', type=int, default=[2, 3, 4])
@@ -810,6 +866,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser('onnx', help='onnxruntime vs PyTorch eager on the exported ASID (x4 and x2 figures)')
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--warmup', type=int, default=2)
+    p = sub.add_parser('profile', help='where the time of a figure goes: matrix products, convolutions, the rest')
+    p.add_argument('--what', choices=list(FIGURE_SCALE), default='step')
+    p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--reference', type=Path, metavar='FILE', help="neosr/archs/asid_arch.py: profile it too")
     p = sub.add_parser('_interleaved')  # internal: package vs reference in one fresh process
     p.add_argument('--what', choices=list(FIGURE_SCALE), required=True)
     p.add_argument('--reference', type=Path, required=True)
@@ -835,6 +895,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.command == 'onnx':
         return onnx(args)
+    if args.command == 'profile':
+        return profile_command(args)
     if args.command == '_data_one':
         print(json.dumps(data_share(args.opt, args.workers, args.iters, args.rounds)))
         return 0

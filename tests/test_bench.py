@@ -106,3 +106,27 @@ def test_interleaved_times_alternate():
     order = []
     times = interleaved_times({'a': lambda: order.append('a'), 'b': lambda: order.append('b')}, rounds=2, warmup=1)
     assert order == ['a', 'b'] * 3 and len(times['a']) == len(times['b']) == 2
+
+
+def test_profile_categories():
+    from asid_arch.bench import op_category
+
+    assert op_category('mkldnn::_linear_pointwise') == op_category('aten::bmm') == 'matrix products'
+    assert op_category('aten::mm') == op_category('aten::baddbmm') == 'matrix products'
+    assert op_category('aten::convolution_backward') == op_category('mkldnn::_convolution_pointwise') == 'convolutions'
+    assert op_category('aten::mul') == op_category('aten::copy_') == op_category('aten::mmx') == 'everything else'
+
+
+def test_profile_command_splits_the_time(capsys):
+    assert asid_bench(['profile', '--what', 'x4', '--warmup', '0']) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith('package: ')][0]
+    import re
+
+    total = float(re.match(r'package: ([\d.]+) s', line).group(1))
+    parts = [float(v) for v in re.findall(r'(?:products|convolutions|else) ([\d.]+) s', line)]
+    assert len(parts) == 3 and all(p > 0 for p in parts) and abs(sum(parts) - total) < 0.02 + 1e-9
+
+
+def test_profile_reference_file_must_exist(tmp_path, capsys):
+    assert asid_bench(['profile', '--reference', str(tmp_path / 'nope.py')]) == 2
+    assert 'no such file' in capsys.readouterr().err
