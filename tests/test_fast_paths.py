@@ -60,7 +60,8 @@ def test_fused_residual_linear_matches_linear_plus_residual(bias):
         assert (g_fast - g_ref).abs().max().item() < 1e-4 * max(1.0, g_ref.abs().max().item())
     with torch.no_grad():
         assert (arch.linear(x, w, b, residual=r) - ref).abs().max().item() < 1e-5
-        # a residual that is not a contiguous NHWC view is added the plain way
+        # GELU then the residual (not fused together), and a residual that is not a contiguous NHWC view
+        assert (arch.linear(x, w, b, gelu=True, residual=r) - (F.gelu(F.linear(x, w, b)) + r)).abs().max().item() < 1e-5
         r_nchw = torch.randn(2, 20, 9, 11).permute(0, 2, 3, 1)
         assert (arch.linear(x, w, b, residual=r_nchw) - (F.linear(x, w, b) + r_nchw)).abs().max().item() < 1e-5
 

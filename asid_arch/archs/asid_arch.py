@@ -280,18 +280,17 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, gelu: bool 
     is needed; the results agree with ``F.linear`` to float32 rounding. Other cases take ``F.linear``.
     """
     fuse_residual = residual is not None and not gelu and residual.is_contiguous()
-    if _onednn_linear_applies(x, weight):
-        if _needs_grad(x, weight, bias, residual):
-            y = _OneDNNLinear.apply(x, weight, bias, residual if fuse_residual else None)
-        elif fuse_residual:
-            return _ONEDNN_LINEAR.binary(x, residual, weight, bias, 'add')
-        else:
-            y = _ONEDNN_LINEAR(x, weight, bias, 'gelu' if gelu else 'none', [], 'none' if gelu else '')
-            gelu = False
+    if not _onednn_linear_applies(x, weight):
+        y = F.linear(x, weight, bias)
+    elif _needs_grad(x, weight, bias, residual):
+        y = _OneDNNLinear.apply(x, weight, bias, residual if fuse_residual else None)
         if fuse_residual:
             return y
+    elif fuse_residual:
+        return _ONEDNN_LINEAR.binary(x, residual, weight, bias, 'add')
     else:
-        y = F.linear(x, weight, bias)
+        y = _ONEDNN_LINEAR(x, weight, bias, 'gelu' if gelu else 'none', [], 'none' if gelu else '')
+        gelu = False  # applied by the kernel
     y = F.gelu(y) if gelu else y
     return y if residual is None else y + residual
 
