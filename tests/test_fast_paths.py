@@ -66,7 +66,7 @@ def test_fused_residual_linear_matches_linear_plus_residual(bias):
         assert (arch.linear(x, w, b, residual=r_nchw) - (F.linear(x, w, b) + r_nchw)).abs().max().item() < 1e-5
 
 
-@pytest.mark.skipif(arch._ONEDNN_CONV is None, reason='this torch build has no oneDNN convolution')
+@pytest.mark.skipif(not arch._FUSED_EPILOGUES, reason="this torch build's oneDNN has no fused epilogues")
 @pytest.mark.parametrize('epilogue', ['none', 'gelu', 'multiply'])
 def test_fused_depthwise_conv_matches_conv_then_epilogue(epilogue):
     """The inference-only oneDNN depth-wise convolution with GELU or a product fused equals the plain ops;
@@ -88,6 +88,30 @@ def test_fused_depthwise_conv_matches_conv_then_epilogue(epilogue):
     assert (out - ref).abs().max().item() < 1e-5
     (g_out, ), (g_ref, ) = grads(out, [w]), grads(ref, [w])
     assert (g_out - g_ref).abs().max().item() < 1e-4 * max(1.0, g_ref.abs().max().item())
+
+
+def test_fused_epilogues_are_probed_and_optional(monkeypatch):
+    """The pinned torch has the fused calls; a build whose internal operators differ (a kit copy in another
+    BasicSR environment) gets the plain operations, with the same values."""
+    if arch._ONEDNN_LINEAR is not None and torch.__version__.startswith('2.14.'):
+        assert arch._FUSED_EPILOGUES
+
+    class Broken:  # an operator whose signature changed
+        def __call__(self, *args):
+            raise RuntimeError('unknown overload')
+        binary = __call__
+
+    with monkeypatch.context() as patch:
+        patch.setattr(arch, '_ONEDNN_CONV', Broken())
+        assert not arch._fused_epilogues_work()
+    torch.manual_seed(0)
+    net = ASID(upscale=2, num_feat=16, num_blocks=1).eval()
+    x = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        fused = net(x)
+        monkeypatch.setattr(arch, '_FUSED_EPILOGUES', False)
+        plain = net(x)
+    assert (fused - plain).abs().max().item() < 1e-5
 
 
 def test_linear_takes_the_portable_path_where_it_must():

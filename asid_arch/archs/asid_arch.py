@@ -242,6 +242,28 @@ def _onednn_linear_applies(x: Tensor, weight: Tensor) -> bool:
     return _ONEDNN_LINEAR is not None and x.dtype == torch.float32 and weight.dtype == torch.float32 and _eager_cpu(x)
 
 
+def _fused_epilogues_work() -> bool:
+    """Whether oneDNN's fused calls made below (linear + residual, depth-wise convolution + GELU or
+    product) exist in this torch build and give the plain operations' values: tried once on tiny
+    tensors, since these internal operators and their signatures differ between torch versions."""
+    if _ONEDNN_LINEAR is None or _ONEDNN_CONV is None:
+        return False
+    try:
+        cpu32 = {'device': 'cpu', 'dtype': torch.float32}  # whatever defaults the importer set
+        x = torch.rand(1, 4, 5, 5, **cpu32).contiguous(memory_format=torch.channels_last)
+        w, w_dw, nhwc, same = torch.rand(4, 4, **cpu32), torch.rand(4, 1, 3, 3, **cpu32), x.permute(0, 2, 3, 1), [1, 1]
+        conv = F.conv2d(x, w_dw, padding=1, groups=4)
+        pairs = [(_ONEDNN_LINEAR.binary(nhwc, nhwc, w, None, 'add'), F.linear(nhwc, w) + nhwc),
+                 (_ONEDNN_CONV(x, w_dw, None, same, same, same, 4, 'gelu', [], 'none'), F.gelu(conv)),
+                 (_ONEDNN_CONV.binary(x, x, w_dw, None, same, same, same, 4, 'mul', None, None, [], None), conv * x)]
+        return all(torch.allclose(fast, plain, atol=1e-5) for fast, plain in pairs)
+    except (AttributeError, RuntimeError, TypeError):
+        return False
+
+
+_FUSED_EPILOGUES = _fused_epilogues_work()
+
+
 def _needs_grad(*tensors: Optional[Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -279,7 +301,7 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, gelu: bool 
     tall, narrow shapes) with the residual addition fused into it, and the GELU too when no gradient
     is needed; the results agree with ``F.linear`` to float32 rounding. Other cases take ``F.linear``.
     """
-    fuse_residual = residual is not None and not gelu and residual.is_contiguous()
+    fuse_residual = _FUSED_EPILOGUES and residual is not None and not gelu and residual.is_contiguous()
     if not _onednn_linear_applies(x, weight):
         y = F.linear(x, weight, bias)
     elif _needs_grad(x, weight, bias, residual):
@@ -303,7 +325,7 @@ def depthwise_conv3x3(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, 
     the product is fused into oneDNN's convolution: one pass over the feature map fewer.
     """
     groups = x.shape[1]
-    fused = (_ONEDNN_CONV is not None and x.dtype == torch.float32 and _eager_cpu(x)
+    fused = (_FUSED_EPILOGUES and x.dtype == torch.float32 and _eager_cpu(x)
              and not _needs_grad(x, weight, bias, multiply) and not (gelu and multiply is not None)
              and x.is_contiguous(memory_format=torch.channels_last)
              and (multiply is None or multiply.is_contiguous(memory_format=torch.channels_last)))
