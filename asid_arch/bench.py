@@ -598,11 +598,20 @@ def reference_alone(what: str, reference: Path, repeats: int, warmup: int) -> di
     return {'label': FIGURE_LABEL[what], 'seconds': _median_time(fn, repeats, warmup)}
 
 
+REFERENCE_HINT = 'give neosr/archs/asid_arch.py of a neosr checkout'
+
+
+def missing_file(path: Optional[Path], option: str, hint: str) -> bool:
+    """True (after saying so on stderr) when the user named a ``path`` that is not a file."""
+    if path is None or path.is_file():
+        return False
+    print(f'asid-bench: {option} {path}: no such file ({hint})', file=sys.stderr)
+    return True
+
+
 def compare(args: argparse.Namespace) -> int:
     """``asid-bench speed --reference FILE``: both framings of the speed-up, each figure in a fresh process."""
-    if not args.reference.is_file():
-        print(f'asid-bench: --reference {args.reference}: no such file (give neosr/archs/asid_arch.py of a neosr '
-              'checkout)', file=sys.stderr)
+    if missing_file(args.reference, '--reference', REFERENCE_HINT):
         return 2
     print(f'asid-bench speed --reference {args.reference} on {machine()}')
     precisions = ['fp32'] + (['bf16'] if args.bf16 else [])
@@ -679,6 +688,9 @@ def data_share(opt_path: Path, workers: int, iters: int, rounds: int) -> dict:
 
 def data(args: argparse.Namespace) -> int:
     """``asid-bench data``: each worker count in a fresh process."""
+    if missing_file(args.opt, '-opt', 'give a training option file, e.g. options/train/ASID/'
+                    'train_ASID_SRx2_scratch.yml'):
+        return 2
     print(f'asid-bench data -opt {args.opt} on {machine()}')
     for workers in args.workers:
         try:
@@ -733,7 +745,8 @@ def onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-# operator name fragments of each profile category (torch.profiler keys, e.g. ``aten::bmm``)
+# how torch.profiler's operator keys (e.g. ``aten::bmm``) fall into the categories: name endings
+# of matrix products, and a name part of convolutions
 MATMUL_OPS = ('linear_pointwise', 'aten::mm', 'aten::bmm', 'aten::baddbmm', 'aten::addmm', 'aten::addbmm')
 CONV_OPS = ('convolution',)  # aten::mkldnn_convolution, aten::convolution_backward, mkldnn::_convolution_pointwise
 PROFILE_CATEGORIES = ('matrix products', 'convolutions', 'everything else')
@@ -741,7 +754,7 @@ PROFILE_CATEGORIES = ('matrix products', 'convolutions', 'everything else')
 
 def op_category(name: str) -> str:
     """The profile category of an operator key."""
-    if any(name == op or name.endswith(op) for op in MATMUL_OPS):
+    if name.endswith(MATMUL_OPS):
         return 'matrix products'
     if any(op in name for op in CONV_OPS):
         return 'convolutions'
@@ -766,8 +779,7 @@ def profile_command(args: argparse.Namespace) -> int:
     """``asid-bench profile``: the time of one figure by category, for the package (and the reference)."""
     from .archs import asid
 
-    if args.reference is not None and not args.reference.is_file():
-        print(f'asid-bench: --reference {args.reference}: no such file', file=sys.stderr)
+    if missing_file(args.reference, '--reference', REFERENCE_HINT):
         return 2
     scale = FIGURE_SCALE[args.what]
     torch.manual_seed(0)

@@ -130,3 +130,8 @@ def test_profile_command_splits_the_time(capsys):
 def test_profile_reference_file_must_exist(tmp_path, capsys):
     assert asid_bench(['profile', '--reference', str(tmp_path / 'nope.py')]) == 2
     assert 'no such file' in capsys.readouterr().err
+
+
+def test_data_option_file_must_exist(tmp_path, capsys):
+    assert asid_bench(['data', '-opt', str(tmp_path / 'nope.yml')]) == 2
+    assert 'no such file' in capsys.readouterr().err
