@@ -23,6 +23,7 @@ All tensors are NCHW unless a docstring says otherwise; NHWC token maps are writ
 """
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import importlib
 import importlib.util
@@ -655,10 +656,7 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
         """``proj(A v)``, plus ``residual`` if given (added in the projection's pass)."""
-        if self.mode == 'sdpa':
-            with torch.no_grad():
-                out = self.attend(x)
-        else:
+        with torch.no_grad() if self.mode == 'sdpa' else contextlib.nullcontext():
             out = self.attend(x)
         return self.proj(out.permute(0, 3, 1, 2), residual=residual)
 
