@@ -413,7 +413,9 @@ def seam_figures(checkpoint: Path, image: Optional[Path], tile: int, overlap_ave
     else:
         import cv2
 
-        bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        from .images import decode_file
+
+        bgr = decode_file(image, cv2.IMREAD_COLOR)
         if bgr is None:
             raise SystemExit(f'asid-bench: {image} is not a readable image')
         rgb = bgr[:, :, ::-1].copy()

@@ -53,7 +53,9 @@ def sample_image() -> np.ndarray:
 def read_check_image(path: Path) -> np.ndarray:
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    from .images import decode_file
+
+    img = decode_file(path, cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f'--check-image {path} is not a readable image')
     return (img[:, :, ::-1].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()

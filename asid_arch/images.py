@@ -52,6 +52,14 @@ class Picture:
         return self.color.shape[0], self.color.shape[1]
 
 
+def decode_file(path: Union[str, Path], flags: int = cv2.IMREAD_UNCHANGED) -> Optional[np.ndarray]:
+    """``cv2.imread`` through Python's file reading: any file name works, also one that is not valid
+    UTF-8 (OpenCV's own ``imread`` crashes the process on those). None when OpenCV cannot decode it."""
+    with open(path, 'rb') as f:
+        data = np.frombuffer(f.read(), np.uint8)
+    return cv2.imdecode(data, flags) if data.size else None
+
+
 def _short(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__
@@ -119,7 +127,7 @@ def read_picture(path: Union[str, Path], max_pixels: Optional[int] = None, scale
     if path.stat().st_size == 0:
         raise ImageError('empty file (0 bytes)')
     mode, orientation = inspect_file(path, max_pixels, scale, limit_hint)
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img = decode_file(path)
     if img is None or img.size == 0:
         raise ImageError('not a readable image (corrupt, empty or unsupported format)')
     if img.dtype not in (np.uint8, np.uint16):

@@ -148,8 +148,10 @@ def crop_positions(size: int, crop: int, step: int, thresh: int) -> List[int]:
 
 def extract_subimages(src: Path, dst: Path, crop: int, step: int, thresh: int, report: Report, desc: str) -> None:
     """Cut every image of ``src`` into ``{stem}_s{001..}.png`` crops in ``dst`` (row-major)."""
+    from ..images import decode_file  # (imports torch and BasicSR: not needed for --help)
+
     for path in tqdm(list_images(src), desc=desc, unit='img'):
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        img = decode_file(path)
         if img is None:
             report.fail(path, 'not a readable image')
             continue
