@@ -16,7 +16,7 @@ demo: $(STAMP)
 
 ## test: the test suite (pytest's "no tests collected", exit 5, fails too)
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+	$(VENV)/bin/python -m pytest -q -rs -p no:cacheprovider tests
 
 clean-venv:
 	rm -rf $(VENV)

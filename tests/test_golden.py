@@ -6,13 +6,13 @@ import torch
 
 from asid_arch import ASID, tile_forward
 
-from conftest import GOLDEN, shared_path
+from conftest import GOLDEN, GOLDEN_FILES, REQUIRE_SHARED, shared_path
 
 TOL = 1e-8
-GOLDEN_FILES = sorted(p.name for p in GOLDEN.glob('asid*.pt')) if GOLDEN.exists() else ['asid_x2.pt']
+ASID_GOLDEN = [name for name in GOLDEN_FILES if name.startswith('asid')]
 
 
-@pytest.mark.parametrize('name', GOLDEN_FILES)
+@pytest.mark.parametrize('name', ASID_GOLDEN)
 def test_golden_output_and_grad(name):
     golden = torch.load(shared_path('golden', name), weights_only=True)
     net = ASID(upscale=golden['scale'], num_feat=golden['num_feat'], num_blocks=golden['num_blocks'])
@@ -31,6 +31,11 @@ def test_golden_output_and_grad(name):
 
 
 def test_golden_files_present():
-    """The golden set this suite was written for is all there (guards against silently skipping)."""
-    shared_path('golden')
-    assert {'asid_x2.pt', 'asid_d8_x3.pt', 'asid_x4_tiled.pt'} <= set(GOLDEN_FILES)
+    """Every reference file the suite reads is there: in CI always, elsewhere as soon as the folder exists
+    (a partial copy fails instead of silently skipping what is missing)."""
+    if not GOLDEN.is_dir() and not REQUIRE_SHARED:
+        pytest.skip(f'{GOLDEN} is absent (set ASID_SHARED to the shared folder to run the reference checks)')
+    missing = [name for name in GOLDEN_FILES if not (GOLDEN / name).is_file()]
+    assert missing == [], f'reference files missing from {GOLDEN}: {missing}'
+    unchecked = {p.name for p in GOLDEN.glob('asid*.pt')} - set(ASID_GOLDEN)
+    assert not unchecked, f'golden files the suite does not check: {sorted(unchecked)}'
