@@ -96,3 +96,11 @@ def run_module(module: str, args: list, cwd: Path, timeout: int = 600, launcher:
                OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
     cmd = [sys.executable, *(launcher or []), '-m', module, *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_python(code: str, args: list, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -c code args`` in ``cwd`` with this checkout importable; output captured."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''),
+               OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    return subprocess.run([sys.executable, '-c', code, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)

@@ -1,7 +1,7 @@
 """Checkpoint key layouts checked by value, without the reference data.
 
 The expected released name of every parameter is written out here, module by module, independently of
-the package's own rename tables (ASID_SPEC.md and the released checkpoints' key lists are the source).
+the package's own rename tables (the released checkpoints' key lists are the source).
 Each test fills every tensor of one layout with its own value, loads it through the package's route
 (``load_state_dict``, the converters, spandrel) and checks that every parameter received the value of
 the name this file expects: a swapped pair with equal shapes (ESA's ``conv2``/``conv3``, say) fails.
@@ -61,7 +61,7 @@ def asid_expected_names(net: ASID) -> Dict[str, str]:
             for our_sam, ref_sam in ((f'sam_meso{u}', f'SLA{u}'), (f'sam_global{u}', f'SGA{u}')):
                 table = SAM_COMPUTING if getattr(block, our_sam).attn.compute else SAM_SHARING
                 expected.update({f'{ours}{our_sam}.{k}': f'{body}{ref_sam}.{v}' for k, v in table.items()})
-            expected.update({f'{ours}fuse{u}.weight': f'{body}pw{u}.weight', f'{ours}fuse{u}.bias': f'{body}pw{u}.bias'})
+            expected.update({f'{ours}fuse{u}.{w}': f'{body}pw{u}.{w}' for w in ('weight', 'bias')})
         for k, part in ((1, 'meso'), (2, 'grid')):
             cam = f'{ours}cam.{part}.'
             expected.update({f'{cam}norm_attn.weight': f'{body}BlockC.canorm{k}.weight',
@@ -70,7 +70,7 @@ def asid_expected_names(net: ASID) -> Dict[str, str]:
                              f'{cam}norm_ffn.bias': f'{body}BlockC.cnorm{k}.bias'})
             expected.update({f'{cam}attn.{a}': f'{body}BlockC.cttn{k}.{r}' for a, r in CHANNEL_ATTENTION.items()})
             expected.update({f'{cam}ffn.{a}': f'{body}BlockC.gfn{k}.{r}' for a, r in GDFN.items()})
-        expected.update({f'{ours}conv_out.weight': f'block{b}.res_end.weight', f'{ours}conv_out.bias': f'block{b}.res_end.bias'})
+        expected.update({f'{ours}conv_out.{w}': f'block{b}.res_end.{w}' for w in ('weight', 'bias')})
         expected.update({f'{ours}esa.{k}': f'block{b}.esa.{v}' for k, v in ESA.items()})
     own = net.state_dict()
     return {k: v for k, v in expected.items() if k in own or not k.endswith('rel_pos_bias_table')}

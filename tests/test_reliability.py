@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -13,15 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from asid_arch import ASID
+from asid_arch import ASID, images
 from asid_arch.checkpoint import CheckpointError, load_state_dict
 from asid_arch.data.prepare import main as asid_prepare
 from asid_arch.images import apply_orientation, read_picture
 from asid_arch.inference import main as asid_sr
 from asid_arch.models import asid_model
 
-from helpers import (REPO, make_tiny_data, run_module, synthetic_image, tiny_train_options, write_images,
-                     write_yaml)
+from helpers import make_tiny_data, run_module, synthetic_image, tiny_train_options, write_images, write_yaml
 
 
 def tiny_net(scale: int = 2, seed: int = 0) -> ASID:
@@ -44,25 +40,6 @@ def data(tmp_path_factory):
 # ----------------------------------------------------------------------------------------------
 # Training: checkpoints that cannot be written, damaged states, bad pretrained weights
 # ----------------------------------------------------------------------------------------------
-def test_checkpoint_that_cannot_be_written_stops_the_run(data, tmp_path):
-    """The models folder turns unusable mid-run: the run stops with exit 1 and a message, not exit 0."""
-    opt = tiny_train_options('nosave', data / 'train', data / 'valsrc', iters=300,
-                             **{'logger.save_checkpoint_freq': 2, 'val.val_freq': 10000})
-    yml = write_yaml(tmp_path / 'n.yml', opt)
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
-    proc = subprocess.Popen([sys.executable, '-m', 'asid_arch.train', '-opt', str(yml)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    models = tmp_path / 'experiments' / 'nosave' / 'models'
-    deadline = time.time() + 180
-    while time.time() < deadline and not (models / 'net_g_2.pth').exists():
-        time.sleep(0.05)
-    assert (models / 'net_g_2.pth').exists(), 'training did not save in time'
-    models.rename(models.with_name('models_moved'))
-    models.write_text('not a folder any more')  # every later write below models/ fails
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1, err[-2000:]
-    assert 'cannot write the checkpoint' in err and 'Training stopped' in err
-    assert 'Traceback' not in err.split('asid-train:')[-1]
 
 
 def test_save_failure_raises_after_retries(tmp_path, monkeypatch):
@@ -274,16 +251,17 @@ def test_nan_output_is_an_error(tmp_path, capsys):
     assert not (tmp_path / 'o' / 'a_x2.png').exists()
 
 
-def test_huge_image_refused_before_decoding(tmp_path, model_file, capsys):
+def test_huge_image_refused_before_decoding(tmp_path, model_file, capsys, monkeypatch):
     from PIL import Image
 
     Image.new('L', (12000, 12000)).save(tmp_path / 'black.png', optimize=True)
     assert (tmp_path / 'black.png').stat().st_size < 1_000_000
-    start = time.time()
+    decoded = []
+    monkeypatch.setattr(images, 'decode_file', lambda *args, **kwargs: decoded.append(args))
     code = asid_sr([str(tmp_path / 'black.png'), '-o', str(tmp_path / 'o'), '-m', str(model_file)])
     err = capsys.readouterr().err
     assert code == 1 and '12000x12000' in err and 'above the limit' in err and '--max-pixels' in err
-    assert time.time() - start < 20  # nothing was decoded or run
+    assert decoded == []  # refused from the header: nothing was decoded
 
 
 def test_exif_orientation_is_applied(tmp_path, model_file):

@@ -3,12 +3,11 @@
 A position-dependent "network" (its output depends on where a pixel sits inside its tile) makes every
 tiling rule visible: the tiled result is compared with a hand-computed average, tile by tile, for the
 protocol, and with hand-computed ramp weights for asid-sr. The protocol's defaults (64 px tiles,
-overlap 24: ASID_SPEC.md, "Evaluation protocol") are asserted wherever they are set.
+overlap 24, the authors' evaluation protocol) are asserted wherever they are set.
 """
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import numpy as np
 import pytest
