@@ -13,8 +13,6 @@ from asid_arch import ASID
 from asid_arch.archs import asid_arch as arch
 from asid_arch.cpu_memory import keep_freed_memory
 
-from conftest import shared_path
-
 needs_onednn = pytest.mark.skipif(arch._ONEDNN_LINEAR is None, reason='this torch build has no oneDNN linear')
 
 
@@ -150,18 +148,6 @@ def test_folded_projection_equals_literal_attention(compute):
     assert (attn_folded - attn_literal).abs().max().item() < 1e-12
     for g_f, g_l in zip(grads(folded, params), grads(literal, params)):
         assert (g_f - g_l).abs().max().item() < 1e-10
-
-
-def test_float32_fast_model_against_golden():
-    """The whole float32 model (fast paths on) against the float64 reference: output and input gradient."""
-    golden = torch.load(shared_path('golden', 'asid_x2.pt'), weights_only=True)
-    net = ASID(upscale=golden['scale'], num_feat=golden['num_feat'], num_blocks=golden['num_blocks']).train()
-    net.load_state_dict(golden['state_dict'])
-    lr = golden['input'].float().requires_grad_(True)
-    out = net(lr)
-    (out * golden['grad_weight'].float()).sum().backward()
-    assert (out.double() - golden['output']).abs().max().item() < 1e-4
-    assert (lr.grad.double() - golden['grad_input']).abs().max().item() < 1e-4
 
 
 @pytest.mark.skipif(platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc', reason='glibc only')
