@@ -29,7 +29,7 @@ import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, FrozenSet, List, Optional, Sequence
 
 from .console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, shown
 
@@ -39,6 +39,26 @@ KIT_FILES: Dict[str, str] = {  # file in this package -> where it goes in the ba
     'archs/omnisr_arch.py': 'archs/omnisr_arch.py',
     'models/asid_model.py': 'models/asid_model.py',
 }
+# Copies from before install kept a record (and copies made by hand from a release) are recognised by content:
+# the first 16 hex digits of the SHA-256 of every version each kit file had in this project's history up to
+# the record's introduction. Such a copy is an old kit file nobody edited: updated without --force.
+EARLIER_VERSIONS: Dict[str, FrozenSet[str]] = {  # destination -> SHA-256 prefixes of its earlier versions
+    'archs/asid_arch.py': frozenset((
+        '10ceef485f43eee9', '225d9baade3098ea', '388825c5fce8961b', '4ce75517ba779c04', '569cce842d5f9ca0',
+        '5959f047cdd7817d', '5a8a6b7b05f33bb4', '696e982ac367621f', '76a28517a0fd45a9', '81cf1889bda42192',
+        '8a7d01fe28123bcc', '9a0f0ab5ee79d773', 'c25ec714c36ee10a', 'd93fccebfaea42aa', 'da21ee1f836930e7',
+        'eb9f0a1c59ffcc8a', 'f18ae9736906d344',
+    )),
+    'archs/omnisr_arch.py': frozenset((
+        '20e564c6f1c75cfe', '2fdcbbcdf4df4e21', 'b5d6c4a369396f93', 'c1379f38f7a3ab5d',
+    )),
+    'models/asid_model.py': frozenset((
+        '17092baecc5edb8b', '2e3fc49aaf307cdd', '36b2a3578809f0cf', '37e728de1cc7263e', '3a1f2557909e0af1',
+        '4ec879a6b5ed450c', '52b7ca1bd06e70be', '5304eff6d7adf480', '5cbf96eff61443e5', '8d9ff465417a0a1c',
+        '905a809ef1cc0911',
+    )),
+}
+VERSION_PREFIX = 16  # hex digits of the SHA-256 kept in EARLIER_VERSIONS
 RECORD_NAME = '.asid-kit-installed.json'  # in the basicsr package folder: {destination: sha256 installed}
 BACKUP_SUFFIX = '.orig'  # a replaced user-edited copy is kept as <file>.orig (not *_arch.py: BasicSR ignores it)
 MAX_BACKUPS = 100  # <file>.orig, <file>.orig.1, ... up to this many before giving up
@@ -87,8 +107,9 @@ def read_record(package: Path) -> Dict[str, str]:
     return {k: v for k, v in data.items() if k in KIT_FILES.values() and isinstance(v, str)}
 
 
-def file_state(src: Path, dst: Path, installed: Optional[str]) -> KitFile:
-    """The state of one destination (``installed``: the sha256 asid-kit recorded there, if any)."""
+def file_state(src: Path, dst: Path, installed: Optional[str], earlier: FrozenSet[str] = frozenset()) -> KitFile:
+    """The state of one destination (``installed``: the sha256 asid-kit recorded there, if any; ``earlier``: the
+    hash prefixes of earlier versions of the file, for copies from before the record)."""
     if os.path.islink(dst):
         if os.path.exists(dst) and os.path.samefile(dst, src):
             return KitFile(src, dst, CURRENT, 'a link to this package\'s file')
@@ -111,6 +132,8 @@ def file_state(src: Path, dst: Path, installed: Optional[str]) -> KitFile:
     if not dst.stat().st_mode & stat.S_IWUSR or not os.access(dst, os.W_OK) or not os.access(dst.parent, os.W_OK):
         return KitFile(src, dst, BLOCKED, 'differs from this package but is read-only (or its folder is): '
                                           'asid-kit leaves it alone; make it writable to update it')
+    if installed is None and sha256(data)[:VERSION_PREFIX] in earlier:
+        return KitFile(src, dst, OUTDATED, 'an earlier version of the kit file, unchanged')
     if installed is None:
         return KitFile(src, dst, EDITED, 'differs from this package, and asid-kit has no record of installing it '
                                          '(your copy, or one from an asid-kit that kept no record)')
@@ -122,8 +145,8 @@ def file_state(src: Path, dst: Path, installed: Optional[str]) -> KitFile:
 def kit_status(package: Path) -> List[KitFile]:
     """One :class:`KitFile` per kit file of the checkout's ``basicsr`` package folder ``package``."""
     record = read_record(package)
-    return [file_state(PACKAGE / src_rel, package / dst_rel, record.get(dst_rel)) for src_rel, dst_rel in
-            KIT_FILES.items()]
+    return [file_state(PACKAGE / src, package / dst, record.get(dst), EARLIER_VERSIONS.get(dst, frozenset()))
+            for src, dst in KIT_FILES.items()]
 
 
 def free_backup(dst: Path) -> Path:
@@ -152,6 +175,10 @@ def install(target: Path, dry_run: bool = False, force: bool = False) -> List[st
     Raises :class:`Refused` (nothing copied) when a destination is unusable, or is a copy asid-kit did not
     install (or that was changed since) and ``force`` is not given."""
     package = basicsr_package(target)
+    record_path = package / RECORD_NAME
+    if os.path.lexists(record_path) and (os.path.islink(record_path) or not record_path.is_file()):
+        raise Refused(f'{shown(record_path)} (where asid-kit records what it installed) is not a regular file: '
+                      'move it away; nothing was installed')
     rows = kit_status(package)
     blocked = [row for row in rows if row.state == BLOCKED]
     kept = [row for row in rows if row.state == EDITED and not force]

@@ -30,6 +30,8 @@ def run(args, capsys):
         code = prepare.main([str(a) for a in args])
     except SystemExit as exit_info:
         code = exit_info.code
+    except KeyboardInterrupt:  # must not escape main (it would also stop pytest)
+        code = 'KeyboardInterrupt escaped'
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -411,6 +413,11 @@ def test_bad_folders(tmp_path, capsys, monkeypatch):
     code, _, err = run(['bench', '--hr', tmp_path / 'A' / 'Set5' / 'HR', tmp_path / 'B' / 'Set5' / 'HR', '--out',
                         tmp_path / 'd'], capsys)
     assert code == 2 and 'are both the set Set5' in err and not (tmp_path / 'd').exists()
+    not_utf8 = os.fsdecode(os.fsencode(tmp_path) + b'/d\xff')  # BasicSR's LMDB builder would crash in OpenCV
+    code, _, err = run(['train', '--hr', tmp_path / 'hr', '--out', not_utf8], capsys)
+    assert code == 2 and '--out' in err and 'not valid UTF-8' in err and not os.path.lexists(not_utf8)
+    code, _, err = run(['train', '--hr', tmp_path / 'hr', '--out', tmp_path / 'd', '--name', 'x\udcff'], capsys)
+    assert code == 2 and "--name 'x\\xff'" in err and not (tmp_path / 'd').exists()
 
     readonly = tmp_path / 'ro'
     readonly.mkdir()
@@ -478,6 +485,29 @@ def test_kit_updates_an_old_copy_it_installed(checkout, capsys):
     assert asid_kit(['install', str(checkout)]) == 2
     assert 'asid-kit has no record of installing it' in capsys.readouterr().err
     assert model.read_bytes() == old
+
+
+def test_kit_recognises_an_earlier_version_without_a_record(checkout, capsys, monkeypatch):
+    """A copy from before install kept a record: an unchanged earlier version of the kit file (known by its
+    hash) is updated without --force; anything else stays the user's."""
+    import hashlib
+
+    from asid_arch import kit
+
+    model = checkout / 'basicsr' / 'models' / 'asid_model.py'
+    old = b'# asid_model.py as an earlier release had it\n'
+    monkeypatch.setitem(kit.EARLIER_VERSIONS, 'models/asid_model.py',
+                        frozenset({hashlib.sha256(old).hexdigest()[:kit.VERSION_PREFIX]}))
+    (checkout / 'basicsr' / kit.RECORD_NAME).unlink()
+    model.write_bytes(old)
+    capsys.readouterr()
+    assert asid_kit(['check', str(checkout)]) == 1
+    assert f'outdated    {model} (an earlier version of the kit file, unchanged)' in capsys.readouterr().out
+    assert asid_kit(['install', str(checkout)]) == 0
+    assert model.read_bytes() == (REPO / 'asid_arch' / 'models' / 'asid_model.py').read_bytes()
+    model.write_bytes(old + b'# edited\n')
+    (checkout / 'basicsr' / kit.RECORD_NAME).unlink()
+    assert asid_kit(['install', str(checkout)]) == 2
 
 
 @pytest.mark.parametrize('kind', ['symlink', 'directory', 'read-only'])

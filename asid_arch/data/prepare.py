@@ -803,7 +803,7 @@ def check_out(out: Path, folders: Iterable[Path], files: Iterable[Path] = ()) ->
 
 def check_name(name: str) -> None:
     if not name or name.startswith('.') or '/' in name or os.sep in name or not utf8_name(name):
-        usage_error(f'--name {shown(name)!r}: give a plain folder-name prefix (UTF-8, no "/", not starting with ".")')
+        usage_error(f"--name '{shown(name)}': give a plain folder-name prefix (UTF-8, no '/', not starting with '.')")
 
 
 def check_sources_apart(hr: Path, outputs: Iterable[Path], option: str = '--hr') -> None:
@@ -837,7 +837,7 @@ def bench_sets(hr_folders: Sequence[Path]) -> List[Tuple[str, Path]]:
     for folder in hr_folders:
         name = set_name(folder)
         if not name or name.startswith('.') or not utf8_name(name):
-            usage_error(f'--hr {shown(folder)}: its set name {shown(name)!r} cannot name an output folder '
+            usage_error(f'--hr {shown(folder)}: its set name "{shown(name)}" cannot name an output folder '
                         '(UTF-8, not starting with "."); rename the folder')
         for other_name, other in sets:
             if os.path.realpath(other) == os.path.realpath(folder):
