@@ -77,6 +77,7 @@ REDO_SETTINGS = 'settings changed'
 REDO_INPUT = 'input changed'
 REDO_EDITED = 'output edited or deleted'
 REDO_UNRECORDED = 'not in the record'
+REDO_ORDER = (REDO_SOURCE, REDO_SETTINGS, REDO_INPUT, REDO_EDITED, REDO_UNRECORDED)
 
 
 def usage_error(message: str) -> NoReturn:
@@ -359,8 +360,8 @@ class Record:
         if entry is None:
             existing = [p for p in outputs if os.path.lexists(p)]
             if existing:
-                return REDO_UNRECORDED, (f'{shown(existing[0].name)} exists but is not in the record (made by an '
-                                         'older asid-prepare, by hand, or the record lost it)')
+                return REDO_UNRECORDED, (f'{shown(self.rel(existing[0]))} exists but is not in the record (made by '
+                                         'an older asid-prepare, by hand, or the record lost it)')
             return '', ''
         if entry.recipe != recipe:
             return describe_change(entry.recipe, recipe)
@@ -427,13 +428,15 @@ class Record:
         for unit in sorted(u for u in self.entries if u not in self.used and in_scope(u)):
             entry = self.entries[unit]
             if entry.recipe.get('made') == 'lmdb':
-                if all(file_state(self.out / rel) == fp[:2] for rel, fp in entry.files.items()):
+                lmdb_files = {f'{unit}/{name}' for name in LMDB_FILES}
+                whole = '/' not in unit and unit.endswith('.lmdb') and set(entry.files) == lmdb_files
+                if whole and all(file_state(self.out / rel) == fp[:2] for rel, fp in entry.files.items()):
                     shutil.rmtree(self.out / unit, ignore_errors=True)
                     report.removed += 1
                     removed.append(unit)
             else:
                 for rel, fp in entry.files.items():
-                    if file_state(self.out / rel) == fp[:2]:
+                    if in_scope(rel) and file_state(self.out / rel) == fp[:2]:
                         (self.out / rel).unlink()
                         report.removed += 1
                         emptied.add((self.out / rel).parent)
@@ -538,12 +541,10 @@ def make_hr_lr(sources: Sequence[Source], record: Record, targets: Dict[Path, Op
         except OSError as err:
             report.fail(src.path, f'cannot be read ({err.strerror or err})')
             continue
-        reasons = [why for *_, why in todo if why[0]]
-        if reasons:
-            category, detail = reasons[0]
-            report.tell(f'{shown(src.path)}: made again ({detail})')
-            for _ in reasons:
-                report.redo(category)
+        reasons = sorted((why for *_, why in todo if why[0]), key=lambda why: REDO_ORDER.index(why[0]))
+        if reasons:  # said and counted once per source image, with the weightiest reason
+            report.tell(f'{shown(src.path)}: made again ({reasons[0][1]})')
+            report.redo(reasons[0][0])
         for folder, scale, path, unit, recipe, why in todo:
             fp = write_png(path, hr if scale is None else bicubic_resize(hr, 1 / scale))
             record.put(unit, recipe, {path: fp})
@@ -573,7 +574,8 @@ def extract_subimages(inputs: Dict[str, str], src: Path, dst: Path, crop: int, s
     for key, sha in (tqdm(inputs.items(), desc=desc, unit='img') if make else inputs.items()):
         unit = f'{record.rel(dst)}/{key}'
         recipe = {'made': 'sub', 'input': sha, 'crop': crop, 'step': step, 'thresh': thresh}
-        why = record.check(unit, recipe, fits=re.compile(rf'{re.escape(unit)}_s\d{{3,}}\.png'))
+        crop_name = re.compile(rf'{re.escape(unit)}_s\d{{3,}}\.png')
+        why = record.check(unit, recipe, fits=crop_name)
         if why is None:
             files = record.files_of(unit)
             subs.update({Path(rel).stem: fp[2] for rel, fp in files.items()})
@@ -607,7 +609,7 @@ def extract_subimages(inputs: Dict[str, str], src: Path, dst: Path, crop: int, s
             subs[out.stem] = files[out][2]
         old = record.entries.get(unit)
         for rel, fp in (old.files.items() if old else ()):  # crops of an earlier run that are not made now
-            if self_made(record, rel, fp) and record.out / rel not in files:
+            if crop_name.fullmatch(rel) and self_made(record, rel, fp) and record.out / rel not in files:
                 (record.out / rel).unlink()
                 report.removed += 1
         record.put(unit, recipe, files)
