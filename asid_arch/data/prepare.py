@@ -769,13 +769,19 @@ def writable_folder(path: Path) -> bool:
     return os.access(path, os.W_OK | os.X_OK)
 
 
-def check_out(out: Path, folders: Iterable[Path], files: Iterable[Path] = ()) -> None:
-    """``--out`` is, or can be made as, a writable folder named in UTF-8 (option files are YAML; BasicSR's LMDB
-    builder crashes on other names); each output ``folders`` that exists is a writable folder, each of
-    ``files`` (the record, the lock) is a readable, writable regular file when it exists."""
+def check_utf8_out(out: Path) -> None:
+    """Option files (YAML) cannot name a folder whose name is not UTF-8, and BasicSR's LMDB builder reads
+    with OpenCV's imread, which crashes the process on such a name."""
     if not utf8_name(out):
         usage_error(f'--out {shown(out)}: the path is not valid UTF-8 (BasicSR option files cannot name it); '
                     'choose another folder')
+
+
+def check_out(out: Path, folders: Iterable[Path], files: Iterable[Path] = ()) -> None:
+    """``--out`` is, or can be made as, a writable folder named in UTF-8 (:func:`check_utf8_out`); each output
+    folder in ``folders`` that exists is a writable folder, each of ``files`` (the record, the lock) is a
+    readable, writable regular file when it exists."""
+    check_utf8_out(out)
     if os.path.lexists(out):
         if not out.is_dir():
             usage_error(f'--out {shown(out)} is a file, not a folder' if out.exists() else
@@ -874,6 +880,7 @@ def prepare_train(hr: Path, out: Path, name: str, scales: Sequence[int], crop: i
     no longer in ``hr``. So every ``{name}_*`` folder always describes the same images."""
     check_crop(scales, crop, step, thresh)
     check_name(name)
+    check_utf8_out(out)
     report = Report() if report is None else report
     images = paths if paths is not None else user_images(hr, '--hr')
     check_sources_apart(hr, train_folders(out, name, scales))
@@ -965,6 +972,7 @@ def prepare_demo(out: Path, scales: Sequence[int] = (2, ), crop: int = DEMO_CROP
                  report: Optional[Report] = None) -> Report:
     """The CPU demo's data: scikit-image's bundled samples -> training LMDB + validation pairs."""
     check_crop(scales, crop, step, THRESH)
+    check_utf8_out(out)
     report = Report() if report is None else report
     sources = out / 'source'
     samples = None
