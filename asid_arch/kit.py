@@ -199,7 +199,7 @@ def install(target: Path, dry_run: bool = False, force: bool = False) -> List[st
                 if not os.path.islink(row.dst):
                     record[rel] = sha256(data)
                 continue
-            note = {MISSING: '', OUTDATED: ' (replacing an older copy asid-kit installed)'}.get(row.state, '')
+            note = {MISSING: '', OUTDATED: f' (replacing {row.detail})'}.get(row.state, '')
             if row.state == EDITED:
                 backup = free_backup(row.dst)
                 note = f' (your edited copy saved as {shown(backup)})'

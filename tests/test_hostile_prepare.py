@@ -370,6 +370,32 @@ def test_ctrl_c_while_building_an_lmdb_leaves_no_partial_one(tmp_path, capsys, m
     assert_lmdb_matches_folder(out / 't_HR_sub.lmdb', out / 't_HR_sub')
 
 
+def test_disk_full_mid_run_is_one_line(tmp_path, capsys, monkeypatch):
+    """A write that fails (disk full) stops the run with the file named and the summary, exit 1; a re-run
+    with space finishes it."""
+    import errno
+
+    from asid_arch import fileio
+
+    hr, out = tmp_path / 'hr', tmp_path / 'out'
+    write_images(hr, 2, size=(60, 70))
+    real, calls = fileio.imwrite_atomic, []
+
+    def full(path, img, params=()):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real(path, img, params)
+
+    monkeypatch.setattr(fileio, 'imwrite_atomic', full)
+    code, _, err = train(hr, out, capsys)
+    assert code == 1 and f'cannot write {calls[2]}: No space left on device' in err and 'Traceback' not in err
+    assert err.strip().splitlines()[-1].startswith('asid-prepare train: stopped (1 written')
+    monkeypatch.setattr(fileio, 'imwrite_atomic', real)
+    assert train(hr, out, capsys)[0] == 0
+    assert_lmdb_matches_folder(out / 't_HR_sub.lmdb', out / 't_HR_sub')
+
+
 # ----------------------------------------------------------------------------------------------
 # User mistakes: one line, exit 2, before any work
 # ----------------------------------------------------------------------------------------------
@@ -477,7 +503,7 @@ def test_kit_updates_an_old_copy_it_installed(checkout, capsys):
     assert asid_kit(['check', str(checkout)]) == 1
     assert f'outdated    {model}' in capsys.readouterr().out
     assert asid_kit(['install', str(checkout)]) == 0
-    assert 'replacing an older copy asid-kit installed' in capsys.readouterr().out
+    assert 'replacing an older copy asid-kit installed, unchanged since' in capsys.readouterr().out
     assert not list(model.parent.glob('*.orig*'))
     model.write_bytes(old)
     record_path.write_text('{damaged')
