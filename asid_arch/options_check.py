@@ -555,7 +555,7 @@ def _check_arch(opt: Mapping, problems: List[str]) -> None:
         except (ValueError, TypeError) as err:
             problems.append(f"network_g: {err}")
     upscale = net.get('upscale')
-    if upscale is not None and 'scale' in opt and upscale != opt['scale']:
+    if isinstance(upscale, int) and upscale != opt['scale']:  # (another type is named by the network's own check)
         problems.append(f"network_g: upscale: {upscale} does not match scale: {opt['scale']}")
 
 
