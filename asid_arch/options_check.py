@@ -694,8 +694,8 @@ def _folder_pairs(where: str, ds: Mapping, problems: List[str]) -> List[Tuple[st
         stem, ext = os.path.splitext(os.path.basename(name))
         lq_name = f'{tmpl.format(stem)}{ext}'
         gt_path, lq_path = os.path.join(gt_root, name), os.path.join(lq_root, lq_name)
-        if (lq_name not in lq_names) if lq_names is not None else not (os.path.isfile(gt_path)
-                                                                        and os.path.isfile(lq_path)):
+        listed = lq_name in lq_names if lq_names is not None else os.path.isfile(gt_path) and os.path.isfile(lq_path)
+        if not listed:
             unpaired.append((gt_path, lq_path))
         else:
             pairs.append((stem, gt_path, lq_path))

@@ -139,6 +139,15 @@ def lq_of_wrong_size(copy: Path) -> None:
     cv2.imwrite(str(copy / 'LRbicx2' / 'img00.png'), lq[:-3])
 
 
+def meta_info_listing(*names: str) -> Callable[[dict], None]:
+    """An edit giving datasets: val a meta_info_file that lists ``names`` (one per line)."""
+    def edit(opt: dict) -> None:
+        meta = Path(CASE_DIR[0]) / 'meta_info.txt'
+        meta.write_text(''.join(f'{name} (40,56,3)\n' if name else '\n' for name in names))
+        opt['datasets']['val']['meta_info_file'] = str(meta)
+    return edit
+
+
 BILLION_LAUGHS = 'name: x\n' + 'a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n' + ''.join(
     f'a{i}: &a{i} [{", ".join([f"*a{i - 1}"] * 9)}]\n' for i in range(1, 9))
 
@@ -217,6 +226,10 @@ CASES = [
          'datasets: val: 1 of 1 pair(s) checked are not x2 apart'),
     Case('lq_not_gt_over_scale_test', 'test', edited(test_opt, val_copy_with(lq_of_wrong_size, 'test_1')),
          'datasets: test_1: 1 of 1 pair(s) checked are not x2 apart'),
+    Case('meta_info_lists_a_missing_file', 'train', edited(train_opt, meta_info_listing('img00.png', 'ghost.png')),
+         'datasets: val: 1 of 2 GT image(s) have no LQ file (first: '),
+    Case('meta_info_blank_line', 'train', edited(train_opt, meta_info_listing('img00.png', '', 'img00.png')),
+         'datasets: val: meta_info_file: '),
     # intervals and learning rate
     Case('val_freq_zero', 'train', edited(train_opt, setting('val.val_freq', 0)), 'val: val_freq: 0 must be > 0'),
     Case('checkpoint_freq_zero', 'train', edited(train_opt, setting('logger.save_checkpoint_freq', 0)),
