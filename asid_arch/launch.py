@@ -41,6 +41,10 @@ DEBUG_INTERVAL = 8  # validation and checkpoint interval in debug mode, as Basic
 _option_texts: Dict[str, str] = {}  # option file -> the text parsed, for copy_opt_file
 
 
+class TrainingStateError(ValueError):
+    """A training state (``--auto_resume``, ``path: resume_state``) that cannot resume this run; one line."""
+
+
 def init_dist_any_device(launcher: str, backend: str = 'nccl', **kwargs) -> None:
     """BasicSR's ``init_dist``; on a machine without CUDA, ``--launcher pytorch`` uses gloo."""
     from basicsr.utils import dist_util
@@ -62,8 +66,9 @@ def load_resume_state_any_device(opt: dict):
 
     With ``--auto_resume`` it takes the newest training state that loads: a damaged newest state
     (truncated by a full disk, say) is skipped with a warning naming it, and the one before is used.
-    A state that loads but cannot resume this run (not a BasicSR training state, or another network's)
-    stops the run before it starts (:class:`OptionsError`), whichever way it was given.
+    A state that cannot resume this run (given by ``path: resume_state`` and unreadable; or, given either
+    way, not a BasicSR training state, or another network's) stops the run before it starts
+    (:class:`TrainingStateError`).
     """
     location = f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu'
     if opt['auto_resume']:
@@ -88,13 +93,13 @@ def load_resume_state_any_device(opt: dict):
     try:
         state = torch.load(path, map_location=location, weights_only=True)
     except Exception as err:
-        raise OptionsError(path, [f'path: resume_state: {path} cannot be loaded ({type(err).__name__}: '
-                                  f'{str(err).splitlines()[0][:200] if str(err) else "empty or truncated"})'])
+        raise TrainingStateError(f'path: resume_state: {path} cannot be loaded ({type(err).__name__}: '
+                                 f'{str(err).splitlines()[0][:200] if str(err) else "empty or truncated"})')
     return _checked_state(state, path, opt, f'path: resume_state: {path}')
 
 
 def _checked_state(state: object, path: str, opt: dict, where: str):
-    """``state`` after BasicSR's ``check_resume``, or :class:`OptionsError` when it cannot resume this run."""
+    """``state`` after BasicSR's ``check_resume``, or :class:`TrainingStateError` when it cannot resume this run."""
     from basicsr.utils import check_resume
 
     problem = training_state_problem(state, opt, compare_network=False)
@@ -105,7 +110,7 @@ def _checked_state(state: object, path: str, opt: dict, where: str):
     if problem is not None:
         hint = 'move it out of training_states/, or run without --auto_resume' if where.startswith('--auto') else \
             'give the .state file of this experiment'
-        raise OptionsError(path, [f'{where} {problem}; {hint}'])
+        raise TrainingStateError(f'{where} {problem}; {hint}')
     return state
 
 
@@ -238,7 +243,7 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
             # another still validates aborts in the backend's teardown. Leave together, cleanly.
             dist.barrier()
             dist.destroy_process_group()
-    except (OptionFileError, OptionsError, PretrainedWeightsError) as err:
+    except (OptionFileError, OptionsError, TrainingStateError, PretrainedWeightsError) as err:
         print(f'{prog}: {err}', file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except DataReadError as err:

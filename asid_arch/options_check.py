@@ -88,8 +88,9 @@ def _number(problems: List[str], where: str, value, integer: bool = False, minim
         if isinstance(value, str):
             try:
                 float(value)
+                exponent = 'e' in value.lower() and '.' not in value
                 hint = (f' (YAML reads {value} as text: write it with a decimal point, e.g. 2.0e-4, or as '
-                        f'!!float {value})')
+                        f'!!float {value})' if exponent else ' (text: write it without quotes)')
             except ValueError:
                 pass
         problems.append(f'{where}: {value!r} is not {kind}{hint}')
