@@ -641,12 +641,12 @@ def data_share(opt_path: Path, workers: int, iters: int, rounds: int) -> dict:
     """The recipe's data pipeline against the model step alone, in one process (ABAB...): ``rounds`` x
     (``iters`` model steps on one fixed batch, then ``iters`` steps each fed by BasicSR's dataloader
     with ``workers`` workers). Returns the medians and the share of the fed iteration spent waiting."""
-    import yaml
     from basicsr.data import build_dataloader, build_dataset
 
     from .archs import ASID
+    from .option_file import read_option_file
 
-    opt = yaml.safe_load(Path(opt_path).read_text())
+    opt = read_option_file(opt_path)  # checked by `data` before this process started
     ds_opt = dict(opt['datasets']['train'], phase='train', scale=opt['scale'], num_worker_per_gpu=workers)
     loader = build_dataloader(build_dataset(ds_opt), ds_opt, num_gpu=0, dist=False, seed=0)
     net_opt = dict(opt['network_g'])
@@ -692,6 +692,16 @@ def data(args: argparse.Namespace) -> int:
     """``asid-bench data``: each worker count in a fresh process."""
     if missing_file(args.opt, '-opt', 'give a training option file, e.g. options/train/ASID/'
                     'train_ASID_SRx2_scratch.yml'):
+        return 2
+    from .option_file import OptionFileError, read_option_file
+    from .options_check import check_training_data
+
+    try:
+        problems = check_training_data(read_option_file(args.opt))
+    except OptionFileError as err:
+        problems = [str(err)]
+    if problems:
+        print(f'asid-bench: -opt {args.opt}: ' + '; '.join(problems), file=sys.stderr)
         return 2
     print(f'asid-bench data -opt {args.opt} on {machine()}')
     for workers in args.workers:

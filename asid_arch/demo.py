@@ -45,13 +45,23 @@ def evaluate(net_path: Path, opt: dict) -> list:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m asid_arch.demo', description=__doc__.split('\n\n')[0].replace('``', "'"))
+    parser = argparse.ArgumentParser(prog='python -m asid_arch.demo',
+                                     description=__doc__.split('\n\n')[0].replace('``', "'"))
     parser.add_argument('-opt', type=Path, default=DEFAULT_OPT, help='demo option file')
     args = parser.parse_args(argv)
 
-    import yaml
+    from asid_arch.option_file import OptionFileError, read_option_file
+    from asid_arch.options_check import check_structure
 
-    opt = yaml.safe_load(args.opt.read_text())
+    try:
+        opt = read_option_file(args.opt)  # data only: the demo reads it before the training's own checks
+    except OptionFileError as err:
+        print(f'[demo] {err}', file=sys.stderr)
+        return 2
+    problems = check_structure(opt, is_train=True)
+    if problems:
+        print(f'[demo] invalid options in {args.opt}:\n' + '\n'.join(f'  - {p}' for p in problems), file=sys.stderr)
+        return 2
     data_root = Path(opt['datasets']['train']['dataroot_gt']).parent
     print(f'[demo] 1/3 preparing the embedded data set in {data_root}', flush=True)
     report = prepare_demo(data_root, scales=(opt['scale'], ))

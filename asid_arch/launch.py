@@ -1,22 +1,48 @@
-"""What BasicSR's train/test pipelines need to run on any machine, set up by our entry points.
+"""What BasicSR's train/test pipelines need to run safely on any machine, set up by our entry points.
 
-BasicSR 1.4.2 assumes CUDA in two places: ``init_dist('pytorch')`` calls
-``torch.cuda.set_device`` and initialises NCCL, and resuming maps the training state to
-``torch.cuda.current_device()``. Without a GPU, our entry points replace those two functions
-(in memory, for this process) by versions that use the gloo backend and the CPU. They also check
-the parsed options (:mod:`asid_arch.options_check`) before any work starts.
+Our entry points replace a few BasicSR functions, in memory and for this process only
+(:func:`prepare_basicsr`); BasicSR on disk is not changed, and plain ``basicsr/train.py`` keeps its
+own behaviour:
+
+* ``parse_options`` (:func:`parse_options_safely`): the option file is read once, as data only
+  (:mod:`asid_arch.option_file`: no tag that builds Python objects, no duplicate keys, bounded
+  sizes), ``--force_yml`` entries are applied as YAML values to existing keys (BasicSR ``exec``-s
+  them), and the options are checked (:mod:`asid_arch.options_check`) before BasicSR's processing
+  indexes them and again, fully, before any folder is made;
+* ``init_dist`` and ``load_resume_state``: BasicSR 1.4.2 assumes CUDA there (``torch.cuda.set_device``
+  and NCCL; resuming maps the state to ``torch.cuda.current_device()``). Without a GPU these use
+  gloo and the CPU. A training state that loads but does not fit the run is refused by name;
+* ``build_dataset``: every dataset is wrapped so that a sample that cannot be read (a damaged LMDB
+  value, a broken image file) stops the run naming it (:mod:`asid_arch.pipeline_data`);
+* ``copy_opt_file``: the experiment folder gets the text that was read, not a second read of the path.
 """
 from __future__ import annotations
 
+import argparse
 import os
+import random
 import sys
-from typing import Optional
+import time
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from .options_check import OptionsError
+from .console import EXIT_FAILED, EXIT_USAGE
+from .option_file import OptionFileError, apply_overrides, options_from_text, read_option_text
+from .options_check import OptionsError, check_structure, training_state_problem, validate_options
+from .pipeline_args import basicsr_parser
+from .pipeline_data import CheckedDataset, DataReadError
+
+RANDOM_SEED_RANGE = (1, 10000)  # BasicSR's seed when the option file gives none
+DEBUG_PREFIX = 'debug_'  # --debug: BasicSR's debug mode (short intervals, no tensorboard)
+DEBUG_INTERVAL = 8  # validation and checkpoint interval in debug mode, as BasicSR sets them
+_option_texts: Dict[str, str] = {}  # option file -> the text parsed, for copy_opt_file
+
+
+class TrainingStateError(ValueError):
+    """A training state (``--auto_resume``, ``path: resume_state``) that cannot resume this run; one line."""
 
 
 def init_dist_any_device(launcher: str, backend: str = 'nccl', **kwargs) -> None:
@@ -40,9 +66,10 @@ def load_resume_state_any_device(opt: dict):
 
     With ``--auto_resume`` it takes the newest training state that loads: a damaged newest state
     (truncated by a full disk, say) is skipped with a warning naming it, and the one before is used.
+    A state that cannot resume this run (given by ``path: resume_state`` and unreadable; or, given either
+    way, not a BasicSR training state, or another network's) stops the run before it starts
+    (:class:`TrainingStateError`).
     """
-    from basicsr.utils import check_resume
-
     location = f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu'
     if opt['auto_resume']:
         state_dir = os.path.join('experiments', opt['name'], 'training_states')
@@ -52,16 +79,13 @@ def load_resume_state_any_device(opt: dict):
             path = os.path.join(state_dir, name)
             try:
                 state = torch.load(path, map_location=location, weights_only=True)
-                if not isinstance(state, dict) or 'iter' not in state:
-                    raise ValueError('not a BasicSR training state')
-            except Exception as err:  # truncated, empty, not a state
+            except Exception as err:  # truncated, empty: damage, skipped
                 # (printed, not logged: BasicSR's logger must first be set up by the pipeline, with its file)
                 print(f'asid-train: warning: {path} cannot be loaded ({type(err).__name__}); resuming from an older '
                       'state', file=sys.stderr)
                 continue
-            opt['path']['resume_state'] = path
-            check_resume(opt, state['iter'])
-            return state
+            # a file that loads but does not fit this run is not damage: an older state would not fit either
+            return _checked_state(state, path, opt, f'--auto_resume: {path}')
         return None
     path = opt['path'].get('resume_state')
     if not path:
@@ -69,51 +93,140 @@ def load_resume_state_any_device(opt: dict):
     try:
         state = torch.load(path, map_location=location, weights_only=True)
     except Exception as err:
-        raise OptionsError(path, [f'path: resume_state: {path} cannot be loaded ({type(err).__name__}: '
-                                  f'{str(err).splitlines()[0][:200] if str(err) else "empty or truncated"})'])
-    check_resume(opt, state['iter'])
+        raise TrainingStateError(f'path: resume_state: {path} cannot be loaded ({type(err).__name__}: '
+                                 f'{str(err).splitlines()[0][:200] if str(err) else "empty or truncated"})')
+    return _checked_state(state, path, opt, f'path: resume_state: {path}')
+
+
+def _checked_state(state: object, path: str, opt: dict, where: str):
+    """``state`` after BasicSR's ``check_resume``, or :class:`TrainingStateError` when it cannot resume this run."""
+    from basicsr.utils import check_resume
+
+    problem = training_state_problem(state, opt, compare_network=False)
+    if problem is None:
+        opt['path']['resume_state'] = path
+        check_resume(opt, state['iter'])  # network_g's weights: models/net_g_<iter>.pth
+        problem = training_state_problem(state, opt)  # against the network those weights describe
+    if problem is not None:
+        hint = 'move it out of training_states/, or run without --auto_resume' if where.startswith('--auto') else \
+            'give the .state file of this experiment'
+        raise TrainingStateError(f'{where} {problem}; {hint}')
     return state
 
 
-def checked(parse_options):
-    """Wrap BasicSR's ``parse_options`` so that invalid options stop the run with named keys."""
-    from .options_check import validate_options
+def parse_options_safely(root_path: str, is_train: bool = True) -> Tuple[dict, argparse.Namespace]:
+    """BasicSR 1.4.2's ``parse_options``, step by step, with the option file read as data only and checked.
 
-    def parse_and_check(root_path: str, is_train: bool = True):
-        opt, args = parse_options(root_path, is_train=is_train)
-        problems = validate_options(opt, is_train)
-        if problems:
-            raise OptionsError(args.opt, problems)
-        return opt, args
+    Order: the arguments; the file, read once (:func:`asid_arch.option_file.read_option_text`);
+    ``--force_yml``; the structure check (BasicSR's processing below indexes these options); the
+    distributed setup, the seed, the paths and debug mode as BasicSR sets them; the full check
+    (:func:`asid_arch.options_check.validate_options`). Problems raise :class:`OptionFileError` or
+    :class:`OptionsError` before any folder is made.
+    """
+    from basicsr.utils import set_random_seed
+    from basicsr.utils.dist_util import get_dist_info
 
-    return parse_and_check
+    prog = 'asid-train' if is_train else 'asid-test'
+    args = basicsr_parser(prog, f"BasicSR's {'training' if is_train else 'test'} pipeline").parse_args()
+    text = read_option_text(args.opt)
+    opt = options_from_text(text, args.opt)
+    apply_overrides(opt, args.force_yml)
+    problems = check_structure(opt, is_train)
+    if problems:
+        raise OptionsError(args.opt, problems)
+    _option_texts[args.opt] = text
+
+    if args.launcher == 'none':
+        opt['dist'] = False
+        print('Disable distributed.', flush=True)
+    else:
+        opt['dist'] = True
+        dist_params = opt.get('dist_params') if args.launcher == 'slurm' else None
+        init_dist_any_device(args.launcher, **(dist_params or {}))
+    opt['rank'], opt['world_size'] = get_dist_info()
+    if opt.get('manual_seed') is None:
+        opt['manual_seed'] = random.randint(*RANDOM_SEED_RANGE)
+    set_random_seed(opt['manual_seed'] + opt['rank'])
+
+    opt['auto_resume'] = args.auto_resume
+    opt['is_train'] = is_train
+    if args.debug and not opt['name'].startswith('debug'):
+        opt['name'] = DEBUG_PREFIX + opt['name']
+    if opt['num_gpu'] == 'auto':
+        opt['num_gpu'] = torch.cuda.device_count()
+    for phase, dataset in opt['datasets'].items():
+        dataset['phase'] = phase.split('_')[0]
+        dataset['scale'] = opt['scale']
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            if dataset.get(key) is not None:
+                dataset[key] = os.path.expanduser(dataset[key])
+    for key, value in opt['path'].items():
+        if value is not None and ('resume_state' in key or 'pretrain_network' in key):
+            opt['path'][key] = os.path.expanduser(value)
+    root = os.path.join(root_path, 'experiments' if is_train else 'results', opt['name'])
+    if is_train:
+        opt['path'].update(experiments_root=root, models=os.path.join(root, 'models'), log=root,
+                           training_states=os.path.join(root, 'training_states'),
+                           visualization=os.path.join(root, 'visualization'))
+        if 'debug' in opt['name']:  # BasicSR's test (a substring)
+            if 'val' in opt:
+                opt['val']['val_freq'] = DEBUG_INTERVAL
+            opt['logger']['print_freq'] = 1
+            opt['logger']['save_checkpoint_freq'] = DEBUG_INTERVAL
+    else:
+        opt['path'].update(results_root=root, log=root, visualization=os.path.join(root, 'visualization'))
+
+    problems = validate_options(opt, is_train)
+    if problems:
+        raise OptionsError(args.opt, problems)
+    return opt, args
+
+
+def copy_option_text(opt_file: str, experiments_root: str) -> None:
+    """BasicSR's ``copy_opt_file``: the option file into the experiment folder, with the time and the command
+    on top; the text that was parsed is written (the path may be a pipe, or have changed since)."""
+    from basicsr.utils.dist_util import get_dist_info
+
+    from .fileio import atomic_write
+
+    if get_dist_info()[0] != 0:
+        return
+    text = _option_texts.get(opt_file)
+    if text is None:
+        text = read_option_text(opt_file)
+    header = f'# GENERATE TIME: {time.asctime()}\n# CMD:\n# {" ".join(sys.argv)}\n\n'
+    target = os.path.join(experiments_root, os.path.basename(opt_file))
+    atomic_write(target, lambda f: f.write((header + text).encode('utf-8')))
+
+
+def build_checked_dataset(dataset_opt: dict):
+    """BasicSR's ``build_dataset``, wrapped: a sample that cannot be read raises :class:`DataReadError` naming it."""
+    from basicsr.data import build_dataset
+
+    return CheckedDataset(build_dataset(dataset_opt), str(dataset_opt.get('phase', '?')))
 
 
 def prepare_basicsr() -> None:
-    """Install the CPU-capable replacements and the option checks in BasicSR's pipelines."""
+    """Install the safe option reading, the CPU-capable replacements and the data checks in BasicSR's pipelines."""
     import basicsr.test
     import basicsr.train
     import basicsr.utils.options
 
     basicsr.utils.options.init_dist = init_dist_any_device
     basicsr.train.load_resume_state = load_resume_state_any_device
-    basicsr.train.parse_options = checked(basicsr.utils.options.parse_options)
-    basicsr.test.parse_options = checked(basicsr.utils.options.parse_options)
-
-
-EXIT_FAILED = 1  # the run started and failed: diverged loss, a checkpoint that cannot be written
-EXIT_USAGE = 2  # the run could not start: invalid options, unusable pretrained weights, unreadable option file
+    for pipeline in (basicsr.train, basicsr.test):
+        pipeline.parse_options = parse_options_safely
+        pipeline.build_dataset = build_checked_dataset
+    basicsr.train.copy_opt_file = copy_option_text
 
 
 def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     """Run ``basicsr.train.train_pipeline`` or ``basicsr.test.test_pipeline`` in the current folder.
 
     User mistakes end with one clear message, not a traceback: exit status 2 for what stops a run
-    before it starts (options, option file, pretrained weights), 1 for a run that fails on the way
-    (a diverged loss, a checkpoint that cannot be written).
+    before it starts (option file, options, training state, pretrained weights), 1 for a run that fails
+    on the way (data that cannot be read, a diverged loss, a checkpoint that cannot be written).
     """
-    import yaml
-
     from .models.asid_model import CheckpointSaveError, PretrainedWeightsError, TrainingDiverged
 
     if argv is not None:
@@ -130,12 +243,15 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
             # another still validates aborts in the backend's teardown. Leave together, cleanly.
             dist.barrier()
             dist.destroy_process_group()
-    except (OptionsError, PretrainedWeightsError) as err:
+    except (OptionFileError, OptionsError, TrainingStateError, PretrainedWeightsError) as err:
         print(f'{prog}: {err}', file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    except (FileNotFoundError, yaml.YAMLError) as err:
-        print(f'{prog}: cannot read the option file: {err}', file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+    except DataReadError as err:
+        print(f'{prog}: cannot read the data: {err.summary()}', file=sys.stderr)
+        sys.exit(EXIT_FAILED)
     except (TrainingDiverged, CheckpointSaveError) as err:
+        print(f'{prog}: {err}', file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+    except OSError as err:  # a folder or log that cannot be written, a file that vanished: named by the error
         print(f'{prog}: {err}', file=sys.stderr)
         sys.exit(EXIT_FAILED)

@@ -1,8 +1,9 @@
-"""The arguments of BasicSR's train/test pipelines, for ``--help`` without importing torch or BasicSR.
+"""The arguments of BasicSR's train/test pipelines (``basicsr.utils.options.parse_options``), mirrored.
 
-BasicSR parses them itself (``basicsr.utils.options.parse_options``), which needs BasicSR imported
-first: about 10 s on a busy 2-core machine just to print a usage line. ``asid-train``/``asid-test``
-answer ``-h``/``--help`` from this mirror of its flags instead.
+``asid-train``/``asid-test`` answer ``-h``/``--help`` from this parser without importing torch or
+BasicSR (about 10 s on a busy 2-core machine just to print a usage line), and
+:func:`asid_arch.launch.parse_options_safely`, which replaces BasicSR's ``parse_options`` in our
+entry points, parses the arguments with it.
 """
 from __future__ import annotations
 
