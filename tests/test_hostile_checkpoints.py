@@ -1,0 +1,374 @@
+"""Hostile weights files and the ONNX export: what a file declares is checked against what it holds
+before any element is touched; user mistakes are one line and exit 2; the exported graph takes every size."""
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import stat
+import struct
+import warnings
+import zipfile
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+from asid_arch import ASID
+from asid_arch.checkpoint import CheckpointError, load_network, load_state_dict
+from asid_arch.inference import main as asid_sr
+from asid_arch.models import asid_model
+
+from helpers import make_tiny_data, synthetic_image, tiny_train_options
+
+LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
+HUGE = {'2^31': 2**31, '2^40': 2**40}
+LARGEST_TOUCH = 10**6  # elements: more than any tiny test network's tensor, far less than a forged one
+
+
+def tiny_net(scale: int = 2, seed: int = 0) -> ASID:
+    torch.manual_seed(seed)
+    return ASID(upscale=scale, num_feat=16, num_blocks=1).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing checkpoints by hand: torch.save's format with what each record declares under our control
+# ----------------------------------------------------------------------------------------------
+class Stored:
+    """A storage record: its bytes, and the element count the pickle declares (the true one unless forged)."""
+
+    def __init__(self, data: bytes, declared: int = None, kind=torch.FloatStorage, itemsize: int = 4) -> None:
+        self.data, self.kind, self.itemsize = data, kind, itemsize
+        self.declared = len(data) // itemsize if declared is None else declared
+
+
+class View:
+    """A tensor as torch.save pickles it: a view (offset, shape, stride) of a :class:`Stored`."""
+
+    def __init__(self, stored: Stored, offset: int, shape, stride) -> None:
+        self.args = (stored, offset, tuple(shape), tuple(stride), False, collections.OrderedDict())
+
+    def __reduce__(self):
+        return torch._utils._rebuild_tensor_v2, self.args
+
+
+def view_of(tensor: torch.Tensor) -> View:
+    tensor = tensor.detach().contiguous()
+    return View(Stored(tensor.numpy().tobytes()), 0, tensor.shape, tensor.stride())
+
+
+def plain(net: torch.nn.Module, **replaced) -> dict:
+    """``{'params': net's state dict as Views}`` with some keys replaced (by Views or anything)."""
+    state = {k: view_of(v) for k, v in net.state_dict().items()}
+    state.update(replaced)
+    return {'params': state}
+
+
+def pickled(obj: object, legacy: bool) -> tuple:
+    stored = []
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, value):
+            if not isinstance(value, Stored):
+                return None
+            if value not in stored:
+                stored.append(value)
+            key = str(stored.index(value))
+            return ('storage', value.kind, key, 'cpu', value.declared) + ((None, ) if legacy else ())
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue(), stored
+
+
+def write_zip(path: Path, obj: object, compression: int = zipfile.ZIP_STORED) -> Path:
+    """The zip format of torch.save (PyTorch >= 1.6)."""
+    data, stored = pickled(obj, legacy=False)
+    with zipfile.ZipFile(path, 'w') as archive:
+        archive.writestr('archive/data.pkl', data)
+        archive.writestr('archive/byteorder', 'little')
+        for key, record in enumerate(stored):
+            archive.writestr(f'archive/data/{key}', record.data, compress_type=compression)
+        archive.writestr('archive/version', '3\n')
+    return path
+
+
+def write_legacy(path: Path, obj: object) -> Path:
+    """The legacy format (PyTorch < 1.6): header pickles, the pickle, the storage keys, then (count, bytes) each."""
+    data, stored = pickled(obj, legacy=True)
+    with open(path, 'wb') as f:
+        system = {'protocol_version': 1001, 'little_endian': True, 'type_sizes': {'short': 2, 'int': 4, 'long': 4}}
+        for header in (LEGACY_MAGIC_NUMBER, 1001, system):
+            pickle.dump(header, f, protocol=2)
+        f.write(data)
+        pickle.dump([str(i) for i in range(len(stored))], f, protocol=2)
+        for record in stored:
+            f.write(struct.pack('<q', len(record.data) // record.itemsize) + record.data)
+    return path
+
+
+def save_zero_stride(path: Path, numel: int) -> Path:
+    """A real torch.save: one stored value viewed as ``numel`` elements (stride 0) among tiny weights."""
+    state = tiny_net().state_dict()
+    state['blocks.0.lm1.conv_in.bias'] = torch.zeros(1).expand(numel)
+    torch.save({'params': state}, path)
+    return path
+
+
+@pytest.fixture()
+def small_scans(monkeypatch):
+    """Fails a test where more than LARGEST_TOUCH elements of one tensor are scanned."""
+    real_isfinite = torch.isfinite
+
+    def small_isfinite(tensor):
+        assert tensor.numel() <= LARGEST_TOUCH, f'{tensor.numel()} elements touched'
+        return real_isfinite(tensor)
+
+    monkeypatch.setattr(torch, 'isfinite', small_isfinite)
+
+
+@pytest.fixture()
+def untouched(monkeypatch, small_scans):
+    """Fails a test where torch.load is reached: a refusal must come from the file's declarations alone."""
+    def no_load(*args, **kwargs):
+        raise AssertionError('torch.load reached: the file was not refused from what it declares')
+
+    monkeypatch.setattr(torch, 'load', no_load)
+
+
+def refused(path: Path) -> str:
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict(path)
+    message = str(info.value)
+    assert str(path) in message and '\n' not in message, message
+    return message
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. What a file declares against what it holds
+# ----------------------------------------------------------------------------------------------
+def test_hand_written_checkpoints_load_like_torch_save(tmp_path):
+    """The writers above make files torch reads: the forgeries below differ from valid files only where stated."""
+    net = tiny_net()
+    for path in (write_zip(tmp_path / 'zip.pth', plain(net)), write_legacy(tmp_path / 'legacy.pth', plain(net))):
+        state = load_state_dict(path)
+        assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize('numel', list(HUGE.values()), ids=list(HUGE))
+def test_zero_stride_tensor_is_refused_before_any_element(tmp_path, untouched, numel):
+    message = refused(save_zero_stride(tmp_path / 'huge.pth', numel))
+    assert f'blocks.0.lm1.conv_in.bias declares {numel} elements' in message and 'overlap' in message
+
+
+def test_storage_declared_larger_than_its_record(tmp_path, untouched):
+    forged = View(Stored(bytes(16), declared=2**30), 0, (4, ), (1, ))
+    message = refused(write_zip(tmp_path / 'f.pth', plain(tiny_net(), **{'conv_first.bias': forged})))
+    assert 'declares 4294967296 bytes (1073741824 x float32), its record holds 16' in message
+
+
+@pytest.mark.parametrize('offset, shape, stride', [(4, (1, ), (1, )), (0, (2**20, ), (1, )), (0, (2, 2), (4, 1))])
+def test_view_beyond_its_storage(tmp_path, untouched, offset, shape, stride):
+    forged = View(Stored(bytes(16)), offset, shape, stride)
+    message = refused(write_zip(tmp_path / 'f.pth', plain(tiny_net(), **{'conv_first.bias': forged})))
+    assert 'conv_first.bias reaches byte' in message and 'of a storage of 16 bytes' in message
+
+
+def test_overlapping_strides(tmp_path, untouched):
+    forged = View(Stored(bytes(4 * 8191)), 0, (4096, 4096), (1, 1))  # 16M elements on 8191 stored values
+    message = refused(write_zip(tmp_path / 'f.pth', plain(tiny_net(), **{'conv_first.bias': forged})))
+    assert 'conv_first.bias declares 16777216 elements' in message and 'overlap' in message
+
+
+def test_many_views_of_one_storage(tmp_path, untouched):
+    shared = Stored(bytes(4 * 4096))
+    views = {f'extra.{i}': View(shared, 0, (4096, ), (1, )) for i in range(1000)}  # 16 MB declared, ~0.1 MB held
+    path = write_zip(tmp_path / 'f.pth', plain(tiny_net(), **views))
+    message = refused(path)
+    assert 'its tensors declare' in message and f'more than the {path.stat().st_size} bytes it holds' in message
+
+
+def test_compressed_record_is_refused(tmp_path, untouched):
+    """A deflated record can unpack to far more than the file holds (a zip bomb); torch.save never compresses."""
+    bomb = View(Stored(bytes(4 * 2**22)), 0, (2**22, ), (1, ))  # 16 MB of zeros, 16 KB deflated
+    path = write_zip(tmp_path / 'f.pth', plain(tiny_net(), **{'extra': bomb}), compression=zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 2**20
+    assert 'is compressed or encrypted' in refused(path)
+
+
+def test_record_sizes_beyond_the_file(tmp_path, untouched):
+    path = write_zip(tmp_path / 'f.pth', plain(tiny_net()))
+    data = bytearray(path.read_bytes())
+    name = b'archive/data/0'
+    central = data.index(b'PK\x01\x02')  # the central directory entries: name at +46, sizes at +20
+    while data[central + 46:central + 46 + len(name)] != name:
+        central = data.index(b'PK\x01\x02', central + 4)
+    data[central + 20:central + 28] = struct.pack('<II', 2**31, 2**31)  # compressed, uncompressed size
+    path.write_bytes(bytes(data))
+    assert 'record data/0 declares 2147483648 bytes, more than the file holds' in refused(path)
+
+
+def test_legacy_format_declaring_more_than_it_holds(tmp_path, untouched):
+    forged = View(Stored(bytes(16), declared=2**40), 0, (4, ), (1, ))
+    path = write_legacy(tmp_path / 'legacy.pth', plain(tiny_net(), **{'conv_first.bias': forged}))
+    assert 'storage 1 declares 1099511627776 x float32, the file does not hold them' in refused(path)
+
+
+def test_network_described_by_the_weights_is_checked_before_it_is_built(tmp_path, monkeypatch):
+    """Shapes against the architecture: weights naming a huge network are refused before it exists."""
+    from asid_arch.checkpoint import NetworkConfig
+
+    devices = []
+    real_build = NetworkConfig.build
+    monkeypatch.setattr(NetworkConfig, 'build', lambda self: devices.append(torch.empty(0).device.type) or
+                        real_build(self))
+    state = tiny_net().state_dict()
+    wide = dict(state, **{'conv_first.weight': torch.zeros(4096, 3, 3, 3)})  # 4096 channels: a ~1 GB network
+    torch.save(wide, tmp_path / 'wide.pth')
+    with pytest.raises(CheckpointError, match=r'shape mismatch: blocks\.0\.\S+ \(16, 16, 1, 1\) vs \(4096, '):
+        load_network(tmp_path / 'wide.pth')
+    many = dict(state, **{f'blocks.{i}.x': torch.zeros(1) for i in range(1, 300)})  # 300 IDBs named
+    torch.save(many, tmp_path / 'many.pth')
+    with pytest.raises(CheckpointError, match='the weights name 300 IDBs but hold only 429 tensors'):
+        load_network(tmp_path / 'many.pth')
+    torch.manual_seed(0)
+    window = ASID(upscale=2, num_feat=16, num_blocks=1, window_size=48).state_dict()  # 6 x 42 MB of index tables
+    torch.save(window, tmp_path / 'window.pth')
+    with pytest.raises(CheckpointError, match='window size 48 would need'):
+        load_network(tmp_path / 'window.pth')
+    assert set(devices) == {'meta'}
+
+
+def test_every_route_refuses_the_forged_file_without_touching_it(tmp_path, untouched, capsys):
+    """asid-sr, asid-export, the training option check, ASIDModel.load_network and spandrel."""
+    from basicsr.models import build_model
+
+    from asid_arch.export import main as asid_export
+    from asid_arch.options_check import validate_options
+
+    path = save_zero_stride(tmp_path / 'huge.pth', 2**31)
+    cv2.imwrite(str(tmp_path / 'a.png'), synthetic_image(12, 12, 0))
+    for command in (lambda: asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'out'), '-m', str(path)]),
+                    lambda: asid_export(['-m', str(path), '-o', str(tmp_path / 'm.onnx')])):
+        assert command() == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and str(path) in err and 'overlap' in err, err
+    data = make_tiny_data(tmp_path / 'data', train_images=1, val_images=1)
+    opt = tiny_train_options('h', data / 'train', data / 'valsrc', **{'path.pretrain_network_g': str(path)})
+    for phase, ds in opt['datasets'].items():
+        ds['phase'] = phase
+    assert any('overlap' in p and str(path) in p for p in validate_options(opt))
+    opt.update(is_train=False, dist=False, rank=0, world_size=1)
+    with pytest.raises(asid_model.PretrainedWeightsError, match='overlap'):
+        build_model(opt)
+
+
+def test_spandrel_route_checks_the_tensors_it_is_given(tmp_path, small_scans):
+    """spandrel reads the file itself (torch.load); ASIDArch.load checks the tensors before touching them."""
+    pytest.importorskip('spandrel')
+    import asid_arch.spandrel
+    from spandrel import ModelLoader
+
+    asid_arch.spandrel.install()
+    path = save_zero_stride(tmp_path / 'huge.pth', 2**31)
+    with pytest.raises(CheckpointError, match='blocks.0.lm1.conv_in.bias declares 2147483648 elements'):
+        ModelLoader().load_from_file(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. User mistakes: one line naming the file, exit 2
+# ----------------------------------------------------------------------------------------------
+def sr_error(tmp_path: Path, model: Path, capsys) -> str:
+    """asid-sr's exit status must be 2 with one line of error (no traceback) naming the file."""
+    image = tmp_path / 'a.png'
+    if not image.exists():
+        cv2.imwrite(str(image), synthetic_image(12, 12, 0))
+    assert asid_sr([str(image), '-o', str(tmp_path / 'out'), '-m', str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(model) in err, err
+    return err
+
+
+def unusable(kind: str) -> torch.Tensor:
+    weight = tiny_net().conv_first.weight.detach()
+    if kind == 'meta':
+        return torch.empty(weight.shape, device='meta')
+    if kind == 'sparse':
+        return weight.to_sparse()
+    if kind == 'quantized':
+        with warnings.catch_warnings():  # quantized tensors are deprecated: they still exist in files
+            warnings.simplefilter('ignore')
+            return torch.quantize_per_tensor(weight, 0.1, 0, torch.qint8)
+    return weight.to(torch.complex64)
+
+
+@pytest.mark.parametrize('kind, named', [('meta', 'meta-device tensors'), ('sparse', 'sparse tensors'),
+                                         ('quantized', 'quantized tensors'), ('complex', 'complex tensors')])
+def test_unusable_tensor_kinds_are_named(tmp_path, capsys, kind, named):
+    state = tiny_net().state_dict()
+    state['conv_first.weight'] = unusable(kind)
+    torch.save({'params': state}, tmp_path / f'{kind}.pth')
+    assert f'holds {named}' in sr_error(tmp_path, tmp_path / f'{kind}.pth', capsys)
+
+
+@pytest.mark.parametrize('dtype', [torch.int64, torch.bool])
+def test_integer_weights_are_named(tmp_path, capsys, dtype):
+    from basicsr.models import build_model
+
+    state = tiny_net().state_dict()
+    state['conv_first.weight'] = torch.ones(state['conv_first.weight'].shape, dtype=dtype)
+    path = tmp_path / 'int.pth'
+    torch.save({'params': state}, path)
+    expected = f'wrong number type: conv_first.weight is {str(dtype)[6:]}, where the network has floating-point'
+    assert expected in sr_error(tmp_path, path, capsys)
+    data = make_tiny_data(tmp_path / 'data', train_images=1, val_images=1)
+    for strict in (True, False):  # BasicSR's strict_load_g: false would convert them silently
+        opt = tiny_train_options('i', data / 'train', data / 'valsrc', **{'path.pretrain_network_g': str(path),
+                                                                            'path.strict_load_g': strict})
+        opt.update(is_train=False, dist=False, rank=0, world_size=1)
+        with pytest.raises(asid_model.PretrainedWeightsError, match=expected):
+            build_model(opt)
+
+
+def test_torchscript_archive_is_named(tmp_path, capsys):
+    torch.jit.save(torch.jit.trace(tiny_net(), torch.rand(1, 3, 16, 16)), tmp_path / 'scripted.pt')
+    err = sr_error(tmp_path, tmp_path / 'scripted.pt', capsys)
+    assert 'is a TorchScript archive (torch.jit.save), not a state dict of weights' in err
+    assert err.endswith('with torch.save')  # the whole sentence
+
+
+@pytest.mark.parametrize('kind', ['folder', 'fifo', 'device'])
+def test_what_is_not_a_regular_file(tmp_path, capsys, kind):
+    """A folder, /dev/null, a FIFO (which must not block: nobody writes to it) are named as what they are."""
+    from asid_arch.models.asid_model import resolve_variant_options
+
+    path = {'folder': tmp_path / 'w.pth', 'fifo': tmp_path / 'w.pth', 'device': Path(os.devnull)}[kind]
+    if kind == 'folder':
+        path.mkdir()
+    elif kind == 'fifo':
+        if not hasattr(os, 'mkfifo'):
+            pytest.skip('no FIFOs on this system')
+        os.mkfifo(path)
+    expected = {'folder': 'is a folder, not a weights file', 'fifo': 'is a named pipe, not a weights file',
+                'device': 'is a character device, not a weights file'}[kind]
+    assert expected in sr_error(tmp_path, path, capsys)
+    opt = {'network_g': {'type': 'ASID', 'position_bias': 'auto'}, 'path': {'pretrain_network_g': str(path)}}
+    assert 'the paper' in resolve_variant_options(opt)  # read, refused, the paper's values kept; nothing waits
+
+
+def test_unreadable_file(tmp_path, capsys, monkeypatch):
+    path = tmp_path / 'locked.pth'
+    torch.save({'params': tiny_net().state_dict()}, path)
+    path.chmod(0)
+    real_open = os.open
+
+    def denied(name, *args, **kwargs):  # root reads files whatever their permissions: deny as the OS would
+        if Path(name) == path:
+            raise PermissionError(13, 'Permission denied', str(name))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'open', denied)
+    assert 'cannot be read (Permission denied)' in sr_error(tmp_path, path, capsys)
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
