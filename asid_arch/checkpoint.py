@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .archs.asid_arch import (ASID, CHANNEL_ATTENTION_MODES, WINDOW_SIZE, detect_variant, temperatures_untouched,
                               variant_name)
+from .console import shown
 from .models.asid_model import BASICSR_PARAM_KEYS as BASICSR_KEYS
 from .models.asid_model import AUTO, PretrainedWeightsError, match_weights, read_weights
 
@@ -138,4 +139,4 @@ def network_from_state(state: Mapping[str, Tensor], source: str, channel_attenti
 
 def load_network(path: Union[str, Path], channel_attention: Optional[str] = None) -> tuple:
     """``(net in eval mode, NetworkConfig)`` from any of the checkpoint layouts (see the module docstring)."""
-    return network_from_state(load_state_dict(path), str(path), channel_attention)
+    return network_from_state(load_state_dict(path), shown(path), channel_attention)

@@ -8,6 +8,8 @@ import os
 import pickle
 import stat
 import struct
+import subprocess
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -21,7 +23,7 @@ from asid_arch.checkpoint import CheckpointError, load_network, load_state_dict
 from asid_arch.inference import main as asid_sr
 from asid_arch.models import asid_model
 
-from helpers import make_tiny_data, synthetic_image, tiny_train_options
+from helpers import REPO, make_tiny_data, run_module, synthetic_image, tiny_train_options
 
 LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
 HUGE = {'2^31': 2**31, '2^40': 2**40}
@@ -152,7 +154,9 @@ def refused(path: Path) -> str:
 def test_hand_written_checkpoints_load_like_torch_save(tmp_path):
     """The writers above make files torch reads: the forgeries below differ from valid files only where stated."""
     net = tiny_net()
-    for path in (write_zip(tmp_path / 'zip.pth', plain(net)), write_legacy(tmp_path / 'legacy.pth', plain(net))):
+    odd = Path(os.fsdecode(bytes(tmp_path) + b'/n\xff.pth'))  # torch's memory mapping wants UTF-8 names
+    torch.save(net.state_dict(), odd)
+    for path in (write_zip(tmp_path / 'zip.pth', plain(net)), write_legacy(tmp_path / 'legacy.pth', plain(net)), odd):
         state = load_state_dict(path)
         assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
 
@@ -372,3 +376,192 @@ def test_unreadable_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(os, 'open', denied)
     assert 'cannot be read (Permission denied)' in sr_error(tmp_path, path, capsys)
     path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. The exported graph takes every size >= 1 (one real export, onnxruntime in child processes)
+# ----------------------------------------------------------------------------------------------
+SMALL_SIZES = ((8, 8), (5, 7), (1, 1), (8, 40), (40, 3), (9, 9), (12, 21))
+ORT_SCRIPT = '''
+import sys, numpy as np, onnxruntime, torch
+from asid_arch import ASID
+torch.manual_seed(0)
+net = ASID(upscale=2, num_feat=16, num_blocks=1).eval()
+session = onnxruntime.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])
+for size in {sizes}:
+    x = torch.rand(1, 3, *size)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    got = session.run(None, {{'lr': x.numpy()}})[0]
+    print(size, got.shape == expected.shape and float(np.abs(got - expected).max()), flush=True)
+'''
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """``asid-export`` of a tiny model, checked on a 1x1 image, in a child process: ``(folder, result)``."""
+    pytest.importorskip('onnxruntime', reason="the optional extra asid_arch[onnx] is not installed")
+    pytest.importorskip('onnxscript', reason="the optional extra asid_arch[onnx] is not installed")
+    folder = tmp_path_factory.mktemp('onnx')
+    torch.save({'params': tiny_net().state_dict()}, folder / 'm.pth')
+    cv2.imwrite(str(folder / 'one.png'), synthetic_image(1, 1, 0))
+    result = run_module('asid_arch.export', ['-m', 'm.pth', '-o', 'm.onnx', '--check-image', 'one.png'], folder)
+    return folder, result
+
+
+def test_export_checks_a_one_pixel_image(exported):
+    folder, result = exported
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert 'image 1x1: max abs diff' in result.stdout and 'random 37x45, 5x7: max abs diff' in result.stdout
+    assert 'Traceback' not in result.stdout + result.stderr and result.stderr.strip() == '', result.stderr[-2000:]
+    assert sorted(p.name for p in folder.iterdir()) == ['m.onnx', 'm.pth', 'one.png']
+
+
+def test_exported_graph_takes_every_size(exported):
+    """onnxruntime used to die of SIGFPE (exit 136) on sides of 8 px and less: here in a child process, so a
+    regression fails this test instead of killing pytest."""
+    folder, result = exported
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = subprocess.run([sys.executable, '-c', ORT_SCRIPT.format(sizes=SMALL_SIZES), str(folder / 'm.onnx')],
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.returncode, run.stdout, run.stderr[-2000:])
+    diffs = [float(line.rsplit(' ', 1)[1]) for line in run.stdout.splitlines()]
+    assert len(diffs) == len(SMALL_SIZES) and max(diffs) < 1e-4, run.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. asid-export: nothing overwritten unless asked, nothing failed or partial left behind
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture()
+def export_parts(monkeypatch, tmp_path):
+    """asid-export with the exporter and onnxruntime replaced (the command's own logic in milliseconds):
+    ``parts['diff']`` sets the difference the check finds; ``parts['inputs']`` receives the checked inputs."""
+    from asid_arch import export
+
+    parts = {'diff': 0.0, 'inputs': None}
+    monkeypatch.setattr(export, 'onnx_model', lambda net, opset=18: b'model bytes')
+
+    def check(net, model, inputs):
+        parts['inputs'] = inputs
+        return {name: parts['diff'] for name in inputs}
+
+    monkeypatch.setattr(export, 'check_onnx', check)
+    torch.save({'params': tiny_net().state_dict()}, tmp_path / 'm.pth')
+    return parts
+
+
+@pytest.fixture()
+def no_work(monkeypatch):
+    """Fails a test where asid-export starts reading the model: its arguments must be refused first."""
+    import asid_arch.checkpoint
+
+    def started(*args, **kwargs):
+        raise AssertionError('the model was read: the argument was not refused before any work')
+
+    monkeypatch.setattr(asid_arch.checkpoint, 'load_network', started)
+
+
+def export_error(argv: list, capsys, code: int = 2) -> str:
+    from asid_arch.export import main as asid_export
+
+    assert asid_export(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'Traceback' not in err, err
+    return err
+
+
+def test_existing_output_needs_overwrite(tmp_path, capsys, no_work):
+    target = tmp_path / 'm.onnx'
+    target.write_bytes(b'old')
+    err = export_error(['-m', str(tmp_path / 'm.pth'), '-o', str(target)], capsys)
+    assert f'-o {target} exists: add --overwrite to replace it' in err and target.read_bytes() == b'old'
+
+
+def test_overwrite_replaces_only_after_a_passing_check(tmp_path, capsys, export_parts):
+    from asid_arch.export import main as asid_export
+
+    target = tmp_path / 'm.onnx'
+    target.write_bytes(b'old')
+    argv = ['-m', str(tmp_path / 'm.pth'), '-o', str(target), '--overwrite']
+    export_parts['diff'] = 1.0  # the check fails: the old file stays, nothing else is written
+    assert asid_export(argv) == 1
+    assert target.read_bytes() == b'old' and sorted(p.name for p in tmp_path.iterdir()) == ['m.onnx', 'm.pth']
+    export_parts['diff'] = 0.0
+    assert asid_export(argv) == 0
+    assert target.read_bytes() == b'model bytes' and sorted(p.name for p in tmp_path.iterdir()) == ['m.onnx', 'm.pth']
+
+
+def test_failed_check_writes_nothing(tmp_path, capsys, export_parts):
+    export_parts['diff'] = 1e-3
+    err = export_error(['-m', str(tmp_path / 'm.pth'), '-o', str(tmp_path / 'new.onnx')], capsys, code=1)
+    assert 'difference above the tolerance 0.0001' in err and 'not written' in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.pth']
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--opset', '5'], '--opset 5: the exporter writes opsets 18 to'),
+    (['--opset', '1000'], '--opset 1000: the exporter writes opsets 18 to'),
+    (['--tolerance', '-1'], '--tolerance must be a finite number >= 0, got -1'),
+    (['--tolerance', 'nan'], '--tolerance must be a finite number >= 0, got nan'),
+    (['--tolerance', 'inf'], '--tolerance must be a finite number >= 0, got inf'),
+])
+def test_arguments_refused_before_any_work(tmp_path, capsys, no_work, args, message):
+    pytest.importorskip('onnx')
+    assert message in export_error(['-m', str(tmp_path / 'm.pth'), '-o', str(tmp_path / 'm.onnx'), *args], capsys)
+    assert not (tmp_path / 'm.onnx').exists()
+
+
+def test_unwritable_folder_found_before_any_work(tmp_path, capsys, no_work, monkeypatch):
+    """A read-only folder (or file system) used to be found after the export; root ignores permissions, so
+    the refusal the OS gives is played by the probe's mkstemp."""
+    import tempfile
+
+    folder = tmp_path / 'ro'
+    folder.mkdir()
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    real_mkstemp = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if Path(dir) == folder:
+            raise OSError(30, 'Read-only file system')
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, 'mkstemp', read_only)
+    err = export_error(['-m', str(tmp_path / 'm.pth'), '-o', str(folder / 'sub' / 'm.onnx')], capsys)
+    assert f'cannot write in {folder} (Read-only file system)' in err
+    folder.chmod(stat.S_IRWXU)
+
+
+def test_check_image_that_is_no_image_file(tmp_path, capsys, export_parts):
+    """--check-image: a folder, whatever its name (not UTF-8 here), is one line and exit 2; a 1x1 image is checked."""
+    odd = Path(os.fsdecode(bytes(tmp_path) + b'/d\xff'))
+    odd.mkdir()
+    err = export_error(['-m', str(tmp_path / 'm.pth'), '-o', str(tmp_path / 'm.onnx'), '--check-image', str(odd)],
+                       capsys)
+    assert err.endswith('d\\xff is not a regular file')
+    cv2.imwrite(str(tmp_path / 'one.png'), synthetic_image(1, 1, 0))
+    from asid_arch.export import main as asid_export
+
+    assert asid_export(['-m', str(tmp_path / 'm.pth'), '-o', str(tmp_path / 'm.onnx'), '--check-image',
+                        str(tmp_path / 'one.png')]) == 0
+    assert export_parts['inputs']['image 1x1'].shape == (1, 3, 1, 1) and '5x7' in export_parts['inputs']
+
+
+SIGNAL_SCRIPT = '''
+import os, signal, sys
+from asid_arch import export
+export.onnx_model = lambda net, opset=18: b'model bytes'
+export.check_onnx = lambda net, model, inputs: {name: 0.0 for name in inputs}
+os.fsync = lambda fd: os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # stopped while the file is written
+sys.exit(export.main(['-m', 'm.pth', '-o', 'm.onnx']))
+'''
+
+
+@pytest.mark.parametrize('name, status', [('SIGINT', 130), ('SIGTERM', 143)])
+def test_signal_during_export_leaves_no_temporary_file(tmp_path, name, status):
+    torch.save({'params': tiny_net().state_dict()}, tmp_path / 'm.pth')
+    run = subprocess.run([sys.executable, '-c', SIGNAL_SCRIPT, name], cwd=tmp_path, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600)
+    assert run.returncode == status, (run.returncode, run.stderr[-2000:])
+    assert f'stopped by {"Ctrl-C" if name == "SIGINT" else name}: m.onnx not written' in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.pth']

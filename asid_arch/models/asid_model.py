@@ -13,10 +13,13 @@ scanner imports it. The ``asid_arch`` package is built from this same file.
   never leaves a truncated file for ``--auto_resume``), with the permissions a plain write gives; a
   checkpoint that cannot be written stops the run with :class:`CheckpointSaveError` (BasicSR logs
   "Just ignore it." and trains on without checkpoints);
-* ``pretrain_network_g`` loaded safely (``weights_only``), any key layout the network knows
-  (released checkpoints included) converted *before* the key comparison, and every problem
-  (not a checkpoint, code inside, missing/extra keys, wrong scale, non-finite weights) reported as
-  one :class:`PretrainedWeightsError` naming the file;
+* ``pretrain_network_g`` loaded safely: what the file declares is checked against what it holds
+  before torch reads it (no forged size, stride or record makes a small file cost more memory or
+  time than its size), then ``weights_only``; any key layout the network knows (released
+  checkpoints included) converted *before* the key comparison, and every problem (not a regular
+  file, not a checkpoint, code inside, TorchScript, sparse/meta/quantized/complex or integer
+  tensors, missing/extra keys, wrong scale, non-finite weights) reported as one
+  :class:`PretrainedWeightsError` naming the file;
 * a loss that becomes NaN or infinite stops the run before the optimizer step (the weights and
   the last checkpoint stay as they were) with :class:`TrainingDiverged`;
 * mixed precision (``train: amp: bf16 | fp16``): autocast for the network's forward pass in training
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import inspect
 import io
 import math
@@ -104,13 +108,30 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: Union[str, Path], write: Callable[[object], None]) -> None:
+def _rename_new(tmp: str, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only where nothing has that name (FileExistsError otherwise): atomic
+    where the file system has hard links, checked just before the rename where it has not."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links (FAT, some network file systems)
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def atomic_write(path: Union[str, Path], write: Callable[[object], None], overwrite: bool = True) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``.
 
     A reader (or a resumed run) sees the old file or the complete new one. The temporary name
     starts with '.' and ends with '.tmp', so scanners looking for ``*.png``, ``*.pth`` or ``*.state``
     never pick up a half-written file. The result gets the permissions a plain ``open(path, 'wb')``
-    would give (0666 less the umask), not the temporary file's 0600.
+    would give (0666 less the umask), not the temporary file's 0600. ``overwrite=False``: a file that
+    exists at ``path`` (also one that appeared during the write) is kept, and FileExistsError raised.
+    Whatever happens (an error, Ctrl-C, SIGTERM as ``Interrupted``), no temporary file stays behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +142,10 @@ def atomic_write(path: Union[str, Path], write: Callable[[object], None]) -> Non
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _rename_new(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -583,10 +607,11 @@ def read_weights(path: Union[str, Path], param_key: Union[None, str, Sequence[st
     try:
         try:
             content = torch.load(path, map_location='cpu', weights_only=True, **mapped)
-        except (RuntimeError, OSError):
+        except (RuntimeError, OSError, UnicodeError):
             if not mapped:
                 raise
-            content = torch.load(path, map_location='cpu', weights_only=True)  # a file system without mmap
+            # a file system without mmap, or a file name torch's mapping cannot pass on (not UTF-8)
+            content = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
         if any(marker in str(err) for marker in UNSAFE_PICKLE_MARKERS):
             raise PretrainedWeightsError(
