@@ -159,7 +159,10 @@ def check_arguments(args: argparse.Namespace) -> None:
     if not MIN_OPSET <= args.opset <= newest:
         raise UsageError(f'--opset {args.opset}: the exporter writes opsets {MIN_OPSET} to {newest} (the newest the '
                          'installed onnx knows); older ones would need a conversion that fails for this network')
-    check_output(args.output, args.overwrite)
+    try:
+        check_output(args.output, args.overwrite)
+    except OSError as err:  # a folder on the way that cannot be searched
+        raise UsageError(f'-o {shown(args.output)}: {err.strerror or err}') from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

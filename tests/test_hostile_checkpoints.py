@@ -2,8 +2,11 @@
 before any element is touched; user mistakes are one line and exit 2; the exported graph takes every size."""
 from __future__ import annotations
 
+import codecs
 import collections
+import contextlib
 import io
+import json
 import os
 import pickle
 import stat
@@ -131,13 +134,26 @@ def small_scans(monkeypatch):
     monkeypatch.setattr(torch, 'isfinite', small_isfinite)
 
 
-@pytest.fixture()
-def untouched(monkeypatch, small_scans):
-    """Fails a test where torch.load is reached: a refusal must come from the file's declarations alone."""
+@contextlib.contextmanager
+def forbidden_torch_load():
+    """Inside: torch.load fails the test (the refusal must come from what the file declares)."""
+    real_load = torch.load
+
     def no_load(*args, **kwargs):
         raise AssertionError('torch.load reached: the file was not refused from what it declares')
 
-    monkeypatch.setattr(torch, 'load', no_load)
+    torch.load = no_load
+    try:
+        yield
+    finally:
+        torch.load = real_load
+
+
+@pytest.fixture()
+def untouched(small_scans):
+    """Fails a test where torch.load is reached: a refusal must come from the file's declarations alone."""
+    with forbidden_torch_load():
+        yield
 
 
 def refused(path: Path) -> str:
@@ -218,6 +234,43 @@ def test_legacy_format_declaring_more_than_it_holds(tmp_path, untouched):
     forged = View(Stored(bytes(16), declared=2**40), 0, (4, ), (1, ))
     path = write_legacy(tmp_path / 'legacy.pth', plain(tiny_net(), **{'conv_first.bias': forged}))
     assert 'storage 1 declares 1099511627776 x float32, the file does not hold them' in refused(path)
+
+
+def test_safetensors_declaring_more_than_it_holds(tmp_path, small_scans):
+    """torch.load reads ``.safetensors`` files (through the safetensors package): their JSON header is checked."""
+    safetensors_torch = pytest.importorskip('safetensors.torch')
+    net = tiny_net()
+    safetensors_torch.save_file(net.state_dict(), tmp_path / 'good.safetensors')
+    state = load_state_dict(tmp_path / 'good.safetensors')
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+    header = {'conv_first.weight': {'dtype': 'F32', 'shape': [2**20, 2**20], 'data_offsets': [0, 16]}}
+    text = json.dumps(header).encode()
+    (tmp_path / 'forged.safetensors').write_bytes(struct.pack('<Q', len(text)) + text + bytes(16))
+    with forbidden_torch_load():
+        assert 'conv_first.weight declares (1048576, 1048576) x float32 at bytes 0 to 16' in refused(
+            tmp_path / 'forged.safetensors')
+
+
+class Call:
+    """A pickled call ``func(*args)``, as a hostile pickle may write one with an allowed global."""
+
+    def __init__(self, func, *args) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+ALLOCATING_CALLS = {'torch.Tensor(2^40)': Call(torch.Tensor, 2**40), 'bytearray(2^40)': Call(bytearray, 2**40),
+                    'encode(rot13)': Call(codecs.encode, 'ab', 'rot13')}
+
+
+@pytest.mark.parametrize('call', list(ALLOCATING_CALLS.values()), ids=list(ALLOCATING_CALLS))
+def test_allowed_globals_cannot_allocate(tmp_path, untouched, call):
+    """Globals torch's weights_only loader allows, called with arguments that would allocate terabytes (or,
+    chained, multiply a small pickle) are refused while the file is read as declarations."""
+    message = refused(write_zip(tmp_path / 'f.pth', plain(tiny_net(), extra=call)))
+    assert 'is not a readable PyTorch checkpoint' in message
 
 
 def test_network_described_by_the_weights_is_checked_before_it_is_built(tmp_path, monkeypatch):

@@ -33,11 +33,11 @@ scanner imports it. The ``asid_arch`` package is built from this same file.
 """
 from __future__ import annotations
 
-import codecs
 import contextlib
 import errno
 import inspect
 import io
+import json
 import math
 import mmap
 import os
@@ -220,6 +220,15 @@ UNUSABLE_TENSORS = {
               'save net.state_dict() of a plain PyTorch network'),
 }
 MAX_TENSOR_DIMS = 64  # PyTorch's own limit on the number of dimensions
+SAFETENSORS_SUFFIX = '.safetensors'  # torch.load reads files so named through the safetensors package
+SAFETENSORS_HEADER = struct.Struct('<Q')  # the length of the JSON header that follows
+SAFETENSORS_DTYPES = {
+    'F64': ('float64', 8), 'F32': ('float32', 4), 'F16': ('float16', 2), 'BF16': ('bfloat16', 2),
+    'F8_E5M2': ('float8_e5m2', 1), 'F8_E4M3': ('float8_e4m3fn', 1), 'I64': ('int64', 8), 'I32': ('int32', 4),
+    'I16': ('int16', 2), 'I8': ('int8', 1), 'U64': ('uint64', 8), 'U32': ('uint32', 4), 'U16': ('uint16', 2),
+    'U8': ('uint8', 1), 'BOOL': ('bool', 1), 'C64': ('complex64', 8),
+}
+PICKLE2_MODULES = {'__builtin__': 'builtins'}  # torch.save writes pickle protocol 2, with Python 2's module names
 
 
 class _View(NamedTuple):
@@ -269,7 +278,7 @@ def _declared_view(storage: object, offset: object, shape: object, stride: objec
 
 def _dtype_global(name: str) -> Optional[_StorageType]:
     """``torch.float32`` and the other dtypes a pickle may name, as (name, bytes per element)."""
-    value = getattr(torch, name, None)
+    value = vars(torch).get(name)  # not getattr: that could import a lazily loaded submodule of that name
     if not isinstance(value, torch.dtype):
         return None
     sizes = {dtype: size for dtype, size in STORAGE_TYPES.values()}
@@ -293,14 +302,30 @@ _TENSOR_BUILDERS: Dict[str, Callable[..., object]] = {
     '_rebuild_device_tensor_from_numpy': lambda *args: _Unusable('other'),
     '_rebuild_device_tensor_from_cpu_tensor': lambda *args: _Unusable('other'),
 }
+def _latin1(text: object, encoding: str = 'latin1') -> bytes:
+    """``_codecs.encode`` as pickle protocol 2 uses it for bytes: never another codec (hex or base64 grow
+    their input, and a chain of them would multiply a small pickle into gigabytes)."""
+    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
+        raise pickle.UnpicklingError('_codecs.encode used for more than bytes')
+    return text.encode('latin1')
+
+
+def _copied_bytes(data: object = b'') -> bytearray:
+    """``bytearray(data)`` of existing bytes only (``bytearray(n)`` would allocate n bytes)."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise pickle.UnpicklingError('bytearray of something else than bytes')
+    return bytearray(data)
+
+
 _PLAIN_GLOBALS: Dict[Tuple[str, str], object] = {
     ('collections', 'OrderedDict'): OrderedDict, ('collections', 'Counter'): Counter, ('builtins', 'set'): set,
-    ('builtins', 'frozenset'): frozenset, ('builtins', 'bytearray'): bytearray, ('builtins', 'complex'): complex,
-    ('_codecs', 'encode'): codecs.encode, ('torch', 'Size'): tuple, ('torch', 'device'): lambda *args: args,
+    ('builtins', 'frozenset'): frozenset, ('builtins', 'bytearray'): _copied_bytes, ('builtins', 'complex'): complex,
+    ('_codecs', 'encode'): _latin1, ('torch', 'Size'): tuple, ('torch', 'device'): lambda *args: args,
     ('torch.serialization', '_get_layout'): str,
-    # subclass of a tensor (torch._tensor._rebuild_from_type_v2): the tensor it wraps is what counts
+    # subclass of a tensor (torch._tensor._rebuild_from_type_v2): the tensor it wraps is what counts; the
+    # classes themselves are names here, never called (torch.Tensor(n) would allocate n elements)
     ('torch._tensor', '_rebuild_from_type_v2'): lambda build, new_type, args, state: build(*args),
-    ('torch', 'Tensor'): Tensor, ('torch.nn.parameter', 'Parameter'): torch.nn.Parameter,
+    ('torch', 'Tensor'): 'torch.Tensor', ('torch.nn.parameter', 'Parameter'): 'torch.nn.Parameter',
 }
 
 
@@ -318,6 +343,7 @@ class _DeclarationReader(pickle.Unpickler):
         return self._storage(pid)
 
     def find_class(self, module: str, name: str) -> object:
+        module = PICKLE2_MODULES.get(module, module)
         if (module, name) in _PLAIN_GLOBALS:
             return _PLAIN_GLOBALS[module, name]
         if module == 'torch' and name in STORAGE_TYPES:
@@ -328,7 +354,7 @@ class _DeclarationReader(pickle.Unpickler):
             dtype = _dtype_global(name)
             if dtype is not None:
                 return dtype
-            if isinstance(getattr(torch, name, None), torch.qscheme):  # quantization scheme of a quantized tensor
+            if isinstance(vars(torch).get(name), torch.qscheme):  # quantization scheme of a quantized tensor
                 return name
         raise _RefusedGlobal(f'{module}.{name}')
 
@@ -438,6 +464,30 @@ def _legacy_declarations(file: BinaryIO, size: int, source: str) -> object:
     return content
 
 
+def _safetensors_declarations(file: BinaryIO, size: int, source: str) -> Dict[str, _View]:
+    """What a ``.safetensors`` file declares in its JSON header, after checking that each tensor's bytes
+    are inside the data that follows and of the size its shape and dtype give."""
+    length = SAFETENSORS_HEADER.unpack(file.read(SAFETENSORS_HEADER.size))[0]
+    if length > size - SAFETENSORS_HEADER.size:
+        raise PretrainedWeightsError(f'{source}: its header declares {length} bytes, more than the file holds '
+                                     f'({size} bytes): truncated or forged')
+    header = json.loads(file.read(length))
+    data_bytes = size - SAFETENSORS_HEADER.size - length
+    views = {}
+    for key, entry in header.items():
+        if key == '__metadata__':
+            continue
+        dtype, itemsize = SAFETENSORS_DTYPES[entry['dtype']]
+        shape, (begin, end) = tuple(entry['shape']), entry['data_offsets']
+        if not (all(_is_count(n) for n in (*shape, begin, end)) and begin <= end <= data_bytes
+                and math.prod(shape) * itemsize == end - begin):
+            raise PretrainedWeightsError(f'{source}: tensor {key} declares {shape} x {dtype} at bytes {begin} to '
+                                         f'{end} of {data_bytes}: truncated or forged')
+        stride = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
+        views[key] = _View(dtype, itemsize, shape, stride, 0, end - begin)
+    return views
+
+
 def _file_kind(mode: int) -> str:
     kinds = ((stat.S_ISFIFO, 'a named pipe'), (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'),
              (stat.S_ISSOCK, 'a socket'))
@@ -470,7 +520,10 @@ def _declared_content(path: Path, source: str) -> Tuple[object, int, bool]:
         if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
             raise PretrainedWeightsError(f'{source} changed while it was read: not a regular file any more')
         head = file.read(len(ZIP_SIGNATURE))
+        file.seek(0)
         try:
+            if path.name.endswith(SAFETENSORS_SUFFIX):
+                return _safetensors_declarations(file, info.st_size, source), info.st_size, False
             if head == ZIP_SIGNATURE:
                 return _zip_declarations(file, info.st_size, source), info.st_size, True
             if head.startswith(PICKLE_PROTOCOL_OPCODE):
