@@ -627,6 +627,9 @@ def check_tensors(state: Mapping[str, Tensor], source: str, held_bytes: Optional
     real, not on the meta device, each view inside its storage without overlapping elements, and
     together no more bytes than ``held_bytes`` (default: what their distinct storages hold).
     Raises :class:`PretrainedWeightsError` naming ``source`` and the keys."""
+    strays = [str(key) for key, value in state.items() if not isinstance(value, Tensor)]
+    if strays:
+        raise PretrainedWeightsError(f'{source} is not a state dict of tensors ({_key_list(strays)} are not tensors)')
     views = {key: _view_of(value) for key, value in state.items()}
     if held_bytes is None:
         storages = {(value.untyped_storage().data_ptr(), value.untyped_storage().nbytes())
