@@ -299,7 +299,8 @@ def test_network_described_by_the_weights_is_checked_before_it_is_built(tmp_path
 
 
 def test_every_route_refuses_the_forged_file_without_touching_it(tmp_path, untouched, capsys):
-    """asid-sr, asid-export, the training option check, ASIDModel.load_network and spandrel."""
+    """asid-sr, asid-export, the training option check and ASIDModel.load_network (asid-bench zoo reads through
+    load_state_dict, the function the other tests call)."""
     from basicsr.models import build_model
 
     from asid_arch.export import main as asid_export
@@ -382,8 +383,8 @@ def test_integer_weights_are_named(tmp_path, capsys, dtype):
     assert expected in sr_error(tmp_path, path, capsys)
     data = make_tiny_data(tmp_path / 'data', train_images=1, val_images=1)
     for strict in (True, False):  # BasicSR's strict_load_g: false would convert them silently
-        opt = tiny_train_options('i', data / 'train', data / 'valsrc', **{'path.pretrain_network_g': str(path),
-                                                                            'path.strict_load_g': strict})
+        weights = {'path.pretrain_network_g': str(path), 'path.strict_load_g': strict}
+        opt = tiny_train_options('i', data / 'train', data / 'valsrc', **weights)
         opt.update(is_train=False, dist=False, rank=0, world_size=1)
         with pytest.raises(asid_model.PretrainedWeightsError, match=expected):
             build_model(opt)

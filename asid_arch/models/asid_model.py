@@ -302,6 +302,8 @@ _TENSOR_BUILDERS: Dict[str, Callable[..., object]] = {
     '_rebuild_device_tensor_from_numpy': lambda *args: _Unusable('other'),
     '_rebuild_device_tensor_from_cpu_tensor': lambda *args: _Unusable('other'),
 }
+
+
 def _latin1(text: object, encoding: str = 'latin1') -> bytes:
     """``_codecs.encode`` as pickle protocol 2 uses it for bytes: never another codec (hex or base64 grow
     their input, and a chain of them would multiply a small pickle into gigabytes)."""
