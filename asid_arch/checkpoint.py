@@ -16,15 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
 
+import torch
 from torch import Tensor
 
 from .archs.asid_arch import (ASID, CHANNEL_ATTENTION_MODES, WINDOW_SIZE, detect_variant, temperatures_untouched,
                               variant_name)
+from .console import shown
 from .models.asid_model import BASICSR_PARAM_KEYS as BASICSR_KEYS
 from .models.asid_model import AUTO, PretrainedWeightsError, match_weights, read_weights
 
 
 CheckpointError = PretrainedWeightsError  # a checkpoint that cannot be used, with a message for the user
+# ASID's IDB has 118 tensors: weights naming N IDBs with fewer than this many tensors each cannot be ASID's,
+# and are refused before the network is even described (on the meta device: ~50 ms per IDB on a CPU)
+MIN_TENSORS_PER_IDB = 100
+# memory the network derives from its shape besides the weights (the attention index tables: 6 x 32 KB in
+# ASID); a network whose derived tables need more than this, or than the weights themselves, is refused
+DERIVED_BYTES_ALLOWANCE = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -76,9 +84,17 @@ def detect_config(state: Mapping[str, Tensor], source: str = 'the checkpoint',
     if missing:
         kind = ' (these look like Omni-SR weights)' if any(re.match(r'groups\.\d+\.block\.', k) for k in state) else ''
         raise CheckpointError(f'{source} does not look like ASID weights{kind}: no {", ".join(missing)}')
+    table = state.get('blocks.0.sam_meso1.attn.rel_pos_bias_table')
+    shaped = (('conv_first.weight', 4), ('upsampler.0.weight', 4), ('blocks.0.sam_meso1.attn.rel_pos_bias_table', 2))
+    for key, dims in shaped:
+        if key in state and (state[key].dim() != dims or 0 in state[key].shape):
+            raise CheckpointError(f'{source}: {key} has the shape {tuple(state[key].shape)}; ASID\'s is {dims}-D '
+                                  'and not empty: these are not ASID weights')
     num_feat, num_in_ch = state['conv_first.weight'].shape[:2]
     num_blocks = len({int(m.group(1)) for k in state for m in [re.match(r'blocks\.(\d+)\.', k)] if m})
-    table = state.get('blocks.0.sam_meso1.attn.rel_pos_bias_table')
+    if num_blocks * MIN_TENSORS_PER_IDB > len(state):
+        raise CheckpointError(f'{source}: the weights name {num_blocks} IDBs but hold only {len(state)} tensors (an '
+                              'ASID IDB has 118): damaged, or not ASID weights')
     window_size = (math.isqrt(table.shape[0]) + 1) // 2 if table is not None else WINDOW_SIZE
     variant = detect_variant(state)
     note = ''
@@ -102,14 +118,25 @@ def network_from_state(state: Mapping[str, Tensor], source: str, channel_attenti
     """``(net in eval mode, NetworkConfig)`` from project-layout weights: built as they say, loaded strictly
     (a mismatch is a :class:`CheckpointError` naming the keys)."""
     config = detect_config(state, source, channel_attention)
-    net = config.build()
-    problems = match_weights(net, state, f'{source} ({config.variant} x{config.upscale})')
+    label = f'{source} ({config.variant} x{config.upscale})'
+    try:  # first on the meta device: shapes only, so weights describing a huge network allocate nothing
+        with torch.device('meta'):
+            described = config.build()
+    except ValueError as err:  # sizes ASID refuses (a width that is not a multiple of 4, ...)
+        raise CheckpointError(f'{label}: {err}') from None
+    problems = match_weights(described, state, label)
     if problems:
         raise CheckpointError('; '.join(problems))
+    derived = sum(b.numel() * b.element_size() for name, b in described.named_buffers() if name not in state)
+    held = sum(v.numel() * v.element_size() for v in state.values())
+    if derived > max(held, DERIVED_BYTES_ALLOWANCE):
+        raise CheckpointError(f'{label}: window size {config.window_size} would need {derived} bytes of index tables, '
+                              f'more than the {held} bytes of weights: damaged, or not ASID weights')
+    net = config.build()
     net.load_state_dict(state, strict=True)
     return net.eval(), config
 
 
 def load_network(path: Union[str, Path], channel_attention: Optional[str] = None) -> tuple:
     """``(net in eval mode, NetworkConfig)`` from any of the checkpoint layouts (see the module docstring)."""
-    return network_from_state(load_state_dict(path), str(path), channel_attention)
+    return network_from_state(load_state_dict(path), shown(path), channel_attention)

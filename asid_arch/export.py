@@ -1,18 +1,28 @@
 """``asid-export``: an ASID checkpoint to ONNX with dynamic height and width, checked by onnxruntime.
 
-    asid-export -m ASID_x4.pth -o asid_x4.onnx [--check-image photo.png]
+    asid-export -m ASID_x4.pth -o asid_x4.onnx [--check-image photo.png] [--overwrite]
 
-The graph takes ``lr`` (1, 3, H, W) float32 RGB in [0, 1] with H, W >= 9 and returns ``sr``
-(1, 3, H*s, W*s). After export, onnxruntime runs it on a random input and on a real image
-(``--check-image``, default a scikit-image sample) and the largest difference to PyTorch is
-reported; above ``--tolerance`` (1e-4) the command fails. The file is self-contained (weights inside,
-no ``.onnx.data`` sidecar). Needs onnx, onnxruntime and onnxscript: the project's ``.venv`` has them
+The graph takes ``lr`` (1, 3, H, W) float32 RGB in [0, 1], any H, W >= 1 (sides under 16 px are
+edge-padded inside the graph, as the PyTorch network does), and returns ``sr`` (1, 3, H*s, W*s).
+After export, onnxruntime runs it on random inputs (one of them small enough for the edge padding)
+and on a real image (``--check-image``, default a scikit-image sample), and the largest difference
+to PyTorch is reported; above ``--tolerance`` (1e-4) the command fails and writes nothing. Only a
+checked graph is written, atomically (a temporary file beside the target, renamed); an existing
+file is replaced only with ``--overwrite``. The file is self-contained (weights inside, no
+``.onnx.data`` sidecar). Needs onnx, onnxruntime and onnxscript: the project's ``.venv`` has them
 (``requirements.txt``); elsewhere ``pip install -e '.[onnx]'`` from a checkout of this repository.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import logging
+import math
+import os
+import stat
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -20,27 +30,56 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from .console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown, stop_on_signals
 from .inference import add_channel_attention_argument
 
-MIN_ONNX_SIZE = 9  # sides that pad to >= 16 px: the exported graph has no edge-padding branch
+MIN_ONNX_SIZE = 1  # the graph edge-pads small sides itself (asid_arch.archs.asid_arch.pad_amounts: no branch)
 MAX_ONNX_SIZE = 16384
+EXAMPLE_SIZE = (24, 40)  # the example input the exporter traces (any size: the padding has no branch)
 DEFAULT_OPSET = 18
-RANDOM_CHECK_SIZE = (37, 45)  # deliberately not multiples of 8
+MIN_OPSET = 18  # the exporter's own operators; older opsets need a conversion that silently keeps 18 when it fails
+RANDOM_CHECK_SIZES = ((37, 45), (5, 7))  # not multiples of 8; the second edge-padded to 16 px in the graph
+DEFAULT_TOLERANCE = 1e-4
 
 
-def export_onnx(net, path: Path, opset: int = DEFAULT_OPSET) -> None:
-    """Export ``net`` with dynamic height and width (``lr`` -> ``sr``)."""
+class UsageError(ValueError):
+    """A bad argument, found before any work."""
+
+
+def onnx_model(net, opset: int = DEFAULT_OPSET) -> bytes:
+    """``net`` exported with dynamic height and width (``lr`` -> ``sr``), serialised: one self-contained model
+    (the weights are ~1-3 MB, no ``.onnx.data`` sidecar). What the exporter prints and logs on the way
+    (progress, optimiser notes, tracebacks of fallbacks it recovered from) is kept out of the output;
+    a failed export raises with its own message."""
     import torch
 
     height = torch.export.Dim('height', min=MIN_ONNX_SIZE, max=MAX_ONNX_SIZE)
     width = torch.export.Dim('width', min=MIN_ONNX_SIZE, max=MAX_ONNX_SIZE)
-    example = torch.rand(1, 3, 24, 40)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        # external_data=False: one self-contained file (the weights are ~1-3 MB), no '.onnx.data' sidecar
-        torch.onnx.export(net.eval(), (example, ), str(path), dynamo=True, input_names=['lr'], output_names=['sr'],
-                          dynamic_shapes={'x': {2: height, 3: width}}, opset_version=opset, verbose=False,
-                          external_data=False)
+    example = torch.rand(1, 3, *EXAMPLE_SIZE)
+    chatter = io.StringIO()
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            warnings.simplefilter('ignore')
+            program = torch.onnx.export(net.eval(), (example, ), None, dynamo=True, input_names=['lr'],
+                                        output_names=['sr'], dynamic_shapes={'x': {2: height, 3: width}},
+                                        opset_version=opset, verbose=False)
+            proto = program.model_proto
+    finally:
+        logging.disable(previous)
+    written = {entry.domain: entry.version for entry in proto.opset_import}.get('', None)
+    if written != opset:
+        raise RuntimeError(f'the exporter wrote opset {written}, not the requested {opset}')
+    return proto.SerializeToString()
+
+
+def export_onnx(net, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """Export ``net`` (see :func:`onnx_model`) to ``path``, written atomically."""
+    from .models.asid_model import atomic_write
+
+    data = onnx_model(net, opset)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def sample_image() -> np.ndarray:
@@ -51,22 +90,29 @@ def sample_image() -> np.ndarray:
 
 
 def read_check_image(path: Path) -> np.ndarray:
+    """``--check-image`` as (1, 3, H, W) float32 RGB; :class:`UsageError` when it is not a readable image."""
     import cv2
 
     from .images import decode_file
 
-    img = decode_file(path, cv2.IMREAD_COLOR)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read, a device never end
+            raise UsageError(f'--check-image {shown(path)} is not a regular file')
+        img = decode_file(path, cv2.IMREAD_COLOR)
+    except OSError as err:
+        raise UsageError(f'--check-image {shown(path)} cannot be read ({err.strerror or err})') from None
     if img is None:
-        raise ValueError(f'--check-image {path} is not a readable image')
+        raise UsageError(f'--check-image {shown(path)} is not a readable image')
     return (img[:, :, ::-1].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
 
 
-def check_onnx(net, path: Path, inputs: Dict[str, np.ndarray]) -> Dict[str, float]:
-    """Max abs difference between onnxruntime and PyTorch (float32) for each named input."""
+def check_onnx(net, model: bytes, inputs: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """Max abs difference between onnxruntime (running the serialised ``model``) and PyTorch (float32) for
+    each named input."""
     import onnxruntime
     import torch
 
-    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    session = onnxruntime.InferenceSession(model, providers=['CPUExecutionProvider'])
     diffs = {}
     for name, array in inputs.items():
         with torch.no_grad():
@@ -78,13 +124,57 @@ def check_onnx(net, path: Path, inputs: Dict[str, np.ndarray]) -> Dict[str, floa
     return diffs
 
 
+def newest_opset() -> int:
+    """The newest ONNX opset the installed onnx package knows."""
+    import onnx.defs
+
+    return int(onnx.defs.onnx_opset_version())
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """Before any work: ``-o`` is not a folder, does not exist (unless ``--overwrite``), and the nearest
+    existing folder above it takes a new file (tried: a read-only file system refuses even root)."""
+    if path.is_dir():
+        raise UsageError(f'-o {shown(path)} is a folder: give the .onnx file to write')
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise UsageError(f'-o {shown(path)} exists: add --overwrite to replace it')
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f'-o {shown(path)}: {shown(folder)} is not a folder')
+    try:
+        fd, probe = tempfile.mkstemp(prefix='.asid-export.', suffix='.tmp', dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(f'-o {shown(path)}: cannot write in {shown(folder)} ({err.strerror or err})') from None
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every argument that can be checked before the model is read; :class:`UsageError` otherwise."""
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise UsageError(f'--tolerance must be a finite number >= 0, got {args.tolerance}')
+    newest = newest_opset()
+    if not MIN_OPSET <= args.opset <= newest:
+        raise UsageError(f'--opset {args.opset}: the exporter writes opsets {MIN_OPSET} to {newest} (the newest the '
+                         'installed onnx knows); older ones would need a conversion that fails for this network')
+    try:
+        check_output(args.output, args.overwrite)
+    except OSError as err:  # a folder on the way that cannot be searched
+        raise UsageError(f'-o {shown(args.output)}: {err.strerror or err}') from None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='asid-export', description=__doc__.split('\n\n')[0].replace('``', "'"))
     parser.add_argument('-m', '--model', type=Path, required=True, help='checkpoint of ASID or ASID-D8 (any layout)')
     parser.add_argument('-o', '--output', type=Path, required=True, help='ONNX file to write')
-    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET)
+    parser.add_argument('--overwrite', action='store_true', help='replace --output if it exists')
+    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset, >= {MIN_OPSET} '
+                        f'(default {DEFAULT_OPSET})')
     parser.add_argument('--check-image', type=Path, help='real image for the parity check (default: a sample)')
-    parser.add_argument('--tolerance', type=float, default=1e-4, help='largest accepted difference (default 1e-4)')
+    parser.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE,
+                        help=f'largest accepted difference, >= 0 (default {DEFAULT_TOLERANCE:g})')
     add_channel_attention_argument(parser)
     args = parser.parse_args(argv)
     from .checkpoint import CheckpointError, load_network
@@ -96,30 +186,57 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError as err:
         print(f"asid-export: {err.name} is not installed: pip install -e '.[onnx]' from a checkout of asid_arch "
               '(or pip install onnx onnxruntime onnxscript)', file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
+        check_arguments(args)
         net, config = load_network(args.model, args.channel_attention)
         real = read_check_image(args.check_image) if args.check_image else sample_image()
-    except (CheckpointError, ValueError) as err:
+    except (CheckpointError, UsageError) as err:
         print(f'asid-export: error: {err}', file=sys.stderr)
-        return 2
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    export_onnx(net, args.output, args.opset)
-    print(f'asid-export: {config.variant} x{config.upscale} -> {args.output} ({time.time() - start:.1f} s)')
-    if config.note:
-        print(f'asid-export: note: {args.model}: {config.note}')
+        return EXIT_USAGE
     rng = np.random.default_rng(0)
-    diffs = check_onnx(net, args.output, {
-        f'random {RANDOM_CHECK_SIZE[0]}x{RANDOM_CHECK_SIZE[1]}': rng.random((1, 3, *RANDOM_CHECK_SIZE), np.float32),
-        f'image {real.shape[2]}x{real.shape[3]}': real,
-    })
-    for name, diff in diffs.items():
-        print(f'asid-export: onnxruntime vs PyTorch, {name}: max abs diff {diff:.2e}')
-    if max(diffs.values()) > args.tolerance:
-        print(f'asid-export: difference above the tolerance {args.tolerance:g}', file=sys.stderr)
-        return 1
-    return 0
+    inputs = {f'{h}x{w}': rng.random((1, 3, h, w), np.float32) for h, w in RANDOM_CHECK_SIZES}  # one line
+    image_name = f'image {real.shape[2]}x{real.shape[3]}'
+    inputs[image_name] = real
+    target = shown(args.output)
+    with stop_on_signals():
+        try:
+            start = time.time()
+            try:
+                model = onnx_model(net, args.opset)
+                diffs = check_onnx(net, model, inputs)
+            except Exception as err:  # the exporter or onnxruntime failed: nothing is written
+                print(f'asid-export: failed: {config.variant} x{config.upscale}: {type(err).__name__}: '
+                      f'{(str(err).strip().splitlines() or [""])[0][:300]}; {target} not written', file=sys.stderr)
+                return EXIT_FAILED
+            seconds = time.time() - start
+            print(f'asid-export: {config.variant} x{config.upscale}: exported and checked ({seconds:.1f} s)')
+            if config.note:
+                print(f'asid-export: note: {shown(args.model)}: {config.note}')
+            image = diffs.pop(image_name)
+            print(f'asid-export: onnxruntime vs PyTorch, random {", ".join(diffs)}: max abs diff '
+                  f'{max(diffs.values()):.2e}')
+            print(f'asid-export: onnxruntime vs PyTorch, {image_name}: max abs diff {image:.2e}')
+            if max(image, *diffs.values()) > args.tolerance:
+                print(f'asid-export: difference above the tolerance {args.tolerance:g}: {target} not written',
+                      file=sys.stderr)
+                return EXIT_FAILED
+            from .models.asid_model import atomic_write
+
+            try:
+                atomic_write(args.output, lambda f: f.write(model), overwrite=args.overwrite)
+            except FileExistsError:
+                print(f'asid-export: error: {target} appeared during the export: add --overwrite to replace it',
+                      file=sys.stderr)
+                return EXIT_USAGE
+            except OSError as err:
+                print(f'asid-export: failed: cannot write {target} ({err.strerror or err})', file=sys.stderr)
+                return EXIT_FAILED
+            print(f'asid-export: wrote {target}')
+            return EXIT_OK
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP as Interrupted: nothing was written
+            print(f'asid-export: stopped by {interrupt_name(err)}: {target} not written', file=sys.stderr)
+            return interrupt_exit_status(err)
 
 
 if __name__ == '__main__':

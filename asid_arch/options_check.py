@@ -783,7 +783,7 @@ def _check_pretrained(opt: Mapping, problems: List[str]) -> None:
     path = opt.get('path') or {}
     weights = path.get('pretrain_network_g')
     net_opt = dict(opt.get('network_g') or {})
-    if not weights or not os.path.isfile(weights) or net_opt.get('type') not in ARCH_REGISTRY:
+    if not weights or not os.path.exists(weights) or net_opt.get('type') not in ARCH_REGISTRY:
         return
     try:
         net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
@@ -816,7 +816,8 @@ def validate_options(opt: Mapping, is_train: bool = True) -> List[str]:
         _check_dataset(phase, ds, opt, problems)
     for key in ('pretrain_network_g', 'resume_state'):
         value = opt['path'].get(key)
-        if value and not os.path.isfile(value):
+        # pretrained weights that exist but are no regular file (a folder, a FIFO) are described by _check_pretrained
+        if value and not os.path.isfile(value) and not (key == 'pretrain_network_g' and os.path.exists(value)):
             problems.append(f'path: {key}: {value} does not exist')
     if not any(p.startswith('network_g') for p in problems):
         _check_pretrained(opt, problems)

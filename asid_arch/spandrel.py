@@ -32,6 +32,7 @@ except ImportError as err:  # the optional extra is not installed
 from .archs.asid_arch import ASID
 from .archs.omnisr_arch import omnisr_state_dict_to_reference
 from .checkpoint import network_from_state
+from .models.asid_model import check_tensors
 
 ASID_ID = 'ASID'
 OMNISR_PACKAGE_ID = 'OmniSR (asid_arch keys)'
@@ -53,6 +54,9 @@ class ASIDArch(Architecture[ASID]):
         super().__init__(id=ASID_ID, name='ASID', detect=lambda sd: any(_has_all(sd, keys) for keys in ASID_KEYS))
 
     def load(self, state_dict: StateDict) -> ImageModelDescriptor[ASID]:
+        # spandrel read the file itself: its tensors are checked from their metadata before any element is
+        # touched (a zero-stride view of billions of elements, views beyond their storage, sparse, meta, ...)
+        check_tensors(state_dict, 'the state dict')
         state = ASID.convert_state_dict(state_dict)
         net, config = network_from_state(state, 'the state dict')
         tags: List[str] = [config.name, f'{config.num_feat}nf', f'{config.num_blocks}idb']

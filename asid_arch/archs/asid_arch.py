@@ -31,7 +31,7 @@ import inspect
 import re
 import sys
 import warnings
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -182,16 +182,27 @@ def grid_reverse_add(x: Tensor, tokens: Tensor, g: int) -> Tensor:
 _PARTITIONS = {'meso': (window_partition, window_reverse_add), 'global': (grid_partition, grid_reverse_add)}
 
 
+def pad_amounts(n: Union[int, torch.SymInt], p: int) -> Tuple[Union[int, torch.SymInt], Union[int, torch.SymInt]]:
+    """``(edge, zero)``: the rows (or columns) :func:`pad_input` adds to a side of ``n >= 1`` px.
+
+    Integer arithmetic with no comparison: where ``n`` is symbolic (``torch.export``, the ONNX export,
+    ``torch.compile(dynamic=True)``) the graph keeps the whole rule for every size instead of the
+    branch its example input took (an exported graph that only zero-pads crashes onnxruntime with
+    SIGFPE on inputs of 8 px and less)."""
+    largest_tiny = p * (-(-MIN_PADDED_SIZE // p) - 1)  # largest side whose zero padding gives under 16 px (8 for p=8)
+    tiny = (2 * largest_tiny) // (n + largest_tiny)  # 1 for 1 <= n <= largest_tiny, else 0
+    edge = tiny * (MIN_PADDED_SIZE - n)
+    return edge, (p - (n + edge) % p) % p
+
+
 def pad_input(x: Tensor, p: int) -> Tensor:
     """Zero-pad bottom/right to a multiple of ``p`` (the reference). A side whose padded size would
     be under 16 px (too small for ESA; the reference crashes there) is first edge-padded to 16 px."""
-    h, w = x.shape[-2:]
-    tiny_h = MIN_PADDED_SIZE - h if h + (p - h % p) % p < MIN_PADDED_SIZE else 0
-    tiny_w = MIN_PADDED_SIZE - w if w + (p - w % p) % p < MIN_PADDED_SIZE else 0
-    if tiny_h or tiny_w:
-        x = F.pad(x, (0, tiny_w, 0, tiny_h), mode='replicate')
-        h, w = x.shape[-2:]
-    return F.pad(x, (0, (p - w % p) % p, 0, (p - h % p) % p))
+    edge_h, zero_h = pad_amounts(x.shape[-2], p)
+    edge_w, zero_w = pad_amounts(x.shape[-1], p)
+    if not (isinstance(edge_h, int) and isinstance(edge_w, int)) or edge_h or edge_w:  # eager: only where needed
+        x = F.pad(x, (0, edge_w, 0, edge_h), mode='replicate')
+    return F.pad(x, (0, zero_w, 0, zero_h))
 
 
 def check_input(x: Tensor, channels: int, name: str) -> None:
