@@ -19,32 +19,41 @@ def tiny(scale: int, blocks: int = 2) -> ASID:
     return ASID(upscale=scale, num_feat=16, num_blocks=blocks).eval()
 
 
-def test_onnx_export_parity(tmp_path, capsys):
+ONNX_TOL = 1e-6  # onnxruntime against PyTorch, float32, the released configuration (docs/interoperability.md)
+
+
+def test_onnx_export_parity_of_the_released_configuration(tmp_path, capsys):
+    """ASID x4 as released (48 channels, 3 IDBs), exported and run by onnxruntime at the documented error, on
+    a random input and a photo, then copied alone and run at other sizes (dynamic height and width)."""
     pytest.importorskip('onnxruntime', reason="the optional extra asid_arch[onnx] is not installed")
     pytest.importorskip('onnxscript', reason="the optional extra asid_arch[onnx] is not installed")
-    torch.save({'params': tiny(3).state_dict()}, tmp_path / 'm.pth')
+    import numpy as np
+    import onnxruntime
+
+    from asid_arch import asid
+
+    torch.manual_seed(4)
+    net = asid(4).eval()
+    torch.save({'params': net.state_dict()}, tmp_path / 'm.pth')
     cv2.imwrite(str(tmp_path / 'real.png'), synthetic_image(41, 30, 5))
     code = asid_export(['-m', str(tmp_path / 'm.pth'), '-o', str(tmp_path / 'm.onnx'), '--check-image',
                         str(tmp_path / 'real.png')])
     out = capsys.readouterr().out
     assert code == 0, out
     diffs = [float(v) for v in re.findall(r'max abs diff ([\d.e+-]+)', out)]
-    assert len(diffs) == 2 and max(diffs) < 1e-4
-
-    import numpy as np
-    import onnxruntime
+    assert len(diffs) >= 2 and max(diffs) < ONNX_TOL, out
 
     assert sorted(p.name for p in tmp_path.glob('m.onnx*')) == ['m.onnx']  # one self-contained file
     moved = tmp_path / 'elsewhere'
     moved.mkdir()
     (tmp_path / 'm.onnx').rename(moved / 'm.onnx')  # copied alone, it still runs
     session = onnxruntime.InferenceSession(str(moved / 'm.onnx'), providers=['CPUExecutionProvider'])
-    for size in ((9, 9), (16, 57), (64, 40)):  # dynamic height and width
+    for size in ((9, 9), (16, 57), (64, 40)):
         x = torch.rand(1, 3, *size)
         with torch.no_grad():
-            expected = tiny(3)(x).numpy()
+            expected = net(x).numpy()
         got = session.run(None, {'lr': x.numpy()})[0]
-        assert got.shape == (1, 3, size[0] * 3, size[1] * 3) and np.abs(got - expected).max() < 1e-4
+        assert got.shape == (1, 3, size[0] * 4, size[1] * 4) and np.abs(got - expected).max() < ONNX_TOL
 
 
 def test_export_without_the_extra_is_a_clear_error(tmp_path, monkeypatch, capsys):
