@@ -338,14 +338,15 @@ def _still(data: bytes, im) -> Picture:
 
 def _tiff_pages(data: bytes, im) -> List[Picture]:
     ok, pages = cv2.imdecodemulti(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if not ok or len(pages) != im.n_frames:
-        raise ImageError(f'damaged image: {len(pages) if ok else 0} of {im.n_frames} TIFF pages readable')
+    pages = list(pages) if ok else []
+    if len(pages) != im.n_frames:
+        raise ImageError(f'damaged image: {len(pages)} of {im.n_frames} TIFF pages readable')
     pictures = []
     for k, page in enumerate(pages):
         im.seek(k)
         _load(im)
         pictures.append(_picture(page, im, int(im.tag_v2.get(TIFF_ORIENTATION, 1) or 1)))
-        pages[k] = None  # type: ignore[index]  # its pixels live on in the picture only
+        pages[k] = None  # its pixels live on in the picture only
     return pictures
 
 
@@ -525,11 +526,13 @@ def _tiff_writer(pictures: Sequence[Picture], color: ColorInfo) -> Writer:
     import tifffile
 
     def write(f) -> None:
-        with tifffile.TiffWriter(f) as tiff:
+        buffer = io.BytesIO()  # (tifffile takes the name of a file object, and os.fdopen's is a number)
+        with tifffile.TiffWriter(buffer) as tiff:
             for pic in pictures:
                 extra = {} if pic.alpha is None else {'extrasamples': ['unassalpha']}
                 tiff.write(_rgb_layers(pic), photometric='minisblack' if pic.gray else 'rgb', compression='zlib',
                            iccprofile=color.icc, **extra)
+        f.write(buffer.getbuffer())
     return write
 
 
@@ -573,7 +576,7 @@ def _animation_bytes(pictures: Sequence[Picture], fmt: str, loop: Optional[int])
     if loop is not None:
         params['loop'] = loop
     if fmt == 'WEBP':
-        params.update(lossless=True, method=4)  # as OpenCV's still WebP: lossless
+        params.update(lossless=True, exact=True)  # as OpenCV's still WebP: lossless, colours under alpha 0 kept
     buffer = io.BytesIO()
     images[0].save(buffer, format=fmt, **params)
     return buffer.getbuffer()
