@@ -386,13 +386,6 @@ def read_picture(path: Union[str, Path], max_pixels: Optional[int] = None, scale
     return image.decode(first_only=True)[0]
 
 
-def inspect_file(path: Union[str, Path], max_pixels: Optional[int], scale: int, limit_hint: str) -> Tuple[str, int]:
-    """``(format, frame count)`` of an image file, after checking ``max_pixels`` (of the result) from the header."""
-    image = open_image(path)
-    image.check_size(max_pixels, scale, limit_hint)
-    return image.format, len(image.frames)
-
-
 def to_depth(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Integer pixels converted to ``dtype`` by scaling (65535 <-> 255), never by clipping."""
     if img.dtype == dtype:
@@ -514,12 +507,10 @@ def _rgb_layers(pic: Picture) -> np.ndarray:
 
 
 def _pillow_image(pic: Picture):
+    """An 8-bit picture as a Pillow image: L, LA, RGB or RGBA (the mode follows the layers)."""
     from PIL import Image
 
-    layers = _rgb_layers(pic)
-    mode = {(True, False): 'L', (True, True): 'LA', (False, False): 'RGB', (False, True): 'RGBA'}[
-        (pic.gray, pic.alpha is not None)]
-    return Image.fromarray(layers, mode)
+    return Image.fromarray(_rgb_layers(pic))
 
 
 def _tiff_writer(pictures: Sequence[Picture], color: ColorInfo) -> Writer:
@@ -634,14 +625,6 @@ def _encode_still(pic: Picture, suffix: str, notes: List[str]) -> memoryview:
     return memoryview(data)  # the encoder's buffer itself: no second copy of a large file
 
 
-def encode(color: np.ndarray, alpha: Optional[np.ndarray], suffix: str) -> Tuple[bytes, str]:
-    """The file bytes of one picture for ``suffix`` and a note on any conversion made ('' when none)."""
-    writer, notes = encoder([Picture(color, alpha)], suffix)
-    buffer = io.BytesIO()
-    writer(buffer)
-    return buffer.getvalue(), '; '.join(notes)
-
-
 def write_image(path: Union[str, Path], pictures: Sequence[Picture], color: ColorInfo = ColorInfo(),
                 loop: Optional[int] = None) -> str:
     """Write ``pictures`` (see :func:`encoder`) atomically to ``path``, in the format of its suffix;
@@ -649,8 +632,3 @@ def write_image(path: Union[str, Path], pictures: Sequence[Picture], color: Colo
     writer, notes = encoder(pictures, Path(path).suffix, color, loop)
     atomic_write(path, writer)
     return '; '.join(notes)
-
-
-def write_picture(path: Union[str, Path], color: np.ndarray, alpha: Optional[np.ndarray] = None) -> str:
-    """Encode one picture for the suffix of ``path`` and write atomically; returns the conversion note ('' if none)."""
-    return write_image(path, [Picture(color, alpha)])

@@ -219,13 +219,14 @@ def test_colour_of_animations_and_gray_alpha_kept(tmp_path, model_file):
     frames[0].save(tmp_path / 'a.webp', save_all=True, append_images=frames[1:], duration=100, lossless=True,
                    icc_profile=ICC)
     frames[0].save(tmp_path / 'a.png', save_all=True, append_images=frames[1:], duration=100, icc_profile=ICC)
-    Image.fromarray(np.dstack([synthetic_image(16, 16, 0)[:, :, 0]] * 2), 'LA').save(tmp_path / 'ga.png',
-                                                                                      icc_profile=ICC)
+    gray_alpha = Image.fromarray(np.dstack([synthetic_image(16, 16, 0)[:, :, 0]] * 2))
+    gray_alpha.save(tmp_path / 'ga.png', icc_profile=ICC)
     assert sr(tmp_path / 'a.webp', tmp_path / 'a.png', tmp_path / 'ga.png', '-o', tmp_path / 'o', '-m',
               model_file) == 0
     for name in ('a_x2.webp', 'a_x2.png', 'ga_x2.png'):
         assert Image.open(tmp_path / 'o' / name).info.get('icc_profile') == ICC, name
-    assert Image.open(tmp_path / 'o' / 'a_x2.webp').n_frames == 2 and Image.open(tmp_path / 'o' / 'ga_x2.png').mode == 'LA'
+    assert Image.open(tmp_path / 'o' / 'a_x2.webp').n_frames == 2
+    assert Image.open(tmp_path / 'o' / 'ga_x2.png').mode == 'LA'
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,7 +431,8 @@ def test_interrupted_in_a_subprocess_by_sigterm(tmp_path, model_file):
 @pytest.mark.parametrize('flags', [['--max-memory', 'nan'], ['--max-memory', 'inf'], ['--max-memory', '-1'],
                                    ['--max-memory', '0'], ['--max-pixels', 'nan'], ['--max-pixels', 'inf'],
                                    ['--max-pixels', '1e-12'], ['--tile-overlap', '-1'],
-                                   ['--tile-overlap', '100000000000000000000'], ['--tile', '64', '--tile-overlap', '64']])
+                                   ['--tile-overlap', '100000000000000000000'],
+                                   ['--tile', '64', '--tile-overlap', '64']])
 def test_bad_numbers_are_one_line_and_exit_2(tmp_path, model_file, capsys, flags):
     cv2.imwrite(str(tmp_path / 'a.png'), synthetic_image(16, 16, 0))
     try:
