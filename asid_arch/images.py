@@ -55,6 +55,9 @@ WRITE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.p
 FRAMES_SUFFIX = {'GIF': '.gif', 'WEBP': '.webp', 'PNG': '.png', 'TIFF': '.tif'}
 FRAMES_NAME = {'GIF': 'animated GIF', 'WEBP': 'animated WebP', 'PNG': 'animated PNG', 'TIFF': 'multi-page TIFF'}
 ICC_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff')
+ICC_HEADER_BYTES = 128
+ICC_MAGIC, ICC_MAGIC_AT = b'acsp', slice(36, 40)
+ICC_SPACE_AT = slice(16, 20)  # the colour space the profile describes: 'RGB ', 'GRAY', 'CMYK', ...
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 PNG_IHDR_END = len(PNG_SIGNATURE) + 8 + 13 + 4  # signature, IHDR (length, type, 13 bytes, CRC)
 PNG_BIT_DEPTH_AT = len(PNG_SIGNATURE) + 8 + 8  # IHDR: width (4), height (4), then the bit depth
@@ -110,6 +113,23 @@ class ColorInfo:
         """The PNG chunks that only a PNG can hold and that say more than "sRGB"."""
         return [kind.decode() for kind, _ in self.png_chunks if kind in PNG_GAMUT_CHUNKS]
 
+    def icc_problem(self, gray: bool) -> str:
+        """Why the ICC profile does not describe a gray (or RGB) result, '' when it does (or there is none): a
+        CMYK JPEG's profile is not the RGB result's, and a damaged profile would mislead a viewer."""
+        if not self.icc:
+            return ''
+        if len(self.icc) < ICC_HEADER_BYTES or self.icc[ICC_MAGIC_AT] != ICC_MAGIC:
+            return 'the colour profile (ICC) of the input is damaged: not kept'
+        space = self.icc[ICC_SPACE_AT]
+        if space != (b'GRAY' if gray else b'RGB '):
+            name = space.decode('latin-1').strip() or '?'
+            return f'the colour profile of the input is for {name} data, not the {"gray" if gray else "RGB"} ' \
+                   'result: not kept'
+        return ''
+
+    def without_icc(self) -> 'ColorInfo':
+        return ColorInfo(None, self.png_chunks)
+
 
 @dataclass(frozen=True)
 class FrameInfo:
@@ -130,6 +150,7 @@ class ImageFile:
     loop: Optional[int] = None  # an animation's loop count (0: for ever); None: play once / not animated
     color: ColorInfo = field(default_factory=ColorInfo)
     extra_pictures: int = 0  # an MPO's pictures besides the main one (not read)
+    default_image: bool = False  # an APNG whose first picture is shown by viewers without animation only
 
     @property
     def multi_frame(self) -> bool:
@@ -242,7 +263,7 @@ def open_image(path: Union[str, Path]) -> ImageFile:
     with _open_pillow(data) as im:
         try:
             count = getattr(im, 'n_frames', 1)
-            fmt, loop, extra = im.format, None, 0
+            fmt, loop, extra, default_image = im.format, None, 0, False
             if fmt == 'MPO':  # a JPEG with previews or a second view: the main picture is the photo
                 fmt, extra, count = 'JPEG', count - 1, 1
             if count > 1 and fmt == 'TIFF':  # pages differ in size, mode and depth (reading a page's
@@ -257,12 +278,13 @@ def open_image(path: Union[str, Path]) -> ImageFile:
                 gray = fmt == 'PNG' and first.color_channels == 1  # an APNG's frames share its colour type
                 frames = [FrameInfo(first.width, first.height, 1 if gray else 3, True, first.sample_bytes)] * count
                 loop = im.info.get('loop')
+                default_image = bool(im.info.get('default_image'))
             else:
                 frames = [_frame_info(data, im)]
             color = _color_info(data, im)
         except (OSError, ValueError, SyntaxError, EOFError, struct.error) as err:
             raise ImageError(f'damaged image: {_short(err)}') from None
-    return ImageFile(data, fmt, frames, loop, color, extra)
+    return ImageFile(data, fmt, frames, loop, color, extra, default_image)
 
 
 def _orientation(im) -> int:
@@ -521,8 +543,9 @@ def _tiff_writer(pictures: Sequence[Picture], color: ColorInfo) -> Writer:
         with tifffile.TiffWriter(buffer) as tiff:
             for pic in pictures:
                 extra = {} if pic.alpha is None else {'extrasamples': ['unassalpha']}
+                icc = None if color.icc_problem(pic.gray) else color.icc
                 tiff.write(_rgb_layers(pic), photometric='minisblack' if pic.gray else 'rgb', compression='zlib',
-                           iccprofile=color.icc, **extra)
+                           iccprofile=icc, **extra)
         f.write(buffer.getbuffer())
     return write
 
@@ -560,10 +583,15 @@ def _gif_writer(pictures: Sequence[Picture], loop: Optional[int], notes: List[st
     return write
 
 
-def _animation_bytes(pictures: Sequence[Picture], fmt: str, loop: Optional[int]) -> memoryview:
-    """An animated PNG or WebP of ``pictures`` (8-bit), every frame whole, durations and loop count kept."""
+def _animation_bytes(pictures: Sequence[Picture], fmt: str, loop: Optional[int],
+                     default_image: bool = False) -> memoryview:
+    """An animated PNG or WebP of ``pictures`` (8-bit), every frame whole, durations and loop count kept;
+    ``default_image``: the first picture is an APNG's still for viewers without animation."""
     images = [_pillow_image(pic) for pic in pictures]
-    params = {'save_all': True, 'append_images': images[1:], 'duration': [p.duration or 0 for p in pictures]}
+    animated = pictures[1:] if default_image else pictures
+    params = {'save_all': True, 'append_images': images[1:], 'duration': [p.duration or 0 for p in animated]}
+    if default_image:
+        params['default_image'] = True
     if loop is not None:
         params['loop'] = loop
     if fmt == 'WEBP':
@@ -573,11 +601,12 @@ def _animation_bytes(pictures: Sequence[Picture], fmt: str, loop: Optional[int])
     return buffer.getbuffer()
 
 
-def encoder(pictures: Sequence[Picture], suffix: str, color: ColorInfo = ColorInfo(),
-            loop: Optional[int] = None) -> Tuple[Writer, List[str]]:
+def encoder(pictures: Sequence[Picture], suffix: str, color: ColorInfo = ColorInfo(), loop: Optional[int] = None,
+            default_image: bool = False) -> Tuple[Writer, List[str]]:
     """A function writing ``pictures`` as one file of format ``suffix`` (several pictures: an animation or
     pages, which only GIF, PNG, WebP and TIFF hold), and notes on the conversions made (colours kept or not,
-    depth); :class:`ImageError` when the format cannot hold them."""
+    depth); :class:`ImageError` when the format cannot hold them. ``loop`` and ``default_image``: see
+    :class:`ImageFile`."""
     suffix = suffix.lower()
     if suffix not in WRITE_SUFFIXES:
         raise ImageError(f'cannot write {suffix or "files without a suffix"} (formats written: '
@@ -585,6 +614,11 @@ def encoder(pictures: Sequence[Picture], suffix: str, color: ColorInfo = ColorIn
     if len(pictures) > 1 and suffix not in ('.gif', '.png', '.webp', '.tif', '.tiff'):
         raise ImageError(f'{suffix} holds one picture, not {len(pictures)}')
     notes: List[str] = []
+    kinds = sorted({p.gray for p in pictures})  # gray, RGB or (TIFF pages) both
+    problems = [color.icc_problem(gray) for gray in kinds if color.icc_problem(gray)]
+    notes += problems
+    if len(problems) == len(kinds):  # it describes none of the pictures (a TIFF keeps it on the pages it does)
+        color = color.without_icc()
     if any(p.alpha is not None for p in pictures) and suffix in NO_ALPHA_FORMATS:
         raise ImageError(f'{suffix} cannot hold the alpha channel of this image; choose --ext png, webp or tif')
     if suffix in ('.tif', '.tiff'):
@@ -600,7 +634,7 @@ def encoder(pictures: Sequence[Picture], suffix: str, color: ColorInfo = ColorIn
             notes.append('GIF cannot hold the colour profile of the input: not kept')
         return writer, notes
     if len(pictures) > 1:
-        data = _animation_bytes(pictures, 'PNG' if suffix == '.png' else 'WEBP', loop)
+        data = _animation_bytes(pictures, 'PNG' if suffix == '.png' else 'WEBP', loop, default_image)
     else:
         data = _encode_still(pictures[0], suffix, notes)
     pieces, color_notes = with_color(data, suffix, color)
@@ -626,9 +660,9 @@ def _encode_still(pic: Picture, suffix: str, notes: List[str]) -> memoryview:
 
 
 def write_image(path: Union[str, Path], pictures: Sequence[Picture], color: ColorInfo = ColorInfo(),
-                loop: Optional[int] = None) -> str:
+                loop: Optional[int] = None, default_image: bool = False) -> str:
     """Write ``pictures`` (see :func:`encoder`) atomically to ``path``, in the format of its suffix;
     returns the notes on conversions ('' if none)."""
-    writer, notes = encoder(pictures, Path(path).suffix, color, loop)
+    writer, notes = encoder(pictures, Path(path).suffix, color, loop, default_image)
     atomic_write(path, writer)
     return '; '.join(notes)

@@ -551,7 +551,7 @@ def run_batch(paths: Sequence[Path], out_dir: Path, upscaler: Upscaler, args, ta
             except FileExistsError:
                 tally.skipped += 1
                 continue
-            image.check_size(int(args.max_pixels * 1e6), s, limit_hint)
+            image.check_size(args.max_pixels * 1e6, s, limit_hint)
             pillow = image.multi_frame or image.format == 'GIF' or name.lower().endswith('.gif') or any(
                 f.color_channels == 1 and f.alpha for f in image.frames)
             plan = upscaler.plan(image.frames, len(image.data), pillow)
@@ -568,7 +568,7 @@ def run_batch(paths: Sequence[Path], out_dir: Path, upscaler: Upscaler, args, ta
             except FileExistsError:
                 tally.skipped += 1
                 continue
-            note = write_image(target, results, image.color, image.loop)
+            note = write_image(target, results, image.color, image.loop, image.default_image)
             del results
             if mode is not None:
                 os.chmod(target, mode)

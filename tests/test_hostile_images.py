@@ -133,6 +133,12 @@ def test_apng_every_frame_exact(tmp_path, model_file):
     for (pixels, _), frame in zip(got, frames):
         assert np.array_equal(pixels[:, :, :3], network_output(model_file, np.asarray(frame)))
         assert pixels[:, :, 3].min() == 255  # opaque frames stay without alpha
+    # an APNG whose first picture is the still for viewers without animation: it stays that
+    frames[0].save(tmp_path / 'd.png', save_all=True, append_images=frames[1:], duration=[70, 80], default_image=True)
+    assert sr(tmp_path / 'd.png', '-o', tmp_path / 'o', '-m', model_file) == 0
+    out = Image.open(tmp_path / 'o' / 'd_x2.png')
+    assert out.info.get('default_image') and out.n_frames == 3
+    assert [d for _, d in frames_of(tmp_path / 'o' / 'd_x2.png')[0]] == [None, 70, 80]
 
 
 def test_multi_page_tiff_pages_of_different_sizes_modes_and_depths(tmp_path, nearest_file):
@@ -170,7 +176,24 @@ def test_frames_count_against_the_pixel_limit_and_ext_cannot_drop_them(tmp_path,
 # ----------------------------------------------------------------------------------------------
 # 5. Colour profiles
 # ----------------------------------------------------------------------------------------------
-ICC = bytes(np.random.default_rng(0).integers(0, 256, 70_000, dtype=np.uint8))  # over one JPEG segment (65519)
+def srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+
+
+SRGB = srgb_profile()  # once: a profile holds the time it was made
+
+
+def icc_profile(space: bytes = b'RGB ', size: int = 70_000) -> bytes:
+    """Pillow's sRGB profile, made to describe ``space`` data and padded to ``size`` bytes (over one JPEG
+    segment, 65519 bytes: the JPEG writer has to split it)."""
+    data = bytearray(SRGB + bytes(size - len(SRGB)))
+    data[0:4], data[16:20] = struct.pack('>I', size), space
+    return bytes(data)
+
+
+ICC = icc_profile()
 GAMA = struct.pack('>I', 45455)
 CHRM = struct.pack('>8I', 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
 
@@ -214,17 +237,33 @@ def test_icc_profile_and_png_colour_chunks_kept_in_every_format(tmp_path, model_
         assert cv2.imread(str(tmp_path / ext / f'p8_x2.{ext}')).shape == (40, 48, 3)
 
 
+def test_profiles_kept_only_where_they_describe_the_result(tmp_path, model_file, capsys):
+    gray_icc, cmyk_icc = icc_profile(b'GRAY', 2000), icc_profile(b'CMYK', 2000)
+    png_with(tmp_path / 'gray.png', synthetic_image(16, 16, 0)[:, :, 0], gray_icc)
+    Image.fromarray(synthetic_image(16, 16, 1)).convert('CMYK').save(tmp_path / 'cmyk.jpg', icc_profile=cmyk_icc)
+    png_with(tmp_path / 'damaged.png', synthetic_image(16, 16, 2), ICC[:100])
+    assert sr(tmp_path / 'gray.png', tmp_path / 'cmyk.jpg', tmp_path / 'damaged.png', '-o', tmp_path / 'o', '-m',
+              model_file, '--ext', 'jpg') == 0
+    err = capsys.readouterr().err
+    assert Image.open(tmp_path / 'o' / 'gray_x2.jpg').info.get('icc_profile') == gray_icc
+    assert 'cmyk_x2.jpg: the colour profile of the input is for CMYK data, not the RGB result: not kept' in err
+    assert 'damaged_x2.jpg: the colour profile (ICC) of the input is damaged: not kept' in err
+    assert not Image.open(tmp_path / 'o' / 'cmyk_x2.jpg').info.get('icc_profile')
+    assert not Image.open(tmp_path / 'o' / 'damaged_x2.jpg').info.get('icc_profile')
+
+
 def test_colour_of_animations_and_gray_alpha_kept(tmp_path, model_file):
     frames = rgba_frames(2)
     frames[0].save(tmp_path / 'a.webp', save_all=True, append_images=frames[1:], duration=100, lossless=True,
                    icc_profile=ICC)
     frames[0].save(tmp_path / 'a.png', save_all=True, append_images=frames[1:], duration=100, icc_profile=ICC)
     gray_alpha = Image.fromarray(np.dstack([synthetic_image(16, 16, 0)[:, :, 0]] * 2))
-    gray_alpha.save(tmp_path / 'ga.png', icc_profile=ICC)
+    gray_alpha.save(tmp_path / 'ga.png', icc_profile=icc_profile(b'GRAY'))
     assert sr(tmp_path / 'a.webp', tmp_path / 'a.png', tmp_path / 'ga.png', '-o', tmp_path / 'o', '-m',
               model_file) == 0
-    for name in ('a_x2.webp', 'a_x2.png', 'ga_x2.png'):
+    for name in ('a_x2.webp', 'a_x2.png'):
         assert Image.open(tmp_path / 'o' / name).info.get('icc_profile') == ICC, name
+    assert Image.open(tmp_path / 'o' / 'ga_x2.png').info.get('icc_profile') == icc_profile(b'GRAY')
     assert Image.open(tmp_path / 'o' / 'a_x2.webp').n_frames == 2
     assert Image.open(tmp_path / 'o' / 'ga_x2.png').mode == 'LA'
 
