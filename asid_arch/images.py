@@ -81,10 +81,18 @@ class ImageError(ValueError):
 @dataclass
 class Picture:
     """Decoded pixels: ``color`` (H, W, 3) BGR or (H, W) gray, ``alpha`` (H, W) or None, integer type;
-    ``duration`` the frame's display time in ms (animations only)."""
+    ``duration`` the frame's display time in ms (animations only); ``interleaved`` the (H, W, C + 1) array
+    that ``color`` and ``alpha`` are views of, if they are (the encoder takes it without joining them)."""
     color: np.ndarray
     alpha: Optional[np.ndarray]
     duration: Optional[float] = None
+    interleaved: Optional[np.ndarray] = None
+
+    def pixels(self) -> np.ndarray:
+        """Colour and alpha as one array (BGRA, gray + alpha), or the colour alone."""
+        if self.alpha is None:
+            return self.color
+        return self.interleaved if self.interleaved is not None else np.dstack([self.color, self.alpha])
 
     @property
     def gray(self) -> bool:
@@ -521,11 +529,11 @@ def _to_8bit(pic: Picture, suffix: str, notes: List[str]) -> Picture:
 
 
 def _rgb_layers(pic: Picture) -> np.ndarray:
-    """Pixels in Pillow's and TIFF's order: gray, gray + alpha, RGB or RGBA (one new array)."""
-    color = pic.color if pic.gray else pic.color[:, :, ::-1]
-    if pic.alpha is None:
-        return np.ascontiguousarray(color)
-    return np.dstack([color, pic.alpha])
+    """Pixels in Pillow's and TIFF's order: gray, gray + alpha, RGB or RGBA (a new array for colour)."""
+    if pic.gray:
+        return np.ascontiguousarray(pic.pixels())
+    color = pic.color[:, :, ::-1]
+    return np.ascontiguousarray(color) if pic.alpha is None else np.dstack([color, pic.alpha])
 
 
 def _pillow_image(pic: Picture):
@@ -652,8 +660,7 @@ def _encode_still(pic: Picture, suffix: str, notes: List[str]) -> memoryview:
         buffer = io.BytesIO()
         _pillow_image(pic).save(buffer, format=fmt, **({'lossless': True} if fmt == 'WEBP' else {}))
         return buffer.getbuffer()
-    pixels = pic.color if pic.alpha is None else np.dstack([pic.color, pic.alpha])
-    ok, data = cv2.imencode(suffix, pixels)
+    ok, data = cv2.imencode(suffix, pic.pixels())
     if not ok:
         raise ImageError(f'could not encode the result as {suffix}')
     return memoryview(data)  # the encoder's buffer itself: no second copy of a large file

@@ -476,7 +476,7 @@ def upscale_image(image, upscaler: Upscaler, plan: MemoryPlan) -> list:
         if pic.alpha is not None:
             alpha = full[:, :, -1]
             upscaler.upscale(pic.alpha, alpha, reverse_channels=False, tile=plan.tile)
-        results.append(Picture(color, alpha, pic.duration))
+        results.append(Picture(color, alpha, pic.duration, full if channels > 1 else None))
         pictures[k] = None  # the input picture is not needed any more
     return results
 
@@ -578,6 +578,11 @@ def run_batch(paths: Sequence[Path], out_dir: Path, upscaler: Upscaler, args, ta
         except MemoryError:
             tally.failed += 1
             say(f'failed: {shown(path)}: out of memory (lower --max-memory or --tile)')
+        except RuntimeError as err:
+            tally.failed += 1
+            gpu = type(err).__name__ == 'OutOfMemoryError'  # torch.cuda.OutOfMemoryError
+            say(f'failed: {shown(path)}: ' + ('out of GPU memory (lower --max-memory or --tile)' if gpu else
+                                              shown(str(err))))
         except Exception as err:  # one bad image must not stop the others
             tally.failed += 1
             say(f'failed: {shown(path)}: {shown(str(err))}')

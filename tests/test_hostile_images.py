@@ -155,6 +155,7 @@ def test_multi_page_tiff_pages_of_different_sizes_modes_and_depths(tmp_path, nea
     assert sr(tmp_path / 'scan.tif', '-o', tmp_path / 'o', '-m', nearest_file) == 0
     with tifffile.TiffFile(tmp_path / 'o' / 'scan_x2.tif') as tif:
         pages = [page.asarray() for page in tif.pages]
+    assert len(pages) == 3
     for page, source in zip(pages, (rgb, gray16, gray_alpha)):
         assert page.dtype == source.dtype and np.array_equal(page, nearest(source))
 
