@@ -672,6 +672,9 @@ def add_channel_attention_argument(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from .cpu_memory import release_freed_memory
+
+    release_freed_memory()  # --max-memory is a bound: freed memory goes back (import asid_arch keeps it)
     tally = Tally()
     start = time.time()
     out_dir = Path(os.path.abspath(args.output))
