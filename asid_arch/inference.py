@@ -139,7 +139,8 @@ def collect_inputs(specs: Sequence[str]) -> Tuple[List[Path], List[str], List[st
             continue
         first = unique.setdefault(key, path)
         if first != path:
-            notes.append(f'{shown(path)} is the same file as {shown(first)}: upscaled once, named after the latter')
+            notes.append(f'{shown(path)} is the same file as {shown(first)}: upscaled once, under the name '
+                         f'{shown(first.name)}')
     return list(unique.values()), problems, notes
 
 
@@ -468,8 +469,10 @@ def upscale_image(image, upscaler: Upscaler, plan: MemoryPlan) -> list:
         h, w = pic.size
         channels = (1 if pic.gray else 3) + (pic.alpha is not None)
         full = np.empty((h * s, w * s) + ((channels, ) if channels > 1 else ()), pic.color.dtype)
-        color = full if channels == 1 else full[:, :, 0] if pic.gray else full[:, :, :3] if pic.alpha is not None \
-            else full
+        if pic.alpha is None:
+            color = full  # (H, W) gray or (H, W, 3)
+        else:
+            color = full[:, :, 0] if pic.gray else full[:, :, :3]
         upscaler.upscale(pic.color if pic.gray else pic.color[:, :, ::-1], color, reverse_channels=True,
                          tile=plan.tile)
         alpha = None
