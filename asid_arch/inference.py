@@ -319,6 +319,17 @@ def blend_ramp(length: int, before: int, after: int):
     return w
 
 
+def shift_up(a: np.ndarray, rows: int) -> None:
+    """Move ``a[rows:]`` to the top of ``a`` and zero the rows freed at the bottom, in place. Copied in blocks
+    of ``rows`` that do not overlap: ``a[:-rows] = a[rows:]`` would first copy the whole source to a
+    temporary as large as the accumulator."""
+    n = len(a)
+    for start in range(0, n - rows, rows):
+        stop = min(start + rows, n - rows)
+        a[start:stop] = a[start + rows:stop + rows]
+    a[max(n - rows, 0):] = 0
+
+
 class Upscaler:
     """Runs the network on integer images, whole or in blended tiles, into arrays of the final pixel type."""
 
@@ -399,8 +410,8 @@ class Upscaler:
                 done = y * s - acc_top  # rows above this tile row are final
                 if done > 0:
                     store(slice(acc_top, acc_top + done), acc[:done] / wsum[:done, :, None])
-                    acc[:-done], wsum[:-done] = acc[done:], wsum[done:]  # shift up in place (numpy handles overlap)
-                    acc[-done:], wsum[-done:] = 0, 0
+                    shift_up(acc, done)
+                    shift_up(wsum, done)
                     acc_top += done
                 above = (ys[i - 1] + th - y) * s if i else 0
                 below = (y + th - ys[i + 1]) * s if i + 1 < len(ys) else 0

@@ -21,7 +21,7 @@ from asid_arch import images as images_module
 from asid_arch.checkpoint import load_network
 from asid_arch.images import FrameInfo, png_chunks
 from asid_arch.inference import main as asid_sr
-from asid_arch.inference import network_bytes, plan_memory
+from asid_arch.inference import network_bytes, plan_memory, shift_up
 
 from helpers import synthetic_image
 
@@ -365,6 +365,15 @@ def test_tile_choice_follows_the_budget():
     assert plan_memory(small, 2, 0, network, 2e9).tile == 0
     assert network_bytes(48, 4, 'fp32', 10_000) > network_bytes(48, 2, 'fp32', 10_000) > network_bytes(
         16, 2, 'fp32', 10_000)
+
+
+@pytest.mark.parametrize('rows, shift', [(10, 3), (10, 5), (10, 9), (7, 7), (8, 1)])
+def test_accumulator_rows_shift_in_place(rows, shift):
+    acc = np.arange(rows * 6, dtype=np.float32).reshape(rows, 2, 3)
+    expected = np.zeros_like(acc)
+    expected[:rows - shift] = acc[shift:]
+    shift_up(acc, shift)  # (no temporary as large as the accumulator: numpy makes one for overlapping copies)
+    assert np.array_equal(acc, expected)
 
 
 def test_budget_decides_tiles_and_refuses_what_cannot_fit(tmp_path, model_file, capsys):
