@@ -67,19 +67,21 @@ TEMPORARY_END = r'\.[a-z0-9_]{8}\.tmp'  # what an atomic write adds to '.{name}'
 
 # ----------------------------------------------------------------------------------------------
 # Memory. The network's working set per forward pass, from VmHWM (peak resident memory) of one pass
-# per tile size in a fresh process (glibc's default malloc; README, "Memory of asid-sr"): it grows
-# with the LR pixels of a tile, by about NET_BYTES_PER_FEATURE_PIXEL per feature channel (activations
-# of the wide layers), NET_BYTES_PER_PIXEL (the six shared 64 x 64 attention maps per window, the
-# input) and NET_BYTES_PER_OUTPUT_PIXEL per output pixel (upsampler, pixel shuffle, float32 result).
-# Measured slopes: 3.6 / 6.0 / 7.8 KB per LR pixel for 16 / 32 / 48 channels at x2, 8.5 KB for 48 at
-# x3 and x4; 3 and 8 IDBs alike (features are freed block by block).
+# per tile size in a fresh process, with the allocator settings asid-sr runs with
+# (cpu_memory.release_freed_memory: blocks over 128 KB come from mmap and go back when freed). It grows
+# with the LR pixels of a tile, by NET_BYTES_PER_FEATURE_PIXEL per feature channel (activations of the
+# wide layers), NET_BYTES_PER_PIXEL (the six shared 64 x 64 attention maps per window, the input) and
+# NET_BYTES_PER_OUTPUT_PIXEL per output pixel (upsampler, pixel shuffle, float32 result). Measured:
+# 4.39 KB per LR pixel for 48 channels at x2 (tiles of 96 to 296 px), 4.46 KB at x4, 2.16 KB for 16
+# channels at x2, plus about 32 MB per pass; the constants are 10-15 % above. With glibc's default
+# (dynamic mmap threshold) the same passes kept up to twice as much (7.8 KB per pixel at x2).
 # ----------------------------------------------------------------------------------------------
-NET_BYTES_PER_FEATURE_PIXEL = 135
-NET_BYTES_PER_PIXEL = 1_500
-NET_BYTES_PER_OUTPUT_PIXEL = 60
-NET_FIXED_BYTES = 16_000_000  # per forward: oneDNN scratch, the 16-px minimum padding, page rounding
-# bf16 and fp16 activations take half the bytes: measured 3.7 / 1.5 KB per LR pixel (48 / 16 channels, x2, bf16)
-PRECISION_FACTOR = {'fp32': 1.0, 'bf16': 0.5, 'fp16': 0.5}
+NET_BYTES_PER_FEATURE_PIXEL = 80
+NET_BYTES_PER_PIXEL = 1_100
+NET_BYTES_PER_OUTPUT_PIXEL = 10
+NET_FIXED_BYTES = 40_000_000  # per pass: oneDNN scratch, the 16-px minimum padding, page rounding
+# bf16 and fp16 activations take about half the bytes: 2.36 KB per LR pixel measured (48 channels, x2, bf16)
+PRECISION_FACTOR = {'fp32': 1.0, 'bf16': 0.6, 'fp16': 0.6}
 FLOAT_BYTES = 4
 ACCUMULATOR_VALUES = 3 + 1 + 3  # per output pixel of a tile row: colour sums, weight sum, a finished-rows temporary
 ENCODER_COPIES = 3  # OpenCV's encoder: its growing buffer (up to twice the file) and the copy handed to Python
