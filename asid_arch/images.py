@@ -21,8 +21,10 @@
   the output cannot hold it (GIF, BMP, PPM/PGM), the writer says so in its note. An sRGB chunk
   alone needs no note: sRGB is what a file without colour information is taken to be.
 * Writing converts to what the format can hold: 16-bit values are scaled (not clipped) to 8 bits
-  for JPEG, WebP, BMP and GIF; a JPEG or BMP cannot hold alpha and is refused for images that
-  have it; a GIF holds 256 colours per frame (colours reduced, with a note) and on/off transparency.
+  for JPEG, WebP, BMP, GIF and animations; a JPEG or BMP cannot hold alpha and is refused for images
+  that have it; a GIF holds 256 colours per frame (colours reduced, with a note) and on/off
+  transparency. Consecutive frames that come out identical are merged by the GIF and APNG writers
+  (one frame shown for their summed durations: the animation plays the same).
 """
 from __future__ import annotations
 
@@ -176,7 +178,7 @@ class ImageFile:
         """Pixels of the result, every frame counted."""
         return sum(f.width * f.height for f in self.frames) * scale * scale
 
-    def check_size(self, max_pixels: Optional[int], scale: int, limit_hint: str = '') -> None:
+    def check_size(self, max_pixels: Optional[float], scale: int, limit_hint: str = '') -> None:
         """:class:`ImageError` when the result (``scale`` times larger per side, every frame) exceeds ``max_pixels``."""
         pixels = self.output_pixels(scale)
         if max_pixels is None or pixels <= max_pixels:
@@ -394,10 +396,14 @@ def _animation_frames(im, frames: Sequence[FrameInfo]) -> List[Picture]:
             raise ImageError(f'damaged image: frame {k + 1}: {_short(err)}') from None
         _load(im)
         duration = im.info.get('duration')
-        pixels = np.asarray(im.convert('LA' if gray else 'RGBA'))
-        color = pixels[:, :, 0] if gray else pixels[:, :, 2::-1]
+        if im.mode.startswith('I'):  # 16-bit gray (Pillow's conversion to 8 bits would clip, not scale)
+            color = np.asarray(im).astype(np.uint16)
+            alpha = np.full_like(color, np.iinfo(np.uint16).max)
+        else:
+            pixels = np.asarray(im.convert('LA' if gray else 'RGBA'))
+            color, alpha = pixels[:, :, 0] if gray else pixels[:, :, 2::-1], pixels[:, :, -1]
         pictures.append(Picture(np.ascontiguousarray(apply_orientation(color, orientation)),
-                                np.ascontiguousarray(apply_orientation(pixels[:, :, -1], orientation)),
+                                np.ascontiguousarray(apply_orientation(alpha, orientation)),
                                 float(duration) if duration is not None else None))
     if all(int(p.alpha.min()) == p.max_value for p in pictures):
         for pic in pictures:
@@ -553,7 +559,7 @@ def _tiff_writer(pictures: Sequence[Picture], color: ColorInfo) -> Writer:
                 extra = {} if pic.alpha is None else {'extrasamples': ['unassalpha']}
                 icc = None if color.icc_problem(pic.gray) else color.icc
                 tiff.write(_rgb_layers(pic), photometric='minisblack' if pic.gray else 'rgb', compression='zlib',
-                           iccprofile=icc, **extra)
+                           iccprofile=icc, metadata=None, **extra)
         f.write(buffer.getbuffer())
     return write
 
@@ -638,7 +644,7 @@ def encoder(pictures: Sequence[Picture], suffix: str, color: ColorInfo = ColorIn
         pictures = [_to_8bit(p, suffix if len(pictures) == 1 else f'an animated {suffix}', notes) for p in pictures]
     if suffix == '.gif':
         writer = _gif_writer(pictures, loop, notes)
-        if color:
+        if color.icc or color.gamut_chunks:
             notes.append('GIF cannot hold the colour profile of the input: not kept')
         return writer, notes
     if len(pictures) > 1:
@@ -658,7 +664,7 @@ def _encode_still(pic: Picture, suffix: str, notes: List[str]) -> memoryview:
         if fmt is None:
             raise ImageError(f'{suffix} cannot hold a gray + alpha image; choose --ext png, webp or tif')
         buffer = io.BytesIO()
-        _pillow_image(pic).save(buffer, format=fmt, **({'lossless': True} if fmt == 'WEBP' else {}))
+        _pillow_image(pic).save(buffer, format=fmt, **({'lossless': True, 'exact': True} if fmt == 'WEBP' else {}))
         return buffer.getbuffer()
     ok, data = cv2.imencode(suffix, pic.pixels())
     if not ok:
