@@ -122,7 +122,11 @@ def collect_inputs(specs: Sequence[str]) -> Tuple[List[Path], List[str], List[st
                 problems.append(f'{shown(spec)}: no file matches this pattern')
             paths += matches
         elif path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            try:
+                found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            except OSError as err:
+                problems.append(f'{shown(spec)}: cannot list this folder ({err.strerror or err})')
+                continue
             if not found:
                 problems.append(f'{shown(spec)}: folder has no images')
             paths += found
@@ -211,7 +215,11 @@ def output_folder_claim(out_dir: Path) -> Iterator[List[str]]:
     except ImportError:  # no flock here: leave temporaries alone rather than risk another run's
         yield []
         return
-    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        fd = os.open(out_dir, os.O_RDONLY)
+    except OSError:  # a folder that can be written but not read: no lock, no clean-up
+        yield []
+        return
     try:
         removed = []
         try:
