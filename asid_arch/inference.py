@@ -505,10 +505,14 @@ def upscale_image(image, upscaler: Upscaler, plan: MemoryPlan) -> list:
     return results
 
 
+class OutputExists(Exception):
+    """The output of an image exists and --overwrite is off: the image is skipped (and counted)."""
+
+
 def existing_output(target: Path, inputs: set, overwrite: bool) -> Optional[int]:
     """None if ``target`` does not exist, else its permission bits (to keep them when it is replaced).
     Raises ValueError when it may not be replaced: an input (also through a link), a read-only file,
-    a folder; :class:`FileExistsError` when it exists and ``overwrite`` is off (the image is skipped)."""
+    a folder; :class:`OutputExists` when it exists and ``overwrite`` is off."""
     if not os.path.lexists(target):
         return None
     try:
@@ -518,7 +522,7 @@ def existing_output(target: Path, inputs: set, overwrite: bool) -> Optional[int]
     if st is not None and (st.st_dev, st.st_ino) in inputs:
         raise ValueError(f'output {shown(target)} would overwrite an input image; choose another --output')
     if not overwrite:
-        raise FileExistsError(target)
+        raise OutputExists(target)
     if st is None:
         return None
     if stat.S_ISDIR(st.st_mode):
@@ -542,63 +546,71 @@ class Tally:
                 f'{seconds:.1f} s')
 
 
+@dataclass
+class Batch:
+    """What every image of a run shares: where outputs go, the settings, the inputs' real files (for the
+    "never over an input" check) and the outputs planned so far (for the duplicate check)."""
+    out_dir: Path
+    upscaler: Upscaler
+    args: argparse.Namespace
+    inputs: set
+    planned: Dict[str, Path]
+
+
+def process(path: Path, batch: Batch) -> List[str]:
+    """Read, super-resolve and write one image; returns the notes to print (after it is written). Raises
+    :class:`OutputExists` (skipped), :class:`~asid_arch.images.ImageError`, :class:`MemoryNeed` and other
+    errors naming what went wrong (a failed image)."""
+    from .images import ImageError, open_image, write_image
+
+    args, upscaler, s = batch.args, batch.upscaler, batch.upscaler.scale
+    if os.path.getsize(path) > upscaler.max_memory:
+        raise ImageError(f'the file alone ({os.path.getsize(path) / 1e9:.2f} GB) is larger than --max-memory '
+                         f'{args.max_memory:g} GB')
+    image = open_image(path)
+    name, note = output_name(path, s, args.ext, image)
+    target = batch.out_dir / name
+    if name in batch.planned:
+        raise ValueError(f'output {shown(name)} already comes from {shown(batch.planned[name])}')
+    batch.planned[name] = path
+    existing_output(target, batch.inputs, args.overwrite)
+    image.check_size(args.max_pixels * 1e6, s, ' (raise it with --max-pixels if the memory is there)')
+    pillow = image.multi_frame or image.format == 'GIF' or name.lower().endswith('.gif') or any(
+        f.color_channels == 1 and f.alpha for f in image.frames)
+    plan = upscaler.plan(image.frames, len(image.data), pillow)
+    if plan.need > upscaler.max_memory:
+        how = ('even in the smallest tiles' if args.tile is None else
+               f'with --tile {args.tile}' + (' (whole image)' if args.tile == 0 else ''))
+        raise MemoryNeed(f'needs about {plan.need / GB:.2f} GB {how} ({plan.describe()}), above '
+                         f'--max-memory {args.max_memory:g} GB')
+    results = upscale_image(image, upscaler, plan)
+    mode = existing_output(target, batch.inputs, args.overwrite)  # (one that appeared meanwhile is kept too)
+    notes = [note, write_image(target, results, image.color, image.loop, image.default_image)]
+    if mode is not None:
+        os.chmod(target, mode)
+    return [f'{shown(name)}: {note}' for note in notes if note]
+
+
 def run_batch(paths: Sequence[Path], out_dir: Path, upscaler: Upscaler, args, tally: Tally) -> None:
     """Every image of ``paths`` into ``out_dir``; counts in ``tally``, one line per failure or note."""
     from tqdm import tqdm
-
-    from .images import ImageError, open_image, write_image
 
     inputs = set()
     for p in paths:
         with contextlib.suppress(OSError):  # gone meanwhile: its own failure comes below
             inputs.add(file_id(p))
-    planned: Dict[str, Path] = {}
-    s = upscaler.scale
-    limit_hint = ' (raise it with --max-pixels if the memory is there)'
+    batch = Batch(out_dir, upscaler, args, inputs, {})
 
     def say(text: str) -> None:
         tqdm.write(f'asid-sr: {text}', file=sys.stderr)
 
     for path in tqdm(paths, desc='asid-sr', unit='img', file=sys.stderr):
         try:
-            if os.path.getsize(path) > upscaler.max_memory:
-                raise ImageError(f'the file alone ({os.path.getsize(path) / 1e9:.2f} GB) is larger than --max-memory '
-                                 f'{upscaler.max_memory / GB:g} GB')
-            image = open_image(path)
-            name, note = output_name(path, s, args.ext, image)
-            target = out_dir / name
-            if name in planned:
-                raise ValueError(f'output {shown(name)} already comes from {shown(planned[name])}')
-            planned[name] = path
-            try:
-                mode = existing_output(target, inputs, args.overwrite)
-            except FileExistsError:
-                tally.skipped += 1
-                continue
-            image.check_size(args.max_pixels * 1e6, s, limit_hint)
-            pillow = image.multi_frame or image.format == 'GIF' or name.lower().endswith('.gif') or any(
-                f.color_channels == 1 and f.alpha for f in image.frames)
-            plan = upscaler.plan(image.frames, len(image.data), pillow)
-            if plan.need > upscaler.max_memory:
-                how = ('even in the smallest tiles' if args.tile is None else
-                       f'with --tile {args.tile}' + (' (whole image)' if args.tile == 0 else ''))
-                raise MemoryNeed(f'needs about {plan.need / GB:.2f} GB {how} ({plan.describe()}), above '
-                                 f'--max-memory {args.max_memory:g} GB')
-            if note:
-                say(f'{shown(name)}: {note}')
-            results = upscale_image(image, upscaler, plan)
-            try:  # an output that appeared meanwhile (another run) is not replaced either
-                mode = existing_output(target, inputs, args.overwrite)
-            except FileExistsError:
-                tally.skipped += 1
-                continue
-            note = write_image(target, results, image.color, image.loop, image.default_image)
-            del results
-            if mode is not None:
-                os.chmod(target, mode)
-            if note:
-                say(f'{shown(name)}: {note}')
+            for line in process(path, batch):
+                say(line)
             tally.done += 1
+        except OutputExists:
+            tally.skipped += 1
         except MemoryError:
             tally.failed += 1
             say(f'failed: {shown(path)}: out of memory (lower --max-memory or --tile)')
