@@ -21,11 +21,12 @@
   a read-only output is never replaced. 16-bit results are scaled to 8 bits for formats that hold
   only 8. --ext same keeps the input's format (JPEG -> PNG: no second lossy compression).
 * Memory: --max-memory bounds the memory a run uses beyond its fixed cost (Python, PyTorch, BasicSR
-  and the model: about 1 GB, what a run on a tiny image takes): the file, the decoded image, the result,
-  the network's working set, the tile accumulators and the encoder's buffer. Images that fit run whole
-  (the exact network output); larger ones run in the largest tiles that fit, blended with linear ramps
-  over the overlap (no visible seams). An image that does not fit even in the smallest tiles is refused
-  before decoding, with what it needs; so are images above --max-pixels (output pixels).
+  and the model: about 1 GB, what a run on a tiny image takes): the file, the decoded image, the
+  result, the network's working set (on a GPU: in GPU memory, held to the same figure), the tile
+  accumulators and the encoder's buffer. Images that fit run whole (the exact network output);
+  larger ones run in the largest tiles that fit, blended with linear ramps over the overlap (no
+  visible seams). An image that does not fit even in the smallest tiles is refused before decoding,
+  with what it needs; so are images above --max-pixels (output pixels).
 * Exit status: 0 all done (outputs that existed are counted as skipped), 1 some images failed (each
   reported by name), 2 unusable arguments/model, 128+N stopped by signal N (130: Ctrl-C, 143: SIGTERM),
   after the summary of what was written; no temporary file is left behind (nor one of a killed run).
