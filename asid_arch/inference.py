@@ -2,72 +2,323 @@
 
     asid-sr photo.jpg shots/ 'scans/*.png' -o upscaled/ --model ASID_x4.pth
 
-* Inputs: files, folders (their images, not recursive) and glob patterns.
+* Inputs: files, folders (their images, not recursive) and glob patterns. A file reached under two
+  names (a symbolic link beside its target) is upscaled once; outputs are named after the name given.
 * Model: the authors' released state dicts, BasicSR checkpoints (params_ema preferred, then
   params) or plain state dicts of this package; variant and scale are read off the weights.
   Loading is torch.load(weights_only=True): checkpoints that could run code are refused, and so are
-  weights with NaN or Inf values.
-* Images: 8/16-bit PNG and TIFF (bit depth kept), JPEG, WebP, BMP; EXIF orientation applied;
-  grayscale stays grayscale, gray + alpha stays gray + alpha; the alpha channel is upscaled on its
-  own (as a grayscale image). A damaged or truncated file is an error naming it. Outputs are PNG by
-  default, named {stem}_x{scale}.png, written atomically, never over an input; 16-bit results are
-  scaled to 8 bits for formats that hold only 8.
-* Memory: images whose working set fits --max-memory run whole (the exact network output); larger
-  ones run in tiles blended with linear ramps over the overlap (no visible seams), the result kept
-  in its final pixel type. Images above --max-pixels (output pixels) are refused before decoding.
-* Exit status: 0 all done, 1 some images failed (each reported by name), 2 unusable arguments/model.
+  weights with NaN or Inf values. Models of RGB images (3 channels in and out) are run.
+* Images: 8/16-bit PNG and TIFF (bit depth kept), JPEG, WebP, BMP, PPM/PGM, GIF; EXIF orientation
+  applied; grayscale stays grayscale, gray + alpha stays gray + alpha; the alpha channel is upscaled
+  on its own (as a grayscale image). The ICC colour profile (and a PNG's gAMA, cHRM, sRGB chunks) is
+  kept in PNG, JPEG, WebP and TIFF outputs; a note says when the output format cannot hold it. A
+  damaged or truncated file is an error naming it.
+* Animations and pages: every frame of an animated GIF, WebP or PNG, every page of a multi-page TIFF
+  is upscaled, into the same kind of file whatever --ext says (frame durations and loop count kept);
+  --max-pixels counts every frame.
+* Outputs: PNG by default, named {name}_x{scale}.png, written atomically, never over an input. An
+  output that exists already is kept (the image is skipped and counted) unless --overwrite is given;
+  a read-only output is never replaced. 16-bit results are scaled to 8 bits for formats that hold
+  only 8. --ext same keeps the input's format (JPEG -> PNG: no second lossy compression).
+* Memory: --max-memory bounds the memory a run uses beyond its fixed cost (Python, PyTorch, BasicSR
+  and the model: about 1 GB, what a run on a tiny image takes): the file, the decoded image, the
+  result, the network's working set (on a GPU: in GPU memory, held to the same figure), the tile
+  accumulators and the encoder's buffer. Images that fit run whole (the exact network output);
+  larger ones run in the largest tiles that fit, blended with linear ramps over the overlap (no
+  visible seams). An image that does not fit even in the smallest tiles is refused before decoding,
+  with what it needs; so are images above --max-pixels (output pixels).
+* Exit status: 0 all done (outputs that existed are counted as skipped), 1 some images failed (each
+  reported by name), 2 unusable arguments/model, 128+N stopped by signal N (130: Ctrl-C, 143: SIGTERM),
+  after the summary of what was written; no temporary file is left behind (nor one of a killed run).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
+import math
+import os
+import re
+import stat
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff', '.ppm', '.pgm')
+from .console import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown,
+                      stop_on_signals)
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.gif')
 PRECISIONS = ('fp32', 'bf16', 'fp16')
-DEFAULT_TILE = 256  # LR tile side when an image does not fit the memory budget
+EXTENSIONS = ('png', 'same', 'jpg', 'webp', 'tif')
 DEFAULT_OVERLAP = 32  # LR overlap of neighbouring tiles, blended with linear ramps
+MAX_OVERLAP = 128  # LR px: an automatic tile is at least twice the overlap
 MIN_TILE = 32
-DEFAULT_MAX_MEMORY_GB = 2.0  # working-set budget for running an image whole
-# Measured working set of ASID inference per LR pixel (float32, CPU; x2 with 3 IDBs is the largest
-# of the released configurations per LR pixel: 640x360 -> 1.85 GB): used to decide whole vs tiles.
-WORKING_BYTES_PER_LR_PIXEL = 8_000
+TILE_STEP = 8  # automatic tiles are multiples of the network's window (it pads to one anyway)
+DEFAULT_MAX_MEMORY_GB = 2.0
+GB = 1e9
 DEFAULT_MAX_MEGAPIXELS = 400  # output pixels; 1.2 GB as 8-bit RGB
+MIN_MAX_MEGAPIXELS = 1e-6  # one pixel
 PROGRESS_MIN_TILES = 16  # a tile progress bar for images of at least this many tiles
+CHECK_PREFIX = '.asid-sr-check.'
+TEMPORARY_END = r'\.[a-z0-9_]{8}\.tmp'  # what an atomic write adds to '.{name}' (tempfile.mkstemp)
+
+# ----------------------------------------------------------------------------------------------
+# Memory. The network's working set per forward pass, from VmHWM (peak resident memory) of one pass
+# per tile size in a fresh process, with the allocator settings asid-sr runs with
+# (cpu_memory.release_freed_memory: blocks over 128 KB come from mmap and go back when freed). It grows
+# with the LR pixels of a tile, by NET_BYTES_PER_FEATURE_PIXEL per feature channel (activations of the
+# wide layers), NET_BYTES_PER_PIXEL (the six shared 64 x 64 attention maps per window, the input) and
+# NET_BYTES_PER_OUTPUT_PIXEL per output pixel (upsampler, pixel shuffle, float32 result). Measured:
+# 4.39 KB per LR pixel for 48 channels at x2 (tiles of 96 to 296 px), 4.46 KB at x4, 2.16 KB for 16
+# channels at x2, plus about 32 MB per pass; the constants are 10-15 % above. With glibc's default
+# (dynamic mmap threshold) the same passes kept up to twice as much (7.8 KB per pixel at x2).
+# ----------------------------------------------------------------------------------------------
+NET_BYTES_PER_FEATURE_PIXEL = 80
+NET_BYTES_PER_PIXEL = 1_100
+NET_BYTES_PER_OUTPUT_PIXEL = 10
+NET_FIXED_BYTES = 40_000_000  # per pass: oneDNN scratch, the 16-px minimum padding, page rounding
+# bf16 and fp16 activations take about half the bytes: 2.36 KB per LR pixel measured (48 channels, x2, bf16)
+PRECISION_FACTOR = {'fp32': 1.0, 'bf16': 0.6, 'fp16': 0.6}
+FLOAT_BYTES = 4
+ACCUMULATOR_VALUES = 3 + 1 + 3  # per output pixel of a tile row: colour sums, weight sum, a finished-rows temporary
+ENCODER_COPIES = 3  # OpenCV's encoder: its growing buffer (up to twice the file) and the copy handed to Python
+PILLOW_BYTES_PER_PIXEL = 4  # Pillow holds RGB, RGBA and LA images as 4 bytes per pixel
+DECODE_COPIES = 2  # the decoded image and its oriented / split copy
 
 
 class UsageError(Exception):
     """Bad arguments: reported as one line, exit status 2."""
 
 
-def collect_inputs(specs: Sequence[str]) -> Tuple[List[Path], List[str]]:
-    """Expand files, folders and globs into image paths (input order kept, duplicates dropped)."""
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (not the usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs and outputs
+# ----------------------------------------------------------------------------------------------
+def file_id(path: Path) -> Tuple[int, int]:
+    """The real file behind ``path`` (symbolic links followed): device and inode."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def collect_inputs(specs: Sequence[str]) -> Tuple[List[Path], List[str], List[str]]:
+    """Expand files, folders and globs into image paths, as named (input order kept); returns
+    ``(paths, problems, notes)``. A file reached twice (also under another name, a symbolic link) is
+    kept once, under the first name given, with a note."""
     paths, problems = [], []
     for spec in specs:
         path = Path(spec)
         if any(ch in spec for ch in '*?['):
             matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True)) if Path(p).is_file()]
             if not matches:
-                problems.append(f'{spec}: no file matches this pattern')
+                problems.append(f'{shown(spec)}: no file matches this pattern')
             paths += matches
         elif path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            try:
+                found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            except OSError as err:
+                problems.append(f'{shown(spec)}: cannot list this folder ({err.strerror or err})')
+                continue
             if not found:
-                problems.append(f'{spec}: folder has no images')
+                problems.append(f'{shown(spec)}: folder has no images')
             paths += found
         elif path.is_file():
             paths.append(path)
         else:
-            problems.append(f'{spec}: no such file or folder')
-    unique = list(dict.fromkeys(p.resolve() for p in paths))
-    return unique, problems
+            problems.append(f'{shown(spec)}: no such file or folder')
+    unique: Dict[Tuple[int, int], Path] = {}
+    notes = []
+    for path in paths:
+        path = Path(os.path.abspath(path))  # absolute, links kept: the output is named after this name
+        try:
+            key = file_id(path)
+        except OSError as err:
+            problems.append(f'{shown(path)}: {err.strerror or err}')
+            continue
+        first = unique.setdefault(key, path)
+        if first != path:
+            notes.append(f'{shown(path)} is the same file as {shown(first)}: upscaled once, under the name '
+                         f'{shown(first.name)}')
+    return list(unique.values()), problems, notes
 
 
+def check_same_ext(paths: Sequence[Path]) -> None:
+    """``--ext same``: every input must have a suffix of a format written here (before any work)."""
+    from .images import WRITE_SUFFIXES
+
+    bad = [p for p in paths if p.suffix.lower() not in WRITE_SUFFIXES]
+    if bad:
+        names = ', '.join(f'{shown(p.name)} ({"no suffix" if not p.suffix else shown(p.suffix)})' for p in bad[:3])
+        more = f' and {len(bad) - 3} more' if len(bad) > 3 else ''
+        raise UsageError(f'--ext same: no format to keep for {names}{more}: asid-sr writes '
+                         f'{", ".join(s.lstrip(".") for s in WRITE_SUFFIXES)}; choose --ext png, jpg, webp or tif')
+
+
+def output_name(given: Path, scale: int, ext: str, image=None) -> Tuple[str, str]:
+    """``(file name, note)`` of the output of ``given`` (an :class:`~asid_arch.images.ImageFile` once read):
+    ``{name}_x{scale}`` plus the suffix of ``--ext`` (``same``: the input's, JPEG -> PNG). A multi-frame image
+    keeps its kind (GIF, WebP, PNG, TIFF), the only formats here that hold frames."""
+    from .images import FRAMES_SUFFIX
+
+    suffix = given.suffix.lower() if ext == 'same' else f'.{ext}'
+    if suffix in ('.jpg', '.jpeg') and ext == 'same':
+        suffix = '.png'  # no second lossy compression unless asked for with --ext jpg
+    note = ''
+    if image is not None and image.multi_frame:
+        kind = FRAMES_SUFFIX[image.format]
+        kind = given.suffix.lower() if kind == '.tif' and given.suffix.lower() == '.tiff' else kind
+        if kind != suffix:
+            note = f'{image.kind}: every frame upscaled, written as {kind} (--ext {ext} is for single pictures)'
+        suffix = kind
+    if image is not None and image.extra_pictures:
+        note = (f'a JPEG with {image.extra_pictures} more picture(s) (MPO: previews or a second view): '
+                'the main picture upscaled, the others not written')
+    return f'{given.stem}_x{scale}{suffix}', note
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Create ``out_dir`` and make sure a file can be written there, before any image is processed."""
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=CHECK_PREFIX, suffix='.tmp'):
+            pass
+    except OSError as err:
+        raise UsageError(f'--output {shown(out_dir)}: cannot write there ({err.strerror or err})') from None
+
+
+def stale_temporary_pattern() -> re.Pattern:
+    """Names of the temporaries this command's writes leave when killed: ``.{output}.XXXXXXXX.tmp`` (an
+    output is ``{name}_x{scale}.{suffix}``) and the writability check's ``.asid-sr-check.XXXXXXXX.tmp``."""
+    from .images import WRITE_SUFFIXES
+
+    suffixes = '|'.join(re.escape(s) for s in WRITE_SUFFIXES)
+    return re.compile(rf'\.(.+_x\d+({suffixes})|{re.escape(CHECK_PREFIX[1:-1])}){TEMPORARY_END}', re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def output_folder_claim(out_dir: Path) -> Iterator[List[str]]:
+    """Hold a shared ``flock`` on ``out_dir`` for the run; yields the names of the temporaries of killed runs
+    it removed. They are removed only when no other asid-sr run holds the folder (an exclusive lock is
+    granted), so a temporary being written by a run in progress is never taken for a stale one."""
+    try:
+        import fcntl
+    except ImportError:  # no flock here: leave temporaries alone rather than risk another run's
+        yield []
+        return
+    try:
+        fd = os.open(out_dir, os.O_RDONLY)
+    except OSError:  # a folder that can be written but not read: no lock, no clean-up
+        yield []
+        return
+    try:
+        removed = []
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no other asid-sr run holds the folder
+            stale = stale_temporary_pattern()
+            for name in os.listdir(out_dir):
+                if stale.fullmatch(name) and (out_dir / name).is_file():
+                    with contextlib.suppress(OSError):
+                        (out_dir / name).unlink()
+                        removed.append(name)
+        except OSError:  # another run is writing here (or no flock on this file system)
+            pass
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield removed
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory plan: tiles chosen from the budget
+# ----------------------------------------------------------------------------------------------
+def network_bytes(num_feat: int, scale: int, precision: str, pixels: int) -> int:
+    """Working set of one forward pass of ``pixels`` LR pixels (float32 output included), in bytes."""
+    per_pixel = NET_BYTES_PER_FEATURE_PIXEL * num_feat + NET_BYTES_PER_PIXEL + NET_BYTES_PER_OUTPUT_PIXEL * scale**2
+    return int(per_pixel * PRECISION_FACTOR[precision] * pixels + NET_FIXED_BYTES)
+
+
+def padded(side: int) -> int:
+    """The side the network runs on: a multiple of its window, at least 16 px."""
+    return max(16, -(-side // TILE_STEP) * TILE_STEP)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The tile (0: whole image) and the estimated peak memory beyond the fixed cost, with its parts."""
+    tile: int
+    need: int
+    parts: Dict[str, int]
+
+    def describe(self) -> str:
+        return ', '.join(f'{name} {size / 1e6:.0f} MB' for name, size in self.parts.items() if size)
+
+
+class MemoryNeed(ValueError):
+    """An image whose run would not fit the memory budget (a failed image, with what it needs)."""
+
+
+def plan_memory(frames: Sequence, scale: int, file_bytes: int, network: Callable[[int], int], budget: float,
+                tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP, pillow: bool = False) -> MemoryPlan:
+    """The tile to run ``frames`` (:class:`~asid_arch.images.FrameInfo`) at ``scale`` in ``budget`` bytes:
+    0 (whole) if that fits, else the largest tile that does (``tile`` None), or ``tile`` as given (0: whole).
+    ``network(pixels)`` is the network's working set for a tile of that many LR pixels; ``pillow``: the
+    result is encoded through Pillow (animations, gray + alpha, GIF), which holds its own copy.
+    :class:`MemoryNeed` naming what is needed when even the smallest tile does not fit."""
+    inputs = sum(f.width * f.height * (f.color_channels + f.alpha) * f.sample_bytes for f in frames)
+    outputs = inputs * scale * scale
+    out_pixels = sum(f.width * f.height for f in frames) * scale * scale
+    biggest = max(frames, key=lambda f: f.width * f.height)
+    h, w, sample = biggest.height, biggest.width, biggest.sample_bytes
+    decode = file_bytes + DECODE_COPIES * inputs + PILLOW_BYTES_PER_PIXEL * h * w
+    encode = outputs * (1 + ENCODER_COPIES) + (PILLOW_BYTES_PER_PIXEL * out_pixels if pillow else 0)
+
+    def run_cost(t: int) -> int:
+        """Peak while upscaling the biggest frame in tiles of ``t`` (0: whole)."""
+        th, tw = (h, w) if t == 0 or t >= max(h, w) else (min(t, h), min(t, w))
+        prepared = th * tw * 3 * (sample + FLOAT_BYTES)  # the tile as contiguous RGB, then float
+        tiled = (th, tw) != (h, w)
+        accumulators = ACCUMULATOR_VALUES * FLOAT_BYTES * th * w * scale * scale if tiled else 0
+        weights = FLOAT_BYTES * th * tw * scale * scale if tiled else 0
+        return inputs + outputs + prepared + network(padded(th) * padded(tw)) + accumulators + weights
+
+    def plan(t: int) -> MemoryPlan:
+        run = run_cost(t)
+        need = max(decode, run, encode)
+        parts = {'file': file_bytes, 'decoded image': inputs, 'result': outputs,
+                 'network and tiles': run - inputs - outputs, 'encoder': encode - outputs}
+        return MemoryPlan(0 if t >= max(h, w) else t, need, parts)
+
+    if tile is not None:  # as asked: whole (0) or that tile
+        return plan(tile or max(h, w))
+    smallest = max(MIN_TILE, 2 * overlap)
+    if plan(max(h, w)).need <= budget or smallest >= max(h, w):
+        return plan(max(h, w))
+    if plan(smallest).need > budget:
+        return plan(smallest)  # the caller refuses it, naming what it needs
+    low, high = smallest, max(h, w)  # largest fitting tile: the cost grows with the tile
+    while high - low > TILE_STEP:
+        mid = (low + high) // 2 // TILE_STEP * TILE_STEP
+        if mid <= low:
+            break
+        low, high = (mid, high) if plan(mid).need <= budget else (low, mid)
+    return plan(low)
+
+
+# ----------------------------------------------------------------------------------------------
+# The network on integer images
+# ----------------------------------------------------------------------------------------------
 def blend_ramp(length: int, before: int, after: int):
     """1-D weights of a tile of ``length`` output px: a linear ramp up over the ``before`` px it shares with
     the previous tile, down over the ``after`` px it shares with the next one, 1 elsewhere (never 0)."""
@@ -77,6 +328,17 @@ def blend_ramp(length: int, before: int, after: int):
     if after > 0:
         w[length - after:] = np.minimum(w[length - after:], (np.arange(after, 0, -1, dtype=np.float32) - 0.5) / after)
     return w
+
+
+def shift_up(a: np.ndarray, rows: int) -> None:
+    """Move ``a[rows:]`` to the top of ``a`` and zero the rows freed at the bottom, in place. Copied in blocks
+    of ``rows`` that do not overlap: ``a[:-rows] = a[rows:]`` would first copy the whole source to a
+    temporary as large as the accumulator."""
+    n = len(a)
+    for start in range(0, n - rows, rows):
+        stop = min(start + rows, n - rows)
+        a[start:stop] = a[start + rows:stop + rows]
+    a[max(n - rows, 0):] = 0
 
 
 class Upscaler:
@@ -89,18 +351,19 @@ class Upscaler:
         self.torch = torch
         self.net = net.to(device).eval()
         self.scale, self.device, self.overlap, self.source = scale, device, overlap, source
-        self.tile = tile  # None: automatic (whole if it fits the memory budget), 0: whole, >0: that tile
+        self.tile = tile  # None: automatic (from the memory budget), 0: whole, >0: that tile
         self.max_memory = max_memory_bytes
+        self.precision = precision
         self.dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
+        self.num_feat = int(net.conv_first.out_channels) if hasattr(net, 'conv_first') else 48
 
-    def tile_size(self, h: int, w: int) -> int:
-        """0 (whole image) or the LR tile side for an ``h`` x ``w`` input."""
-        if self.tile is not None:
-            return 0 if self.tile == 0 or self.tile >= max(h, w) else self.tile
-        if h * w * WORKING_BYTES_PER_LR_PIXEL <= self.max_memory:
-            return 0
-        side = int((self.max_memory / WORKING_BYTES_PER_LR_PIXEL)**0.5)
-        return max(MIN_TILE, min(DEFAULT_TILE, side))
+    def network_bytes(self, pixels: int) -> int:
+        return network_bytes(self.num_feat, self.scale, self.precision, pixels)
+
+    def plan(self, frames: Sequence, file_bytes: int, pillow: bool) -> MemoryPlan:
+        """:func:`plan_memory` for this network and settings (``--max-memory``, ``--tile``, ``--tile-overlap``)."""
+        return plan_memory(frames, self.scale, file_bytes, self.network_bytes, self.max_memory, self.tile,
+                           self.overlap, pillow)
 
     def _run(self, lr: np.ndarray, max_value: int):
         """Network output (h*s, w*s, 3) float32 numpy in [0, 1] for an integer (h, w, 3) RGB tile."""
@@ -110,14 +373,16 @@ class Upscaler:
         autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
         with torch.inference_mode(), autocast:
             y = self.net(x)[0].float()
+            del x
             if not torch.isfinite(y).all():
                 raise ValueError(f'the network produced NaN or Inf values with the weights of {self.source}: '
                                  'the checkpoint is unusable')
             return y.clamp_(0, 1).permute(1, 2, 0).cpu().numpy()
 
-    def upscale(self, src: np.ndarray, dest: np.ndarray, reverse_channels: bool) -> None:
+    def upscale(self, src: np.ndarray, dest: np.ndarray, reverse_channels: bool, tile: Optional[int] = None) -> None:
         """Super-resolve ``src`` ((H, W, 3) RGB or (H, W) gray, integer) into ``dest`` ((H*s, W*s, 3) or
-        (H*s, W*s), integer, written in place). ``reverse_channels`` writes RGB results as BGR."""
+        (H*s, W*s), integer, written in place; a view into a larger array is fine). ``reverse_channels``
+        writes RGB results as BGR. ``tile``: 0 whole, N tiles of N px, None this upscaler's setting."""
         s = self.scale
         h, w = src.shape[:2]
         max_in, max_out = np.iinfo(src.dtype).max, np.iinfo(dest.dtype).max
@@ -125,11 +390,17 @@ class Upscaler:
         rgb = (lambda a: np.repeat(a[:, :, None], 3, axis=2)) if gray else (lambda a: a)
 
         def store(rows: slice, values: np.ndarray) -> None:
+            """Float results in [0, 1] (an array of our own, changed in place) into ``dest`` rows."""
             values = values.mean(axis=2) if dest.ndim == 2 else values[:, :, ::-1] if reverse_channels else values
-            dest[rows] = np.clip(np.rint(values * max_out), 0, max_out).astype(dest.dtype)
+            np.multiply(values, max_out, out=values)
+            np.rint(values, out=values)
+            np.clip(values, 0, max_out, out=values)
+            dest[rows] = values
 
-        t = self.tile_size(h, w)
-        if t == 0:
+        t = self.tile if tile is None else tile
+        if t is None:
+            t = self.plan([_frame_of(src)], 0, False).tile
+        if t == 0 or t >= max(h, w):
             store(slice(0, h * s), self._run(rgb(src), max_in))
             return
         from tqdm import tqdm
@@ -141,31 +412,41 @@ class Upscaler:
 
         bar = tqdm(total=len(ys) * len(xs), desc='tiles', unit='tile', leave=False, file=sys.stderr,
                    disable=len(ys) * len(xs) < PROGRESS_MIN_TILES)
-        # a float accumulator for the output rows of one tile row only; finished rows go to ``dest``
-        acc = np.zeros((th * s, w * s, 3), np.float32)
-        wsum = np.zeros((th * s, w * s), np.float32)
-        acc_top = 0  # output row held in acc[0]
-        for i, y in enumerate(ys):
-            done = y * s - acc_top  # rows above this tile row are final
-            if done > 0:
-                store(slice(acc_top, acc_top + done), acc[:done] / wsum[:done, :, None])
-                acc[:-done], wsum[:-done] = acc[done:], wsum[done:]  # shift up in place (numpy handles overlap)
-                acc[-done:], wsum[-done:] = 0, 0
-                acc_top += done
-            above = (ys[i - 1] + th - y) * s if i else 0
-            below = (y + th - ys[i + 1]) * s if i + 1 < len(ys) else 0
-            wy = blend_ramp(th * s, above, below)
-            for j, x in enumerate(xs):
-                left = (xs[j - 1] + tw - x) * s if j else 0
-                right = (x + tw - xs[j + 1]) * s if j + 1 < len(xs) else 0
-                weight = wy[:, None] * blend_ramp(tw * s, left, right)[None, :]
-                out = self._run(rgb(src[y:y + th, x:x + tw]), max_in)
-                cols = slice(x * s, (x + tw) * s)
-                acc[:, cols] += out * weight[:, :, None]
-                wsum[:, cols] += weight
-                bar.update()
-        store(slice(acc_top, h * s), acc[:h * s - acc_top] / wsum[:h * s - acc_top, :, None])
-        bar.close()
+        try:
+            # a float accumulator for the output rows of one tile row only; finished rows go to ``dest``
+            acc = np.zeros((th * s, w * s, 3), np.float32)
+            wsum = np.zeros((th * s, w * s), np.float32)
+            acc_top = 0  # output row held in acc[0]
+            for i, y in enumerate(ys):
+                done = y * s - acc_top  # rows above this tile row are final
+                if done > 0:
+                    store(slice(acc_top, acc_top + done), acc[:done] / wsum[:done, :, None])
+                    shift_up(acc, done)
+                    shift_up(wsum, done)
+                    acc_top += done
+                above = (ys[i - 1] + th - y) * s if i else 0
+                below = (y + th - ys[i + 1]) * s if i + 1 < len(ys) else 0
+                wy = blend_ramp(th * s, above, below)
+                for j, x in enumerate(xs):
+                    left = (xs[j - 1] + tw - x) * s if j else 0
+                    right = (x + tw - xs[j + 1]) * s if j + 1 < len(xs) else 0
+                    weight = wy[:, None] * blend_ramp(tw * s, left, right)[None, :]
+                    out = self._run(rgb(src[y:y + th, x:x + tw]), max_in)
+                    out *= weight[:, :, None]
+                    cols = slice(x * s, (x + tw) * s)
+                    acc[:, cols] += out
+                    wsum[:, cols] += weight
+                    del out
+                    bar.update()
+            store(slice(acc_top, h * s), acc[:h * s - acc_top] / wsum[:h * s - acc_top, :, None])
+        finally:
+            bar.close()
+
+
+def _frame_of(src: np.ndarray):
+    from .images import FrameInfo
+
+    return FrameInfo(src.shape[1], src.shape[0], 1 if src.ndim == 2 else 3, False, src.dtype.itemsize)
 
 
 def pick_device(name: str):
@@ -187,42 +468,166 @@ def check_precision(precision: str, device) -> None:
         raise UsageError('--precision bf16: this GPU does not support bfloat16; use fp16 or fp32')
 
 
-def output_path(path: Path, out_dir: Path, scale: int, ext: str) -> Path:
-    suffix = path.suffix.lower() if ext == 'same' else f'.{ext}'
-    if suffix in ('.jpg', '.jpeg') and ext == 'same':
-        suffix = '.png'  # no second lossy compression unless asked for with --ext jpg
-    return out_dir / f'{path.stem}_x{scale}{suffix}'
+def check_channels(config, model: Path) -> None:
+    """asid-sr feeds RGB images: a model of other channel counts is refused before any image is read."""
+    if (config.num_in_ch, config.num_out_ch) != (3, 3):
+        raise UsageError(f'{shown(model)}: the network takes {config.num_in_ch}-channel images and gives '
+                         f'{config.num_out_ch}-channel ones; asid-sr runs RGB models (3 channels in and out)')
 
 
-def check_output_folder(out_dir: Path) -> None:
-    """Create ``out_dir`` and make sure a file can be written there, before any image is processed."""
-    import tempfile
-
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix='.asid-sr-check.', suffix='.tmp'):
-            pass
-    except OSError as err:
-        raise UsageError(f'--output {out_dir}: cannot write there ({err.strerror or err})') from None
-
-
-def process(path: Path, target: Path, upscaler: Upscaler, max_pixels: float) -> str:
-    """Read, super-resolve and write one image; returns a conversion note ('' if none)."""
-    from .images import read_picture, write_picture
+# ----------------------------------------------------------------------------------------------
+# One image
+# ----------------------------------------------------------------------------------------------
+def upscale_image(image, upscaler: Upscaler, plan: MemoryPlan) -> list:
+    """Every picture of ``image`` (an :class:`~asid_arch.images.ImageFile`) super-resolved: colour and alpha
+    go into one interleaved array per picture (what the encoder takes, no copy to join them)."""
+    from .images import Picture
 
     s = upscaler.scale
-    pic = read_picture(path, max_pixels=int(max_pixels), scale=s,
-                       limit_hint=' (raise it with --max-pixels if the memory is there)')
-    h, w = pic.size
-    color = np.empty((h * s, w * s) + (() if pic.gray else (3, )), pic.color.dtype)
-    upscaler.upscale(pic.color if pic.gray else pic.color[:, :, ::-1], color, reverse_channels=True)
-    alpha = None
-    if pic.alpha is not None:
-        alpha = np.empty((h * s, w * s), pic.alpha.dtype)
-        upscaler.upscale(pic.alpha, alpha, reverse_channels=False)
-    return write_picture(target, color, alpha)
+    pictures = image.decode()
+    image.data = b''  # the file's bytes are not needed any more
+    results = []
+    for k, pic in enumerate(pictures):
+        h, w = pic.size
+        channels = (1 if pic.gray else 3) + (pic.alpha is not None)
+        full = np.empty((h * s, w * s) + ((channels, ) if channels > 1 else ()), pic.color.dtype)
+        if pic.alpha is None:
+            color = full  # (H, W) gray or (H, W, 3)
+        else:
+            color = full[:, :, 0] if pic.gray else full[:, :, :3]
+        upscaler.upscale(pic.color if pic.gray else pic.color[:, :, ::-1], color, reverse_channels=True,
+                         tile=plan.tile)
+        alpha = None
+        if pic.alpha is not None:
+            alpha = full[:, :, -1]
+            upscaler.upscale(pic.alpha, alpha, reverse_channels=False, tile=plan.tile)
+        results.append(Picture(color, alpha, pic.duration, full if channels > 1 else None))
+        pictures[k] = None  # the input picture is not needed any more
+    return results
 
 
+class OutputExists(Exception):
+    """The output of an image exists and --overwrite is off: the image is skipped (and counted)."""
+
+
+def existing_output(target: Path, inputs: set, overwrite: bool) -> Optional[int]:
+    """None if ``target`` does not exist, else its permission bits (to keep them when it is replaced).
+    Raises ValueError when it may not be replaced: an input (also through a link), a read-only file,
+    a folder; :class:`OutputExists` when it exists and ``overwrite`` is off."""
+    if not os.path.lexists(target):
+        return None
+    try:
+        st = os.stat(target)
+    except OSError:  # a dangling symbolic link: replaced by the file
+        st = None
+    if st is not None and (st.st_dev, st.st_ino) in inputs:
+        raise ValueError(f'output {shown(target)} would overwrite an input image; choose another --output')
+    if not overwrite:
+        raise OutputExists(target)
+    if st is None:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f'output {shown(target)} is a folder')
+    if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(target, os.W_OK):
+        raise ValueError(f'output {shown(target)} is read-only: not replaced (make it writable to replace it)')
+    return stat.S_IMODE(st.st_mode)
+
+
+@dataclass
+class Tally:
+    """What a run did, for its summary line."""
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def summary(self, out_dir: Path, seconds: float) -> str:
+        skipped = (f', {self.skipped} skipped (their outputs exist; --overwrite replaces them)'
+                   if self.skipped else '')
+        return (f'{self.done} images written to {shown(out_dir)}{skipped}, {self.failed} failed, '
+                f'{seconds:.1f} s')
+
+
+@dataclass
+class Batch:
+    """What every image of a run shares: where outputs go, the settings, the inputs' real files (for the
+    "never over an input" check) and the outputs planned so far (for the duplicate check)."""
+    out_dir: Path
+    upscaler: Upscaler
+    args: argparse.Namespace
+    inputs: set
+    planned: Dict[str, Path]
+
+
+def process(path: Path, batch: Batch) -> List[str]:
+    """Read, super-resolve and write one image; returns the notes to print (after it is written). Raises
+    :class:`OutputExists` (skipped), :class:`~asid_arch.images.ImageError`, :class:`MemoryNeed` and other
+    errors naming what went wrong (a failed image)."""
+    from .images import ImageError, open_image, write_image
+
+    args, upscaler, s = batch.args, batch.upscaler, batch.upscaler.scale
+    if os.path.getsize(path) > upscaler.max_memory:
+        raise ImageError(f'the file alone ({os.path.getsize(path) / 1e9:.2f} GB) is larger than --max-memory '
+                         f'{args.max_memory:g} GB')
+    image = open_image(path)
+    name, note = output_name(path, s, args.ext, image)
+    target = batch.out_dir / name
+    if name in batch.planned:
+        raise ValueError(f'output {shown(name)} already comes from {shown(batch.planned[name])}')
+    batch.planned[name] = path
+    existing_output(target, batch.inputs, args.overwrite)
+    image.check_size(args.max_pixels * 1e6, s, ' (raise it with --max-pixels if the memory is there)')
+    pillow = image.multi_frame or image.format == 'GIF' or name.lower().endswith('.gif') or any(
+        f.color_channels == 1 and f.alpha for f in image.frames)
+    plan = upscaler.plan(image.frames, len(image.data), pillow)
+    if plan.need > upscaler.max_memory:
+        how = ('even in the smallest tiles' if args.tile is None else
+               f'with --tile {args.tile}' + (' (whole image)' if args.tile == 0 else ''))
+        raise MemoryNeed(f'needs about {plan.need / GB:.2f} GB {how} ({plan.describe()}), above '
+                         f'--max-memory {args.max_memory:g} GB')
+    results = upscale_image(image, upscaler, plan)
+    mode = existing_output(target, batch.inputs, args.overwrite)  # (one that appeared meanwhile is kept too)
+    notes = [note, write_image(target, results, image.color, image.loop, image.default_image)]
+    if mode is not None:
+        os.chmod(target, mode)
+    return [f'{shown(name)}: {note}' for note in notes if note]
+
+
+def run_batch(paths: Sequence[Path], out_dir: Path, upscaler: Upscaler, args, tally: Tally) -> None:
+    """Every image of ``paths`` into ``out_dir``; counts in ``tally``, one line per failure or note."""
+    from tqdm import tqdm
+
+    inputs = set()
+    for p in paths:
+        with contextlib.suppress(OSError):  # gone meanwhile: its own failure comes below
+            inputs.add(file_id(p))
+    batch = Batch(out_dir, upscaler, args, inputs, {})
+
+    def say(text: str) -> None:
+        tqdm.write(f'asid-sr: {text}', file=sys.stderr)
+
+    for path in tqdm(paths, desc='asid-sr', unit='img', file=sys.stderr):
+        try:
+            for line in process(path, batch):
+                say(line)
+            tally.done += 1
+        except OutputExists:
+            tally.skipped += 1
+        except MemoryError:
+            tally.failed += 1
+            say(f'failed: {shown(path)}: out of memory (lower --max-memory or --tile)')
+        except RuntimeError as err:
+            tally.failed += 1
+            gpu = type(err).__name__ == 'OutOfMemoryError'  # torch.cuda.OutOfMemoryError
+            say(f'failed: {shown(path)}: ' + ('out of GPU memory (lower --max-memory or --tile)' if gpu else
+                                              shown(str(err))))
+        except Exception as err:  # one bad image must not stop the others
+            tally.failed += 1
+            say(f'failed: {shown(path)}: {shown(str(err))}')
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------
 def parse_tile(value: str) -> Optional[int]:
     if value == 'auto':
         return None
@@ -235,27 +640,61 @@ def parse_tile(value: str) -> Optional[int]:
     return tile
 
 
+def parse_overlap(value: str) -> int:
+    try:
+        overlap = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'a whole number of pixels, not {value!r}') from None
+    if not 0 <= overlap <= MAX_OVERLAP:
+        raise argparse.ArgumentTypeError(f'from 0 to {MAX_OVERLAP} LR pixels, not {overlap}')
+    return overlap
+
+
+def positive_number(minimum: float, what: str) -> Callable[[str], float]:
+    """An argparse type: a finite number of at least ``minimum`` (above 0)."""
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'a number, not {value!r}') from None
+        if not math.isfinite(number) or number < minimum or number <= 0:
+            raise argparse.ArgumentTypeError(f'a finite number {what}, not {value}')
+        return number
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='asid-sr', description=__doc__.split('\n\n')[0].replace('``', "'"),
-                                     epilog='\n\n'.join(__doc__.split('\n\n')[2:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog='asid-sr', description=__doc__.split('\n\n')[0].replace('``', "'"),
+                            epilog='\n\n'.join(__doc__.split('\n\n')[2:]),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('inputs', nargs='+', help='image files, folders or glob patterns')
     parser.add_argument('-o', '--output', type=Path, required=True, help='output folder (created if needed)')
     parser.add_argument('-m', '--model', type=Path, required=True, help='checkpoint (.pth) of ASID or ASID-D8')
     parser.add_argument('--tile', type=parse_tile, default=None, metavar='auto|0|N',
-                        help='auto (default): whole image if it fits --max-memory, else tiles; 0: always whole; '
-                        f'N: LR tiles of N px (>= {MIN_TILE})')
-    parser.add_argument('--tile-overlap', type=int, default=DEFAULT_OVERLAP,
-                        help=f'LR overlap of neighbouring tiles, blended (default {DEFAULT_OVERLAP})')
-    parser.add_argument('--max-memory', type=float, default=DEFAULT_MAX_MEMORY_GB, metavar='GB',
-                        help=f'working-set budget that decides whole image vs tiles (default {DEFAULT_MAX_MEMORY_GB})')
-    parser.add_argument('--max-pixels', type=float, default=DEFAULT_MAX_MEGAPIXELS, metavar='MEGAPIXELS',
-                        help=f'refuse images whose output exceeds this (default {DEFAULT_MAX_MEGAPIXELS})')
+                        help='auto (default): whole image if it fits --max-memory, else the largest tiles that do; '
+                        f'0: always whole; N: LR tiles of N px (>= {MIN_TILE})')
+    parser.add_argument('--tile-overlap', type=parse_overlap, default=DEFAULT_OVERLAP, metavar='PX',
+                        help=f'LR overlap of neighbouring tiles, blended (default {DEFAULT_OVERLAP}, at most '
+                        f'{MAX_OVERLAP}, below --tile)')
+    parser.add_argument('--max-memory', type=positive_number(0, 'of GB above 0'), default=DEFAULT_MAX_MEMORY_GB,
+                        metavar='GB', help='memory the run may use beyond its fixed cost (Python, PyTorch and the '
+                        'model, about 1 GB): the file, decoded image, result, network working set, tile accumulators '
+                        'and encoder buffer of one image; tiles are chosen to fit it, an image that cannot fit is '
+                        f'refused with what it needs (default {DEFAULT_MAX_MEMORY_GB})')
+    parser.add_argument('--max-pixels', type=positive_number(MIN_MAX_MEGAPIXELS, 'of megapixels, at least '
+                                                             f'{MIN_MAX_MEGAPIXELS:f} (one pixel)'),
+                        default=DEFAULT_MAX_MEGAPIXELS, metavar='MEGAPIXELS',
+                        help='refuse images whose output (every frame counted) exceeds this '
+                        f'(default {DEFAULT_MAX_MEGAPIXELS})')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
     parser.add_argument('--precision', choices=list(PRECISIONS), default='fp32',
                         help='fp32 (default); bf16 on CPUs and recent GPUs; fp16 on CUDA')
-    parser.add_argument('--ext', choices=['png', 'same', 'jpg', 'webp', 'tif'], default='png',
-                        help='output format (default png; "same" keeps the input format, JPEG -> PNG)')
+    parser.add_argument('--ext', choices=list(EXTENSIONS), default='png',
+                        help='output format (default png; "same" keeps the input format, JPEG -> PNG); '
+                        'animations and multi-page TIFFs keep their kind')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace outputs that exist already (default: keep them and skip those images); '
+                        'read-only files are never replaced')
     add_channel_attention_argument(parser)
     return parser
 
@@ -270,60 +709,55 @@ def add_channel_attention_argument(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from tqdm import tqdm
+    from .cpu_memory import release_freed_memory
 
+    release_freed_memory()  # --max-memory is a bound: freed memory goes back (import asid_arch keeps it)
+    tally = Tally()
+    start = time.time()
+    out_dir = Path(os.path.abspath(args.output))
+    with stop_on_signals():
+        try:
+            return run(args, out_dir, tally, start)
+        except KeyboardInterrupt as err:
+            print(f'asid-sr: stopped by {interrupt_name(err)}: {tally.summary(out_dir, time.time() - start)}',
+                  file=sys.stderr)
+            return interrupt_exit_status(err)
+
+
+def run(args, out_dir: Path, tally: Tally, start: float) -> int:
+    """The command after its arguments are parsed (``main`` turns Ctrl-C and SIGTERM into the summary)."""
     from .checkpoint import CheckpointError, load_network
 
-    out_dir = args.output.resolve()
     try:
-        if args.tile_overlap < 0:
-            raise UsageError('--tile-overlap must be >= 0')
         if args.tile and args.tile_overlap >= args.tile:
             raise UsageError(f'--tile-overlap {args.tile_overlap} must be smaller than --tile {args.tile}')
-        if args.max_memory <= 0 or args.max_pixels <= 0:
-            raise UsageError('--max-memory and --max-pixels must be positive')
+        paths, problems, notes = collect_inputs(args.inputs)
+        if args.ext == 'same':
+            check_same_ext(paths)
         device = pick_device(args.device)
         check_precision(args.precision, device)
         net, config = load_network(args.model, args.channel_attention)
+        check_channels(config, args.model)
         check_output_folder(out_dir)
     except (UsageError, CheckpointError) as err:
-        print(f'asid-sr: error: {err}', file=sys.stderr)
-        return 2
-    paths, problems = collect_inputs(args.inputs)
-    for problem in problems:
-        print(f'asid-sr: {problem}', file=sys.stderr)
+        print(f'asid-sr: error: {shown(str(err))}', file=sys.stderr)
+        return EXIT_USAGE
+    for line in problems + notes:
+        print(f'asid-sr: {line}', file=sys.stderr)
+    tally.failed += len(problems)
     upscaler = Upscaler(net, config.upscale, device, args.precision, args.tile, args.tile_overlap,
-                        args.max_memory * 1e9, str(args.model))
-    inputs = set(paths)
-    planned = {}
-    failures = len(problems)
-    done = 0
-    start = time.time()
-    print(f'asid-sr: {config.variant} x{config.upscale} from {args.model} on {device.type} ({args.precision}), '
+                        args.max_memory * GB, str(args.model))
+    print(f'asid-sr: {config.variant} x{config.upscale} from {shown(args.model)} on {device.type} ({args.precision}), '
           f'{len(paths)} images', file=sys.stderr)
     if config.note:
-        print(f'asid-sr: note: {args.model}: {config.note}', file=sys.stderr)
-    for path in tqdm(paths, desc='asid-sr', unit='img', file=sys.stderr):
-        target = output_path(path, out_dir, config.upscale, args.ext)
-        try:
-            if target in inputs:
-                raise ValueError(f'output {target} would overwrite an input image; choose another --output')
-            if target in planned:
-                raise ValueError(f'output {target.name} already comes from {planned[target]}')
-            planned[target] = path
-            note = process(path, target, upscaler, args.max_pixels * 1e6)
-            if note:
-                tqdm.write(f'asid-sr: {target.name}: {note}', file=sys.stderr)
-            done += 1
-        except MemoryError:
-            failures += 1
-            tqdm.write(f'asid-sr: failed: {path}: out of memory (lower --max-memory or --tile)', file=sys.stderr)
-        except Exception as err:  # one bad image must not stop the others
-            failures += 1
-            tqdm.write(f'asid-sr: failed: {path}: {err}', file=sys.stderr)
-    seconds = time.time() - start
-    print(f'asid-sr: {done} images written to {out_dir}, {failures} failed, {seconds:.1f} s', file=sys.stderr)
-    return 1 if failures else 0
+        print(f'asid-sr: note: {shown(args.model)}: {config.note}', file=sys.stderr)
+    with output_folder_claim(out_dir) as removed:
+        if removed:
+            print(f'asid-sr: removed {len(removed)} temporary file(s) left in {shown(out_dir)} by a stopped run',
+                  file=sys.stderr)
+        run_batch(paths, out_dir, upscaler, args, tally)
+    print(f'asid-sr: {tally.summary(out_dir, time.time() - start)}', file=sys.stderr)
+    return EXIT_FAILED if tally.failed else EXIT_OK
 
 
 if __name__ == '__main__':
