@@ -19,6 +19,8 @@ setup(
         'pyyaml',
         'lmdb',
         'scikit-image',
+        'pillow',
+        'tifffile',
         'tqdm',
     ],
     extras_require={
