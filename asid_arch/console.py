@@ -46,18 +46,24 @@ def interrupt_name(err: KeyboardInterrupt) -> str:
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Inside the block, SIGTERM and SIGHUP raise :class:`Interrupted` (restored afterwards).
+    """Inside the block, Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` and SIGTERM and SIGHUP raise
+    :class:`Interrupted`, whatever handlers the process had (restored afterwards): a host that ignores
+    SIGINT, or replaced its handler, still gets the command's summary and exit status.
 
     Only the main thread can install handlers; elsewhere (a command called from a worker thread)
     this does nothing.
     """
-    def handler(signum, frame):
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    def stop(signum, frame):
         raise Interrupted(signum)
 
     previous = {}
     try:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
         for signum in STOP_SIGNALS:
-            previous[signum] = signal.signal(signum, handler)
+            previous[signum] = signal.signal(signum, stop)
     except ValueError:  # not the main thread
         pass
     try:
@@ -68,5 +74,7 @@ def stop_on_signals() -> Iterator[None]:
 
 
 def shown(path: Union[str, bytes, os.PathLike]) -> str:
-    """``path`` as printable text: bytes that are not UTF-8 appear as ``\\xNN`` escapes."""
-    return os.fsencode(path).decode('utf-8', 'backslashreplace')
+    """``path`` as printable text on one line: bytes that are not UTF-8 and control characters (a newline in a
+    file name, say) appear as ``\\xNN`` escapes."""
+    text = os.fsencode(path).decode('utf-8', 'backslashreplace')
+    return ''.join(f'\\x{ord(ch):02x}' if ch.isascii() and not ch.isprintable() else ch for ch in text)

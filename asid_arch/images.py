@@ -413,11 +413,14 @@ def _animation_frames(im, frames: Sequence[FrameInfo]) -> List[Picture]:
 
 def read_picture(path: Union[str, Path], max_pixels: Optional[int] = None, scale: int = 1,
                  limit_hint: str = '') -> Picture:
-    """Read an image's (first) picture (see the module docstring). ``max_pixels`` bounds the result's pixel
-    count (the picture's, ``scale`` times larger per side) before anything is decoded; ``limit_hint`` ends
+    """Read an image that holds one picture (see the module docstring); an animation or a multi-page file is an
+    :class:`ImageError` naming its frame count, never cut to its first frame. ``max_pixels`` bounds the result's
+    pixel count (the picture's, ``scale`` times larger per side) before anything is decoded; ``limit_hint`` ends
     that error message."""
     image = open_image(path)
-    image.frames = image.frames[:1]
+    if image.multi_frame:
+        raise ImageError(f'{image.kind}: only single pictures are read here, and keeping one frame would '
+                         'silently drop the others')
     image.check_size(max_pixels, scale, limit_hint)
     return image.decode(first_only=True)[0]
 

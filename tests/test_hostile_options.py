@@ -61,7 +61,7 @@ def train_opt(data: Path, **overrides) -> dict:
     return tiny_train_options('hostile', data / 'train', data / 'valsrc', iters=2, **overrides)
 
 
-def test_opt(data: Path) -> dict:
+def eval_opt(data: Path) -> dict:
     val = dict(train_opt(data)['datasets']['val'])
     return {'name': 'hostile_test', 'model_type': 'ASIDModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
             'datasets': {'test_1': val}, 'network_g': {'type': 'ASID', 'upscale': 2, 'num_feat': 16, 'num_blocks': 1},
@@ -202,10 +202,10 @@ CASES = [
     Case('name_parent', 'train', edited(train_opt, setting('name', '../data')), "name: '../data' must be a plain",
          premade=('data', )),
     Case('name_dot', 'train', edited(train_opt, setting('name', '.')), "name: '.' must be a plain"),
-    Case('name_dotdot', 'test', edited(test_opt, setting('name', '..')), "name: '..' must be a plain"),
+    Case('name_dotdot', 'test', edited(eval_opt, setting('name', '..')), "name: '..' must be a plain"),
     Case('name_absolute', 'train', edited(train_opt, setting('name', '/tmp/x')), "name: '/tmp/x' must be a plain"),
     Case('name_empty', 'train', edited(train_opt, setting('name', '')), "name: '' must be a plain"),
-    Case('name_nested', 'test', edited(test_opt, setting('name', 'a/b')), "name: 'a/b' must be a plain"),
+    Case('name_nested', 'test', edited(eval_opt, setting('name', 'a/b')), "name: 'a/b' must be a plain"),
     Case('name_backslash', 'train', edited(train_opt, setting('name', 'a\\b')), 'must be a plain'),
     Case('name_number', 'train', edited(train_opt, setting('name', 5)), 'name: 5 is not text'),
     Case('name_missing', 'train', edited(train_opt, removing('name')), 'name: missing'),
@@ -218,13 +218,13 @@ CASES = [
     # scale
     Case('scale_float', 'train', edited(train_opt, setting('scale', 2.0)), f'scale: 2.0 {NOT_WHOLE}'),
     Case('scale_text', 'train', edited(train_opt, setting('scale', '2')), f"scale: '2' {NOT_WHOLE}"),
-    Case('scale_missing', 'test', edited(test_opt, removing('scale')), 'scale: missing'),
+    Case('scale_missing', 'test', edited(eval_opt, removing('scale')), 'scale: missing'),
     # data pairs
     Case('gt_lq_counts_differ', 'train', edited(train_opt, val_copy_with(extra_gt_file)),
          'datasets: val: dataroot_gt has 2 files but dataroot_lq has 1'),
     Case('lq_not_gt_over_scale', 'train', edited(train_opt, val_copy_with(lq_of_wrong_size)),
          'datasets: val: 1 of 1 pair(s) checked are not x2 apart'),
-    Case('lq_not_gt_over_scale_test', 'test', edited(test_opt, val_copy_with(lq_of_wrong_size, 'test_1')),
+    Case('lq_not_gt_over_scale_test', 'test', edited(eval_opt, val_copy_with(lq_of_wrong_size, 'test_1')),
          'datasets: test_1: 1 of 1 pair(s) checked are not x2 apart'),
     Case('meta_info_lists_a_missing_file', 'train', edited(train_opt, meta_info_listing('img00.png', 'ghost.png')),
          'datasets: val: 1 of 2 GT image(s) have no LQ file (first: '),
@@ -261,32 +261,32 @@ CASES = [
          premade=('experiments', )),
     Case('other_network_state', 'train', foreign_state('other_network'), 'is the state of another network'),
     # 6. tiles (a test file)
-    Case('tile_size_zero', 'test', edited(test_opt, setting('val.tile.size', 0)), 'val: tile: size: 0 must be > 0'),
-    Case('tile_size_negative', 'test', edited(test_opt, setting('val.tile.size', -8)), 'val: tile: size: -8'),
-    Case('tile_size_fraction', 'test', edited(test_opt, setting('val.tile.size', 16.5)),
+    Case('tile_size_zero', 'test', edited(eval_opt, setting('val.tile.size', 0)), 'val: tile: size: 0 must be > 0'),
+    Case('tile_size_negative', 'test', edited(eval_opt, setting('val.tile.size', -8)), 'val: tile: size: -8'),
+    Case('tile_size_fraction', 'test', edited(eval_opt, setting('val.tile.size', 16.5)),
          f'val: tile: size: 16.5 {NOT_WHOLE}'),
-    Case('tile_overlap_too_big', 'test', edited(test_opt, setting('val.tile.overlap', 16)),
+    Case('tile_overlap_too_big', 'test', edited(eval_opt, setting('val.tile.overlap', 16)),
          'val: tile: overlap: 16 must be smaller than size: 16'),
-    Case('tile_overlap_negative', 'test', edited(test_opt, setting('val.tile.overlap', -1)),
+    Case('tile_overlap_negative', 'test', edited(eval_opt, setting('val.tile.overlap', -1)),
          'val: tile: overlap: -1 must be >= 0'),
-    Case('tile_not_mapping', 'test', edited(test_opt, setting('val.tile', 64)), 'val: tile: 64 must be a mapping'),
-    Case('tile_unknown_key', 'test', edited(test_opt, setting('val.tile.sizee', 8)), 'val: tile: sizee: not a tile'),
+    Case('tile_not_mapping', 'test', edited(eval_opt, setting('val.tile', 64)), 'val: tile: 64 must be a mapping'),
+    Case('tile_unknown_key', 'test', edited(eval_opt, setting('val.tile.sizee', 8)), 'val: tile: sizee: not a tile'),
     # 6. wrong types anywhere the pipelines index
     Case('datasets_list', 'train', edited(train_opt, setting('datasets', [1, 2])), 'datasets: must be a mapping'),
-    Case('datasets_missing', 'test', edited(test_opt, removing('datasets')), 'datasets: missing'),
+    Case('datasets_missing', 'test', edited(eval_opt, removing('datasets')), 'datasets: missing'),
     Case('dataset_text', 'train', edited(train_opt, setting('datasets.train', 'div2k')),
          'datasets: train: must be a mapping'),
     Case('dataset_phase_unknown', 'train', edited(train_opt, setting('datasets.training', {})),
          "datasets: training: not an entry BasicSR's training reads"),
-    Case('dataset_phase_test_file', 'test', edited(test_opt, setting('datasets.train', {})),
+    Case('dataset_phase_test_file', 'test', edited(eval_opt, setting('datasets.train', {})),
          "datasets: train: not an entry BasicSR's testing reads"),
-    Case('dataset_name_missing', 'test', edited(test_opt, removing('datasets.test_1.name')),
+    Case('dataset_name_missing', 'test', edited(eval_opt, removing('datasets.test_1.name')),
          'datasets: test_1: name: missing'),
     Case('dataset_type_unknown', 'train', edited(train_opt, setting('datasets.train.type', 'Paired')),
          "datasets: train: type: 'Paired' is not a registered dataset"),
     Case('dataroot_list', 'train', edited(train_opt, setting('datasets.val.dataroot_gt', ['a'])),
          "datasets: val: dataroot_gt: ['a'] is not a folder path"),
-    Case('io_backend_missing', 'test', edited(test_opt, removing('datasets.test_1.io_backend')),
+    Case('io_backend_missing', 'test', edited(eval_opt, removing('datasets.test_1.io_backend')),
          'datasets: test_1: io_backend: missing'),
     Case('io_backend_unknown', 'train', edited(train_opt, setting('datasets.train.io_backend.type', 'lmbd')),
          "datasets: train: io_backend: type: 'lmbd' is not one of disk, lmdb"),
@@ -305,14 +305,14 @@ CASES = [
     Case('filename_tmpl_without_field', 'train', edited(train_opt, setting('datasets.train.filename_tmpl', 'x')),
          "datasets: train: filename_tmpl: 'x' must be text with one {}"),
     Case('network_text', 'train', edited(train_opt, setting('network_g', 'ASID')), 'network_g: must be a mapping'),
-    Case('network_type_list', 'test', edited(test_opt, setting('network_g.type', ['ASID'])),
+    Case('network_type_list', 'test', edited(eval_opt, setting('network_g.type', ['ASID'])),
          "network_g: type: ['ASID'] is not the name of an architecture"),
-    Case('network_missing', 'test', edited(test_opt, removing('network_g')), 'network_g: missing'),
+    Case('network_missing', 'test', edited(eval_opt, removing('network_g')), 'network_g: missing'),
     Case('path_list', 'train', edited(train_opt, setting('path', ['a'])), 'path: must be a mapping'),
-    Case('path_missing', 'test', edited(test_opt, removing('path')), 'path: missing'),
+    Case('path_missing', 'test', edited(eval_opt, removing('path')), 'path: missing'),
     Case('path_folder_number', 'train', edited(train_opt, setting('path.visualization_extra', 3)),
          'path: visualization_extra: 3 is not a folder path'),
-    Case('strict_load_text', 'test', edited(test_opt, setting('path.strict_load_g', 'yes please')),
+    Case('strict_load_text', 'test', edited(eval_opt, setting('path.strict_load_g', 'yes please')),
          "path: strict_load_g: 'yes please' is not true or false"),
     Case('train_scalar', 'train', edited(train_opt, setting('train', 5)), 'train: must be a mapping'),
     Case('train_missing', 'train', edited(train_opt, removing('train')), 'train: missing'),
@@ -327,22 +327,22 @@ CASES = [
          'logger: use_tb_logger: missing'),
     Case('wandb_text', 'train', edited(train_opt, setting('logger.wandb', 'on')), 'logger: wandb: must be a mapping'),
     Case('num_gpu_text', 'train', edited(train_opt, setting('num_gpu', 'two')), f"num_gpu: 'two' {NOT_WHOLE}"),
-    Case('num_gpu_missing', 'test', edited(test_opt, removing('num_gpu')), 'num_gpu: missing'),
+    Case('num_gpu_missing', 'test', edited(eval_opt, removing('num_gpu')), 'num_gpu: missing'),
     Case('num_gpu_negative', 'train', edited(train_opt, setting('num_gpu', -1)), 'num_gpu: -1 must be >= 0'),
     Case('seed_text', 'train', edited(train_opt, setting('manual_seed', 'abc')), "manual_seed: 'abc' must be"),
-    Case('seed_negative', 'test', edited(test_opt, setting('manual_seed', -1)), 'manual_seed: -1 must be'),
+    Case('seed_negative', 'test', edited(eval_opt, setting('manual_seed', -1)), 'manual_seed: -1 must be'),
     Case('model_type_list', 'train', edited(train_opt, setting('model_type', ['ASIDModel'])),
          "model_type: ['ASIDModel'] is not a registered model"),
-    Case('val_missing_in_test', 'test', edited(test_opt, removing('val')), 'val: missing'),
+    Case('val_missing_in_test', 'test', edited(eval_opt, removing('val')), 'val: missing'),
     Case('val_text', 'train', edited(train_opt, setting('val', 'yes')), 'val: must be a mapping'),
-    Case('save_img_missing', 'test', edited(test_opt, removing('val.save_img')), 'val: save_img: missing'),
-    Case('suffix_missing', 'test', edited(test_opt, setting('val.save_img', True)), 'val: suffix: missing'),
-    Case('metrics_text', 'test', edited(test_opt, setting('val.metrics', 'psnr')), 'val: metrics: must be a mapping'),
+    Case('save_img_missing', 'test', edited(eval_opt, removing('val.save_img')), 'val: save_img: missing'),
+    Case('suffix_missing', 'test', edited(eval_opt, setting('val.save_img', True)), 'val: suffix: missing'),
+    Case('metrics_text', 'test', edited(eval_opt, setting('val.metrics', 'psnr')), 'val: metrics: must be a mapping'),
     Case('metric_text', 'train', edited(train_opt, setting('val.metrics.psnr', 'yes')),
          'val: metrics: psnr: must be a mapping'),
-    Case('metric_unknown', 'test', edited(test_opt, setting('val.metrics.psnr.type', 'psnr')),
+    Case('metric_unknown', 'test', edited(eval_opt, setting('val.metrics.psnr.type', 'psnr')),
          "val: metrics: psnr: type: 'psnr' is not a registered metric"),
-    Case('metric_no_border', 'test', edited(test_opt, removing('val.metrics.psnr.crop_border')),
+    Case('metric_no_border', 'test', edited(eval_opt, removing('val.metrics.psnr.crop_border')),
          'val: metrics: psnr: calculate_psnr:'),
     Case('dist_params_text', 'train', edited(train_opt, setting('dist_params', 'nccl')),
          'dist_params: must be a mapping'),
@@ -353,11 +353,11 @@ CASES = [
          args=('--force_yml', 'train:total_iters=5')),
     Case('force_yml_code', 'train', edited(train_opt), 'the tag !!python/object/apply:os.system is refused',
          args=('--force_yml', f'manual_seed=!!python/object/apply:os.system ["touch {MARKER}"]')),
-    Case('force_yml_quote', 'test', edited(test_opt), "has no key x\"]",
+    Case('force_yml_quote', 'test', edited(eval_opt), "has no key x\"]",
          args=('--force_yml', f'x"]=__import__("os").system("touch {MARKER}")')),
     Case('force_yml_checked', 'train', edited(train_opt), 'train: total_iter: 0 must be > 0',
          args=('--force_yml', 'train:total_iter=0')),
-    Case('force_yml_through_text', 'test', edited(test_opt), "name: 'a/b' must be a plain",
+    Case('force_yml_through_text', 'test', edited(eval_opt), "name: 'a/b' must be a plain",
          args=('--force_yml', 'name=a/b')),
 ]
 PYTHON_TAGS = {  # each would run `touch code_ran` when BasicSR's loader reads it
@@ -373,7 +373,7 @@ PYTHON_TAGS = {  # each would run `touch code_ran` when BasicSR's loader reads i
 
 def python_tag_case(case_id: str, module: str) -> Case:
     def build(data: Path, case_dir: Path) -> str:
-        body = edited(train_opt if module == 'train' else test_opt, removing('manual_seed'))(data, case_dir)
+        body = edited(train_opt if module == 'train' else eval_opt, removing('manual_seed'))(data, case_dir)
         return PYTHON_TAGS[case_id] + body if not PYTHON_TAGS[case_id].startswith('%') else \
             PYTHON_TAGS[case_id].replace('---\n', '---\n' + body)
     message = 'the tag !seed is refused' if case_id == 'local_tag' else 'never Python objects'
@@ -426,7 +426,7 @@ def test_hostile_option_file_is_refused_before_any_work(table, case):
 
 def test_python_tags_never_run_in_plain_subprocesses(data, tmp_path):
     """The issue's exact command lines: nothing runs, exit 2, the file and the line are named."""
-    for module, make in (('train', train_opt), ('test', test_opt)):
+    for module, make in (('train', train_opt), ('test', eval_opt)):
         opt = tmp_path / f'{module}.yml'
         body = edited(make, removing('manual_seed'))(data, tmp_path)
         opt.write_text(f'manual_seed: !!python/object/apply:os.system ["touch {tmp_path / MARKER}"]\n' + body)

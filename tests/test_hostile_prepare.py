@@ -272,6 +272,23 @@ def test_image_too_small_for_a_sub_image_is_named(tmp_path, capsys):
     assert '1 too small' in train(hr, out, capsys)[1]  # said again on a re-run, where nothing is redone
 
 
+def test_animation_is_a_named_failure_not_its_first_frame(tmp_path, capsys):
+    """An animated GIF or a multi-page TIFF among the HR images: refused by name with its frame count (training
+    on its first frame alone would silently drop the others)."""
+    from PIL import Image
+
+    hr, out = tmp_path / 'hr', tmp_path / 'out'
+    write_images(hr, 1, size=(60, 70))
+    frames = [Image.fromarray(synthetic_image(60, 70, seed)[:, :, ::-1]) for seed in (1, 2, 3)]
+    frames[0].save(hr / 'anim.gif', save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].save(hr / 'pages.tif', save_all=True, append_images=frames[1:2])
+    code, stdout, err = train(hr, out, capsys)
+    assert code == 1, err
+    assert 'anim.gif: animated GIF (3 frames): only single pictures are read here' in err
+    assert 'pages.tif: multi-page TIFF (2 pages): only single pictures are read here' in err
+    assert sorted(p.name for p in (out / 't_HR').iterdir()) == ['img00.png']
+
+
 def test_lmdb_with_a_flat_first_sub_image(tmp_path, capsys):
     """BasicSR sizes an LMDB at 10 x the first image's PNG: a flat first crop (a few hundred bytes) made the
     build die with MDB_MAP_FULL on noisy ones; the size now follows the pixels."""
