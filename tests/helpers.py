@@ -90,10 +90,11 @@ def write_yaml(path: Path, opt: dict) -> Path:
     return path
 
 
-def run_module(module: str, args: list, cwd: Path, timeout: int = 600, launcher: list = None) -> subprocess.CompletedProcess:
-    """``python -m module args`` in ``cwd`` with this checkout importable; output captured."""
+def run_module(module: str, args: list, cwd: Path, timeout: int = 600, launcher: list = None,
+               threads: int = 1) -> subprocess.CompletedProcess:
+    """``python -m module args`` in ``cwd`` with this checkout importable, on ``threads`` threads; output captured."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''),
-               OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+               OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED='1')
     cmd = [sys.executable, *(launcher or []), '-m', module, *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -435,12 +435,21 @@ def test_unreadable_file(tmp_path, capsys, monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # 3. The exported graph takes every size >= 1 (one real export, onnxruntime in child processes)
 # ----------------------------------------------------------------------------------------------
-SMALL_SIZES = ((8, 8), (5, 7), (1, 1), (8, 40), (40, 3), (9, 9), (12, 21))
-ORT_SCRIPT = '''
-import sys, numpy as np, onnxruntime, torch
+SMALL_SIZES = ((8, 8), (5, 7), (1, 1), (8, 40), (40, 3), (9, 9), (12, 21), (24, 40), (37, 61))
+# the model exported: neosr's default variant (no position bias, SDPA channel attention, whose grid scale
+# 1/sqrt(tokens) follows the input size: 24x40 and 37x61 give 15 and 40 grid tokens per group)
+NEOSR_DEFAULT_NET = '''
+import torch
 from asid_arch import ASID
 torch.manual_seed(0)
-net = ASID(upscale=2, num_feat=16, num_blocks=1).eval()
+net = ASID(upscale=2, num_feat=16, num_blocks=1, position_bias=False, channel_attention='sdpa').eval()
+with torch.no_grad():  # non-trivial weights for the SAMs and CAM, temperatures left at 1.0 (as neosr trains them)
+    for name, p in net.named_parameters():
+        if not name.endswith('temperature'):
+            p.add_(0.05 * torch.randn_like(p))
+'''
+ORT_SCRIPT = NEOSR_DEFAULT_NET + '''
+import sys, numpy as np, onnxruntime
 session = onnxruntime.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])
 for size in {sizes}:
     x = torch.rand(1, 3, *size)
@@ -453,11 +462,16 @@ for size in {sizes}:
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
-    """``asid-export`` of a tiny model, checked on a 1x1 image, in a child process: ``(folder, result)``."""
+    """``asid-export`` of a tiny model in neosr's default variant, saved as neosr saves it, checked on a 1x1
+    image, in a child process: ``(folder, result)``."""
     pytest.importorskip('onnxruntime', reason="the optional extra asid_arch[onnx] is not installed")
     pytest.importorskip('onnxscript', reason="the optional extra asid_arch[onnx] is not installed")
+    from asid_arch.archs.asid_arch import state_dict_to_reference
+
     folder = tmp_path_factory.mktemp('onnx')
-    torch.save({'params': tiny_net().state_dict()}, folder / 'm.pth')
+    scope = {}
+    exec(NEOSR_DEFAULT_NET, scope)
+    torch.save({'params': state_dict_to_reference(scope['net'].state_dict())}, folder / 'm.pth')
     cv2.imwrite(str(folder / 'one.png'), synthetic_image(1, 1, 0))
     result = run_module('asid_arch.export', ['-m', 'm.pth', '-o', 'm.onnx', '--check-image', 'one.png'], folder)
     return folder, result
@@ -467,13 +481,15 @@ def test_export_checks_a_one_pixel_image(exported):
     folder, result = exported
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
     assert 'image 1x1: max abs diff' in result.stdout and 'random 37x45, 5x7: max abs diff' in result.stdout
+    assert 'neosr defaults' in result.stdout  # the variant read off the weights
     assert 'Traceback' not in result.stdout + result.stderr and result.stderr.strip() == '', result.stderr[-2000:]
     assert sorted(p.name for p in folder.iterdir()) == ['m.onnx', 'm.pth', 'one.png']
 
 
 def test_exported_graph_takes_every_size(exported):
     """onnxruntime used to die of SIGFPE (exit 136) on sides of 8 px and less: here in a child process, so a
-    regression fails this test instead of killing pytest."""
+    regression fails this test instead of killing pytest. The sizes include two whose SDPA grid scales differ:
+    the exported graph computes that scale from the input instead of keeping the example's."""
     folder, result = exported
     assert result.returncode == 0, result.stderr[-2000:]
     run = subprocess.run([sys.executable, '-c', ORT_SCRIPT.format(sizes=SMALL_SIZES), str(folder / 'm.onnx')],

@@ -2,7 +2,6 @@
 weights, asid-sr / asid-export / pretrain_network_g on neosr checkpoints, and spandrel loading."""
 from __future__ import annotations
 
-import re
 
 import cv2
 import numpy as np
@@ -12,7 +11,6 @@ import torch
 from asid_arch import ASID
 from asid_arch.archs.asid_arch import detect_variant, state_dict_to_reference
 from asid_arch.checkpoint import load_network
-from asid_arch.export import main as asid_export
 from asid_arch.inference import main as asid_sr
 from asid_arch.models.asid_model import match_weights
 
@@ -134,29 +132,6 @@ def test_channel_attention_flag_overrides_the_weights(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / 'in.png'), synthetic_image(20, 24, 1))
     assert asid_sr([str(tmp_path / 'in.png'), '-o', str(tmp_path / 'o'), '-m', str(tmp_path / 'm.pth')]) == 0
     assert '--channel-attention sdpa' in capsys.readouterr().err
-
-
-def test_onnx_export_of_the_neosr_default_variant(tmp_path, capsys):
-    """The SDPA scale must follow the input size in the exported graph: checked at two sizes."""
-    pytest.importorskip('onnxruntime', reason="the optional extra asid_arch[onnx] is not installed")
-    pytest.importorskip('onnxscript', reason="the optional extra asid_arch[onnx] is not installed")
-    import onnxruntime
-
-    torch.manual_seed(0)
-    net = ASID(upscale=2, num_feat=16, num_blocks=1, position_bias=False, channel_attention='sdpa').eval()
-    with torch.no_grad():  # give the SAMs and CAM non-trivial weights, temperatures left at 1.0
-        for name, p in net.named_parameters():
-            if not name.endswith('temperature'):
-                p.add_(0.05 * torch.randn_like(p))
-    torch.save({'params': state_dict_to_reference(net.state_dict())}, tmp_path / 'neosr.pth')
-    assert asid_export(['-m', str(tmp_path / 'neosr.pth'), '-o', str(tmp_path / 'n.onnx')]) == 0
-    assert 'neosr defaults' in capsys.readouterr().out
-    session = onnxruntime.InferenceSession(str(tmp_path / 'n.onnx'), providers=['CPUExecutionProvider'])
-    for h, w in ((24, 40), (37, 61)):  # 15 and 40 grid tokens per group
-        x = torch.rand(1, 3, h, w)
-        with torch.no_grad():
-            expected = net(x).numpy()
-        assert np.abs(session.run(None, {'lr': x.numpy()})[0] - expected).max() < 1e-4, (h, w)
 
 
 # ----------------------------------------------------------------------------------------------

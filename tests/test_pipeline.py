@@ -119,7 +119,8 @@ def test_demo_trains_asid_past_bicubic(tmp_path):
     opt['train']['scheduler']['periods'] = [iterations]
     opt['val']['val_freq'] = iterations
     opt['logger'].update(print_freq=50, save_checkpoint_freq=iterations)
-    result = run_module('asid_arch.demo', ['-opt', str(write_yaml(tmp_path / 'demo.yml', opt))], tmp_path)
+    result = run_module('asid_arch.demo', ['-opt', str(write_yaml(tmp_path / 'demo.yml', opt))], tmp_path,
+                        threads=2)  # the machine's two cores, as make demo uses them
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split()[0]: [float(v) for v in line.split()[1:3]] for line in result.stdout.splitlines()
             if line.split() and line.split()[0] in ('chelsea', 'coffee', 'mean')}
