@@ -12,7 +12,7 @@ $(STAMP): requirements.txt setup.py
 
 ## demo: the main job, a short real ASID training + validation on CPU (see README)
 demo: $(STAMP)
-	$(VENV)/bin/python -m asid_arch.demo
+	$(VENV)/bin/python -m asid_arch.cli.demo
 
 ## test: the test suite (pytest's "no tests collected", exit 5, fails too)
 test: $(STAMP)

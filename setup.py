@@ -1,6 +1,31 @@
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# The commands, one module each under asid_arch/cli/ (the one list of them).
+COMMANDS = {
+    'asid-prepare': 'asid_arch.cli.prepare:main',
+    'asid-train': 'asid_arch.cli.train:main',
+    'asid-test': 'asid_arch.cli.test:main',
+    'asid-sr': 'asid_arch.cli.sr:main',
+    'asid-export': 'asid_arch.cli.export:main',
+    'asid-bench': 'asid_arch.bench.main:main',
+    'asid-kit': 'asid_arch.cli.kit:main',
+}
+
+
+class BuildWithOptions(build_py):
+    """Ship the repository's option files inside the package (``asid_arch/options/``), so that the demo and
+    every command find them in an installed package as in a checkout."""
+
+    def run(self) -> None:
+        super().run()
+        source = Path(__file__).resolve().parent / 'options'
+        for path in sorted(source.rglob('*.yml')):
+            target = Path(self.build_lib) / 'asid_arch' / 'options' / path.relative_to(source)
+            self.mkpath(str(target.parent))
+            self.copy_file(str(path), str(target), preserve_mode=False)
 
 setup(
     name='asid_arch',
@@ -22,6 +47,7 @@ setup(
         'pillow',
         'tifffile',
         'tqdm',
+        'filelock',
     ],
     extras_require={
         'bench': ['matplotlib'],
@@ -29,15 +55,6 @@ setup(
         'spandrel': ['spandrel>=0.4'],
         'test': ['pytest'],
     },
-    entry_points={
-        'console_scripts': [
-            'asid-prepare = asid_arch.data.prepare:main',
-            'asid-train = asid_arch.train:main',
-            'asid-test = asid_arch.test:main',
-            'asid-sr = asid_arch.inference:main',
-            'asid-export = asid_arch.export:main',
-            'asid-bench = asid_arch.bench:main',
-            'asid-kit = asid_arch.kit:main',
-        ],
-    },
+    entry_points={'console_scripts': [f'{name} = {target}' for name, target in COMMANDS.items()]},
+    cmdclass={'build_py': BuildWithOptions},
 )

@@ -26,7 +26,6 @@ from .models.asid_model import BASICSR_PARAM_KEYS as BASICSR_KEYS
 from .models.asid_model import AUTO, PretrainedWeightsError, match_weights, read_weights
 
 
-CheckpointError = PretrainedWeightsError  # a checkpoint that cannot be used, with a message for the user
 # ASID's IDB has 118 tensors: weights naming N IDBs with fewer than this many tensors each cannot be ASID's,
 # and are refused before the network is even described (on the meta device: ~50 ms per IDB on a CPU)
 MIN_TENSORS_PER_IDB = 100
@@ -66,9 +65,9 @@ class NetworkConfig:
                     channel_attention=self.channel_attention)
 
 
-def load_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
+def state_dict_from_file(path: Union[str, Path]) -> Dict[str, Tensor]:
     """Read a checkpoint safely (BasicSR's ``params_ema`` preferred, then ``params``, or a plain state
-    dict) and return its weights in the project's key layout; :class:`CheckpointError` otherwise."""
+    dict) and return its weights in the project's key layout; :class:`PretrainedWeightsError` otherwise."""
     state, _ = read_weights(path, BASICSR_KEYS)
     return ASID.convert_state_dict(state)
 
@@ -83,24 +82,24 @@ def detect_config(state: Mapping[str, Tensor], source: str = 'the checkpoint',
     missing = [k for k in needed if k not in state]
     if missing:
         kind = ' (these look like Omni-SR weights)' if any(re.match(r'groups\.\d+\.block\.', k) for k in state) else ''
-        raise CheckpointError(f'{source} does not look like ASID weights{kind}: no {", ".join(missing)}')
+        raise PretrainedWeightsError(f'{source} does not look like ASID weights{kind}: no {", ".join(missing)}')
     table = state.get('blocks.0.sam_meso1.attn.rel_pos_bias_table')
     shaped = (('conv_first.weight', 4), ('upsampler.0.weight', 4), ('blocks.0.sam_meso1.attn.rel_pos_bias_table', 2))
     for key, dims in shaped:
         if key in state and (state[key].dim() != dims or 0 in state[key].shape):
-            raise CheckpointError(f'{source}: {key} has the shape {tuple(state[key].shape)}; ASID\'s is {dims}-D '
+            raise PretrainedWeightsError(f'{source}: {key} has the shape {tuple(state[key].shape)}; ASID\'s is {dims}-D '
                                   'and not empty: these are not ASID weights')
     num_feat, num_in_ch = state['conv_first.weight'].shape[:2]
     num_blocks = len({int(m.group(1)) for k in state for m in [re.match(r'blocks\.(\d+)\.', k)] if m})
     if num_blocks * MIN_TENSORS_PER_IDB > len(state):
-        raise CheckpointError(f'{source}: the weights name {num_blocks} IDBs but hold only {len(state)} tensors (an '
+        raise PretrainedWeightsError(f'{source}: the weights name {num_blocks} IDBs but hold only {len(state)} tensors (an '
                               'ASID IDB has 118): damaged, or not ASID weights')
     window_size = (math.isqrt(table.shape[0]) + 1) // 2 if table is not None else WINDOW_SIZE
     variant = detect_variant(state)
     note = ''
     if channel_attention not in (None, AUTO):
         if channel_attention not in CHANNEL_ATTENTION_MODES:
-            raise CheckpointError(f'channel attention {channel_attention!r} is not one of {CHANNEL_ATTENTION_MODES}')
+            raise PretrainedWeightsError(f'channel attention {channel_attention!r} is not one of {CHANNEL_ATTENTION_MODES}')
         variant['channel_attention'] = channel_attention
     elif variant['position_bias'] and temperatures_untouched(state):
         note = ('its channel temperatures are all exactly 1.0 (untrained): if it was trained with neosr\'s '
@@ -111,32 +110,32 @@ def detect_config(state: Mapping[str, Tensor], source: str = 'the checkpoint',
         if scale >= 1 and num_out_ch * scale * scale == up_channels:
             return NetworkConfig(scale, int(num_feat), num_blocks, window_size, int(num_in_ch), int(num_out_ch),
                                  note=note, **variant)
-    raise CheckpointError(f'{source}: cannot infer the scale from an upsampler with {up_channels} output channels')
+    raise PretrainedWeightsError(f'{source}: cannot infer the scale from an upsampler with {up_channels} output channels')
 
 
 def network_from_state(state: Mapping[str, Tensor], source: str, channel_attention: Optional[str] = None) -> tuple:
     """``(net in eval mode, NetworkConfig)`` from project-layout weights: built as they say, loaded strictly
-    (a mismatch is a :class:`CheckpointError` naming the keys)."""
+    (a mismatch is a :class:`PretrainedWeightsError` naming the keys)."""
     config = detect_config(state, source, channel_attention)
     label = f'{source} ({config.variant} x{config.upscale})'
     try:  # first on the meta device: shapes only, so weights describing a huge network allocate nothing
         with torch.device('meta'):
             described = config.build()
     except ValueError as err:  # sizes ASID refuses (a width that is not a multiple of 4, ...)
-        raise CheckpointError(f'{label}: {err}') from None
+        raise PretrainedWeightsError(f'{label}: {err}') from None
     problems = match_weights(described, state, label)
     if problems:
-        raise CheckpointError('; '.join(problems))
+        raise PretrainedWeightsError('; '.join(problems))
     derived = sum(b.numel() * b.element_size() for name, b in described.named_buffers() if name not in state)
     held = sum(v.numel() * v.element_size() for v in state.values())
     if derived > max(held, DERIVED_BYTES_ALLOWANCE):
-        raise CheckpointError(f'{label}: window size {config.window_size} would need {derived} bytes of index tables, '
+        raise PretrainedWeightsError(f'{label}: window size {config.window_size} would need {derived} bytes of index tables, '
                               f'more than the {held} bytes of weights: damaged, or not ASID weights')
     net = config.build()
     net.load_state_dict(state, strict=True)
     return net.eval(), config
 
 
-def load_network(path: Union[str, Path], channel_attention: Optional[str] = None) -> tuple:
+def network_from_file(path: Union[str, Path], channel_attention: Optional[str] = None) -> tuple:
     """``(net in eval mode, NetworkConfig)`` from any of the checkpoint layouts (see the module docstring)."""
-    return network_from_state(load_state_dict(path), shown(path), channel_attention)
+    return network_from_state(state_dict_from_file(path), shown(path), channel_attention)

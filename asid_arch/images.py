@@ -52,6 +52,7 @@ GRAY_MODES = GRAY_ALPHA_MODES + ('1', 'L', 'I', 'I;16', 'I;16B', 'I;16L', 'I;16N
 # The formats Pillow may identify (others, e.g. EPS through Ghostscript, are never opened), and the
 # suffixes written here: the suffix of each format's output.
 READ_FORMATS = ('PNG', 'JPEG', 'WEBP', 'TIFF', 'GIF', 'BMP', 'DIB', 'PPM')  # JPEG's reader also gives MPO
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.gif')  # read
 WRITE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.ppm', '.pgm', '.gif')
 # Multi-frame images are written as the same kind of file (the formats here that hold frames).
 FRAMES_SUFFIX = {'GIF': '.gif', 'WEBP': '.webp', 'PNG': '.png', 'TIFF': '.tif'}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import asid_arch  # noqa: F401  (installs the torchvision alias and registers the archs)
+import asid_arch.models  # noqa: F401  (installs the torchvision alias; registers the archs, the model and the metric)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('ASID_SHARED', REPO.parent / 'shared'))

@@ -40,7 +40,7 @@ def tree(tmp_path_factory):
 
     root = tmp_path_factory.mktemp('BasicSR')
     shutil.copytree(Path(basicsr.__file__).parent, root / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
-    result = run_module('asid_arch.kit', ['install', str(root)], root)
+    result = run_module('asid_arch.cli.kit', ['install', str(root)], root)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count('copied') == 3, result.stdout
     return root
@@ -96,7 +96,7 @@ def test_basicsr_train_and_test_scripts_with_the_kit(tree, data, tmp_path):
     test_yml = write_yaml(tmp_path / 'test.yml', kit_test_options(data, checkpoint, 'params'))
     plain = run_in_tree(tree, ['basicsr/test.py', '-opt', str(test_yml)])
     assert plain.returncode == 0, plain.stderr[-4000:]
-    ours = run_module('asid_arch.test', ['-opt', str(test_yml)], tmp_path)
+    ours = run_module('asid_arch.cli.test', ['-opt', str(test_yml)], tmp_path)
     assert ours.returncode == 0, ours.stderr[-4000:]
     plain_metrics, our_metrics = metrics_logged(plain.stderr + plain.stdout), metrics_logged(ours.stderr + ours.stdout)
     assert set(plain_metrics) == {'psnr', 'psnr_matlab', 'ssim'}
@@ -168,7 +168,7 @@ def test_differing_kit_copy_is_reported(tree, tmp_path):
     assert f'ASID is registered from {other / "basicsr" / "archs" / "asid_arch.py"}' in result.stderr
     assert 'differs from that file and is not used' in result.stderr
     assert 'ASIDModel is registered' not in result.stderr  # identical copies stay quiet
-    from asid_arch.kit import main as asid_kit
+    from asid_arch.cli.kit import main as asid_kit
 
     assert asid_kit(['check', str(other)]) == 1
     assert asid_kit(['check', str(tree)]) == 0
@@ -180,7 +180,7 @@ def test_differing_kit_copy_is_reported(tree, tmp_path):
 
 
 def test_kit_refuses_a_folder_that_is_not_basicsr(tmp_path, capsys):
-    from asid_arch.kit import main as asid_kit
+    from asid_arch.cli.kit import main as asid_kit
 
     assert asid_kit(['install', str(tmp_path)]) == 2
     assert 'is not a BasicSR checkout' in capsys.readouterr().err

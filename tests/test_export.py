@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from asid_arch import ASID
-from asid_arch.export import main as asid_export
+from asid_arch.cli.export import main as asid_export
 
 from helpers import synthetic_image
 

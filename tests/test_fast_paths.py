@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from asid_arch import ASID
 from asid_arch.archs import asid_arch as arch
-from asid_arch.cpu_memory import keep_freed_memory
+from asid_arch.tuning import keep_freed_memory
 
 needs_onednn = pytest.mark.skipif(arch._ONEDNN_LINEAR is None, reason='this torch build has no oneDNN linear')
 

@@ -38,7 +38,7 @@ DRIVER = textwrap.dedent('''
         return real_save(obj, f, *args, **kwargs)
 
     torch.save = faulty_save
-    from asid_arch.train import main
+    from asid_arch.cli.train import main
     main(sys.argv[3:])
 ''')
 

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from asid_arch import ASID
-from asid_arch.checkpoint import CheckpointError, load_network, load_state_dict
-from asid_arch.inference import main as asid_sr
+from asid_arch.checkpoint import PretrainedWeightsError, network_from_file, state_dict_from_file
+from asid_arch.cli.sr import main as asid_sr
 from asid_arch.models import asid_model
 
 from helpers import REPO, make_tiny_data, run_module, synthetic_image, tiny_train_options
@@ -157,8 +157,8 @@ def untouched(small_scans):
 
 
 def refused(path: Path) -> str:
-    with pytest.raises(CheckpointError) as info:
-        load_state_dict(path)
+    with pytest.raises(PretrainedWeightsError) as info:
+        state_dict_from_file(path)
     message = str(info.value)
     assert str(path) in message and '\n' not in message, message
     return message
@@ -173,7 +173,7 @@ def test_hand_written_checkpoints_load_like_torch_save(tmp_path):
     odd = Path(os.fsdecode(bytes(tmp_path) + b'/n\xff.pth'))  # torch's memory mapping wants UTF-8 names
     torch.save(net.state_dict(), odd)
     for path in (write_zip(tmp_path / 'zip.pth', plain(net)), write_legacy(tmp_path / 'legacy.pth', plain(net)), odd):
-        state = load_state_dict(path)
+        state = state_dict_from_file(path)
         assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
 
 
@@ -241,7 +241,7 @@ def test_safetensors_declaring_more_than_it_holds(tmp_path, small_scans):
     safetensors_torch = pytest.importorskip('safetensors.torch')
     net = tiny_net()
     safetensors_torch.save_file(net.state_dict(), tmp_path / 'good.safetensors')
-    state = load_state_dict(tmp_path / 'good.safetensors')
+    state = state_dict_from_file(tmp_path / 'good.safetensors')
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
     header = {'conv_first.weight': {'dtype': 'F32', 'shape': [2**20, 2**20], 'data_offsets': [0, 16]}}
     text = json.dumps(header).encode()
@@ -284,27 +284,27 @@ def test_network_described_by_the_weights_is_checked_before_it_is_built(tmp_path
     state = tiny_net().state_dict()
     wide = dict(state, **{'conv_first.weight': torch.zeros(4096, 3, 3, 3)})  # 4096 channels: a ~1 GB network
     torch.save(wide, tmp_path / 'wide.pth')
-    with pytest.raises(CheckpointError, match=r'shape mismatch: blocks\.0\.\S+ \(16, 16, 1, 1\) vs \(4096, '):
-        load_network(tmp_path / 'wide.pth')
+    with pytest.raises(PretrainedWeightsError, match=r'shape mismatch: blocks\.0\.\S+ \(16, 16, 1, 1\) vs \(4096, '):
+        network_from_file(tmp_path / 'wide.pth')
     many = dict(state, **{f'blocks.{i}.x': torch.zeros(1) for i in range(1, 300)})  # 300 IDBs named
     torch.save(many, tmp_path / 'many.pth')
-    with pytest.raises(CheckpointError, match='the weights name 300 IDBs but hold only 429 tensors'):
-        load_network(tmp_path / 'many.pth')
+    with pytest.raises(PretrainedWeightsError, match='the weights name 300 IDBs but hold only 429 tensors'):
+        network_from_file(tmp_path / 'many.pth')
     torch.manual_seed(0)
     window = ASID(upscale=2, num_feat=16, num_blocks=1, window_size=48).state_dict()  # 6 x 42 MB of index tables
     torch.save(window, tmp_path / 'window.pth')
-    with pytest.raises(CheckpointError, match='window size 48 would need'):
-        load_network(tmp_path / 'window.pth')
+    with pytest.raises(PretrainedWeightsError, match='window size 48 would need'):
+        network_from_file(tmp_path / 'window.pth')
     assert set(devices) == {'meta'}
 
 
 def test_every_route_refuses_the_forged_file_without_touching_it(tmp_path, untouched, capsys):
     """asid-sr, asid-export, the training option check and ASIDModel.load_network (asid-bench zoo reads through
-    load_state_dict, the function the other tests call)."""
+    state_dict_from_file, the function the other tests call)."""
     from basicsr.models import build_model
 
-    from asid_arch.export import main as asid_export
-    from asid_arch.options_check import validate_options
+    from asid_arch.cli.export import main as asid_export
+    from asid_arch.pipeline.options_check import validate_options
 
     path = save_zero_stride(tmp_path / 'huge.pth', 2**31)
     cv2.imwrite(str(tmp_path / 'a.png'), synthetic_image(12, 12, 0))
@@ -326,12 +326,12 @@ def test_every_route_refuses_the_forged_file_without_touching_it(tmp_path, untou
 def test_spandrel_route_checks_the_tensors_it_is_given(tmp_path, small_scans):
     """spandrel reads the file itself (torch.load); ASIDArch.load checks the tensors before touching them."""
     pytest.importorskip('spandrel')
-    import asid_arch.spandrel
+    import asid_arch.integrations.spandrel
     from spandrel import ModelLoader
 
-    asid_arch.spandrel.install()
+    asid_arch.integrations.spandrel.install()
     path = save_zero_stride(tmp_path / 'huge.pth', 2**31)
-    with pytest.raises(CheckpointError, match='blocks.0.lm1.conv_in.bias declares 2147483648 elements'):
+    with pytest.raises(PretrainedWeightsError, match='blocks.0.lm1.conv_in.bias declares 2147483648 elements'):
         ModelLoader().load_from_file(path)
 
 
@@ -473,7 +473,7 @@ def exported(tmp_path_factory):
     exec(NEOSR_DEFAULT_NET, scope)
     torch.save({'params': state_dict_to_reference(scope['net'].state_dict())}, folder / 'm.pth')
     cv2.imwrite(str(folder / 'one.png'), synthetic_image(1, 1, 0))
-    result = run_module('asid_arch.export', ['-m', 'm.pth', '-o', 'm.onnx', '--check-image', 'one.png'], folder)
+    result = run_module('asid_arch.cli.export', ['-m', 'm.pth', '-o', 'm.onnx', '--check-image', 'one.png'], folder)
     return folder, result
 
 
@@ -506,7 +506,7 @@ def test_exported_graph_takes_every_size(exported):
 def export_parts(monkeypatch, tmp_path):
     """asid-export with the exporter and onnxruntime replaced (the command's own logic in milliseconds):
     ``parts['diff']`` sets the difference the check finds; ``parts['inputs']`` receives the checked inputs."""
-    from asid_arch import export
+    from asid_arch.cli import export
 
     parts = {'diff': 0.0, 'inputs': None}
     monkeypatch.setattr(export, 'onnx_model', lambda net, opset=18: b'model bytes')
@@ -528,11 +528,11 @@ def no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError('the model was read: the argument was not refused before any work')
 
-    monkeypatch.setattr(asid_arch.checkpoint, 'load_network', started)
+    monkeypatch.setattr(asid_arch.checkpoint, 'network_from_file', started)
 
 
 def export_error(argv: list, capsys, code: int = 2) -> str:
-    from asid_arch.export import main as asid_export
+    from asid_arch.cli.export import main as asid_export
 
     assert asid_export(argv) == code
     err = capsys.readouterr().err.strip()
@@ -548,7 +548,7 @@ def test_existing_output_needs_overwrite(tmp_path, capsys, no_work):
 
 
 def test_overwrite_replaces_only_after_a_passing_check(tmp_path, capsys, export_parts):
-    from asid_arch.export import main as asid_export
+    from asid_arch.cli.export import main as asid_export
 
     target = tmp_path / 'm.onnx'
     target.write_bytes(b'old')
@@ -610,7 +610,7 @@ def test_check_image_that_is_no_image_file(tmp_path, capsys, export_parts):
                        capsys)
     assert err.endswith('d\\xff is not a regular file')
     cv2.imwrite(str(tmp_path / 'one.png'), synthetic_image(1, 1, 0))
-    from asid_arch.export import main as asid_export
+    from asid_arch.cli.export import main as asid_export
 
     assert asid_export(['-m', str(tmp_path / 'm.pth'), '-o', str(tmp_path / 'm.onnx'), '--check-image',
                         str(tmp_path / 'one.png')]) == 0
@@ -619,7 +619,7 @@ def test_check_image_that_is_no_image_file(tmp_path, capsys, export_parts):
 
 SIGNAL_SCRIPT = '''
 import os, signal, sys
-from asid_arch import export
+from asid_arch.cli import export
 export.onnx_model = lambda net, opset=18: b'model bytes'
 export.check_onnx = lambda net, model, inputs: {name: 0.0 for name in inputs}
 os.fsync = lambda fd: os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # stopped while the file is written

@@ -18,9 +18,9 @@ from PIL import Image
 
 from asid_arch import ASID
 from asid_arch import images as images_module
-from asid_arch.checkpoint import load_network
+from asid_arch.checkpoint import network_from_file
 from asid_arch.images import FrameInfo, png_chunks
-from asid_arch.inference import main as asid_sr
+from asid_arch.cli.sr import main as asid_sr
 from asid_arch.inference import network_bytes, plan_memory, shift_up
 
 from helpers import synthetic_image
@@ -60,7 +60,7 @@ def sr(*args) -> int:
 
 def network_output(model_file: Path, rgb: np.ndarray) -> np.ndarray:
     """The network's own uint8 result for an RGB uint8 image (the reference for whole-image runs)."""
-    net, _ = load_network(model_file)
+    net, _ = network_from_file(model_file)
     with torch.no_grad():
         y = net(torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float().div(255)[None])
     return y[0].clamp(0, 1).mul(255).round().byte().numpy().transpose(1, 2, 0)
@@ -459,13 +459,13 @@ def test_interrupted_in_a_subprocess_by_sigterm(tmp_path, model_file):
     cv2.imwrite(str(tmp_path / 'a.png'), synthetic_image(16, 16, 0))
     script = ('import os, signal, sys\n'
               'import asid_arch.checkpoint as c\n'
-              'real = c.load_network\n'
+              'real = c.network_from_file\n'
               'def load(*a, **k):\n'
               '    net = real(*a, **k)\n'
               '    os.kill(os.getpid(), signal.SIGTERM)\n'
               '    return net\n'
-              'c.load_network = load\n'
-              'from asid_arch.inference import main\n'
+              'c.network_from_file = load\n'
+              'from asid_arch.cli.sr import main\n'
               'sys.exit(main(sys.argv[1:]))\n')
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, '-c', script, str(tmp_path / 'a.png'), '-o', str(tmp_path / 'o'), '-m',

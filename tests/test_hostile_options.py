@@ -22,8 +22,8 @@ import cv2
 import pytest
 import torch
 
-from asid_arch.option_file import MAX_OPTION_FILE_BYTES, OptionFileError, read_option_file
-from asid_arch.options_check import check_structure, lmdb_damage
+from asid_arch.pipeline.option_file import MAX_OPTION_FILE_BYTES, OptionFileError, read_option_file
+from asid_arch.pipeline.options_check import check_structure, lmdb_damage
 
 from helpers import REPO, make_tiny_data, run_module, tiny_train_options, write_yaml
 
@@ -476,7 +476,7 @@ def test_truncated_lmdb_is_named_not_sigbus(data, tmp_path, fraction):
     if fraction != 0.3:
         return  # the entry point's run is the same for each size
     opt = write_yaml(tmp_path / 't.yml', train_opt(data, **{'datasets.train.dataroot_gt': str(gt)}))
-    result = run_module('asid_arch.train', ['-opt', str(opt)], tmp_path)
+    result = run_module('asid_arch.cli.train', ['-opt', str(opt)], tmp_path)
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert f'datasets: train: dataroot_gt: {gt}/data.mdb is truncated: {int(size * fraction)} bytes, but the LMDB ' \
            f'declares {size}' in result.stderr
@@ -498,7 +498,7 @@ def test_damaged_lmdb_value_names_the_lmdb_and_key(data, tmp_path):
     gt = lmdb_copy(data, tmp_path)
     assert damage_png_signatures(gt / 'data.mdb') == 36  # every value: whichever sample is drawn first
     opt = write_yaml(tmp_path / 'v.yml', train_opt(data, **{'datasets.train.dataroot_gt': str(gt)}))
-    result = run_module('asid_arch.train', ['-opt', str(opt)], tmp_path)
+    result = run_module('asid_arch.cli.train', ['-opt', str(opt)], tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     assert f'asid-train: cannot read the data: datasets: train (tiny): LMDB {gt}, key img0' in result.stderr
     assert 'not a decodable image' in result.stderr
@@ -520,7 +520,7 @@ def test_damaged_image_file_with_workers_names_the_file(data, tmp_path):
         damage_png_body(image)
     opt = write_yaml(tmp_path / 'd.yml', train_opt(data, backend='disk', **{
         'datasets.train.dataroot_gt': str(gt), 'datasets.train.num_worker_per_gpu': 2}))
-    result = run_module('asid_arch.train', ['-opt', str(opt)], tmp_path)
+    result = run_module('asid_arch.cli.train', ['-opt', str(opt)], tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     assert f'asid-train: cannot read the data: datasets: train (tiny): {gt}/img0' in result.stderr
     assert 'not a decodable image' in result.stderr
@@ -530,7 +530,7 @@ def test_damaged_image_file_with_workers_names_the_file(data, tmp_path):
 def test_valid_files_still_run_with_force_yml(data, tmp_path):
     """The safe reading changes nothing for a valid file: --force_yml applies as a YAML value."""
     opt = write_yaml(tmp_path / 'ok.yml', train_opt(data, **{'train.total_iter': 50}))
-    result = run_module('asid_arch.train', ['-opt', str(opt), '--force_yml', 'train:total_iter=2',
+    result = run_module('asid_arch.cli.train', ['-opt', str(opt), '--force_yml', 'train:total_iter=2',
                                             'val:val_freq=!!float 2'], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'iters: 2.' in result.stderr
@@ -542,7 +542,7 @@ def test_valid_files_still_run_with_force_yml(data, tmp_path):
 def test_other_option_file_readers_read_data_only(data, tmp_path, capsys, reader):
     """The demo and ``asid-bench data`` read option files too: the same reader, the same refusals."""
     from asid_arch.bench import main as asid_bench
-    from asid_arch.demo import main as demo
+    from asid_arch.cli.demo import main as demo
 
     opt = tmp_path / 'o.yml'
     body = edited(train_opt, removing('manual_seed'))(data, tmp_path)
@@ -558,7 +558,7 @@ def test_other_option_file_readers_read_data_only(data, tmp_path, capsys, reader
 
 def test_upscale_of_another_type_is_named_once(data):
     """``upscale: '2'`` used to add "upscale: 2 does not match scale: 2" to the real problem."""
-    from asid_arch.options_check import validate_options
+    from asid_arch.pipeline.options_check import validate_options
 
     opt = train_opt(data, **{'network_g.upscale': '2'})
     for phase, ds in opt['datasets'].items():

@@ -15,8 +15,10 @@ import lmdb
 import numpy as np
 import pytest
 
+from asid_arch.cli import prepare as prepare_command
 from asid_arch.data import prepare
-from asid_arch.kit import main as asid_kit
+from asid_arch.data.record import RECORD_NAME
+from asid_arch.cli.kit import main as asid_kit
 
 from helpers import REPO, run_module, synthetic_image, write_images
 
@@ -27,7 +29,7 @@ TRAIN = ['--name', 't', '--crop-size', str(CROP), '--step', str(STEP)]
 def run(args, capsys):
     """``asid-prepare args`` in this process: (exit status, stdout, stderr); usage errors exit through SystemExit."""
     try:
-        code = prepare.main([str(a) for a in args])
+        code = prepare_command.main([str(a) for a in args])
     except SystemExit as exit_info:
         code = exit_info.code
     except KeyboardInterrupt:  # must not escape main (it would also stop pytest)
@@ -208,7 +210,7 @@ def test_damaged_or_edited_record_is_never_trusted(tmp_path, capsys, damage):
     hr, out = tmp_path / 'hr', tmp_path / 'out'
     write_images(hr, 2, size=(60, 70))
     assert train(hr, out, capsys)[0] == 0
-    record = out / prepare.RECORD_NAME
+    record = out / RECORD_NAME
     lines = record.read_text().splitlines()
     victim = tmp_path / 'victim.png'
     victim.write_bytes(b'keep me')
@@ -315,7 +317,7 @@ def test_non_utf8_and_unsafe_names(tmp_path, capsys):
     (hr / 'img00.png').rename(os.fsdecode(raw + b'/x\xff.png'))
     cv2.imwrite(str(hr / 'a b.c.png'), synthetic_image(60, 70, 1))
     cv2.imwrite(str(hr / 'a_b_c.png'), synthetic_image(60, 70, 2))
-    result = run_module('asid_arch.data.prepare', ['train', '--hr', str(hr), '--out', str(tmp_path / 'out'),
+    result = run_module('asid_arch.cli.prepare', ['train', '--hr', str(hr), '--out', str(tmp_path / 'out'),
                                                    '--scales', '2', *TRAIN], tmp_path)
     assert result.returncode == 1, result.stderr
     assert 'Traceback' not in result.stderr
@@ -334,6 +336,7 @@ def test_non_utf8_and_unsafe_names(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 SIGNAL_HOOK = """
 import os, signal, sys
+from asid_arch.cli import prepare as prepare_command
 from asid_arch.data import prepare
 real, calls = prepare.bicubic_resize, []
 def hook(img, scale):
@@ -342,7 +345,7 @@ def hook(img, scale):
         os.kill(os.getpid(), signal.SIGTERM)
     return real(img, scale)
 prepare.bicubic_resize = hook
-sys.exit(prepare.main(sys.argv[1:]))
+sys.exit(prepare_command.main(sys.argv[1:]))
 """
 
 
@@ -508,7 +511,7 @@ def test_kit_updates_an_old_copy_it_installed(checkout, capsys):
     model = checkout / 'basicsr' / 'models' / 'asid_model.py'
     old = b'# an older asid_model.py\n'
     model.write_bytes(old)
-    from asid_arch.kit import RECORD_NAME
+    from asid_arch.cli.kit import RECORD_NAME
 
     record_path = checkout / 'basicsr' / RECORD_NAME
     record = json.loads(record_path.read_text())
@@ -534,7 +537,7 @@ def test_kit_recognises_an_earlier_version_without_a_record(checkout, capsys, mo
     hash) is updated without --force; anything else stays the user's."""
     import hashlib
 
-    from asid_arch import kit
+    from asid_arch.cli import kit
 
     model = checkout / 'basicsr' / 'models' / 'asid_model.py'
     old = b'# asid_model.py as an earlier release had it\n'

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from asid_arch import ASID
-from asid_arch.inference import main as asid_sr
+from asid_arch.cli.sr import main as asid_sr
 
 UINT16_MAX = 65535
 

@@ -22,7 +22,7 @@ def run_python(code: str, cwd: Path, extra_path: str = '') -> subprocess.Complet
 
 
 def test_package_first_then_basicsr(tmp_path):
-    code = ('import asid_arch, basicsr; from basicsr.utils.registry import ARCH_REGISTRY; '
+    code = ('import asid_arch.archs, basicsr; from basicsr.utils.registry import ARCH_REGISTRY; '
             "assert ARCH_REGISTRY.get('ASID') is asid_arch.ASID; print('ok')")
     result = run_python(code, tmp_path, str(REPO))
     assert result.returncode == 0, result.stderr
@@ -30,7 +30,7 @@ def test_package_first_then_basicsr(tmp_path):
 
 
 def test_basicsr_first_then_package(tmp_path):
-    code = (PREINSTALLED_ALIAS + 'import basicsr; import asid_arch; import asid_arch; '
+    code = (PREINSTALLED_ALIAS + 'import basicsr; import asid_arch.archs; import asid_arch.archs; '
             "from basicsr.utils.registry import ARCH_REGISTRY; assert ARCH_REGISTRY.get('ASID') is asid_arch.ASID; "
             "print('ok')")
     result = run_python(code, tmp_path, str(REPO))
@@ -84,7 +84,7 @@ def test_drop_in_and_package_together(tmp_path):
     tree = tmp_path / 'checkout'
     shutil.copytree(Path(basicsr.__file__).parent, tree / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
     shutil.copy(ARCH_FILE, tree / 'basicsr' / 'archs' / 'asid_arch.py')
-    code = (PREINSTALLED_ALIAS + "import basicsr, asid_arch; from basicsr.archs import build_network; "
+    code = (PREINSTALLED_ALIAS + "import basicsr, asid_arch.archs; from basicsr.archs import build_network; "
             "print(type(build_network({'type': 'ASID'})).__name__)")
     result = run_python(code, tmp_path, f'{tree}:{REPO}')
     assert result.returncode == 0, result.stderr
@@ -105,11 +105,99 @@ def test_help_answers_without_importing_torch(command):
     assert '``' not in result.stdout  # no reST quotes in help texts
 
 
-def test_commands_still_register_what_they_use(tmp_path):
-    """Run as a command, the package is lazy; the names it exports still work and register on use."""
-    code = ("import sys; sys.argv = ['asid-sr']; import asid_arch; assert 'torch' not in sys.modules; "
-            "net = asid_arch.asid(2); from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY; "
-            "assert ARCH_REGISTRY.get('ASID') is asid_arch.ASID and 'ASIDModel' in MODEL_REGISTRY; print('ok')")
+def test_public_names_register_what_they_use(tmp_path):
+    """``import asid_arch`` imports neither torch nor BasicSR; a public name imports its module on first use, which
+    registers it; ``import asid_arch.models`` registers the model and the metric."""
+    code = ("import sys; import asid_arch; assert 'torch' not in sys.modules and 'basicsr' not in sys.modules; "
+            "net = asid_arch.asid(2); from basicsr.utils.registry import ARCH_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY; "
+            "assert ARCH_REGISTRY.get('ASID') is asid_arch.ASID and 'OmniSR' in ARCH_REGISTRY; "
+            "assert 'ASIDModel' not in MODEL_REGISTRY; import asid_arch.models; "
+            "assert 'ASIDModel' in MODEL_REGISTRY and 'calculate_psnr_matlab' in METRIC_REGISTRY; print('ok')")
     result = run_python(code, tmp_path, str(REPO))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == 'ok'
+
+
+# ----------------------------------------------------------------------------------------------
+# No side effects on import; the commands tune the process themselves
+# ----------------------------------------------------------------------------------------------
+TUNED_VARIABLES = ('THP_MEM_ALLOC_ENABLE', 'OMP_WAIT_POLICY')
+FREED_MB = 800
+# In a fresh process: allocate and free an 800 MB tensor, print the resident size then (MB) and the environment.
+RESIDENT_AFTER_FREE = """
+import os, sys, json
+{imports}
+import torch
+def resident_mb():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) // 1024
+before = resident_mb()
+block = torch.ones({mb} * 2 ** 20 // 4)
+del block
+print(json.dumps({{'kept_mb': resident_mb() - before, 'env': {{k: os.environ.get(k) for k in {names}}}}}))
+"""
+
+
+@pytest.mark.skipif(not Path('/proc/self/status').exists(), reason='needs Linux /proc')
+@pytest.mark.parametrize('imports', ['import asid_arch', 'import asid_arch.models', 'from asid_arch import ASID',
+                                     'import asid_arch.integrations.spandrel'])
+def test_import_changes_nothing_in_the_host(tmp_path, imports):
+    """What a chaiNNer or ComfyUI plugin does: the package (or its spandrel support) imported, then the host's own
+    work. No environment variable is set, and freed memory goes back to the system as without the package."""
+    import json
+
+    if 'spandrel' in imports:
+        pytest.importorskip('spandrel')
+    code = RESIDENT_AFTER_FREE.format(imports=imports, mb=FREED_MB, names=TUNED_VARIABLES)
+    result = run_python(code, tmp_path, str(REPO))
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen['env'] == {name: None for name in TUNED_VARIABLES}
+    assert seen['kept_mb'] < FREED_MB // 4, seen  # freed memory handed back
+
+
+@pytest.mark.skipif(not Path('/proc/self/status').exists(), reason='needs Linux /proc')
+def test_tune_cpu_is_what_keeps_freed_memory(tmp_path):
+    """The same measurement after ``asid_arch.tune_cpu()``: the tuning is real (the test above would pass for a
+    measurement that cannot see it otherwise)."""
+    import json
+
+    code = RESIDENT_AFTER_FREE.format(imports='import asid_arch; asid_arch.tune_cpu()', mb=FREED_MB,
+                                      names=TUNED_VARIABLES)
+    result = run_python(code, tmp_path, str(REPO))
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen['env'] == {'THP_MEM_ALLOC_ENABLE': '1', 'OMP_WAIT_POLICY': 'PASSIVE'}
+    assert seen['kept_mb'] > FREED_MB // 2, seen
+
+
+COMMAND_TUNING = """
+import os, sys
+from asid_arch.tuning import keep_freed_memory, release_freed_memory
+import asid_arch.tuning as tuning
+calls = []
+real = tuning.tune_cpu
+tuning.tune_cpu = lambda *a, **k: calls.append(k) or real(*a, **k)
+from asid_arch.cli.{module} import main
+try:
+    status = main({argv!r})
+except SystemExit as stop:
+    status = stop.code
+print(status, calls, os.environ.get('OMP_WAIT_POLICY'), os.environ.get('THP_MEM_ALLOC_ENABLE'))
+"""
+
+
+@pytest.mark.parametrize('module, argv, keep', [
+    ('train', ['-opt', 'missing.yml'], {}),
+    ('test', ['-opt', 'missing.yml'], {}),
+    ('sr', ['missing.png', '-m', 'missing.pth', '-o', 'out'], {'keep_freed': False}),  # --max-memory is a bound
+    ('export', ['-m', 'missing.pth', '-o', 'x.onnx'], {}),
+])
+def test_commands_apply_the_tuning(tmp_path, module, argv, keep):
+    """Each command that runs a network tunes the process first (and asid-sr keeps malloc's default)."""
+    code = COMMAND_TUNING.format(module=module, argv=argv)
+    result = run_python(code, tmp_path, str(REPO))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == '2' and result.stdout.rstrip().endswith('PASSIVE 1'), result.stdout
+    assert f'[{keep}]' in result.stdout, result.stdout

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from asid_arch import ASID, state_dict_to_reference
-from asid_arch.checkpoint import CheckpointError, detect_config, load_network, load_state_dict
-from asid_arch.inference import main as asid_sr
+from asid_arch.checkpoint import PretrainedWeightsError, detect_config, network_from_file, state_dict_from_file
+from asid_arch.cli.sr import main as asid_sr
 
 from helpers import synthetic_image
 
@@ -27,7 +27,7 @@ def test_checkpoint_layouts_detected(tmp_path, layout):
     content = {'ours': sd, 'params': {'params': sd}, 'params_ema': {'params_ema': sd, 'params': {}},
                'released': state_dict_to_reference(sd), 'ddp': {f'module.{k}': v for k, v in sd.items()}}[layout]
     torch.save(content, tmp_path / 'ckpt.pth')
-    loaded, config = load_network(tmp_path / 'ckpt.pth')
+    loaded, config = network_from_file(tmp_path / 'ckpt.pth')
     assert (config.variant, config.upscale, config.num_feat, config.window_size) == ('ASID-D8', 3, 48, 8)
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
@@ -47,8 +47,8 @@ class Payload:
 def test_malicious_pickle_is_refused(tmp_path):
     marker = tmp_path / 'executed'
     torch.save({'params': tiny_net().state_dict(), 'extra': Payload(marker)}, tmp_path / 'evil.pth')
-    with pytest.raises(CheckpointError, match='refused'):
-        load_state_dict(tmp_path / 'evil.pth')
+    with pytest.raises(PretrainedWeightsError, match='refused'):
+        state_dict_from_file(tmp_path / 'evil.pth')
     assert not marker.exists()
     out = tmp_path / 'out'
     code = asid_sr([str(tmp_path), '-o', str(out), '-m', str(tmp_path / 'evil.pth')])
@@ -57,13 +57,13 @@ def test_malicious_pickle_is_refused(tmp_path):
 
 def test_unusable_checkpoints_have_clear_errors(tmp_path):
     torch.save({'weight': torch.zeros(3)}, tmp_path / 'other.pth')
-    with pytest.raises(CheckpointError, match='does not look like ASID'):
-        detect_config(load_state_dict(tmp_path / 'other.pth'))
+    with pytest.raises(PretrainedWeightsError, match='does not look like ASID'):
+        detect_config(state_dict_from_file(tmp_path / 'other.pth'))
     (tmp_path / 'trunc.pth').write_bytes(b'PK\x03\x04 truncated')
-    with pytest.raises(CheckpointError, match='not a readable PyTorch checkpoint'):
-        load_state_dict(tmp_path / 'trunc.pth')
-    with pytest.raises(CheckpointError, match='no such file'):
-        load_state_dict(tmp_path / 'missing.pth')
+    with pytest.raises(PretrainedWeightsError, match='not a readable PyTorch checkpoint'):
+        state_dict_from_file(tmp_path / 'trunc.pth')
+    with pytest.raises(PretrainedWeightsError, match='no such file'):
+        state_dict_from_file(tmp_path / 'missing.pth')
 
 
 @pytest.fixture()
@@ -103,7 +103,7 @@ def test_asid_sr_on_every_kind_of_image(tmp_path, images, model_file, capsys):
     assert read['gray_x2.png'].shape == (60, 82)
     assert read['rgba_x2.png'].shape == (60, 82, 4)
     assert np.array_equal(read['rgba_x2.png'][:, :, :3], read['rgb8_x2.png'])  # colour unaffected by alpha
-    net, _ = load_network(model_file)
+    net, _ = network_from_file(model_file)
     alpha = cv2.imread(str(images / 'rgba.png'), cv2.IMREAD_UNCHANGED)[:, :, 3]
     with torch.no_grad():  # alpha: upscaled on its own, as a grayscale image
         gray = torch.from_numpy(alpha).float().div(255).expand(1, 3, -1, -1)
@@ -118,7 +118,7 @@ def test_asid_sr_matches_the_network(tmp_path, model_file):
     rgb = synthetic_image(24, 24, 3)
     cv2.imwrite(str(tmp_path / 'a.png'), rgb)
     assert asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'o'), '-m', str(model_file), '--tile', '0']) == 0
-    net, _ = load_network(model_file)
+    net, _ = network_from_file(model_file)
     x = torch.from_numpy(rgb[:, :, ::-1].transpose(2, 0, 1).copy()).float().div(255)[None]
     with torch.no_grad():
         expected = net(x)[0].clamp(0, 1).mul(255).round().byte().numpy().transpose(1, 2, 0)[:, :, ::-1]

@@ -172,9 +172,9 @@ def test_spandrel_routes_by_value():
     pytest.importorskip('spandrel', reason='the optional extra asid_arch[spandrel] is not installed')
     from spandrel import ModelLoader
 
-    import asid_arch.spandrel
+    import asid_arch.integrations.spandrel
 
-    asid_arch.spandrel.install()
+    asid_arch.integrations.spandrel.install()
     net = ASID(upscale=2, num_blocks=3)
     expected = asid_expected_names(net)
     shapes = {expected[k]: v.shape for k, v in net.state_dict().items()}

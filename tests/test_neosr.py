@@ -10,8 +10,8 @@ import torch
 
 from asid_arch import ASID
 from asid_arch.archs.asid_arch import detect_variant, state_dict_to_reference
-from asid_arch.checkpoint import load_network
-from asid_arch.inference import main as asid_sr
+from asid_arch.checkpoint import network_from_file
+from asid_arch.cli.sr import main as asid_sr
 from asid_arch.models.asid_model import match_weights
 
 from conftest import shared_path
@@ -125,9 +125,9 @@ def test_channel_attention_flag_overrides_the_weights(tmp_path, capsys):
     torch.manual_seed(0)
     net = ASID(upscale=2, num_feat=16, num_blocks=1)  # tables present, temperatures 1.0: ambiguous
     torch.save({'params': net.state_dict()}, tmp_path / 'm.pth')
-    _, config = load_network(tmp_path / 'm.pth')
+    _, config = network_from_file(tmp_path / 'm.pth')
     assert config.channel_attention == 'temperature' and 'state the channel attention as sdpa' in config.note
-    _, config = load_network(tmp_path / 'm.pth', 'sdpa')
+    _, config = network_from_file(tmp_path / 'm.pth', 'sdpa')
     assert config.channel_attention == 'sdpa' and config.position_bias
     cv2.imwrite(str(tmp_path / 'in.png'), synthetic_image(20, 24, 1))
     assert asid_sr([str(tmp_path / 'in.png'), '-o', str(tmp_path / 'o'), '-m', str(tmp_path / 'm.pth')]) == 0
@@ -140,9 +140,9 @@ def test_channel_attention_flag_overrides_the_weights(tmp_path, capsys):
 @pytest.fixture()
 def spandrel_loader():
     spandrel = pytest.importorskip('spandrel', reason='the optional extra asid_arch[spandrel] is not installed')
-    import asid_arch.spandrel
+    import asid_arch.integrations.spandrel
 
-    asid_arch.spandrel.install()
+    asid_arch.integrations.spandrel.install()
     return spandrel.ModelLoader()
 
 
@@ -193,9 +193,9 @@ def test_spandrel_loads_the_package_omnisr_keys(spandrel_loader, tmp_path):
 
 
 def test_spandrel_install_is_idempotent(spandrel_loader):
-    import asid_arch.spandrel
+    import asid_arch.integrations.spandrel
 
-    assert asid_arch.spandrel.install() == []
+    assert asid_arch.integrations.spandrel.install() == []
 
 
 def test_neosr_finetune_option_file(tmp_path):
@@ -203,7 +203,7 @@ def test_neosr_finetune_option_file(tmp_path):
     checkpoint strictly (the option check passes) and reproduces neosr's output."""
     import yaml
 
-    from asid_arch.options_check import _check_pretrained
+    from asid_arch.pipeline.options_check import _check_pretrained
     from helpers import REPO
 
     opt = yaml.safe_load((REPO / 'options' / 'train' / 'ASID' / 'train_ASID_SRx2_finetune_neosr.yml').read_text())
@@ -224,7 +224,7 @@ def test_auto_variant_options_follow_the_pretrained_weights(tmp_path, name):
     """network_g: position_bias/channel_attention: auto -> what pretrain_network_g's weights tell, so the
     strict load and the option check pass for every neosr variant."""
     from asid_arch.models.asid_model import resolve_variant_options
-    from asid_arch.options_check import _check_pretrained
+    from asid_arch.pipeline.options_check import _check_pretrained
 
     g, path = neosr_checkpoint(tmp_path, name)
     opt = {'network_g': {'type': 'ASID', 'upscale': g['scale'], 'num_blocks': g['num_blocks'],
@@ -258,7 +258,7 @@ def test_finetune_a_neosr_checkpoint_through_the_pipeline(tmp_path):
                              **{'network_g': {'type': 'ASID', 'upscale': 2, 'num_feat': 48, 'num_blocks': 3,
                                               'position_bias': 'auto', 'channel_attention': 'auto'},
                                 'path.pretrain_network_g': str(path), 'path.param_key_g': 'params'})
-    run = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'ft.yml', opt))], tmp_path)
+    run = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 'ft.yml', opt))], tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert 'position_bias: False, channel_attention: sdpa (read off' in run.stderr
     assert (tmp_path / 'experiments' / 'neosr_ft' / 'models' / 'net_g_2.pth').exists()

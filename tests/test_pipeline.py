@@ -21,7 +21,7 @@ def iterations_logged(log: str) -> list:
 
 def test_train_writes_checkpoint_and_resumes(data, tmp_path):
     opt = write_yaml(tmp_path / 'tiny.yml', tiny_train_options('tiny_run', data / 'train', data / 'valsrc', iters=4))
-    first = run_module('asid_arch.train', ['-opt', str(opt)], tmp_path)
+    first = run_module('asid_arch.cli.train', ['-opt', str(opt)], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     models = tmp_path / 'experiments' / 'tiny_run' / 'models'
     states = tmp_path / 'experiments' / 'tiny_run' / 'training_states'
@@ -33,7 +33,7 @@ def test_train_writes_checkpoint_and_resumes(data, tmp_path):
 
     # continue to 8 iterations from the saved state: the log starts at iteration 5
     longer = write_yaml(tmp_path / 'tiny.yml', tiny_train_options('tiny_run', data / 'train', data / 'valsrc', iters=8))
-    resumed = run_module('asid_arch.train', ['-opt', str(longer), '--auto_resume'], tmp_path)
+    resumed = run_module('asid_arch.cli.train', ['-opt', str(longer), '--auto_resume'], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert 'Resuming training from epoch' in resumed.stderr and 'iter: 4.' in resumed.stderr
     assert iterations_logged(resumed.stderr) == [5, 6, 7, 8]
@@ -42,7 +42,7 @@ def test_train_writes_checkpoint_and_resumes(data, tmp_path):
 
 def test_test_pipeline_reports_psnr_ssim(data, tmp_path):
     train_opt = tiny_train_options('tiny_for_test', data / 'train', data / 'valsrc', iters=2)
-    trained = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 't.yml', train_opt))], tmp_path)
+    trained = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 't.yml', train_opt))], tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     checkpoint = tmp_path / 'experiments' / 'tiny_for_test' / 'models' / 'net_g_latest.pth'
     for tile in (None, {'size': 16, 'overlap': 4}):
@@ -56,7 +56,7 @@ def test_test_pipeline_reports_psnr_ssim(data, tmp_path):
                                 'psnr_matlab': {'type': 'calculate_psnr_matlab', 'crop_border': 2},
                                 'ssim': {'type': 'calculate_ssim', 'crop_border': 2, 'test_y_channel': True}}},
         }
-        result = run_module('asid_arch.test', ['-opt', str(write_yaml(tmp_path / 'test.yml', opt))], tmp_path)
+        result = run_module('asid_arch.cli.test', ['-opt', str(write_yaml(tmp_path / 'test.yml', opt))], tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         values = dict(re.findall(r'# (psnr|psnr_matlab|ssim): ([\d.]+)', result.stderr))
         assert set(values) == {'psnr', 'psnr_matlab', 'ssim'}
@@ -96,7 +96,7 @@ def test_ddp_world_size_two_on_cpu(data, tmp_path):
     """``torchrun --nproc_per_node 2 -m asid_arch.train --launcher pytorch``: gloo on a CPU machine."""
     opt = write_yaml(tmp_path / 'ddp.yml', tiny_train_options('tiny_ddp', data / 'train', data / 'valsrc', iters=4))
     launcher = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2']  # picks a free port
-    result = run_module('asid_arch.train', ['-opt', str(opt), '--launcher', 'pytorch'], tmp_path,
+    result = run_module('asid_arch.cli.train', ['-opt', str(opt), '--launcher', 'pytorch'], tmp_path,
                         launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stderr[-5000:]
@@ -119,7 +119,7 @@ def test_demo_trains_asid_past_bicubic(tmp_path):
     opt['train']['scheduler']['periods'] = [iterations]
     opt['val']['val_freq'] = iterations
     opt['logger'].update(print_freq=50, save_checkpoint_freq=iterations)
-    result = run_module('asid_arch.demo', ['-opt', str(write_yaml(tmp_path / 'demo.yml', opt))], tmp_path,
+    result = run_module('asid_arch.cli.demo', ['-opt', str(write_yaml(tmp_path / 'demo.yml', opt))], tmp_path,
                         threads=2)  # the machine's two cores, as make demo uses them
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split()[0]: [float(v) for v in line.split()[1:3]] for line in result.stdout.splitlines()

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from asid_arch.cli import prepare as prepare_command
 from asid_arch.data import prepare
 from asid_arch.data.prepare import crop_positions, prepare_bench, prepare_train
 
@@ -35,7 +36,7 @@ def test_train_set_to_lmdb_read_by_basicsr(hr_folder, tmp_path, capsys):
     from basicsr.data.paired_image_dataset import PairedImageDataset
 
     out = tmp_path / 'out'
-    code = prepare.main(['train', '--hr', str(hr_folder), '--out', str(out), '--name', 'tiny', '--scales', '2', '3',
+    code = prepare_command.main(['train', '--hr', str(hr_folder), '--out', str(out), '--name', 'tiny', '--scales', '2', '3',
                          '4', '--crop-size', str(CROP), '--step', str(STEP)])
     assert code == 1  # the broken image failed ...
     assert 'broken.png' in capsys.readouterr().err  # ... and was named
@@ -120,10 +121,10 @@ def test_hr_folder_without_images_is_a_clear_error(tmp_path, capsys, command):
     write_images(tmp_path / 'Set' / 'HR', 1, size=(24, 24))
     args = [command, '--hr', str(tmp_path / 'Set'), '--out', str(tmp_path / 'out'), '--scales', '2']
     with pytest.raises(SystemExit) as exit_info:
-        prepare.main(args)
+        prepare_command.main(args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert 'holds no images' in err and f'did you mean {tmp_path / "Set" / "HR"}?' in err
     with pytest.raises(SystemExit) as exit_info:
-        prepare.main([command, '--hr', str(tmp_path / 'missing'), '--out', str(tmp_path / 'out')])
+        prepare_command.main([command, '--hr', str(tmp_path / 'missing'), '--out', str(tmp_path / 'out')])
     assert exit_info.value.code == 2 and 'is not a folder' in capsys.readouterr().err

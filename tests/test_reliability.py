@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from asid_arch import ASID, images
-from asid_arch.checkpoint import CheckpointError, load_state_dict
-from asid_arch.data.prepare import main as asid_prepare
+from asid_arch.checkpoint import PretrainedWeightsError, state_dict_from_file
+from asid_arch.cli.prepare import main as asid_prepare
 from asid_arch.images import apply_orientation, read_picture
-from asid_arch.inference import main as asid_sr
+from asid_arch.cli.sr import main as asid_sr
 from asid_arch.models import asid_model
 
 from helpers import make_tiny_data, run_module, synthetic_image, tiny_train_options, write_images, write_yaml
@@ -69,12 +69,12 @@ def test_stale_temporaries_are_removed(tmp_path):
 def test_damaged_newest_state_falls_back_to_an_older_one(data, tmp_path):
     opt = tiny_train_options('damaged', data / 'train', data / 'valsrc', iters=4,
                              **{'logger.save_checkpoint_freq': 2, 'val.val_freq': 10000})
-    first = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'd.yml', opt))], tmp_path)
+    first = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 'd.yml', opt))], tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     states = tmp_path / 'experiments' / 'damaged' / 'training_states'
     (states / '4.state').write_bytes((states / '4.state').read_bytes()[:100])  # truncated
     opt['train']['total_iter'] = 6
-    resumed = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'd.yml', opt)), '--auto_resume'],
+    resumed = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 'd.yml', opt)), '--auto_resume'],
                          tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert '4.state cannot be loaded' in resumed.stderr and 'resuming from an older state' in resumed.stderr
@@ -152,7 +152,7 @@ def test_bad_checkpoints_in_asid_sr(tmp_path, capsys):
 
 
 def test_bad_pretrained_weights_are_found_by_the_option_checks(data, tmp_path):
-    from asid_arch.options_check import validate_options
+    from asid_arch.pipeline.options_check import validate_options
 
     files = bad_weight_files(tmp_path)
     for name, message in EXPECTED_MESSAGES.items():
@@ -168,7 +168,7 @@ def test_bad_pretrained_weights_stop_training_before_it_starts(data, tmp_path):
     files = bad_weight_files(tmp_path)
     opt = tiny_train_options('pre', data / 'train', data / 'valsrc', iters=2,
                              **{'path.pretrain_network_g': str(files['x4.pth'])})
-    result = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'p.yml', opt))], tmp_path)
+    result = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 'p.yml', opt))], tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert EXPECTED_MESSAGES['x4.pth'] in result.stderr, result.stderr[-2000:]
     assert 'Traceback' not in result.stderr
@@ -193,7 +193,7 @@ def test_plain_state_dict_with_default_param_key_loads(data, tmp_path):
     torch.save(tiny_net(2).state_dict(), plain)  # no 'params' wrapper, param_key_g left at its default
     opt = tiny_train_options('plain', data / 'train', data / 'valsrc', iters=1,
                              **{'path.pretrain_network_g': str(plain)})
-    result = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'p.yml', opt))], tmp_path)
+    result = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 'p.yml', opt))], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'Current net - loaded net' not in result.stderr
 
@@ -318,7 +318,7 @@ def column_jumps(tiled: np.ndarray, whole: np.ndarray) -> float:
 def test_tiles_are_blended_without_seams(tmp_path, model_file):
     """Tiled inference vs the whole image: blending leaves far smaller jumps in the column means at tile
     boundaries than averaging the overlaps (the reference protocol), and stays close to the whole image."""
-    from asid_arch.checkpoint import load_network
+    from asid_arch.checkpoint import network_from_file
     from asid_arch.tiling import tile_forward
 
     rgb = synthetic_image(150, 170, 7)
@@ -329,7 +329,7 @@ def test_tiles_are_blended_without_seams(tmp_path, model_file):
     whole = cv2.imread(str(tmp_path / 'whole' / 'a_x2.png'))
     tiled = cv2.imread(str(tmp_path / 'tiled' / 'a_x2.png'))
     assert tiled.shape == whole.shape == (300, 340, 3)
-    net, _ = load_network(model_file)
+    net, _ = network_from_file(model_file)
     x = torch.from_numpy(rgb[:, :, ::-1].transpose(2, 0, 1).copy()).float().div(255)[None]
     with torch.no_grad():
         averaged = tile_forward(net, x, 2, 64, 16)[0].clamp(0, 1).mul(255).round().byte().numpy()
@@ -360,8 +360,8 @@ def test_automatic_mode_runs_small_images_whole(tmp_path, model_file):
 def test_checkpoint_error_messages(tmp_path):
     files = bad_weight_files(tmp_path)
     for name in ('empty.pth', 'random.pth', 'truncated.pth', 'nan.pth', 'evil.pth'):
-        with pytest.raises(CheckpointError) as info:
-            load_state_dict(files[name])
+        with pytest.raises(PretrainedWeightsError) as info:
+            state_dict_from_file(files[name])
         assert EXPECTED_MESSAGES[name] in str(info.value)
         assert str(info.value).rstrip().endswith((')', '.', 'torch.save)', 'conv_first.weight', 'checkpoint'))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asid_arch.options_check import validate_options
+from asid_arch.pipeline.options_check import validate_options
 
 from helpers import make_tiny_data, run_module, tiny_train_options, write_yaml
 
@@ -85,16 +85,16 @@ def test_lmdb_whose_meta_info_lists_missing_keys(data, tmp_path):
 
 def test_option_errors_exit_with_status_2(data, tmp_path):
     opt = tiny_train_options('bad', data / 'train', data / 'valsrc', **{'train.total_iter': 0})
-    result = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'bad.yml', opt))], tmp_path)
+    result = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 'bad.yml', opt))], tmp_path)
     assert result.returncode == 2 and 'train: total_iter: 0 must be > 0' in result.stderr
-    missing = run_module('asid_arch.train', ['-opt', str(tmp_path / 'nope.yml')], tmp_path)
+    missing = run_module('asid_arch.cli.train', ['-opt', str(tmp_path / 'nope.yml')], tmp_path)
     assert missing.returncode == 2 and 'cannot read the option file' in missing.stderr
 
 
 def test_train_entry_point_reports_options_without_traceback(data, tmp_path):
     opt = tiny_train_options('bad', data / 'train', data / 'valsrc', **{'network_g.upscale': 3,
                                                                         'datasets.train.gt_size': 36})
-    result = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'bad.yml', opt))], tmp_path)
+    result = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 'bad.yml', opt))], tmp_path)
     assert result.returncode != 0
     assert 'Traceback' not in result.stderr
     assert 'network_g: upscale: 3 does not match scale: 2' in result.stderr
@@ -105,7 +105,7 @@ def test_train_entry_point_reports_options_without_traceback(data, tmp_path):
 def test_diverging_run_exits_with_a_message(data, tmp_path):
     opt = tiny_train_options('diverge', data / 'train', data / 'valsrc', iters=20, **{'train.optim_g.lr': 1e20,
                                                                                       'logger.save_checkpoint_freq': 1})
-    result = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'd.yml', opt))], tmp_path)
+    result = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 'd.yml', opt))], tmp_path)
     assert result.returncode == 1, result.stderr[-2000:]
     assert 'training stopped before the optimizer step' in result.stderr
     assert 'Traceback' not in result.stderr.split('asid-train:')[-1]

@@ -9,7 +9,7 @@ import torch
 
 from asid_arch.models import asid_model
 from asid_arch.models.asid_model import ASIDModel, autocast_dtype, compile_arguments
-from asid_arch.options_check import validate_options
+from asid_arch.pipeline.options_check import validate_options
 
 from helpers import make_tiny_data, run_module, tiny_train_options, write_yaml
 
@@ -121,7 +121,7 @@ def test_bf16_training_run_through_the_pipeline(data, tmp_path):
     """asid-train with amp: bf16 and a compiled network: trains, validates, saves; fp16 exits 2 on CPU."""
     opt = tiny_train_options('ampcompile', data / 'train', data / 'valsrc', iters=2,
                              **{'train.amp': 'bf16', 'train.compile': {'backend': 'aot_eager'}})
-    run = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'a.yml', opt))], tmp_path)
+    run = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 'a.yml', opt))], tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert 'Training with amp: bf16' in run.stderr and 'torch.compile: the first training iteration' in run.stderr
     assert (tmp_path / 'experiments' / 'ampcompile' / 'models' / 'net_g_2.pth').exists()
@@ -129,7 +129,7 @@ def test_bf16_training_run_through_the_pipeline(data, tmp_path):
     assert not any(k.startswith('_orig_mod') for k in params)
 
     opt = tiny_train_options('fp16', data / 'train', data / 'valsrc', iters=2, **{'train.amp': 'fp16'})
-    refused = run_module('asid_arch.train', ['-opt', str(write_yaml(tmp_path / 'f.yml', opt))], tmp_path)
+    refused = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 'f.yml', opt))], tmp_path)
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert 'fp16 needs a CUDA GPU' in refused.stderr and 'Traceback' not in refused.stderr
 

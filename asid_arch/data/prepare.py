@@ -1,56 +1,28 @@
-"""``asid-prepare``: HR images -> bicubic LR -> sub-images -> LMDB, and benchmark sets, the BasicSR way.
-
-BasicSR's own data scripts are not in its pip package; this command does the same steps with
-BasicSR's library functions:
-
-* ``train``: a folder of HR images (e.g. DIV2K_train_HR) -> ``{name}_HR`` mod-cropped to the
-  least common multiple of the scales, ``{name}_LR_bicubic/X{s}`` by MATLAB-compatible bicubic
-  (``basicsr.utils.matlab_functions.imresize``, rounded to uint8) -> sub-images (480 px crops,
-  step 240, thresh 0; divided by s for LR) -> LMDB with ``meta_info.txt``
-  (``basicsr.utils.lmdb_util.make_lmdb_from_imgs``).
-* ``bench``: benchmark HR folders -> ``{set}/GTmod{s}`` and ``{set}/LRbicx{s}``.
-* ``demo``: the embedded default data set (scikit-image's bundled sample images) for the CPU demo.
-
-Every step is resumable and knows what it made. ``{out}/.asid-prepare-record.jsonl`` holds, for
-every output, what it was made from (the content hash of its source image, or of the image it was
-cut from, or of every sub-image an LMDB holds), with which settings, and the size, modification
-time and hash of what was written. A re-run skips an output only when all of these still hold;
-otherwise it makes it again and says why (source changed, settings changed, output edited or
-deleted, not in the record). Outputs of sources or scales no longer asked for are removed; other
-files found in the output folders are reported (exit 1), never used silently. The record is checked
-against the files, never trusted alone: a damaged or edited record only makes work be done again.
-Images are written atomically and an LMDB is built under a temporary name, renamed when complete.
-
-Output names are the source's stem with every character other than ASCII letters, digits, '_' and
-'-' replaced by '_' (BasicSR's LMDB keys are ASCII, its meta_info.txt readers cut names at '.' and
-' ', and OpenCV crashes on names that are not UTF-8); two sources with the same output name are an
-error for the second. Unreadable images are reported by name and skipped; images too small for one
-sub-image are reported by name. Exit status: 0 complete, 1 some images failed (each named), 2 unusable
-arguments, 128 + N stopped by signal N (a one-line summary; a re-run finishes the work).
-"""
+"""The steps of ``asid-prepare`` (the command and its documentation: :mod:`asid_arch.cli.prepare`): HR images ->
+mod-crop -> MATLAB-compatible bicubic LR -> sub-images -> LMDB, benchmark pairs, and the demo's embedded data set,
+each step resumable through the record (:mod:`asid_arch.data.record`)."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
-import json
 import math
 import os
 import re
 import shutil
-import stat
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, NoReturn, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, NoReturn, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown, stop_on_signals
+from ..console import EXIT_USAGE, shown
+from ..images import IMAGE_SUFFIXES
+from .record import (LMDB_FILES, REDO_INPUT, REDO_ORDER, Fingerprint, Record, Report, WriteError, file_state, note,
+                     report_foreign)
 
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.gif')
 PNG_COMPRESSION = 3  # BasicSR's extract_subimages default
 CROP_SIZE, STEP, THRESH = 480, 240, 0  # BasicSR's DIV2K sub-image convention (HR pixels)
 DEMO_TRAIN = ('astronaut', 'rocket', 'immunohistochemistry', 'hubble_deep_field', 'retina', 'stereo_motorcycle',
@@ -58,26 +30,15 @@ DEMO_TRAIN = ('astronaut', 'rocket', 'immunohistochemistry', 'hubble_deep_field'
 DEMO_VAL = ('chelsea', 'coffee')
 DEMO_CROP, DEMO_STEP = 192, 96  # smaller crops than DIV2K's: the sample images are small
 LOCK_NAME = '.asid-prepare.lock'
-RECORD_NAME = '.asid-prepare-record.jsonl'
-RECORD_VERSION = 1  # entries of another version are ignored (their work is done again)
 PARTIAL_PREFIX = '.partial-'  # an LMDB being built; never used, removed by the next run
 MAX_HR_PIXELS = 400_000_000  # refuse, before decoding, an HR image larger than this
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a source image
 UNSAFE_KEY_CHARS = re.compile(r'[^A-Za-z0-9_-]')  # replaced by '_' in output names (LMDB keys)
-LMDB_FILES = ('data.mdb', 'meta_info.txt')  # what an LMDB's record covers (lock.mdb changes when it is read)
 LMDB_PAGE = 4096  # an LMDB value larger than a page takes whole overflow pages
 LMDB_MAP_MARGIN = 2  # PNG of noise is slightly larger than the raw pixels (+ a filter byte per row)
 LMDB_MAP_BASE = 1 << 24  # bytes for the LMDB's own pages
-NAMES_SHOWN = 3  # file names listed in one message before '...'
-VALUE_SHOWN = 40  # characters of a recorded setting quoted in a message
 
 # why an output is made again (summary categories)
-REDO_SOURCE = 'source changed'
-REDO_SETTINGS = 'settings changed'
-REDO_INPUT = 'input changed'
-REDO_EDITED = 'output edited or deleted'
-REDO_UNRECORDED = 'not in the record'
-REDO_ORDER = (REDO_SOURCE, REDO_SETTINGS, REDO_INPUT, REDO_EDITED, REDO_UNRECORDED)
 
 
 def usage_error(message: str) -> NoReturn:
@@ -86,83 +47,13 @@ def usage_error(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
-def note(message: str) -> None:
-    tqdm.write(f'[asid-prepare] {message}', file=sys.stderr)
-
-
-def listed(names: Sequence[str]) -> str:
-    """``a, b, c`` or ``a, b, c, ... (12 in all)``."""
-    head = ', '.join(names[:NAMES_SHOWN])
-    return head if len(names) <= NAMES_SHOWN else f'{head}, ... ({len(names)} in all)'
-
-
-class WriteError(Exception):
-    """An output (or the record) could not be written: disk full, permissions."""
-
-
-@dataclass
-class Report:
-    """What a run did: counts per step, what was made again and why, and the images that could not be used."""
-    written: int = 0
-    skipped: int = 0
-    failed: Dict[str, str] = field(default_factory=dict)
-    redone: Dict[str, int] = field(default_factory=dict)  # why -> how many outputs were made again
-    removed: int = 0  # outdated outputs deleted (sources or scales no longer asked for)
-    too_small: Dict[str, str] = field(default_factory=dict)  # output name -> image too small for a sub-image
-    renamed: Dict[str, str] = field(default_factory=dict)  # source -> output name
-
-    told: set = field(default_factory=set)  # notes already printed (a source is redone once per scale in bench)
-
-    def fail(self, path: object, reason: str, verb: str = 'skipped ') -> None:
-        self.failed[shown(path)] = reason
-        note(f'{verb}{shown(path)}: {reason}')
-
-    def tell(self, message: str) -> None:
-        """:func:`note` once per run."""
-        if message not in self.told:
-            self.told.add(message)
-            note(message)
-
-    def redo(self, why: str, count: int = 1) -> None:
-        self.redone[why] = self.redone.get(why, 0) + count
-
-    def small(self, key: str, image: str, reason: str) -> None:
-        """``image`` (output name ``key``) gives no sub-image; said once per run (not again for its LR)."""
-        if key not in self.too_small:
-            self.too_small[key] = image
-            note(f'{image}: {reason}')
-
-    def merge(self, other: 'Report') -> None:
-        self.written += other.written
-        self.skipped += other.skipped
-        self.failed.update(other.failed)
-        for why, count in other.redone.items():
-            self.redo(why, count)
-        self.removed += other.removed
-        self.too_small.update(other.too_small)
-        self.renamed.update(other.renamed)
-
-    def counts(self) -> str:
-        """``3 written, 2 already done, 0 failed`` and, when any, what was redone, removed, too small, renamed."""
-        parts = [f'{self.written} written', f'{self.skipped} already done', f'{len(self.failed)} failed']
-        if self.redone:
-            parts.append('redone: ' + ', '.join(f'{n} {why}' for why, n in sorted(self.redone.items())))
-        if self.removed:
-            parts.append(f'{self.removed} outdated output(s) removed')
-        if self.too_small:
-            parts.append(f'{len(self.too_small)} too small for a sub-image ({listed(list(self.too_small.values()))})')
-        if self.renamed:
-            parts.append(f'{len(self.renamed)} renamed ({listed([f"{a} -> {b}" for a, b in self.renamed.items()])})')
-        return ', '.join(parts)
-
-
 # ----------------------------------------------------------------------------------------------
 # Image helpers
 # ----------------------------------------------------------------------------------------------
 def list_images(folder: Path) -> List[Path]:
     if not folder.is_dir():
         usage_error(f'{shown(folder)} is not a folder')
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def user_images(folder: Path, option: str) -> List[Path]:
@@ -180,7 +71,7 @@ def user_images(folder: Path, option: str) -> List[Path]:
         with contextlib.suppress(OSError):
             subs = [p for p in sorted(folder.iterdir()) if p.is_dir() and list_images(p)]
         hint = f'; did you mean {shown(subs[0])}?' if subs else ''
-        usage_error(f'{option} {shown(folder)} holds no images ({", ".join(sorted(IMG_EXTENSIONS))}){hint}')
+        usage_error(f'{option} {shown(folder)} holds no images ({", ".join(sorted(IMAGE_SUFFIXES))}){hint}')
     return images
 
 
@@ -193,18 +84,6 @@ def read_rgb8(path: Path) -> np.ndarray:
     pic = read_picture(path, max_pixels=MAX_HR_PIXELS)
     img = to_depth(pic.color, np.uint8)
     return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
-
-
-Fingerprint = Tuple[int, int, str]  # size, modification time (ns), sha256 of the content ('' when not hashed)
-
-
-def file_state(path: Path) -> Optional[Tuple[int, int]]:
-    """``(size, mtime_ns)`` of a regular file (not through a link), None when there is none."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
 
 
 def write_png(path: Path, img: np.ndarray) -> Fingerprint:
@@ -246,223 +125,6 @@ def bicubic_resize(img: np.ndarray, scale: float) -> np.ndarray:
 
     out = imresize(img.astype(np.float64) / 255.0, scale)
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
-
-
-# ----------------------------------------------------------------------------------------------
-# The record: what was made, from what, with which settings
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class Entry:
-    """One unit of work: the recipe (step, source hash or input hash, settings) and the files it wrote."""
-    recipe: Dict[str, object]
-    files: Dict[str, Fingerprint]  # path relative to the output root -> fingerprint when written
-
-
-def safe_relative(rel: object) -> bool:
-    """A relative path inside the output root (a hand-edited record must not point elsewhere)."""
-    return (isinstance(rel, str) and bool(rel) and not rel.startswith('/') and '\\' not in rel and '\0' not in rel
-            and all(part not in ('', '.', '..') for part in rel.split('/')))
-
-
-def parse_entry(line: bytes) -> Optional[Tuple[str, Optional[Entry]]]:
-    """``(unit, entry)`` of a record line (entry None: the unit was removed); None for a damaged line."""
-    try:
-        obj = json.loads(line.decode('utf-8'))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    if not isinstance(obj, dict) or obj.get('v') != RECORD_VERSION or not safe_relative(obj.get('unit')):
-        return None
-    if obj.get('removed') is True:
-        return obj['unit'], None
-    recipe, files = obj.get('recipe'), obj.get('files')
-    if not isinstance(recipe, dict) or not isinstance(files, dict):
-        return None
-    checked = {}
-    for rel, fp in files.items():
-        if not (safe_relative(rel) and isinstance(fp, list) and len(fp) == 3 and type(fp[0]) is int
-                and type(fp[1]) is int and isinstance(fp[2], str)):
-            return None
-        checked[rel] = (fp[0], fp[1], fp[2])
-    return obj['unit'], Entry(recipe, checked)
-
-
-def describe_change(old: Dict[str, object], new: Dict[str, object]) -> Tuple[str, str]:
-    """``(category, detail)`` of why a recorded recipe no longer matches."""
-    if old.get('source') != new.get('source'):
-        return REDO_SOURCE, 'the source image changed since it was made'
-    if old.get('input') != new.get('input'):
-        return REDO_INPUT, 'the image it is cut from was made again'
-    if old.get('inputs') != new.get('inputs'):
-        return REDO_INPUT, (f'the sub-images it holds changed ({str(old.get("count"))[:VALUE_SHOWN]} before, '
-                            f'{new.get("count")} now)')
-    changed = [f'{key} {str(old.get(key))[:VALUE_SHOWN]} -> {new.get(key)}'
-               for key in sorted(set(old) | set(new), key=str) if old.get(key) != new.get(key)]
-    return REDO_SETTINGS, f'the settings changed ({", ".join(changed)})'
-
-
-class Record:
-    """``{out}/.asid-prepare-record.jsonl``: an append-only journal of :class:`Entry` per unit of work.
-
-    One JSON line per finished unit, appended as soon as its files are written, so an interrupted run
-    loses at most the unit in progress; the file is rewritten (atomically) without old lines at the end
-    of a run. A line that is not a well-formed entry is ignored and counted (its unit is made again).
-    An entry counts only while every file it lists still has the recorded size and modification time.
-    """
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.path = out / RECORD_NAME
-        self.entries: Dict[str, Entry] = {}
-        self.used: set = set()  # units this run checked or made: the others in its scope are outdated
-        self.ignored = 0
-        self._journal = None
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            data = b''
-        except OSError as err:
-            raise WriteError(f'cannot read the record {shown(self.path)}: {err.strerror or err}') from None
-        for line in data.split(b'\n'):
-            if not line.strip():
-                continue
-            parsed = parse_entry(line)
-            if parsed is None:
-                self.ignored += 1
-            elif parsed[1] is None:
-                self.entries.pop(parsed[0], None)
-            else:
-                self.entries[parsed[0]] = parsed[1]
-        if self.ignored:
-            note(f'{shown(self.path)}: {self.ignored} damaged or unknown line(s) ignored; what they described '
-                 'is checked and made again')
-
-    def __enter__(self) -> 'Record':
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        self.close(compact=kind is None)
-
-    def rel(self, path: Path) -> str:
-        return path.relative_to(self.out).as_posix()
-
-    def check(self, unit: str, recipe: Dict[str, object], outputs: Sequence[Path] = (),
-              fits: Optional['re.Pattern[str]'] = None) -> Optional[Tuple[str, str]]:
-        """None when ``unit`` is done with this recipe and its files are as written; otherwise
-        ``(category, detail)`` saying why it must be made, category '' when it was never made.
-
-        ``outputs``: the files the unit makes, when known (the entry must list exactly these); ``fits``: a
-        pattern every file of the entry must match otherwise. An entry that does not fit (a hand-edited
-        record) counts as no entry."""
-        entry = self.entries.get(unit)
-        if entry is not None and (set(entry.files) != {self.rel(p) for p in outputs} if outputs else
-                                  fits is not None and not all(fits.fullmatch(rel) for rel in entry.files)):
-            entry = None
-        if entry is None:
-            existing = [p for p in outputs if os.path.lexists(p)]
-            if existing:
-                return REDO_UNRECORDED, (f'{shown(self.rel(existing[0]))} exists but is not in the record (made by '
-                                         'an older asid-prepare, by hand, or the record lost it)')
-            return '', ''
-        if entry.recipe != recipe:
-            return describe_change(entry.recipe, recipe)
-        for rel, fp in entry.files.items():
-            if file_state(self.out / rel) != fp[:2]:
-                return REDO_EDITED, f'{rel} was edited or deleted since it was made'
-        return None
-
-    def use(self, unit: str) -> None:
-        self.used.add(unit)
-
-    def files_of(self, unit: str) -> Dict[str, Fingerprint]:
-        return self.entries[unit].files
-
-    def _append(self, obj: dict) -> None:
-        try:
-            if self._journal is None:
-                self.out.mkdir(parents=True, exist_ok=True)
-                self._journal = open(self.path, 'a+b')
-                end = self._journal.tell()
-                if end:  # a line cut by a kill: end it, so that it stays one damaged line
-                    self._journal.seek(end - 1)
-                    if self._journal.read(1) != b'\n':
-                        self._journal.write(b'\n')
-            self._journal.write(json.dumps(obj, sort_keys=True).encode('utf-8') + b'\n')
-            self._journal.flush()
-        except OSError as err:
-            raise WriteError(f'cannot write the record {shown(self.path)}: {err.strerror or err}') from None
-
-    def put(self, unit: str, recipe: Dict[str, object], files: Dict[Path, Fingerprint]) -> None:
-        entry = Entry(recipe, {self.rel(p): fp for p, fp in files.items()})
-        self._append({'v': RECORD_VERSION, 'unit': unit, 'recipe': recipe,
-                      'files': {rel: list(fp) for rel, fp in entry.files.items()}})
-        self.entries[unit] = entry
-        self.used.add(unit)
-
-    def forget(self, unit: str) -> None:
-        if self.entries.pop(unit, None) is not None:
-            self._append({'v': RECORD_VERSION, 'unit': unit, 'removed': True})
-
-    def close(self, compact: bool = True) -> None:
-        """Close the journal; with ``compact``, rewrite it with the live entries only."""
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
-        if not compact or not (self.ignored or self.path.exists() or self.entries):
-            return
-        from ..fileio import atomic_write
-
-        lines = [json.dumps({'v': RECORD_VERSION, 'unit': unit, 'recipe': e.recipe,
-                             'files': {rel: list(fp) for rel, fp in e.files.items()}}, sort_keys=True)
-                 for unit, e in sorted(self.entries.items())]
-        text = ''.join(line + '\n' for line in lines).encode('utf-8')
-        try:
-            atomic_write(self.path, lambda f: f.write(text))
-        except OSError as err:
-            raise WriteError(f'cannot write the record {shown(self.path)}: {err.strerror or err}') from None
-
-    def sweep(self, in_scope: Callable[[str], bool], report: Report) -> None:
-        """Delete the outputs of recorded units in scope that this run did not check or make (sources, scales or
-        settings no longer asked for), when they are still as written; a file changed since is left for
-        :func:`report_foreign` to name."""
-        emptied, removed = set(), []
-        for unit in sorted(u for u in self.entries if u not in self.used and in_scope(u)):
-            entry = self.entries[unit]
-            if entry.recipe.get('made') == 'lmdb':
-                lmdb_files = {f'{unit}/{name}' for name in LMDB_FILES}
-                whole = '/' not in unit and unit.endswith('.lmdb') and set(entry.files) == lmdb_files
-                if whole and all(file_state(self.out / rel) == fp[:2] for rel, fp in entry.files.items()):
-                    shutil.rmtree(self.out / unit, ignore_errors=True)
-                    report.removed += 1
-                    removed.append(unit)
-            else:
-                for rel, fp in entry.files.items():
-                    if in_scope(rel) and file_state(self.out / rel) == fp[:2]:
-                        (self.out / rel).unlink()
-                        report.removed += 1
-                        emptied.add((self.out / rel).parent)
-                removed += [unit] if entry.files else []
-            self.forget(unit)
-        if removed:
-            note(f'removed outputs no longer asked for (of sources no longer given, or of other scales or settings): '
-                 f'{listed([shown(u) for u in removed])}')
-        for folder in sorted(emptied, reverse=True):
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only when empty (a scale no longer asked for)
-
-
-def report_foreign(folders: Iterable[Path], record: Record, report: Report) -> None:
-    """Name the files in this run's output folders that it did not make or check: BasicSR's folder datasets
-    and asid-bench would use them as if they belonged to the set."""
-    made = {rel for unit in record.used if unit in record.entries for rel in record.entries[unit].files}
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        foreign = sorted(p.name for p in folder.iterdir()
-                         if not p.name.startswith('.') and record.rel(p) not in made)
-        if foreign:
-            report.fail(folder, f'{len(foreign)} file(s) not made by this run from the current sources and settings '
-                                f'({listed([shown(n) for n in foreign])}): delete them, or BasicSR and asid-bench '
-                                'will use them as part of this data set', verb='')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -693,38 +355,27 @@ class FolderBusy(Exception):
 
 @contextlib.contextmanager
 def exclusive_folder(out: Path) -> Iterator[None]:
-    """Hold ``{out}/.asid-prepare.lock`` (an advisory ``flock``) for the run; :class:`FolderBusy` if another
+    """Hold ``{out}/.asid-prepare.lock`` for the run (it holds the holder's pid); :class:`FolderBusy` if another
     run holds it. Two runs writing the same sub-images and LMDBs would trip over each other's files."""
-    import fcntl
+    import filelock
 
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK_NAME, 'a+') as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or '?'
-            raise FolderBusy(f'another asid-prepare run (pid {holder}) is working in {shown(out)}; wait for it to '
-                             'finish or choose another --out') from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(str(os.getpid()))
-        lock.flush()
+    lock = filelock.FileLock(out / LOCK_NAME, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        holder = (out / LOCK_NAME).read_text(errors='replace').strip() or '?'
+        raise FolderBusy(f'another asid-prepare run (pid {holder}) is working in {shown(out)}; wait for it to '
+                         'finish or choose another --out') from None
+    try:
+        (out / LOCK_NAME).write_text(str(os.getpid()))
         from ..fileio import remove_stale_temporaries
 
         for folder, _, _ in os.walk(out):  # no other run is writing here: leftovers of killed writes go
             remove_stale_temporaries(folder)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def lcm(values: Iterable[int]) -> int:
-    out = 1
-    for v in values:
-        out = out * v // math.gcd(out, v)
-    return out
+        yield
+    finally:
+        lock.release()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -884,7 +535,7 @@ def prepare_train(hr: Path, out: Path, name: str, scales: Sequence[int], crop: i
     report = Report() if report is None else report
     images = paths if paths is not None else user_images(hr, '--hr')
     check_sources_apart(hr, train_folders(out, name, scales))
-    modulus = lcm(scales)
+    modulus = math.lcm(*scales)
     hr_dir, hr_sub = out / f'{name}_HR', out / f'{name}_HR_sub'
     lr_root = out / f'{name}_LR_bicubic'
     scope = re.compile(rf'^{re.escape(name)}_(HR|HR_sub|HR_sub\.lmdb|LR_bicubic|LR_bicubic_X\d+_sub\.lmdb)$')
@@ -996,77 +647,3 @@ def prepare_demo(out: Path, scales: Sequence[int] = (2, ), crop: int = DEMO_CROP
     prepare_train(sources / 'train', out, 'demo_train', scales, crop, step, report=report)
     prepare_bench([sources / 'val'], out, scales, report=report)
     return report
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='asid-prepare', description=__doc__.split('\n\n')[0].replace('``', "'"))
-    sub = parser.add_subparsers(dest='command', required=True)
-    p = sub.add_parser('train', help='training set: HR folder -> HR/LR, sub-images, LMDB (BasicSR DIV2K layout)')
-    p.add_argument('--hr', type=Path, required=True, help='folder of HR images (e.g. DIV2K/DIV2K_train_HR)')
-    p.add_argument('--out', type=Path, required=True, help='output folder (e.g. datasets/DIV2K)')
-    p.add_argument('--name', default='DIV2K_train', help='prefix of the outputs (default: DIV2K_train)')
-    p.add_argument('--scales', type=int, nargs='+', default=[2, 3, 4])
-    p.add_argument('--crop-size', type=int, default=CROP_SIZE, help='HR sub-image size (default 480)')
-    p.add_argument('--step', type=int, default=STEP, help='HR sub-image step (default 240)')
-    p.add_argument('--thresh', type=int, default=THRESH, help='keep a last crop if this many px remain (default 0)')
-    p.add_argument('--no-lmdb', action='store_true', help='stop after the sub-images (disk-folder training)')
-    p = sub.add_parser('bench', help='benchmark sets: HR folders -> {set}/GTmod{s} + {set}/LRbicx{s}')
-    p.add_argument('--hr', type=Path, nargs='+', required=True, help='HR folders, e.g. Set5/HR Set14/HR')
-    p.add_argument('--out', type=Path, default=Path('datasets'), help='output root (default: datasets)')
-    p.add_argument('--scales', type=int, nargs='+', default=[2, 3, 4])
-    p = sub.add_parser('demo', help="the CPU demo's data from scikit-image's bundled sample images")
-    p.add_argument('--out', type=Path, default=Path('datasets/demo'))
-    p.add_argument('--scales', type=int, nargs='+', default=[2])
-    args = parser.parse_args(argv)
-
-    # every argument is checked before anything is written
-    own_files = [args.out / RECORD_NAME, args.out / LOCK_NAME]
-    if args.command == 'train':
-        check_crop(args.scales, args.crop_size, args.step, args.thresh)
-        check_name(args.name)
-        check_out(args.out, train_folders(args.out, args.name, args.scales), own_files)
-        user_images(args.hr, '--hr')
-        check_sources_apart(args.hr, train_folders(args.out, args.name, args.scales))
-    elif args.command == 'bench':
-        check_scales(args.scales)
-        sets = bench_sets(args.hr)
-        check_out(args.out, [f for name, _ in sets for f in bench_folders(args.out, name, args.scales)], own_files)
-        for name, folder in sets:
-            user_images(folder, '--hr')
-            check_sources_apart(folder, bench_folders(args.out, name, args.scales)[1:])
-    else:
-        check_crop(args.scales, DEMO_CROP, DEMO_STEP, THRESH)
-        check_out(args.out, [args.out / 'source'] + train_folders(args.out, 'demo_train', args.scales)
-                  + bench_folders(args.out, 'val', args.scales), own_files)
-
-    report = Report()
-    try:
-        with stop_on_signals(), exclusive_folder(args.out):
-            if args.command == 'train':
-                prepare_train(args.hr, args.out, args.name, args.scales, args.crop_size, args.step, args.thresh,
-                              lmdb=not args.no_lmdb, report=report)
-            elif args.command == 'bench':
-                prepare_bench(args.hr, args.out, args.scales, report=report)
-            else:
-                prepare_demo(args.out, args.scales, report=report)
-    except FolderBusy as err:
-        print(f'asid-prepare: {err}', file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt as err:
-        print(f'asid-prepare {args.command}: stopped by {interrupt_name(err)} ({report.counts()}); what was '
-              'finished is kept and nothing half-written is left: run the same command again to finish',
-              file=sys.stderr)
-        return interrupt_exit_status(err)
-    except (WriteError, OSError) as err:
-        print(f'asid-prepare: {err}', file=sys.stderr)
-        print(f'asid-prepare {args.command}: stopped ({report.counts()}); run it again once this is fixed',
-              file=sys.stderr)
-        return EXIT_FAILED
-    print(f'asid-prepare {args.command}: {report.counts()}')
-    for path, reason in report.failed.items():
-        print(f'  failed: {path}: {reason}', file=sys.stderr)
-    return EXIT_FAILED if report.failed else EXIT_OK
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -29,11 +29,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from .console import EXIT_FAILED, EXIT_USAGE
+from ..console import EXIT_FAILED, EXIT_USAGE
 from .option_file import OptionFileError, apply_overrides, options_from_text, read_option_text
 from .options_check import OptionsError, check_structure, training_state_problem, validate_options
-from .pipeline_args import basicsr_parser
-from .pipeline_data import CheckedDataset, DataReadError
+from .arguments import basicsr_parser
+from .datasets import CheckedDataset, DataReadError
 
 RANDOM_SEED_RANGE = (1, 10000)  # BasicSR's seed when the option file gives none
 DEBUG_PREFIX = 'debug_'  # --debug: BasicSR's debug mode (short intervals, no tensorboard)
@@ -187,7 +187,7 @@ def copy_option_text(opt_file: str, experiments_root: str) -> None:
     on top; the text that was parsed is written (the path may be a pipe, or have changed since)."""
     from basicsr.utils.dist_util import get_dist_info
 
-    from .fileio import atomic_write
+    from ..fileio import atomic_write
 
     if get_dist_info()[0] != 0:
         return
@@ -227,7 +227,7 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     before it starts (option file, options, training state, pretrained weights), 1 for a run that fails
     on the way (data that cannot be read, a diverged loss, a checkpoint that cannot be written).
     """
-    from .models.asid_model import CheckpointSaveError, PretrainedWeightsError, TrainingDiverged
+    from ..models.asid_model import CheckpointSaveError, PretrainedWeightsError, TrainingDiverged
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]

@@ -377,7 +377,7 @@ def _check_train_structure(opt: Mapping, train: Mapping, problems: List[str]) ->
             loss = _section(problems, train, key, f'train: {key}', True, ' (type: L1Loss, loss_weight: 1.0)')
             if loss is not None:
                 _check_loss(key, loss, problems)
-    from .models.asid_model import autocast_dtype, compile_arguments
+    from ..models.asid_model import autocast_dtype, compile_arguments
 
     gpu = opt.get('num_gpu', 0) not in (0, None) and torch.cuda.is_available()
     for check in (lambda: autocast_dtype(train.get('amp'), torch.device('cuda' if gpu else 'cpu'), warn=False),
@@ -505,7 +505,7 @@ def _check_val_structure(val: Mapping, is_train: bool, problems: List[str]) -> N
 
 def _check_tile(tile, problems: List[str]) -> None:
     """``val: tile: {size, overlap}`` (LR pixels): size >= 1, 0 <= overlap < size; ~ or absent: whole images."""
-    from .models.asid_model import DEFAULT_OVERLAP, DEFAULT_TILE
+    from ..models.asid_model import DEFAULT_OVERLAP, DEFAULT_TILE
 
     if tile is None or tile is False:
         return
@@ -778,7 +778,7 @@ def _check_pretrained(opt: Mapping, problems: List[str]) -> None:
     """The weights of ``path: pretrain_network_g`` load into ``network_g`` (checked before any work)."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from .models.asid_model import PretrainedWeightsError, match_weights, weights_for
+    from ..models.asid_model import PretrainedWeightsError, match_weights, weights_for
 
     path = opt.get('path') or {}
     weights = path.get('pretrain_network_g')
@@ -804,7 +804,7 @@ def validate_options(opt: Mapping, is_train: bool = True) -> List[str]:
     The structure first (:func:`check_structure`); what reads files (architectures, data, weights) only
     when the structure is sound, so that every check may rely on the types.
     """
-    from .models.asid_model import resolve_variant_options
+    from ..models.asid_model import resolve_variant_options
 
     problems = check_structure(opt, is_train)
     if problems:
@@ -838,7 +838,7 @@ def _trainable_parameters(opt: Mapping) -> Optional[int]:
     """How many parameter tensors ``network_g`` trains (what its optimizer state holds); None if it cannot be built."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from .models.asid_model import resolve_variant_options
+    from ..models.asid_model import resolve_variant_options
 
     opt = copy.deepcopy(dict(opt))
     try:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, FrozenSet, List, Optional, Sequence
 
-from .console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, shown
+from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, shown
 
 PACKAGE = Path(__file__).resolve().parent
 KIT_FILES: Dict[str, str] = {  # file in this package -> where it goes in the basicsr package folder
@@ -159,7 +159,7 @@ def free_backup(dst: Path) -> Path:
 
 
 def write_record(package: Path, record: Dict[str, str]) -> None:
-    from .fileio import atomic_write  # (imports torch: only when something is written)
+    from ..fileio import atomic_write  # (imports torch: only when something is written)
 
     text = json.dumps(record, indent=1, sort_keys=True).encode('utf-8')
     atomic_write(package / RECORD_NAME, lambda f: f.write(text))
@@ -204,7 +204,7 @@ def install(target: Path, dry_run: bool = False, force: bool = False) -> List[st
                 backup = free_backup(row.dst)
                 note = f' (your edited copy saved as {shown(backup)})'
             if not dry_run:
-                from .fileio import atomic_write  # (imports torch: only when something is written)
+                from ..fileio import atomic_write  # (imports torch: only when something is written)
 
                 try:
                     if row.state == EDITED:

@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import difflib
 import os
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .console import shown
+from ..console import shown
 
+# The option files this project ships: inside the installed package (setup.py copies the repository's
+# options/ folder there), or beside the package in a checkout (an editable install).
+SHIPPED_OPTIONS = (Path(__file__).resolve().parents[1] / 'options', Path(__file__).resolve().parents[2] / 'options')
 MAX_OPTION_FILE_BYTES = 1 << 20  # BasicSR option files are a few KB; 1 MiB is far beyond any real one
 # the data once aliases are expanded, counted as the characters of every scalar plus one per value:
 # a file without aliases stays below its own size, a few shared sections add a few times that
@@ -249,3 +253,12 @@ def apply_overrides(opt: dict, entries: Optional[Sequence[str]]) -> None:
             if depth < len(keys) - 1:
                 node = node[key]
         node[keys[-1]] = parse_override_value(value_text, entry)
+
+
+def shipped_option_file(relative: str) -> Path:
+    """One of the project's option files (``'train/ASID/demo_ASID_SRx2_cpu.yml'``), from an installed package
+    or a checkout; :class:`OptionFileError` when neither has it."""
+    for folder in SHIPPED_OPTIONS:
+        if (folder / relative).is_file():
+            return folder / relative
+    raise OptionFileError(f'the option file {relative} is in neither ' + ' nor '.join(map(str, SHIPPED_OPTIONS)))

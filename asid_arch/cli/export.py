@@ -15,71 +15,27 @@ file is replaced only with ``--overwrite``. The file is self-contained (weights 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import logging
 import math
 import os
 import stat
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from .console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown, stop_on_signals
-from .inference import add_channel_attention_argument
+from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown, stop_on_signals
+from ..integrations.onnx import DEFAULT_OPSET, MIN_OPSET, check_onnx, newest_opset, onnx_model
+from .sr import add_channel_attention_argument
 
-MIN_ONNX_SIZE = 1  # the graph edge-pads small sides itself (asid_arch.archs.asid_arch.pad_amounts: no branch)
-MAX_ONNX_SIZE = 16384
-EXAMPLE_SIZE = (24, 40)  # the example input the exporter traces (any size: the padding has no branch)
-DEFAULT_OPSET = 18
-MIN_OPSET = 18  # the exporter's own operators; older opsets need a conversion that silently keeps 18 when it fails
 RANDOM_CHECK_SIZES = ((37, 45), (5, 7))  # not multiples of 8; the second edge-padded to 16 px in the graph
 DEFAULT_TOLERANCE = 1e-4
 
 
 class UsageError(ValueError):
     """A bad argument, found before any work."""
-
-
-def onnx_model(net, opset: int = DEFAULT_OPSET) -> bytes:
-    """``net`` exported with dynamic height and width (``lr`` -> ``sr``), serialised: one self-contained model
-    (the weights are ~1-3 MB, no ``.onnx.data`` sidecar). What the exporter prints and logs on the way
-    (progress, optimiser notes, tracebacks of fallbacks it recovered from) is kept out of the output;
-    a failed export raises with its own message."""
-    import torch
-
-    height = torch.export.Dim('height', min=MIN_ONNX_SIZE, max=MAX_ONNX_SIZE)
-    width = torch.export.Dim('width', min=MIN_ONNX_SIZE, max=MAX_ONNX_SIZE)
-    example = torch.rand(1, 3, *EXAMPLE_SIZE)
-    chatter = io.StringIO()
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-            warnings.simplefilter('ignore')
-            program = torch.onnx.export(net.eval(), (example, ), None, dynamo=True, input_names=['lr'],
-                                        output_names=['sr'], dynamic_shapes={'x': {2: height, 3: width}},
-                                        opset_version=opset, verbose=False)
-            proto = program.model_proto
-    finally:
-        logging.disable(previous)
-    written = {entry.domain: entry.version for entry in proto.opset_import}.get('', None)
-    if written != opset:
-        raise RuntimeError(f'the exporter wrote opset {written}, not the requested {opset}')
-    return proto.SerializeToString()
-
-
-def export_onnx(net, path: Path, opset: int = DEFAULT_OPSET) -> None:
-    """Export ``net`` (see :func:`onnx_model`) to ``path``, written atomically."""
-    from .models.asid_model import atomic_write
-
-    data = onnx_model(net, opset)
-    atomic_write(path, lambda f: f.write(data))
 
 
 def sample_image() -> np.ndarray:
@@ -93,7 +49,7 @@ def read_check_image(path: Path) -> np.ndarray:
     """``--check-image`` as (1, 3, H, W) float32 RGB; :class:`UsageError` when it is not a readable image."""
     import cv2
 
-    from .images import decode_file
+    from ..images import decode_file
 
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read, a device never end
@@ -104,31 +60,6 @@ def read_check_image(path: Path) -> np.ndarray:
     if img is None:
         raise UsageError(f'--check-image {shown(path)} is not a readable image')
     return (img[:, :, ::-1].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
-
-
-def check_onnx(net, model: bytes, inputs: Dict[str, np.ndarray]) -> Dict[str, float]:
-    """Max abs difference between onnxruntime (running the serialised ``model``) and PyTorch (float32) for
-    each named input."""
-    import onnxruntime
-    import torch
-
-    session = onnxruntime.InferenceSession(model, providers=['CPUExecutionProvider'])
-    diffs = {}
-    for name, array in inputs.items():
-        with torch.no_grad():
-            expected = net(torch.from_numpy(array)).numpy()
-        got = session.run(None, {'lr': array})[0]
-        if got.shape != expected.shape:
-            raise ValueError(f'{name}: ONNX output shape {got.shape} != PyTorch {expected.shape}')
-        diffs[name] = float(np.abs(got - expected).max())
-    return diffs
-
-
-def newest_opset() -> int:
-    """The newest ONNX opset the installed onnx package knows."""
-    import onnx.defs
-
-    return int(onnx.defs.onnx_opset_version())
 
 
 def check_output(path: Path, overwrite: bool) -> None:
@@ -177,7 +108,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=f'largest accepted difference, >= 0 (default {DEFAULT_TOLERANCE:g})')
     add_channel_attention_argument(parser)
     args = parser.parse_args(argv)
-    from .checkpoint import CheckpointError, load_network
+    from ..tuning import tune_cpu
+
+    tune_cpu()  # before torch is imported
+    from ..checkpoint import PretrainedWeightsError, network_from_file
 
     try:
         import onnx  # noqa: F401
@@ -189,9 +123,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     try:
         check_arguments(args)
-        net, config = load_network(args.model, args.channel_attention)
+        net, config = network_from_file(args.model, args.channel_attention)
         real = read_check_image(args.check_image) if args.check_image else sample_image()
-    except (CheckpointError, UsageError) as err:
+    except (PretrainedWeightsError, UsageError) as err:
         print(f'asid-export: error: {err}', file=sys.stderr)
         return EXIT_USAGE
     rng = np.random.default_rng(0)
@@ -221,7 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f'asid-export: difference above the tolerance {args.tolerance:g}: {target} not written',
                       file=sys.stderr)
                 return EXIT_FAILED
-            from .models.asid_model import atomic_write
+            from ..models.asid_model import atomic_write
 
             try:
                 atomic_write(args.output, lambda f: f.write(model), overwrite=args.overwrite)

@@ -29,10 +29,10 @@ except ImportError as err:  # the optional extra is not installed
     raise ImportError(f"asid_arch.spandrel needs spandrel ({err}): pip install 'asid_arch[spandrel]' "
                       '(or pip install spandrel)') from err
 
-from .archs.asid_arch import ASID
-from .archs.omnisr_arch import omnisr_state_dict_to_reference
-from .checkpoint import network_from_state
-from .models.asid_model import check_tensors
+from ..archs.asid_arch import ASID
+from ..archs.omnisr_arch import omnisr_state_dict_to_reference
+from ..checkpoint import network_from_state
+from ..models.asid_model import check_tensors
 
 ASID_ID = 'ASID'
 OMNISR_PACKAGE_ID = 'OmniSR (asid_arch keys)'
