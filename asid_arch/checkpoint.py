@@ -27,7 +27,7 @@ from .models.asid_model import AUTO, PretrainedWeightsError, match_weights, read
 
 
 # ASID's IDB has 118 tensors: weights naming N IDBs with fewer than this many tensors each cannot be ASID's,
-# and are refused before the network is even described (on the meta device: ~50 ms per IDB on a CPU)
+# and are refused before the network is even described
 MIN_TENSORS_PER_IDB = 100
 # memory the network derives from its shape besides the weights (the attention index tables: 6 x 32 KB in
 # ASID); a network whose derived tables need more than this, or than the weights themselves, is refused

@@ -1,11 +1,11 @@
 """Hostile option files and data through asid-train / asid-test (issue 17).
 
 Most cases fail before any work: they run in ONE helper process (``DRIVER``: each case is ``main(argv)``
-of ``asid_arch.train`` or ``asid_arch.test`` in its own empty folder, its exit status, stderr and any
+of ``asid_arch.cli.train`` or ``asid_arch.cli.test`` in its own empty folder, its exit status, stderr and any
 escaping traceback recorded), so that the table costs one import of torch and BasicSR. Each case must
 end with exit status 2, a message naming the key, no traceback and no experiments/ or results/ folder.
 What needs a run of its own (a truncated LMDB would kill the helper with SIGBUS if the check were
-missing; damaged data stops a run that started) runs as ``python -m asid_arch.train``.
+missing; damaged data stops a run that started) runs as ``python -m asid_arch.cli.train``.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from asid_arch.pipeline.option_file import MAX_OPTION_FILE_BYTES, OptionFileError, read_option_file
-from asid_arch.pipeline.options_check import check_structure, lmdb_damage
+from asid_arch.pipeline.options_check import lmdb_damage
+from asid_arch.pipeline.options_structure import check_structure
 
 from helpers import REPO, make_tiny_data, run_module, tiny_train_options, write_yaml
 
@@ -37,7 +38,7 @@ cases = json.loads(open(spec_file).read())
 results = {}
 for case in cases:
     os.chdir(case['cwd'])
-    module = __import__('asid_arch.' + case['module'], fromlist=['main'])
+    module = __import__('asid_arch.cli.' + case['module'], fromlist=['main'])
     err, out, code = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
@@ -430,7 +431,7 @@ def test_python_tags_never_run_in_plain_subprocesses(data, tmp_path):
         opt = tmp_path / f'{module}.yml'
         body = edited(make, removing('manual_seed'))(data, tmp_path)
         opt.write_text(f'manual_seed: !!python/object/apply:os.system ["touch {tmp_path / MARKER}"]\n' + body)
-        result = run_module(f'asid_arch.{module}', ['-opt', str(opt)], tmp_path)
+        result = run_module(f'asid_arch.cli.{module}', ['-opt', str(opt)], tmp_path)
         assert result.returncode == 2, result.stderr[-3000:]
         assert f'asid-{module}: option file {opt}, line 1: the tag !!python/object/apply:os.system is refused' \
             in result.stderr

@@ -52,7 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     tune_cpu()  # before torch is imported
     from asid_arch.pipeline.option_file import OptionFileError, read_option_file, shipped_option_file
-    from asid_arch.pipeline.options_check import check_structure
+    from asid_arch.pipeline.options_structure import check_structure
 
     try:
         args.opt = args.opt or shipped_option_file(DEMO_OPTIONS)

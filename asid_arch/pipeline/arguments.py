@@ -1,7 +1,7 @@
 """The arguments of BasicSR's train/test pipelines (``basicsr.utils.options.parse_options``), mirrored.
 
 ``asid-train``/``asid-test`` answer ``-h``/``--help`` from this parser without importing torch or
-BasicSR (about 10 s on a busy 2-core machine just to print a usage line), and
+BasicSR (slow to import, only to print a usage line), and
 :func:`asid_arch.launch.parse_options_safely`, which replaces BasicSR's ``parse_options`` in our
 entry points, parses the arguments with it.
 """

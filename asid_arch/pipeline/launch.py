@@ -31,7 +31,8 @@ import torch.multiprocessing as mp
 
 from ..console import EXIT_FAILED, EXIT_USAGE
 from .option_file import OptionFileError, apply_overrides, options_from_text, read_option_text
-from .options_check import OptionsError, check_structure, training_state_problem, validate_options
+from .options_check import training_state_problem, validate_options
+from .options_structure import OptionsError, check_structure
 from .arguments import basicsr_parser
 from .datasets import CheckedDataset, DataReadError
 
