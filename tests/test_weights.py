@@ -21,7 +21,7 @@ from asid_arch.archs.omnisr_arch import OmniSR
 from asid_arch.models.asid_model import PretrainedWeightsError
 from asid_arch.weights import (BASE_URL_ENV, CACHE_DIR_ENV, RELEASED, WeightsDownloadError, fetch, released,
                                resolve_model)
-from helpers import run_module, synthetic_image
+from helpers import REPO, run_module, synthetic_image
 
 NAME = 'asid_x2'  # the smallest released network: the one served in these tests
 ENTRY = RELEASED[NAME]
@@ -205,3 +205,24 @@ def test_asid_sr_by_name_offline_exit_2(monkeypatch, tmp_path):
     done = run_module('asid_arch.inference', ['tiny.png', '-o', 'out', '-m', NAME], tmp_path)
     assert done.returncode == 2, done.stderr
     assert 'Traceback' not in done.stderr and 'place it at' in done.stderr
+
+
+def test_pretrain_network_g_by_name(mirror, files, tmp_path, monkeypatch):
+    """asid-test/asid-train's option reading: ``pretrain_network_g: asid_x2`` becomes the cached, checked file."""
+    import sys
+
+    import yaml
+
+    from asid_arch.launch import parse_options_safely
+    from asid_arch.options_check import OptionsError
+
+    mirror.serve(NAME, files[NAME])
+    opt = yaml.safe_load((REPO / 'options' / 'test' / 'ASID' / 'test_ASID_SRx2.yml').read_text())
+    opt['path']['pretrain_network_g'] = NAME
+    (tmp_path / 'o.yml').write_text(yaml.safe_dump(opt))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, 'argv', ['asid-test', '-opt', 'o.yml'])
+    with pytest.raises(OptionsError) as err:  # the benchmark data is absent here: only that is reported
+        parse_options_safely(str(tmp_path), is_train=False)
+    assert 'pretrain_network_g' not in str(err.value) and 'datasets:' in str(err.value)
+    assert cache_names(tmp_path / 'cache') == [ENTRY.file_name] and len(mirror.requests) == 1
