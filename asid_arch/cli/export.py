@@ -98,7 +98,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='asid-export', description=__doc__.split('\n\n')[0].replace('``', "'"))
-    parser.add_argument('-m', '--model', type=Path, required=True, help='checkpoint of ASID or ASID-D8 (any layout)')
+    parser.add_argument('-m', '--model', type=Path, required=True, help='checkpoint of ASID or ASID-D8 (any layout), '
+                        'or the name of released weights (asid_x4, ...: downloaded once into a cache)')
     parser.add_argument('-o', '--output', type=Path, required=True, help='ONNX file to write')
     parser.add_argument('--overwrite', action='store_true', help='replace --output if it exists')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset, >= {MIN_OPSET} '
@@ -112,6 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     tune_cpu()  # before torch is imported
     from ..checkpoint import PretrainedWeightsError, network_from_file
+    from ..weights import resolve_model
 
     try:
         import onnx  # noqa: F401
@@ -123,6 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     try:
         check_arguments(args)
+        args.model = resolve_model(args.model)  # a released name (asid_x4, ...): downloaded once, checked
         net, config = network_from_file(args.model, args.channel_attention)
         real = read_check_image(args.check_image) if args.check_image else sample_image()
     except (PretrainedWeightsError, UsageError) as err:

@@ -1,6 +1,7 @@
 """``asid-sr``: super-resolve your own images with a trained ASID checkpoint.
 
     asid-sr photo.jpg shots/ 'scans/*.png' -o upscaled/ --model ASID_x4.pth
+    asid-sr photo.jpg -o upscaled/ -m asid_x4      (released weights by name: asid_arch.weights)
 
 * Inputs: files, folders (their images, not recursive) and glob patterns. A file reached under two
   names (a symbolic link beside its target) is upscaled once; outputs are named after the name given.
@@ -403,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('inputs', nargs='+', help='image files, folders or glob patterns')
     parser.add_argument('-o', '--output', type=Path, required=True, help='output folder (created if needed)')
-    parser.add_argument('-m', '--model', type=Path, required=True, help='checkpoint (.pth) of ASID or ASID-D8')
+    parser.add_argument('-m', '--model', type=Path, required=True,
+                        help='checkpoint (.pth) of ASID or ASID-D8, or the name of released weights (asid_x2, asid_x3, '
+                        'asid_x4, asid_d8_x2, asid_d8_x3, asid_d8_x4: downloaded once into a cache)')
     parser.add_argument('--tile', type=parse_tile, default=None, metavar='auto|0|N',
                         help='auto (default): whole image if it fits --max-memory, else the largest tiles that do; '
                         f'0: always whole; N: LR tiles of N px (>= {MIN_TILE})')
@@ -461,6 +464,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run(args, out_dir: Path, tally: Tally, start: float) -> int:
     """The command after its arguments are parsed (``main`` turns Ctrl-C and SIGTERM into the summary)."""
     from ..checkpoint import PretrainedWeightsError, network_from_file
+    from ..weights import resolve_model
 
     try:
         if args.tile and args.tile_overlap >= args.tile:
@@ -470,6 +474,7 @@ def run(args, out_dir: Path, tally: Tally, start: float) -> int:
             check_same_ext(paths)
         device = pick_device(args.device)
         check_precision(args.precision, device)
+        args.model = resolve_model(args.model)  # a released name (asid_x4, ...): downloaded once, checked
         net, config = network_from_file(args.model, args.channel_attention)
         check_channels(config, args.model)
         check_output_folder(out_dir)

@@ -15,6 +15,10 @@ own behaviour:
 * ``build_dataset``: every dataset is wrapped so that a sample that cannot be read (a damaged LMDB
   value, a broken image file) stops the run naming it (:mod:`asid_arch.pipeline_data`);
 * ``copy_opt_file``: the experiment folder gets the text that was read, not a second read of the path.
+
+``path: pretrain_network_g`` may name released weights (``asid_x4``, ...: :mod:`asid_arch.weights`):
+the name becomes the cached file, downloaded and checked on first use (with asid-train / asid-test
+only; plain ``basicsr/train.py`` knows file paths alone).
 """
 from __future__ import annotations
 
@@ -127,6 +131,8 @@ def parse_options_safely(root_path: str, is_train: bool = True) -> Tuple[dict, a
     from basicsr.utils import set_random_seed
     from basicsr.utils.dist_util import get_dist_info
 
+    from ..weights import fetch, released
+
     prog = 'asid-train' if is_train else 'asid-test'
     args = basicsr_parser(prog, f"BasicSR's {'training' if is_train else 'test'} pipeline").parse_args()
     text = read_option_text(args.opt)
@@ -164,6 +170,9 @@ def parse_options_safely(root_path: str, is_train: bool = True) -> Tuple[dict, a
     for key, value in opt['path'].items():
         if value is not None and ('resume_state' in key or 'pretrain_network' in key):
             opt['path'][key] = os.path.expanduser(value)
+    pretrained = opt['path'].get('pretrain_network_g')
+    if isinstance(pretrained, str) and released(pretrained) and not os.path.lexists(pretrained):
+        opt['path']['pretrain_network_g'] = str(fetch(pretrained))  # a released name: the cached, checked file
     root = os.path.join(root_path, 'experiments' if is_train else 'results', opt['name'])
     if is_train:
         opt['path'].update(experiments_root=root, models=os.path.join(root, 'models'), log=root,
