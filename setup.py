@@ -36,7 +36,7 @@ setup(
             'asid-test = asid_arch.test:main',
             'asid-sr = asid_arch.inference:main',
             'asid-export = asid_arch.export:main',
-            'asid-bench = asid_arch.bench:main',
+            'asid-bench = asid_arch.bench.main:main',
             'asid-kit = asid_arch.kit:main',
         ],
     },
