@@ -252,6 +252,11 @@ def paper(args: argparse.Namespace) -> int:
         if model in ASID_FAMILY and not network.startswith(f'{model} x'):
             print(f'asid-bench: note: --checkpoint {model}:{scale}: the weights are {network}, not the released '
                   f'{model}: the published figures are of the released one', file=sys.stderr)
+    for scale in sorted({s for _, s in checkpoints}):
+        absent = [name for name in args.sets if prepared_pair(args.datasets, name, scale) is None]
+        if absent:
+            print(f'asid-bench: note: not prepared at x{scale} under {shown(args.datasets)}, left out: '
+                  f'{", ".join(absent)}', file=sys.stderr)
     rows, failed = compare(nets, checkpoints, args.datasets, args.sets, device)
     lines = table(rows)
     print('\n'.join(lines))
