@@ -542,7 +542,7 @@ def test_valid_files_still_run_with_force_yml(data, tmp_path):
 @pytest.mark.parametrize('reader', ['demo', 'bench data'])
 def test_other_option_file_readers_read_data_only(data, tmp_path, capsys, reader):
     """The demo and ``asid-bench data`` read option files too: the same reader, the same refusals."""
-    from asid_arch.bench import main as asid_bench
+    from asid_arch.bench.main import main as asid_bench
     from asid_arch.cli.demo import main as demo
 
     opt = tmp_path / 'o.yml'
