@@ -34,11 +34,11 @@ def reference_figures(checkpoint, gt_dir, lq_dir):
     from basicsr.metrics import calculate_ssim
     from basicsr.utils import img2tensor, tensor2img
 
-    from asid_arch.checkpoint import load_network
+    from asid_arch.checkpoint import network_from_file
     from asid_arch.evaluation import paired_images
     from asid_arch.models.asid_model import DEFAULT_OVERLAP, DEFAULT_TILE, calculate_psnr_matlab, tile_forward
 
-    net, _ = load_network(checkpoint)
+    net, _ = network_from_file(checkpoint)
     psnr, ssim = [], []
     for _, gt, lq in paired_images(gt_dir, lq_dir):
         with torch.inference_mode():
@@ -92,7 +92,7 @@ def test_published_rows_name_their_sources():
 
 @pytest.mark.parametrize('model', ['ASID', 'Omni-SR'])
 def test_zoo_refuses_integer_weights_before_measuring(prepared, tmp_path, capsys, model):
-    """Integer tensors would be converted silently by load_state_dict: refused by name, exit 2, nothing measured."""
+    """Integer tensors would be converted silently by state_dict_from_file: refused by name, exit 2, nothing measured."""
     from asid_arch.bench.zoo import build_model
 
     state = {k: v.round().to(torch.int64) for k, v in build_model(model, 2).state_dict().items()}
