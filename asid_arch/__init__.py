@@ -46,12 +46,14 @@ _LAZY = os.path.basename(sys.argv[0] if sys.argv else '') in COMMANDS
 if not _LAZY:
     # the arch file installs the torchvision alias before it imports basicsr
     from .archs import ASID, asid, asid_d8, state_dict_from_reference, state_dict_to_reference  # noqa: E402
-    from .tiling import tile_forward  # noqa: E402
+    from .utils.asid_tiling import tile_forward  # noqa: E402
     from . import metrics, models  # noqa: E402,F401  (registers ASIDModel and calculate_psnr_matlab)
 else:
     def __getattr__(name: str):
         """The public names, imported (and registered) on first use."""
         if name in __all__:
-            from . import archs, models, tiling  # noqa: F401
-            return getattr(tiling if name == 'tile_forward' else archs, name)
+            from . import archs, models  # noqa: F401
+            from .utils import asid_tiling
+
+            return getattr(asid_tiling if name == 'tile_forward' else archs, name)
         raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

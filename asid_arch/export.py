@@ -76,7 +76,7 @@ def onnx_model(net, opset: int = DEFAULT_OPSET) -> bytes:
 
 def export_onnx(net, path: Path, opset: int = DEFAULT_OPSET) -> None:
     """Export ``net`` (see :func:`onnx_model`) to ``path``, written atomically."""
-    from .models.asid_model import atomic_write
+    from .utils.asid_files import atomic_write
 
     data = onnx_model(net, opset)
     atomic_write(path, lambda f: f.write(data))
@@ -221,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f'asid-export: difference above the tolerance {args.tolerance:g}: {target} not written',
                       file=sys.stderr)
                 return EXIT_FAILED
-            from .models.asid_model import atomic_write
+            from .utils.asid_files import atomic_write
 
             try:
                 atomic_write(args.output, lambda f: f.write(model), overwrite=args.overwrite)

@@ -25,7 +25,6 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-DEFAULT_WINDOW = 8
 # what BasicSR reads at the top level of an option file (and what parse_options adds)
 TOP_LEVEL_KEYS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_d', 'path',
                   'train', 'val', 'logger', 'dist_params', 'find_unused_parameters', 'use_static_graph', 'is_train',
@@ -377,7 +376,7 @@ def _check_train_structure(opt: Mapping, train: Mapping, problems: List[str]) ->
             loss = _section(problems, train, key, f'train: {key}', True, ' (type: L1Loss, loss_weight: 1.0)')
             if loss is not None:
                 _check_loss(key, loss, problems)
-    from .models.asid_model import autocast_dtype, compile_arguments
+    from .utils.asid_precision import autocast_dtype, compile_arguments
 
     gpu = opt.get('num_gpu', 0) not in (0, None) and torch.cuda.is_available()
     for check in (lambda: autocast_dtype(train.get('amp'), torch.device('cuda' if gpu else 'cpu'), warn=False),
@@ -505,18 +504,18 @@ def _check_val_structure(val: Mapping, is_train: bool, problems: List[str]) -> N
 
 def _check_tile(tile, problems: List[str]) -> None:
     """``val: tile: {size, overlap}`` (LR pixels): size >= 1, 0 <= overlap < size; ~ or absent: whole images."""
-    from .models.asid_model import DEFAULT_OVERLAP, DEFAULT_TILE
+    from .utils.asid_tiling import PROTOCOL_OVERLAP, PROTOCOL_TILE
 
     if tile is None or tile is False:
         return
     if not isinstance(tile, Mapping):
-        problems.append(f'val: tile: {tile!r} must be a mapping such as {{size: {DEFAULT_TILE}, overlap: '
-                        f'{DEFAULT_OVERLAP}}} (or ~ for whole images)')
+        problems.append(f'val: tile: {tile!r} must be a mapping such as {{size: {PROTOCOL_TILE}, overlap: '
+                        f'{PROTOCOL_OVERLAP}}} (or ~ for whole images)')
         return
     for key in tile:
         if key not in TILE_KEYS:
             problems.append(f'val: tile: {key}: not a tile option ({", ".join(TILE_KEYS)})')
-    size, overlap = tile.get('size', DEFAULT_TILE), tile.get('overlap', DEFAULT_OVERLAP)
+    size, overlap = tile.get('size', PROTOCOL_TILE), tile.get('overlap', PROTOCOL_OVERLAP)
     if (_number(problems, 'val: tile: size', size, integer=True)
             and _number(problems, 'val: tile: overlap', overlap, integer=True, minimum=0) and overlap >= size):
         problems.append(f'val: tile: overlap: {overlap} must be smaller than size: {size} (each tile must advance)')
@@ -588,7 +587,9 @@ def _check_dataset(phase: str, ds: Mapping, opt: Mapping, problems: List[str]) -
     if len(problems) == start and ds.get('type') == 'PairedImageDataset':
         _check_data_files(phase, ds, scale, backend, gt_size, problems)
     if gt_size is not None:
-        window = opt['network_g'].get('window_size', DEFAULT_WINDOW)
+        from .archs.asid_arch import WINDOW_SIZE
+
+        window = opt['network_g'].get('window_size', WINDOW_SIZE)
         if gt_size % scale:
             problems.append(f'datasets: train: gt_size: {gt_size} is not a multiple of scale {scale}')
         elif isinstance(window, int) and window > 0 and (gt_size // scale) % window:
@@ -778,7 +779,8 @@ def _check_pretrained(opt: Mapping, problems: List[str]) -> None:
     """The weights of ``path: pretrain_network_g`` load into ``network_g`` (checked before any work)."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from .models.asid_model import PretrainedWeightsError, match_weights, weights_for
+    from .utils.asid_errors import PretrainedWeightsError
+    from .utils.asid_weights import match_weights, weights_for
 
     path = opt.get('path') or {}
     weights = path.get('pretrain_network_g')
@@ -804,7 +806,7 @@ def validate_options(opt: Mapping, is_train: bool = True) -> List[str]:
     The structure first (:func:`check_structure`); what reads files (architectures, data, weights) only
     when the structure is sound, so that every check may rely on the types.
     """
-    from .models.asid_model import resolve_variant_options
+    from .utils.asid_weights import resolve_variant_options
 
     problems = check_structure(opt, is_train)
     if problems:
@@ -838,7 +840,7 @@ def _trainable_parameters(opt: Mapping) -> Optional[int]:
     """How many parameter tensors ``network_g`` trains (what its optimizer state holds); None if it cannot be built."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from .models.asid_model import resolve_variant_options
+    from .utils.asid_weights import resolve_variant_options
 
     opt = copy.deepcopy(dict(opt))
     try:

@@ -209,7 +209,7 @@ def file_state(path: Path) -> Optional[Tuple[int, int]]:
 
 def write_png(path: Path, img: np.ndarray) -> Fingerprint:
     """Write a PNG atomically (``path`` either does not exist or holds the complete image); its fingerprint."""
-    from ..fileio import imwrite_atomic  # (imports torch and BasicSR: not needed for --help)
+    from ..images import imwrite_atomic
 
     try:
         data = imwrite_atomic(path, img, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
@@ -409,7 +409,7 @@ class Record:
             self._journal = None
         if not compact or not (self.ignored or self.path.exists() or self.entries):
             return
-        from ..fileio import atomic_write
+        from ..utils.asid_files import atomic_write
 
         lines = [json.dumps({'v': RECORD_VERSION, 'unit': unit, 'recipe': e.recipe,
                              'files': {rel: list(fp) for rel, fp in e.files.items()}}, sort_keys=True)
@@ -710,7 +710,7 @@ def exclusive_folder(out: Path) -> Iterator[None]:
         lock.truncate()
         lock.write(str(os.getpid()))
         lock.flush()
-        from ..fileio import remove_stale_temporaries
+        from ..utils.asid_files import remove_stale_temporaries
 
         for folder, _, _ in os.walk(out):  # no other run is writing here: leftovers of killed writes go
             remove_stale_temporaries(folder)
