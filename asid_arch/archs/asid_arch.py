@@ -46,6 +46,7 @@ from basicsr.utils.registry import ARCH_REGISTRY  # after the alias
 
 from .asid_layouts import is_reference_layout, state_dict_from_reference
 from .asid_ops import PointwiseConv, TokenLayerNorm, depthwise_conv3x3, layer_norm, linear
+
 # ----------------------------------------------------------------------------------------------
 # Named constants of the released configurations
 # ----------------------------------------------------------------------------------------------
@@ -310,6 +311,32 @@ class SqueezeExcitation(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Spatial self-attention (SAM) with attention sharing
 # ----------------------------------------------------------------------------------------------
+class SAMBlock(nn.Module):
+    """SAM: ``x = x + Attn(LN(x))`` over meso windows or the global grid, then ``x = x + GDFN(LN2d(x))``.
+
+    ``(B, d, H, W) -> (B, d, H, W)`` with ``H, W`` multiples of the window size. ``forward`` also
+    returns the attention it used (computed here or received), ``(B * H*W/P^2, heads, P*P, P*P)``.
+    """
+
+    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
+                 compute: bool = True, position_bias: bool = True) -> None:
+        super().__init__()
+        _check(partition in _PARTITIONS, f"partition must be 'meso' or 'global', got {partition!r}")
+        self.partition = partition
+        self.window_size = window_size
+        self.norm_attn = TokenLayerNorm(dim, eps=SAM_LN_EPS)
+        self.attn = SpatialAttention(dim, window_size, num_heads, compute, position_bias)
+        self.norm_ffn = LayerNorm2d(dim)
+        self.ffn = GDFN(dim)
+
+    def forward(self, x: Tensor, attn: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        split, merge_add = _PARTITIONS[self.partition]
+        tokens = x.permute(0, 2, 3, 1)  # (B, H, W, d), contiguous: x is channels_last
+        out, attn = self.attn(split(self.norm_attn(tokens), self.window_size), attn)
+        x = merge_add(tokens, out, self.window_size).permute(0, 3, 1, 2)
+        return self.ffn(self.norm_ffn(x), residual=x), attn
+
+
 class SpatialAttention(nn.Module):
     """Self-attention inside groups of ``P*P`` tokens. Works on token groups ``(N, P*P, d)``.
 
@@ -368,32 +395,6 @@ class SpatialAttention(nn.Module):
             v = self._heads(linear(tokens, self.proj.weight @ self.v.weight if fold_proj else self.v.weight))
         out = (attn @ v).transpose(1, 2).reshape(n, t, d)
         return (out if fold_proj else linear(out, self.proj.weight)), attn
-
-
-class SAMBlock(nn.Module):
-    """SAM: ``x = x + Attn(LN(x))`` over meso windows or the global grid, then ``x = x + GDFN(LN2d(x))``.
-
-    ``(B, d, H, W) -> (B, d, H, W)`` with ``H, W`` multiples of the window size. ``forward`` also
-    returns the attention it used (computed here or received), ``(B * H*W/P^2, heads, P*P, P*P)``.
-    """
-
-    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
-                 compute: bool = True, position_bias: bool = True) -> None:
-        super().__init__()
-        _check(partition in _PARTITIONS, f"partition must be 'meso' or 'global', got {partition!r}")
-        self.partition = partition
-        self.window_size = window_size
-        self.norm_attn = TokenLayerNorm(dim, eps=SAM_LN_EPS)
-        self.attn = SpatialAttention(dim, window_size, num_heads, compute, position_bias)
-        self.norm_ffn = LayerNorm2d(dim)
-        self.ffn = GDFN(dim)
-
-    def forward(self, x: Tensor, attn: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        split, merge_add = _PARTITIONS[self.partition]
-        tokens = x.permute(0, 2, 3, 1)  # (B, H, W, d), contiguous: x is channels_last
-        out, attn = self.attn(split(self.norm_attn(tokens), self.window_size), attn)
-        x = merge_add(tokens, out, self.window_size).permute(0, 3, 1, 2)
-        return self.ffn(self.norm_ffn(x), residual=x), attn
 
 
 # ----------------------------------------------------------------------------------------------
@@ -460,6 +461,38 @@ def relative_position_index(p: int) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 # Channel self-attention (CAM)
 # ----------------------------------------------------------------------------------------------
+class CAM(nn.Module):
+    """Channel attention module: meso-window then grid channel attention, each with its GDFN.
+
+    ``x += CA_meso(LN2d(x)); x += GDFN(LN2d(x)); x += CA_grid(LN2d(x)); x += GDFN(LN2d(x))``.
+    ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1, mode: str = 'temperature') -> None:
+        super().__init__()
+        self.meso = ChannelAttentionBlock(dim, 'meso', window_size, num_heads, mode)
+        self.grid = ChannelAttentionBlock(dim, 'grid', window_size, num_heads, mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.grid(self.meso(x))
+
+
+class ChannelAttentionBlock(nn.Module):
+    """``x = x + CA(LN2d(x)); x = x + GDFN(LN2d(x))``. ``(B, C, H, W) -> (B, C, H, W)``."""
+
+    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
+                 mode: str = 'temperature') -> None:
+        super().__init__()
+        self.norm_attn = LayerNorm2d(dim)
+        self.attn = ChannelAttention(dim, partition, window_size, num_heads, mode)
+        self.norm_ffn = LayerNorm2d(dim)
+        self.ffn = GDFN(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.attn(self.norm_attn(x), residual=x)
+        return self.ffn(self.norm_ffn(x), residual=x)
+
+
 class ChannelAttention(nn.Module):
     """Transposed (channel) attention inside pixel groups. ``(B, C, H, W) -> (B, C, H, W)``.
 
@@ -527,38 +560,6 @@ class ChannelAttention(nn.Module):
         with torch.no_grad() if self.mode == 'sdpa' else contextlib.nullcontext():
             out = self.attend(x)
         return self.proj(out.permute(0, 3, 1, 2), residual=residual)
-
-
-class ChannelAttentionBlock(nn.Module):
-    """``x = x + CA(LN2d(x)); x = x + GDFN(LN2d(x))``. ``(B, C, H, W) -> (B, C, H, W)``."""
-
-    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
-                 mode: str = 'temperature') -> None:
-        super().__init__()
-        self.norm_attn = LayerNorm2d(dim)
-        self.attn = ChannelAttention(dim, partition, window_size, num_heads, mode)
-        self.norm_ffn = LayerNorm2d(dim)
-        self.ffn = GDFN(dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.attn(self.norm_attn(x), residual=x)
-        return self.ffn(self.norm_ffn(x), residual=x)
-
-
-class CAM(nn.Module):
-    """Channel attention module: meso-window then grid channel attention, each with its GDFN.
-
-    ``x += CA_meso(LN2d(x)); x += GDFN(LN2d(x)); x += CA_grid(LN2d(x)); x += GDFN(LN2d(x))``.
-    ``(B, C, H, W) -> (B, C, H, W)``.
-    """
-
-    def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1, mode: str = 'temperature') -> None:
-        super().__init__()
-        self.meso = ChannelAttentionBlock(dim, 'meso', window_size, num_heads, mode)
-        self.grid = ChannelAttentionBlock(dim, 'grid', window_size, num_heads, mode)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.grid(self.meso(x))
 
 
 # ----------------------------------------------------------------------------------------------

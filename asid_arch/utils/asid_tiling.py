@@ -101,7 +101,7 @@ def tile_forward(net: Callable[[Tensor], Tensor], lr: Tensor, scale: int, tile: 
             else:
                 ramp = np.outer(tile_weights(blend, rows, i, t, scale), tile_weights(blend, cols, j, t, scale))
                 ramp = torch.from_numpy(ramp).to(sr)
-                out[region] += sr * ramp
+                out[region] += ramp * sr
                 weight[region] += ramp
     return out / weight
 
