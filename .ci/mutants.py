@@ -22,7 +22,10 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ARCH, MODEL = 'asid_arch/archs/asid_arch.py', 'asid_arch/models/asid_model.py'
+ARCH, LAYOUTS = 'asid_arch/archs/asid_arch.py', 'asid_arch/archs/asid_layouts.py'
+TILING, FILES = 'asid_arch/utils/asid_tiling.py', 'asid_arch/utils/asid_files.py'
+WEIGHTS = 'asid_arch/utils/asid_weights.py'
+MODEL = 'asid_arch/models/asid_model.py'
 
 MUTANTS = [
     # (name, file, [(old, new), ...], test files that must fail)
@@ -42,33 +45,33 @@ MUTANTS = [
     ('idb-concat-order', ARCH, [('r1, y = self.fuse1(torch.cat((z, loc), dim=1))',
                                  'r1, y = self.fuse1(torch.cat((loc, z), dim=1))')], ['tests/test_modules.py']),
     ('sdpa-scale', ARCH, [('.sum(-2).rsqrt()', '.sum(-2).reciprocal()')], ['tests/test_modules.py']),
-    ('esa-key-swap', ARCH, [("('esa.conv2.', 'esa.down.')", "('esa.conv3.', 'esa.down.')"),
-                            ("('esa.conv3.', 'esa.refine.')", "('esa.conv2.', 'esa.refine.')")],
+    ('esa-key-swap', LAYOUTS, [("('esa.conv2.', 'esa.down.')", "('esa.conv3.', 'esa.down.')"),
+                               ("('esa.conv3.', 'esa.refine.')", "('esa.conv2.', 'esa.refine.')")],
      ['tests/test_key_layouts.py']),
-    ('meso-global-key-swap', ARCH, [("(('SLA', 'sam_meso'), ('SGA', 'sam_global'))",
-                                     "(('SGA', 'sam_meso'), ('SLA', 'sam_global'))")], ['tests/test_key_layouts.py']),
-    ('neosr-detection', ARCH, [('sdpa = temperatures_untouched(state_dict) and not has_bias',
-                                'sdpa = temperatures_untouched(state_dict)')], ['tests/test_neosr.py']),
-    ('protocol-overlap', MODEL, [('DEFAULT_OVERLAP = 24', 'DEFAULT_OVERLAP = 16')], ['tests/test_tiling.py']),
-    ('tiles-overwritten', MODEL, [('out[region] += sr', 'out[region] = sr')], ['tests/test_tiling.py']),
-    ('tile-stride', MODEL, [('stride = tile - overlap if tile > overlap else tile', 'stride = tile')],
+    ('meso-global-key-swap', LAYOUTS, [("(('SLA', 'sam_meso'), ('SGA', 'sam_global'))",
+                                       "(('SGA', 'sam_meso'), ('SLA', 'sam_global'))")], ['tests/test_key_layouts.py']),
+    ('neosr-detection', LAYOUTS, [('sdpa = temperatures_untouched(state_dict) and not has_bias',
+                                  'sdpa = temperatures_untouched(state_dict)')], ['tests/test_neosr.py']),
+    ('protocol-overlap', TILING, [('PROTOCOL_OVERLAP = 24', 'PROTOCOL_OVERLAP = 16')], ['tests/test_tiling.py']),
+    ('tiles-overwritten', TILING, [('out[region] += sr', 'out[region] = sr')], ['tests/test_tiling.py']),
+    ('tile-stride', TILING, [('stride = tile - overlap if tile > overlap else tile', 'stride = tile')],
      ['tests/test_tiling.py', 'tests/test_arch.py']),
-    ('write-in-place', MODEL, [("with os.fdopen(fd, 'wb') as f:\n            write(f)\n            f.flush()\n"
+    ('write-in-place', FILES, [("with os.fdopen(fd, 'wb') as f:\n            write(f)\n            f.flush()\n"
                                 "            os.fsync(f.fileno())",
                                 "os.close(fd)\n        with open(path, 'wb') as f:\n            write(f)"),
                                ('            os.replace(tmp, path)\n        else:',
                                 '            os.unlink(tmp)\n        else:')], ['tests/test_faults.py']),
-    ('no-fsync', MODEL, [('            os.fsync(f.fileno())\n', '')], ['tests/test_faults.py']),
+    ('no-fsync', FILES, [('            os.fsync(f.fileno())\n', '')], ['tests/test_faults.py']),
     ('loss-isnan', MODEL, [('not torch.isfinite(value).all()', 'torch.isnan(value).any()')], ['tests/test_faults.py']),
-    ('nan-weights-accepted', MODEL, [('bad = [k for k, v in state.items() if v.is_floating_point() and not '
-                                      'torch.isfinite(v).all()]', 'bad = []')], ['tests/test_reliability.py']),
+    ('nan-weights-accepted', WEIGHTS, [('bad = [k for k, v in state.items() if v.is_floating_point() and not '
+                                        'torch.isfinite(v).all()]', 'bad = []')], ['tests/test_reliability.py']),
     ('exif-6-wrong-way', 'asid_arch/images.py', [('if orientation == 6:\n        return np.rot90(img, -1)',
                                                   'if orientation == 6:\n        return np.rot90(img, 1)')],
      ['tests/test_reliability.py']),
     ('sixteen-bit-by-256', 'asid_arch/images.py', [('UINT16_PER_UINT8 = 257', 'UINT16_PER_UINT8 = 256')],
      ['tests/test_reliability.py', 'tests/test_image_depth.py', 'tests/test_hostile_images.py']),
-    ('ramp-blend', 'asid_arch/inference.py', [('w[:before] = (np.arange(before, dtype=np.float32) + 0.5) / before',
-                                               'w[:before] = (np.arange(before, dtype=np.float32) + 1) / before')],
+    ('ramp-blend', TILING, [('w[:before] = (np.arange(before, dtype=np.float32) + 0.5) / before',
+                             'w[:before] = (np.arange(before, dtype=np.float32) + 1) / before')],
      ['tests/test_tiling.py']),
     ('outputs-overwritten', 'asid_arch/inference.py', [('    if not overwrite:\n        raise OutputExists(target)\n',
                                                         '')], ['tests/test_hostile_images.py']),

@@ -22,11 +22,11 @@ _HOMES: Dict[str, str] = {  # public name -> the module that defines it
     'ASID': 'archs.asid_arch',
     'asid': 'archs.asid_arch',
     'asid_d8': 'archs.asid_arch',
-    'state_dict_from_reference': 'archs.asid_arch',
-    'state_dict_to_reference': 'archs.asid_arch',
+    'state_dict_from_reference': 'archs.asid_layouts',
+    'state_dict_to_reference': 'archs.asid_layouts',
     'OmniSR': 'archs.omnisr_arch',
     'ASIDModel': 'models.asid_model',
-    'tile_forward': 'models.asid_model',
+    'tile_forward': 'utils.asid_tiling',
     'tune_cpu': 'tuning',
 }
 __all__ = list(_HOMES)

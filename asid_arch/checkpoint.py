@@ -4,7 +4,7 @@ Layouts accepted: the authors' released state dicts (``block0.residual_layer.0..
 checkpoints (``{'params': ..., 'params_ema': ...}``), neosr checkpoints (``{'params': ...}`` in the
 released layout, without the position-bias tables when trained with its defaults), and this
 package's plain state dicts (``blocks.0...``). The neosr variants (no position bias, SDPA channel
-attention) are read off the weights where they tell (:func:`asid_arch.archs.asid_arch.detect_variant`);
+attention) are read off the weights where they tell (:func:`asid_arch.archs.asid_layouts.detect_variant`);
 ``channel_attention`` states the channel attention where they do not. Loading always uses ``torch.load(weights_only=True)``: a file that needs
 arbitrary Python objects (and could run code) is refused.
 """
@@ -19,11 +19,12 @@ from typing import Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from .archs.asid_arch import (ASID, CHANNEL_ATTENTION_MODES, WINDOW_SIZE, detect_variant, temperatures_untouched,
-                              variant_name)
+from .archs.asid_arch import ASID, CHANNEL_ATTENTION_MODES, WINDOW_SIZE
+from .archs.asid_layouts import detect_variant, temperatures_untouched, variant_name
 from .console import shown
-from .models.asid_model import BASICSR_PARAM_KEYS as BASICSR_KEYS
-from .models.asid_model import AUTO, PretrainedWeightsError, match_weights, read_weights
+from .utils.asid_errors import PretrainedWeightsError
+from .utils.asid_weights import BASICSR_PARAM_KEYS as BASICSR_KEYS
+from .utils.asid_weights import AUTO, match_weights, read_weights
 
 
 # ASID's IDB has 118 tensors: weights naming N IDBs with fewer than this many tensors each cannot be ASID's,

@@ -38,7 +38,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from .fileio import atomic_write
+from .utils.asid_files import atomic_write
 
 EXIF_ORIENTATION = 0x0112
 TIFF_ORIENTATION = 274  # the same tag in a TIFF page's own directory
@@ -683,3 +683,13 @@ def write_image(path: Union[str, Path], pictures: Sequence[Picture], color: Colo
     writer, notes = encoder(pictures, Path(path).suffix, color, loop, default_image)
     atomic_write(path, writer)
     return '; '.join(notes)
+
+
+def imwrite_atomic(path: Union[str, Path], img: np.ndarray, params: Sequence[int] = ()) -> memoryview:
+    """``cv2.imwrite`` made atomic; the format follows the suffix of ``path``. Returns the bytes written
+    (``asid-prepare`` records their hash)."""
+    ok, data = cv2.imencode(Path(path).suffix, img, list(params))
+    if not ok:
+        raise ValueError(f'could not encode an image as {Path(path).suffix}')
+    atomic_write(path, lambda f: f.write(data))
+    return memoryview(data)

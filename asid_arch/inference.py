@@ -8,11 +8,11 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-PRECISIONS = ('fp32', 'bf16', 'fp16')
-DEFAULT_OVERLAP = 32  # LR overlap of neighbouring tiles, blended with linear ramps
+from .utils.asid_precision import torch_dtype
+from .utils.asid_tiling import RAMP, RAMP_OVERLAP, tile_origins, tile_rows
+
 MAX_OVERLAP = 128  # LR px: an automatic tile is at least twice the overlap
 MIN_TILE = 32
-TILE_STEP = 8  # automatic tiles are multiples of the network's window (it pads to one anyway)
 PROGRESS_MIN_TILES = 16  # a tile progress bar for images of at least this many tiles
 
 # ----------------------------------------------------------------------------------------------
@@ -46,8 +46,10 @@ def network_bytes(num_feat: int, scale: int, precision: str, pixels: int) -> int
 
 
 def padded(side: int) -> int:
-    """The side the network runs on: a multiple of its window, at least 16 px."""
-    return max(16, -(-side // TILE_STEP) * TILE_STEP)
+    """The side the network runs on: a multiple of its window, at least the smallest padded size."""
+    from .archs.asid_arch import MIN_PADDED_SIZE, WINDOW_SIZE
+
+    return max(MIN_PADDED_SIZE, -(-side // WINDOW_SIZE) * WINDOW_SIZE)
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class MemoryNeed(ValueError):
 
 
 def plan_memory(frames: Sequence, scale: int, file_bytes: int, network: Callable[[int], int], budget: float,
-                tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP, pillow: bool = False) -> MemoryPlan:
+                tile: Optional[int] = None, overlap: int = RAMP_OVERLAP, pillow: bool = False) -> MemoryPlan:
     """The tile to run ``frames`` (:class:`~asid_arch.images.FrameInfo`) at ``scale`` in ``budget`` bytes:
     0 (whole) if that fits, else the largest tile that does (``tile`` None), or ``tile`` as given (0: whole).
     ``network(pixels)`` is the network's working set for a tile of that many LR pixels; ``pillow``: the
@@ -104,8 +106,10 @@ def plan_memory(frames: Sequence, scale: int, file_bytes: int, network: Callable
     if plan(smallest).need > budget:
         return plan(smallest)  # the caller refuses it, naming what it needs
     low, high = smallest, max(h, w)  # largest fitting tile: the cost grows with the tile
-    while high - low > TILE_STEP:
-        mid = (low + high) // 2 // TILE_STEP * TILE_STEP
+    from .archs.asid_arch import WINDOW_SIZE as step  # automatic tiles are multiples of the network's window
+
+    while high - low > step:
+        mid = (low + high) // 2 // step * step
         if mid <= low:
             break
         low, high = (mid, high) if plan(mid).need <= budget else (low, mid)
@@ -115,28 +119,6 @@ def plan_memory(frames: Sequence, scale: int, file_bytes: int, network: Callable
 # ----------------------------------------------------------------------------------------------
 # The network on integer images
 # ----------------------------------------------------------------------------------------------
-def blend_ramp(length: int, before: int, after: int):
-    """1-D weights of a tile of ``length`` output px: a linear ramp up over the ``before`` px it shares with
-    the previous tile, down over the ``after`` px it shares with the next one, 1 elsewhere (never 0)."""
-    w = np.ones(length, np.float32)
-    if before > 0:
-        w[:before] = (np.arange(before, dtype=np.float32) + 0.5) / before
-    if after > 0:
-        w[length - after:] = np.minimum(w[length - after:], (np.arange(after, 0, -1, dtype=np.float32) - 0.5) / after)
-    return w
-
-
-def shift_up(a: np.ndarray, rows: int) -> None:
-    """Move ``a[rows:]`` to the top of ``a`` and zero the rows freed at the bottom, in place. Copied in blocks
-    of ``rows`` that do not overlap: ``a[:-rows] = a[rows:]`` would first copy the whole source to a
-    temporary as large as the accumulator."""
-    n = len(a)
-    for start in range(0, n - rows, rows):
-        stop = min(start + rows, n - rows)
-        a[start:stop] = a[start + rows:stop + rows]
-    a[max(n - rows, 0):] = 0
-
-
 class Upscaler:
     """Runs the network on integer images, whole or in blended tiles, into arrays of the final pixel type."""
 
@@ -150,7 +132,7 @@ class Upscaler:
         self.tile = tile  # None: automatic (from the memory budget), 0: whole, >0: that tile
         self.max_memory = max_memory_bytes
         self.precision = precision
-        self.dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
+        self.dtype = torch_dtype(precision)
         self.num_feat = int(net.conv_first.out_channels) if hasattr(net, 'conv_first') else 48
 
     def network_bytes(self, pixels: int) -> int:
@@ -201,40 +183,16 @@ class Upscaler:
             return
         from tqdm import tqdm
 
-        from .tiling import tile_origins  # the reference protocol's origins (the kit file needs torch)
+        th, tw = min(t, h), min(t, w)
+        tiles = len(tile_origins(h, th, self.overlap)) * len(tile_origins(w, tw, self.overlap))
+        bar = tqdm(total=tiles, desc='tiles', unit='tile', leave=False, file=sys.stderr,
+                   disable=tiles < PROGRESS_MIN_TILES)
 
-        th, tw = min(t, h), min(t, w)  # a tile is never larger than the image (a wide strip, say)
-        ys, xs = tile_origins(h, th, self.overlap), tile_origins(w, tw, self.overlap)
+        def run(y: int, x: int, th: int, tw: int) -> np.ndarray:
+            return self._run(rgb(src[y:y + th, x:x + tw]), max_in)
 
-        bar = tqdm(total=len(ys) * len(xs), desc='tiles', unit='tile', leave=False, file=sys.stderr,
-                   disable=len(ys) * len(xs) < PROGRESS_MIN_TILES)
         try:
-            # a float accumulator for the output rows of one tile row only; finished rows go to ``dest``
-            acc = np.zeros((th * s, w * s, 3), np.float32)
-            wsum = np.zeros((th * s, w * s), np.float32)
-            acc_top = 0  # output row held in acc[0]
-            for i, y in enumerate(ys):
-                done = y * s - acc_top  # rows above this tile row are final
-                if done > 0:
-                    store(slice(acc_top, acc_top + done), acc[:done] / wsum[:done, :, None])
-                    shift_up(acc, done)
-                    shift_up(wsum, done)
-                    acc_top += done
-                above = (ys[i - 1] + th - y) * s if i else 0
-                below = (y + th - ys[i + 1]) * s if i + 1 < len(ys) else 0
-                wy = blend_ramp(th * s, above, below)
-                for j, x in enumerate(xs):
-                    left = (xs[j - 1] + tw - x) * s if j else 0
-                    right = (x + tw - xs[j + 1]) * s if j + 1 < len(xs) else 0
-                    weight = wy[:, None] * blend_ramp(tw * s, left, right)[None, :]
-                    out = self._run(rgb(src[y:y + th, x:x + tw]), max_in)
-                    out *= weight[:, :, None]
-                    cols = slice(x * s, (x + tw) * s)
-                    acc[:, cols] += out
-                    wsum[:, cols] += weight
-                    del out
-                    bar.update()
-            store(slice(acc_top, h * s), acc[:h * s - acc_top] / wsum[:h * s - acc_top, :, None])
+            tile_rows(run, (h, w), s, t, self.overlap, store, blend=RAMP, done=bar.update)
         finally:
             bar.close()
 

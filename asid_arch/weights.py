@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Dict, Iterator, Optional, Union
 
 from .console import shown
-from .models.asid_model import PretrainedWeightsError
+from .utils.asid_errors import PretrainedWeightsError
 
 BASE_URL_ENV = 'ASID_WEIGHTS_BASE_URL'
 CACHE_DIR_ENV = 'ASID_WEIGHTS_DIR'

@@ -8,7 +8,7 @@ import yaml
 
 from asid_arch import ASID, asid, asid_d8, state_dict_from_reference, state_dict_to_reference, tile_forward
 from asid_arch.archs.asid_arch import SpatialAttention, attention_sources
-from asid_arch.tiling import tile_origins
+from asid_arch.utils.asid_tiling import tile_origins
 
 from conftest import read_reference_keys, shared_path
 

@@ -1,7 +1,7 @@
 """The drop-in kit in a BasicSR tree: BasicSR's own basicsr/train.py and basicsr/test.py, unchanged.
 
 The tree is a copy of the installed basicsr package (the 1.4.2 release, whose import needs the
-torchvision alias: the kit's arch file brings it). The kit goes in with ``asid-kit install``, as the
+torchvision alias: the kit's utils/asid_compat.py brings it). The kit goes in with ``asid-kit install``, as the
 README says; the processes run with the checkout alone on PYTHONPATH and never import ``asid_arch``.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from asid_arch.kit import KIT_FILES
 
 from helpers import REPO, make_tiny_data, run_module, write_yaml
 
@@ -42,7 +43,7 @@ def tree(tmp_path_factory):
     shutil.copytree(Path(basicsr.__file__).parent, root / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
     result = run_module('asid_arch.cli.kit', ['install', str(root)], root)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count('copied') == 3, result.stdout
+    assert result.stdout.count('copied') == len(KIT_FILES), result.stdout
     return root
 
 
@@ -197,7 +198,8 @@ def test_kit_copy_loaded_outside_sys_modules_warns_instead_of_crashing(tmp_path)
 
     copy = tmp_path / 'asid_arch_copy.py'
     copy.write_text((REPO / 'asid_arch' / 'archs' / 'asid_arch.py').read_text() + '\n# a changed copy\n')
-    spec = importlib.util.spec_from_file_location('asid_arch_copy_unregistered', copy)
+    # inside the package (its relative imports need one), under a name that is never put in sys.modules
+    spec = importlib.util.spec_from_file_location('asid_arch.archs.asid_arch_copy_unregistered', copy)
     module = importlib.util.module_from_spec(spec)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')

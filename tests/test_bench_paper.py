@@ -16,7 +16,7 @@ from helpers import write_images
 def prepared(tmp_path_factory):
     """A tiny ASID x2 (zero training steps) and two prepared x2 sets, one with a published figure (Urban100)
     and one without (Set5 has no traced ASID figure)."""
-    from asid_arch.archs import ASID
+    from asid_arch.archs.asid_arch import ASID
     from asid_arch.data.prepare import prepare_bench
 
     root = tmp_path_factory.mktemp('paper')

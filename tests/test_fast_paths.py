@@ -11,9 +11,10 @@ import torch.nn.functional as F
 
 from asid_arch import ASID
 from asid_arch.archs import asid_arch as arch
+from asid_arch.archs import asid_ops as ops
 from asid_arch.tuning import keep_freed_memory
 
-needs_onednn = pytest.mark.skipif(arch._ONEDNN_LINEAR is None, reason='this torch build has no oneDNN linear')
+needs_onednn = pytest.mark.skipif(ops._ONEDNN_LINEAR is None, reason='this torch build has no oneDNN linear')
 
 
 def grads(out: torch.Tensor, tensors, seed: int = 1):
@@ -30,13 +31,13 @@ def test_onednn_linear_matches_f_linear(bias):
     w = torch.randn(20, 36, requires_grad=True)
     b = torch.randn(20, requires_grad=True) if bias else None
     inputs = [x, w] + ([b] if bias else [])
-    assert arch._onednn_linear_applies(x, w)
-    fast, ref = arch.linear(x, w, b), F.linear(x, w, b)
+    assert ops._onednn_linear_applies(x, w)
+    fast, ref = ops.linear(x, w, b), F.linear(x, w, b)
     assert (fast - ref).abs().max().item() < 1e-5
     for g_fast, g_ref in zip(grads(fast, inputs), grads(ref, inputs)):
         assert (g_fast - g_ref).abs().max().item() < 1e-4 * max(1.0, g_ref.abs().max().item())
     with torch.no_grad():  # the fused GELU epilogue (inference only)
-        assert (arch.linear(x, w, b, gelu=True) - F.gelu(F.linear(x, w, b))).abs().max().item() < 1e-5
+        assert (ops.linear(x, w, b, gelu=True) - F.gelu(F.linear(x, w, b))).abs().max().item() < 1e-5
 
 
 @needs_onednn
@@ -51,20 +52,20 @@ def test_fused_residual_linear_matches_linear_plus_residual(bias):
     w = torch.randn(20, 36, requires_grad=True)
     b = torch.randn(20, requires_grad=True) if bias else None
     inputs = [x, w, r] + ([b] if bias else [])
-    fast, ref = arch.linear(x, w, b, residual=r), F.linear(x, w, b) + r
+    fast, ref = ops.linear(x, w, b, residual=r), F.linear(x, w, b) + r
     assert fast.grad_fn is not None and 'OneDNN' in type(fast.grad_fn).__name__
     assert (fast - ref).abs().max().item() < 1e-5
     for g_fast, g_ref in zip(grads(fast, inputs), grads(ref, inputs)):
         assert (g_fast - g_ref).abs().max().item() < 1e-4 * max(1.0, g_ref.abs().max().item())
     with torch.no_grad():
-        assert (arch.linear(x, w, b, residual=r) - ref).abs().max().item() < 1e-5
+        assert (ops.linear(x, w, b, residual=r) - ref).abs().max().item() < 1e-5
         # GELU then the residual (not fused together), and a residual that is not a contiguous NHWC view
-        assert (arch.linear(x, w, b, gelu=True, residual=r) - (F.gelu(F.linear(x, w, b)) + r)).abs().max().item() < 1e-5
+        assert (ops.linear(x, w, b, gelu=True, residual=r) - (F.gelu(F.linear(x, w, b)) + r)).abs().max().item() < 1e-5
         r_nchw = torch.randn(2, 20, 9, 11).permute(0, 2, 3, 1)
-        assert (arch.linear(x, w, b, residual=r_nchw) - (F.linear(x, w, b) + r_nchw)).abs().max().item() < 1e-5
+        assert (ops.linear(x, w, b, residual=r_nchw) - (F.linear(x, w, b) + r_nchw)).abs().max().item() < 1e-5
 
 
-@pytest.mark.skipif(not arch._FUSED_EPILOGUES, reason="this torch build's oneDNN has no fused epilogues")
+@pytest.mark.skipif(not ops._FUSED_EPILOGUES, reason="this torch build's oneDNN has no fused epilogues")
 @pytest.mark.parametrize('epilogue', ['none', 'gelu', 'multiply'])
 def test_fused_depthwise_conv_matches_conv_then_epilogue(epilogue):
     """The inference-only oneDNN depth-wise convolution with GELU or a product fused equals the plain ops;
@@ -80,9 +81,9 @@ def test_fused_depthwise_conv_matches_conv_then_epilogue(epilogue):
         y = F.conv2d(x, weight, b, padding=1, groups=c)
         return F.gelu(y) if gelu else y * other if multiply is not None else y
     with torch.no_grad():
-        assert (arch.depthwise_conv3x3(x, w, b, gelu, multiply) - plain(w)).abs().max().item() < 1e-5
+        assert (ops.depthwise_conv3x3(x, w, b, gelu, multiply) - plain(w)).abs().max().item() < 1e-5
     w.requires_grad_()
-    out, ref = arch.depthwise_conv3x3(x, w, b, gelu, multiply), plain(w)
+    out, ref = ops.depthwise_conv3x3(x, w, b, gelu, multiply), plain(w)
     assert (out - ref).abs().max().item() < 1e-5
     (g_out, ), (g_ref, ) = grads(out, [w]), grads(ref, [w])
     assert (g_out - g_ref).abs().max().item() < 1e-4 * max(1.0, g_ref.abs().max().item())
@@ -91,8 +92,8 @@ def test_fused_depthwise_conv_matches_conv_then_epilogue(epilogue):
 def test_fused_epilogues_are_probed_and_optional(monkeypatch):
     """The pinned torch has the fused calls; a build whose internal operators differ (a kit copy in another
     BasicSR environment) gets the plain operations, with the same values."""
-    if arch._ONEDNN_LINEAR is not None and torch.__version__.startswith('2.14.'):
-        assert arch._FUSED_EPILOGUES
+    if ops._ONEDNN_LINEAR is not None and torch.__version__.startswith('2.14.'):
+        assert ops._FUSED_EPILOGUES
 
     class Broken:  # an operator whose signature changed
         def __call__(self, *args):
@@ -100,23 +101,23 @@ def test_fused_epilogues_are_probed_and_optional(monkeypatch):
         binary = __call__
 
     with monkeypatch.context() as patch:
-        patch.setattr(arch, '_ONEDNN_CONV', Broken())
-        assert not arch._fused_epilogues_work()
+        patch.setattr(ops, '_ONEDNN_CONV', Broken())
+        assert not ops._fused_epilogues_work()
     torch.manual_seed(0)
     net = ASID(upscale=2, num_feat=16, num_blocks=1).eval()
     x = torch.rand(1, 3, 16, 24)
     with torch.no_grad():
         fused = net(x)
-        monkeypatch.setattr(arch, '_FUSED_EPILOGUES', False)
+        monkeypatch.setattr(ops, '_FUSED_EPILOGUES', False)
         plain = net(x)
     assert (fused - plain).abs().max().item() < 1e-5
 
 
 def test_linear_takes_the_portable_path_where_it_must():
     w = torch.randn(4, 3)
-    assert not arch._onednn_linear_applies(torch.randn(2, 3, dtype=torch.float64), w.double())
+    assert not ops._onednn_linear_applies(torch.randn(2, 3, dtype=torch.float64), w.double())
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        assert not arch._onednn_linear_applies(torch.randn(2, 3), w)
+        assert not ops._onednn_linear_applies(torch.randn(2, 3), w)
 
 
 @pytest.mark.parametrize('width', [12, 36, 48])
@@ -125,7 +126,7 @@ def test_layer_norm_gradients_match(width):
     x = torch.randn(2, 5, 7, width, dtype=torch.float64, requires_grad=True)
     w = (1 + 0.1 * torch.randn(width, dtype=torch.float64)).requires_grad_()
     b = (0.1 * torch.randn(width, dtype=torch.float64)).requires_grad_()
-    ours, ref = arch.layer_norm(x, w, b, 1e-5), F.layer_norm(x, (width, ), w, b, 1e-5)
+    ours, ref = ops.layer_norm(x, w, b, 1e-5), F.layer_norm(x, (width, ), w, b, 1e-5)
     assert (ours - ref).abs().max().item() < 1e-12
     for g_ours, g_ref in zip(grads(ours, (x, w, b)), grads(ref, (x, w, b))):
         assert (g_ours - g_ref).abs().max().item() < 1e-10

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import torch
 
-from asid_arch.models import asid_model
+from asid_arch.utils import asid_errors, asid_files, asid_weights
 
 from helpers import make_tiny_data, run_python, tiny_train_options, write_yaml
 
@@ -65,7 +65,7 @@ def test_checkpoint_that_cannot_be_written_stops_the_run(data, tmp_path):
     models = tmp_path / 'experiments' / 'nosave' / 'models'
     assert sorted(p.name for p in models.iterdir()) == ['net_g_3.pth']  # nothing half-written beside it
     assert set(torch.load(models / 'net_g_3.pth', weights_only=True)['params']) == set(
-        asid_model.read_weights(models / 'net_g_3.pth')[0])
+        asid_weights.read_weights(models / 'net_g_3.pth')[0])
 
 
 def test_kill_during_a_checkpoint_write_then_auto_resume(data, tmp_path):
@@ -101,11 +101,11 @@ def test_atomic_write_syncs_and_renames_and_keeps_the_old_file_on_failure(tmp_pa
         raise OSError(28, 'No space left on device')
 
     with pytest.raises(OSError, match='No space'):
-        asid_model.atomic_write(target, half_then_fail)
+        asid_files.atomic_write(target, half_then_fail)
     assert target.read_bytes() == b'old checkpoint' and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
     assert calls == []  # nothing synced or renamed for a failed write
 
-    asid_model.atomic_write(target, lambda f: f.write(b'new checkpoint'))
+    asid_files.atomic_write(target, lambda f: f.write(b'new checkpoint'))
     assert target.read_bytes() == b'new checkpoint' and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
     (_, synced), (_, src, dst) = calls
     assert synced == src and os.path.dirname(src) == str(tmp_path) and os.path.basename(src).startswith('.net_g_5.pth.')
@@ -132,7 +132,7 @@ def test_non_finite_loss_stops_before_the_step(data, tmp_path, bad):
     gt = torch.rand(1, 3, 32, 32)
     gt[0, 0, 3, 3] = bad  # the L1 loss becomes NaN or +inf
     model.feed_data({'lq': torch.rand(1, 3, 16, 16), 'gt': gt})
-    with pytest.raises(asid_model.TrainingDiverged, match=f'cri_pix became {float(abs(bad))}'):
+    with pytest.raises(asid_errors.TrainingDiverged, match=f'cri_pix became {float(abs(bad))}'):
         model.optimize_parameters(7)
     after = model.net_g.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # no optimizer step happened

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from asid_arch import ASID, tile_forward
-from asid_arch.archs import OmniSR
-from asid_arch.archs import asid_arch as arch
+from asid_arch.archs.omnisr_arch import OmniSR
+from asid_arch.archs import asid_ops as ops
 
 from conftest import GOLDEN, GOLDEN_FILES, REQUIRE_SHARED, shared_path
 
@@ -83,8 +83,8 @@ def test_float32_within_the_documented_error(name, mode, monkeypatch):
     mode the training kernels and their backward pass."""
     golden = torch.load(shared_path('golden', name), weights_only=True)
     net = build_for(name, golden).train(mode == 'train')
-    counter = FusedCallCounter(arch._ONEDNN_CONV)
-    monkeypatch.setattr(arch, '_ONEDNN_CONV', counter)
+    counter = FusedCallCounter(ops._ONEDNN_CONV)
+    monkeypatch.setattr(ops, '_ONEDNN_CONV', counter)
     for x_key, y_key in (('input', 'output'), ('input2', 'output2')):
         if x_key not in golden:
             continue
@@ -96,4 +96,4 @@ def test_float32_within_the_documented_error(name, mode, monkeypatch):
         if mode == 'train' and x_key == 'input' and 'grad_input' in golden:
             (out * golden['grad_weight'].float()).sum().backward()
             assert (lr.grad.double() - golden['grad_input']).abs().max().item() < FLOAT32_GRAD_TOL
-    assert (counter.calls > 0) == (mode == 'eval' and arch._FUSED_EPILOGUES)
+    assert (counter.calls > 0) == (mode == 'eval' and ops._FUSED_EPILOGUES)

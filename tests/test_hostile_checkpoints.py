@@ -22,9 +22,10 @@ import pytest
 import torch
 
 from asid_arch import ASID
-from asid_arch.checkpoint import PretrainedWeightsError, network_from_file, state_dict_from_file
+from asid_arch.checkpoint import network_from_file, state_dict_from_file
 from asid_arch.cli.sr import main as asid_sr
-from asid_arch.models import asid_model
+from asid_arch.utils import asid_errors
+from asid_arch.utils.asid_errors import PretrainedWeightsError
 
 from helpers import REPO, make_tiny_data, run_module, synthetic_image, tiny_train_options
 
@@ -319,15 +320,16 @@ def test_every_route_refuses_the_forged_file_without_touching_it(tmp_path, untou
         ds['phase'] = phase
     assert any('overlap' in p and str(path) in p for p in validate_options(opt))
     opt.update(is_train=False, dist=False, rank=0, world_size=1)
-    with pytest.raises(asid_model.PretrainedWeightsError, match='overlap'):
+    with pytest.raises(asid_errors.PretrainedWeightsError, match='overlap'):
         build_model(opt)
 
 
 def test_spandrel_route_checks_the_tensors_it_is_given(tmp_path, small_scans):
     """spandrel reads the file itself (torch.load); ASIDArch.load checks the tensors before touching them."""
     pytest.importorskip('spandrel')
-    import asid_arch.integrations.spandrel
     from spandrel import ModelLoader
+
+    import asid_arch.integrations.spandrel
 
     asid_arch.integrations.spandrel.install()
     path = save_zero_stride(tmp_path / 'huge.pth', 2**31)
@@ -386,7 +388,7 @@ def test_integer_weights_are_named(tmp_path, capsys, dtype):
         weights = {'path.pretrain_network_g': str(path), 'path.strict_load_g': strict}
         opt = tiny_train_options('i', data / 'train', data / 'valsrc', **weights)
         opt.update(is_train=False, dist=False, rank=0, world_size=1)
-        with pytest.raises(asid_model.PretrainedWeightsError, match=expected):
+        with pytest.raises(asid_errors.PretrainedWeightsError, match=expected):
             build_model(opt)
 
 
@@ -400,7 +402,7 @@ def test_torchscript_archive_is_named(tmp_path, capsys):
 @pytest.mark.parametrize('kind', ['folder', 'fifo', 'device'])
 def test_what_is_not_a_regular_file(tmp_path, capsys, kind):
     """A folder, /dev/null, a FIFO (which must not block: nobody writes to it) are named as what they are."""
-    from asid_arch.models.asid_model import resolve_variant_options
+    from asid_arch.utils.asid_weights import resolve_variant_options
 
     path = {'folder': tmp_path / 'w.pth', 'fifo': tmp_path / 'w.pth', 'device': Path(os.devnull)}[kind]
     if kind == 'folder':
@@ -466,7 +468,7 @@ def exported(tmp_path_factory):
     image, in a child process: ``(folder, result)``."""
     pytest.importorskip('onnxruntime', reason="the optional extra asid_arch[onnx] is not installed")
     pytest.importorskip('onnxscript', reason="the optional extra asid_arch[onnx] is not installed")
-    from asid_arch.archs.asid_arch import state_dict_to_reference
+    from asid_arch.archs.asid_layouts import state_dict_to_reference
 
     folder = tmp_path_factory.mktemp('onnx')
     scope = {}

@@ -21,7 +21,8 @@ from asid_arch import images as images_module
 from asid_arch.checkpoint import network_from_file
 from asid_arch.images import FrameInfo, png_chunks
 from asid_arch.cli.sr import main as asid_sr
-from asid_arch.inference import network_bytes, plan_memory, shift_up
+from asid_arch.inference import network_bytes, plan_memory
+from asid_arch.utils.asid_tiling import shift_up
 
 from helpers import synthetic_image
 

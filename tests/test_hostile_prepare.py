@@ -395,11 +395,11 @@ def test_disk_full_mid_run_is_one_line(tmp_path, capsys, monkeypatch):
     with space finishes it."""
     import errno
 
-    from asid_arch import fileio
+    from asid_arch import images
 
     hr, out = tmp_path / 'hr', tmp_path / 'out'
     write_images(hr, 2, size=(60, 70))
-    real, calls = fileio.imwrite_atomic, []
+    real, calls = images.imwrite_atomic, []
 
     def full(path, img, params=()):
         calls.append(path)
@@ -407,11 +407,11 @@ def test_disk_full_mid_run_is_one_line(tmp_path, capsys, monkeypatch):
             raise OSError(errno.ENOSPC, 'No space left on device')
         return real(path, img, params)
 
-    monkeypatch.setattr(fileio, 'imwrite_atomic', full)
+    monkeypatch.setattr(images, 'imwrite_atomic', full)
     code, _, err = train(hr, out, capsys)
     assert code == 1 and f'cannot write {calls[2]}: No space left on device' in err and 'Traceback' not in err
     assert err.strip().splitlines()[-1].startswith('asid-prepare train: stopped (1 written')
-    monkeypatch.setattr(fileio, 'imwrite_atomic', real)
+    monkeypatch.setattr(images, 'imwrite_atomic', real)
     assert train(hr, out, capsys)[0] == 0
     assert_lmdb_matches_folder(out / 't_HR_sub.lmdb', out / 't_HR_sub')
 

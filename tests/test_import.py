@@ -1,4 +1,4 @@
-"""Import order, the torchvision alias, and the single-file drop-in into a BasicSR tree."""
+"""Import order, the torchvision alias, and the kit dropped into a BasicSR tree."""
 from __future__ import annotations
 
 import shutil
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from asid_arch.kit import kit_files
+
 from conftest import REPO
 
-ARCH_FILE = REPO / 'asid_arch' / 'archs' / 'asid_arch.py'
 # What a BasicSR tree that imports with this torchvision would have done for itself:
 PREINSTALLED_ALIAS = ("import sys, torchvision.transforms.functional as f; "
                       "sys.modules['torchvision.transforms.functional_tensor'] = f; ")
@@ -37,8 +38,14 @@ def test_basicsr_first_then_package(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-KIT_FILES = [REPO / 'asid_arch' / 'archs' / 'asid_arch.py', REPO / 'asid_arch' / 'archs' / 'omnisr_arch.py',
-             REPO / 'asid_arch' / 'models' / 'asid_model.py']
+KIT = sorted(kit_files(REPO / 'asid_arch'))  # the kit's files, relative to the package (and to basicsr/)
+KIT_FILES = [REPO / 'asid_arch' / rel for rel in KIT]
+
+
+def drop_kit(tree: Path) -> None:
+    """The kit files copied into the BasicSR tree at ``tree``, each to its place in ``basicsr/``."""
+    for rel in KIT:
+        shutil.copy(REPO / 'asid_arch' / rel, tree / 'basicsr' / rel)
 
 
 @pytest.mark.parametrize('path', KIT_FILES, ids=lambda p: p.name)
@@ -48,25 +55,29 @@ def test_kit_files_import_only_torch_numpy_cv2_basicsr(path):
 
     tree = ast.parse(path.read_text())
     roots, relative = set(), set()
+    folder = path.parent.relative_to(REPO / 'asid_arch')
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             roots |= {alias.name.split('.')[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                relative.add(node.module)
+                base = Path(*folder.parts[:len(folder.parts) - node.level + 1], *(node.module or '').split('.'))
+                for alias in node.names:  # `from ..metrics import asid_metric` names a module, `from .x import y` x
+                    module = base / alias.name if (REPO / 'asid_arch' / base / f'{alias.name}.py').is_file() else base
+                    relative.add(module.with_suffix('.py').as_posix())
             else:
                 roots.add((node.module or '').split('.')[0])
     assert roots - set(sys.stdlib_module_names) <= {'torch', 'numpy', 'cv2', 'basicsr'}
-    assert relative <= {'asid_arch', 'archs.asid_arch'}  # siblings inside the kit
+    assert relative <= set(KIT)  # siblings inside the kit
 
 
 def test_drop_in_into_a_basicsr_tree(tmp_path):
-    """Copy BasicSR, drop the arch file into basicsr/archs/, build ASID from an option dict."""
+    """Copy BasicSR, drop the kit files into basicsr/, build ASID from an option dict."""
     import basicsr
 
     tree = tmp_path / 'checkout'
     shutil.copytree(Path(basicsr.__file__).parent, tree / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
-    shutil.copy(ARCH_FILE, tree / 'basicsr' / 'archs' / 'asid_arch.py')
+    drop_kit(tree)
     code = (PREINSTALLED_ALIAS + 'import torch; from basicsr.archs import build_network; '
             "net = build_network({'type': 'ASID', 'upscale': 3, 'num_blocks': 3}); "
             "assert type(net).__module__ == 'basicsr.archs.asid_arch', type(net).__module__; "
@@ -78,12 +89,12 @@ def test_drop_in_into_a_basicsr_tree(tmp_path):
 
 
 def test_drop_in_and_package_together(tmp_path):
-    """The package imported after a BasicSR tree that already has the file: no double registration."""
+    """The package imported after a BasicSR tree that already has the kit: no double registration."""
     import basicsr
 
     tree = tmp_path / 'checkout'
     shutil.copytree(Path(basicsr.__file__).parent, tree / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
-    shutil.copy(ARCH_FILE, tree / 'basicsr' / 'archs' / 'asid_arch.py')
+    drop_kit(tree)
     code = (PREINSTALLED_ALIAS + "import basicsr, asid_arch.archs; from basicsr.archs import build_network; "
             "print(type(build_network({'type': 'ASID'})).__name__)")
     result = run_python(code, tmp_path, f'{tree}:{REPO}')

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from asid_arch import ASID, state_dict_to_reference
-from asid_arch.checkpoint import PretrainedWeightsError, detect_config, network_from_file, state_dict_from_file
+from asid_arch.checkpoint import detect_config, network_from_file, state_dict_from_file
 from asid_arch.cli.sr import main as asid_sr
+from asid_arch.utils.asid_errors import PretrainedWeightsError
 
 from helpers import synthetic_image
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from asid_arch import ASID
-from asid_arch.archs.asid_arch import detect_variant, state_dict_to_reference
+from asid_arch.archs.asid_layouts import detect_variant, state_dict_to_reference
 from asid_arch.checkpoint import network_from_file
 from asid_arch.cli.sr import main as asid_sr
-from asid_arch.models.asid_model import match_weights
+from asid_arch.utils.asid_weights import match_weights
 
 from conftest import shared_path
 from helpers import synthetic_image
@@ -180,7 +180,7 @@ def test_spandrel_loads_neosr_golden_variants(spandrel_loader, tmp_path):
 
 
 def test_spandrel_loads_the_package_omnisr_keys(spandrel_loader, tmp_path):
-    from asid_arch.archs import OmniSR
+    from asid_arch.archs.omnisr_arch import OmniSR
 
     torch.manual_seed(0)
     net = OmniSR(upscale=4).eval()
@@ -223,7 +223,7 @@ def test_neosr_finetune_option_file(tmp_path):
 def test_auto_variant_options_follow_the_pretrained_weights(tmp_path, name):
     """network_g: position_bias/channel_attention: auto -> what pretrain_network_g's weights tell, so the
     strict load and the option check pass for every neosr variant."""
-    from asid_arch.models.asid_model import resolve_variant_options
+    from asid_arch.utils.asid_weights import resolve_variant_options
     from asid_arch.pipeline.options_check import _check_pretrained
 
     g, path = neosr_checkpoint(tmp_path, name)
@@ -238,7 +238,7 @@ def test_auto_variant_options_follow_the_pretrained_weights(tmp_path, name):
 
 
 def test_auto_without_pretrained_weights_is_the_paper_and_plain_asid_refuses_it():
-    from asid_arch.models.asid_model import resolve_variant_options
+    from asid_arch.utils.asid_weights import resolve_variant_options
 
     opt = {'network_g': {'type': 'ASID', 'position_bias': 'auto', 'channel_attention': 'auto'}, 'path': {}}
     resolve_variant_options(opt)

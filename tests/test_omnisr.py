@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asid_arch.archs import OmniSR, omnisr_state_dict_from_reference, omnisr_state_dict_to_reference
+from asid_arch.archs.omnisr_arch import OmniSR, omnisr_state_dict_from_reference, omnisr_state_dict_to_reference
 
 from conftest import read_reference_keys, shared_path
 

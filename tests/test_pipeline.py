@@ -74,7 +74,7 @@ def metrics_computed_here(checkpoint, opt, tile) -> dict:
     from basicsr.utils import img2tensor, tensor2img
 
     from asid_arch import ASID, tile_forward
-    from asid_arch.metrics import calculate_psnr_matlab
+    from asid_arch.metrics.asid_metric import calculate_psnr_matlab
 
     net = ASID(**{k: v for k, v in opt['network_g'].items() if k != 'type'}).eval()
     net.load_state_dict(torch.load(checkpoint, weights_only=True)['params'])

@@ -102,7 +102,7 @@ def test_bicubic_baseline_set5(tmp_path, scale, expected):
 
     The published figures use MATLAB's convention (Y rounded to uint8): ``calculate_psnr_matlab``.
     """
-    from asid_arch.metrics import calculate_psnr_matlab
+    from asid_arch.metrics.asid_metric import calculate_psnr_matlab
 
     hr = shared_path('datasets', 'benchmark', 'Set5', 'HR')
     prepare_bench([hr], tmp_path, [scale])

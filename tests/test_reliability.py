@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from asid_arch import ASID, images
-from asid_arch.checkpoint import PretrainedWeightsError, state_dict_from_file
+from asid_arch.checkpoint import state_dict_from_file
 from asid_arch.cli.prepare import main as asid_prepare
-from asid_arch.images import apply_orientation, read_picture
 from asid_arch.cli.sr import main as asid_sr
-from asid_arch.models import asid_model
+from asid_arch.images import apply_orientation, read_picture
+from asid_arch.utils import asid_errors, asid_files
+from asid_arch.utils.asid_errors import PretrainedWeightsError
 
 from helpers import make_tiny_data, run_module, synthetic_image, tiny_train_options, write_images, write_yaml
 
@@ -43,17 +44,17 @@ def data(tmp_path_factory):
 
 
 def test_save_failure_raises_after_retries(tmp_path, monkeypatch):
-    monkeypatch.setattr(asid_model, 'SAVE_RETRY_DELAY_S', 0)
+    monkeypatch.setattr(asid_files, 'SAVE_RETRY_DELAY_S', 0)
     blocker = tmp_path / 'file'
     blocker.write_text('x')
-    with pytest.raises(asid_model.CheckpointSaveError, match='tried 3 times'):
-        asid_model.save_checkpoint({'a': torch.zeros(1)}, blocker / 'net_g_1.pth')
+    with pytest.raises(asid_errors.CheckpointSaveError, match='tried 3 times'):
+        asid_files.save_checkpoint({'a': torch.zeros(1)}, blocker / 'net_g_1.pth')
 
 
 def test_written_files_get_normal_permissions(tmp_path):
     old = os.umask(0o022)
     try:
-        asid_model.save_checkpoint({'a': torch.zeros(1)}, tmp_path / 'x.pth')
+        asid_files.save_checkpoint({'a': torch.zeros(1)}, tmp_path / 'x.pth')
     finally:
         os.umask(old)
     assert (tmp_path / 'x.pth').stat().st_mode & 0o777 == 0o644
@@ -62,7 +63,7 @@ def test_written_files_get_normal_permissions(tmp_path):
 def test_stale_temporaries_are_removed(tmp_path):
     (tmp_path / '.net_g_5.pth.abc.tmp').write_bytes(b'half')
     (tmp_path / 'net_g_4.pth').write_bytes(b'keep')
-    assert [p.name for p in asid_model.remove_stale_temporaries(tmp_path)] == ['.net_g_5.pth.abc.tmp']
+    assert [p.name for p in asid_files.remove_stale_temporaries(tmp_path)] == ['.net_g_5.pth.abc.tmp']
     assert [p.name for p in tmp_path.iterdir()] == ['net_g_4.pth']
 
 
@@ -183,7 +184,7 @@ def test_model_load_network_reports_bad_weights(data, tmp_path):
     for name in ('missing_key.pth', 'evil.pth', 'omnisr.pth'):
         opt = tiny_train_options('m', data / 'train', data / 'valsrc', **{'path.pretrain_network_g': str(files[name])})
         opt.update(is_train=False, dist=False, rank=0, world_size=1)
-        with pytest.raises(asid_model.PretrainedWeightsError, match=re.escape(EXPECTED_MESSAGES[name])):
+        with pytest.raises(asid_errors.PretrainedWeightsError, match=re.escape(EXPECTED_MESSAGES[name])):
             build_model(opt)
     assert not (tmp_path / 'executed').exists()
 
@@ -319,7 +320,7 @@ def test_tiles_are_blended_without_seams(tmp_path, model_file):
     """Tiled inference vs the whole image: blending leaves far smaller jumps in the column means at tile
     boundaries than averaging the overlaps (the reference protocol), and stays close to the whole image."""
     from asid_arch.checkpoint import network_from_file
-    from asid_arch.tiling import tile_forward
+    from asid_arch.utils.asid_tiling import tile_forward
 
     rgb = synthetic_image(150, 170, 7)
     cv2.imwrite(str(tmp_path / 'a.png'), rgb)

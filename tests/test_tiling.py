@@ -15,7 +15,8 @@ import torch
 import yaml
 
 from asid_arch.models import asid_model
-from asid_arch.tiling import tile_forward
+from asid_arch.utils import asid_tiling
+from asid_arch.utils.asid_tiling import tile_forward
 
 from helpers import REPO
 
@@ -64,7 +65,7 @@ def test_protocol_defaults_everywhere():
     """64 px tiles overlapping by 24: tile_forward's defaults, ASIDModel's, and every test option file's."""
     params = inspect.signature(tile_forward).parameters
     assert (params['tile'].default, params['overlap'].default) == (PROTOCOL_TILE, PROTOCOL_OVERLAP)
-    assert (asid_model.DEFAULT_TILE, asid_model.DEFAULT_OVERLAP) == (PROTOCOL_TILE, PROTOCOL_OVERLAP)
+    assert (asid_tiling.PROTOCOL_TILE, asid_tiling.PROTOCOL_OVERLAP) == (PROTOCOL_TILE, PROTOCOL_OVERLAP)
     files = sorted((REPO / 'options' / 'test').rglob('*.yml'))
     assert files
     for path in files:

@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from asid_arch.models import asid_model
-from asid_arch.models.asid_model import ASIDModel, autocast_dtype, compile_arguments
+from asid_arch.models.asid_model import ASIDModel
+from asid_arch.utils import asid_precision
+from asid_arch.utils.asid_precision import autocast_dtype, compile_arguments
 from asid_arch.pipeline.options_check import validate_options
 
 from helpers import make_tiny_data, run_module, tiny_train_options, write_yaml
@@ -98,7 +99,7 @@ def test_option_checks_find_bad_speed_options(tmp_path):
 
 def test_fp16_grad_scaler_state_survives_a_resume(tmp_path, monkeypatch):
     """CPU stands in for CUDA (autocast fp16 and GradScaler both run on the CPU)."""
-    monkeypatch.setattr(asid_model, 'FP16_DEVICE_TYPES', ('cuda', 'cpu'))
+    monkeypatch.setattr(asid_precision, 'FP16_DEVICE_TYPES', ('cuda', 'cpu'))
     opt = model_options(tmp_path, amp='fp16')
     model = ASIDModel(copy.deepcopy(opt))
     assert model.scaler.is_enabled()

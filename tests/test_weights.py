@@ -16,7 +16,8 @@ import cv2
 import pytest
 import torch
 
-from asid_arch.archs.asid_arch import asid, asid_d8, state_dict_to_reference
+from asid_arch.archs.asid_arch import asid, asid_d8
+from asid_arch.archs.asid_layouts import state_dict_to_reference
 from asid_arch.archs.omnisr_arch import OmniSR
 from asid_arch.models.asid_model import PretrainedWeightsError
 from asid_arch.weights import (BASE_URL_ENV, CACHE_DIR_ENV, RELEASED, WeightsDownloadError, fetch, released,

@@ -1,6 +1,3 @@
-"""Architectures registered in BasicSR's ``ARCH_REGISTRY`` on import."""
-from .asid_arch import ASID, asid, asid_d8, state_dict_from_reference, state_dict_to_reference
-from .omnisr_arch import OmniSR, omnisr_state_dict_from_reference, omnisr_state_dict_to_reference
-
-__all__ = ['ASID', 'asid', 'asid_d8', 'state_dict_from_reference', 'state_dict_to_reference', 'OmniSR',
-           'omnisr_state_dict_from_reference', 'omnisr_state_dict_to_reference']
+"""Architectures (kit files): importing this package registers ASID, ASID-D8 and Omni-SR in BasicSR's
+``ARCH_REGISTRY`` (the network files install the torchvision alias BasicSR 1.4.2 needs first)."""
+from . import asid_arch, omnisr_arch  # noqa: F401  (registration)

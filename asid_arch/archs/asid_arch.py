@@ -2,65 +2,50 @@
 
 Park, Soh, Cho, AAAI 2025 (arXiv 2501.15774).
 
-This file is self-contained: it imports only ``torch`` and ``basicsr``, so it can be copied into
-``basicsr/archs/`` of a BasicSR checkout, where BasicSR's arch scanner imports and registers it
-(``network_g: {type: ASID, upscale: 2, num_blocks: 3}``).
+Kit file: copied into ``basicsr/archs/`` of a BasicSR checkout by ``asid-kit install`` (with its siblings
+``asid_ops.py``, ``asid_layouts.py`` and ``../utils/asid_compat.py``), where BasicSR's arch scanner imports
+and registers it (``network_g: {type: ASID, upscale: 2, num_blocks: 3}``). It imports only torch, basicsr
+and those kit files, relatively, so it works in both trees.
 
-Paper pieces and where they live here (``C`` features, ``c = C/4`` distilled channels):
+The file reads top-down in the paper's order (``C`` features, ``c = C/4`` distilled channels):
 
-* Information Distillation Block (IDB) ........ :class:`IDB`
+* the network, ``F0 = Conv3x3(x)``, N IDBs, ``Conv3x3 + F0``, pixel shuffle ... :class:`ASID`
+* attention sharing, as data: which SAM computes ``A`` and which re-uses it ... :func:`attention_sources`
+* Information Distillation Block (IDB) ......................................... :class:`IDB`
   three calculation units ``LM -> SAM_meso -> SAM_global`` with channel split and distillation,
   then :class:`CAM`, ``Conv1x1`` + residual and :class:`ESA`.
-* Local module (MBConv, expansion 1) ........... :class:`LocalModule`
-* Spatial self-attention (SAM) ................. :class:`SpatialAttention` (token mixing),
-  :class:`SAMBlock` (``x + Attn(LN(x)); x + GDFN(LN2d(x))``)
-* Attention sharing ........................... ``A`` computed by SAMs of the first IDB and
-  re-used (``out = A (v W_v)``) by the SAM at the same position of every later IDB.
-* Channel self-attention (CAM) ................. :class:`ChannelAttention`, :class:`CAM`
-* Enhanced spatial attention ................... :class:`ESA`
+* Local module (MBConv, expansion 1) ........................................... :class:`LocalModule`
+* Spatial self-attention (SAM) ................. :class:`SAMBlock` (``x + Attn(LN(x)); x + GDFN(LN2d(x))``),
+  :class:`SpatialAttention` (token mixing; a sharing layer applies ``out = A (v W_v)``), the meso and
+  global partitions (:func:`window_partition`, :func:`grid_partition`)
+* Channel self-attention (CAM) ...................... :class:`CAM`, :class:`ChannelAttentionBlock`,
+  :class:`ChannelAttention`
+* GDFN and LayerNorm2d (in SAM and CAM) ............................ :class:`GDFN`, :class:`LayerNorm2d`
+* Enhanced spatial attention ................................................... :class:`ESA`
+* input padding and checks ........................................ :func:`pad_input`, :func:`check_input`
+
+The CPU fast paths the layers call (oneDNN kernels, fused epilogues, autograd functions) are in
+``asid_ops.py``; they step aside for tracing, scripting, ``torch.compile``, export, autocast and float64,
+which see only standard PyTorch operations. Checkpoint key layouts and variant detection are in
+``asid_layouts.py``.
 
 All tensors are NCHW unless a docstring says otherwise; NHWC token maps are written ``(B, H, W, C)``.
 """
 from __future__ import annotations
 
 import contextlib
-import filecmp
-import importlib
-import importlib.util
-import inspect
-import re
-import sys
-import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_LEGACY_TORCHVISION = 'torchvision.transforms.functional_tensor'
+from ..utils.asid_compat import register_once, source_file_of  # first: installs the torchvision alias
 
+from basicsr.utils.registry import ARCH_REGISTRY  # after the alias
 
-def install_torchvision_alias() -> None:
-    """Make ``import torchvision.transforms.functional_tensor`` work (idempotent, nothing on disk changed).
-
-    ``basicsr==1.4.2`` (PyPI) imports that private module, which torchvision removed in 0.17; its only
-    use there is ``rgb_to_grayscale``, which lives on in ``torchvision.transforms.functional``. This runs
-    when this file is imported: BasicSR imports its ``archs`` before its ``data`` package, so a copy of
-    this file in ``basicsr/archs/`` makes the 1.4.2 tree importable too.
-    """
-    if _LEGACY_TORCHVISION in sys.modules:
-        return
-    try:
-        if importlib.util.find_spec(_LEGACY_TORCHVISION) is not None:
-            return
-    except ModuleNotFoundError:  # torchvision itself is missing: basicsr will say so
-        return
-    sys.modules[_LEGACY_TORCHVISION] = importlib.import_module('torchvision.transforms.functional')
-
-
-install_torchvision_alias()
-
-from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402  (after the alias)
+from .asid_layouts import is_reference_layout, state_dict_from_reference
+from .asid_ops import PointwiseConv, TokenLayerNorm, depthwise_conv3x3, layer_norm, linear
 
 # ----------------------------------------------------------------------------------------------
 # Named constants of the released configurations
@@ -82,42 +67,6 @@ ATTN_SHARING_MODES = ('across', 'intra', 'none')
 CHANNEL_ATTENTION_MODES = ('temperature', 'sdpa')
 
 
-class KitCopyWarning(UserWarning):
-    """Two copies of a kit file register the same name and their contents differ."""
-
-
-def register_once(registry, obj, source_file: str):
-    """``registry.register(obj)`` that tolerates a second copy of the same kit file.
-
-    When a kit file is both dropped into a BasicSR checkout and imported from the installed
-    ``asid_arch`` package, the first copy imported keeps the name. If the two files differ (one of
-    them is outdated), a :class:`KitCopyWarning` says which file is used and which is ignored.
-    """
-    name = obj.__name__
-    if name not in registry:
-        registry.register(obj)
-        return obj
-    used = source_file_of(registry.get(name)) or '?'
-    try:
-        same = filecmp.cmp(used, source_file, shallow=False)
-    except OSError:
-        same = False
-    if not same:
-        warnings.warn(f'{name} is registered from {used}; {source_file} differs from that file and is not used '
-                      '(update the copy in the BasicSR checkout with `asid-kit install`)', KitCopyWarning,
-                      stacklevel=2)
-    return obj
-
-
-def source_file_of(obj) -> Optional[str]:
-    """The file defining ``obj``; None when Python cannot tell (a module loaded from a spec and never put in
-    ``sys.modules``)."""
-    try:
-        return inspect.getsourcefile(obj)
-    except TypeError:
-        return None
-
-
 def register_arch(cls: type) -> type:
     """``@ARCH_REGISTRY.register()`` through :func:`register_once`."""
     return register_once(ARCH_REGISTRY, cls, source_file_of(cls) or __file__)
@@ -126,802 +75,6 @@ def register_arch(cls: type) -> type:
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
-
-
-# ----------------------------------------------------------------------------------------------
-# Partitions (NHWC token maps <-> groups of P*P tokens)
-# ----------------------------------------------------------------------------------------------
-def window_partition(x: Tensor, p: int) -> Tensor:
-    """Meso partition. ``(B, H, W, C) -> (B * H/p * W/p, p*p, C)``.
-
-    Token ``(i, j)`` of window ``(X, Y)`` is pixel ``(p*X + i, p*Y + j)``; tokens row-major in (i, j).
-    """
-    b, h, w, c = x.shape
-    x = x.view(b, h // p, p, w // p, p, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, p * p, c)
-
-
-def window_reverse(tokens: Tensor, p: int, b: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`window_partition`. ``(B * H/p * W/p, p*p, C) -> (B, H, W, C)``."""
-    c = tokens.shape[-1]
-    return tokens.view(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
-
-
-def grid_partition(x: Tensor, g: int) -> Tensor:
-    """Global partition. ``(B, H, W, C) -> (B * H/g * W/g, g*g, C)``.
-
-    With ``h = H/g`` and ``w = W/g``, token ``(i, j)`` of group ``(X, Y)`` is pixel
-    ``(i*h + X, j*w + Y)``: g*g tokens spread over the whole image, ``h`` rows and ``w`` columns apart.
-    """
-    b, hh, ww, c = x.shape
-    x = x.view(b, g, hh // g, g, ww // g, c).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(-1, g * g, c)
-
-
-def grid_reverse(tokens: Tensor, g: int, b: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`grid_partition`. ``(B * H/g * W/g, g*g, C) -> (B, H, W, C)``."""
-    c = tokens.shape[-1]
-    return tokens.view(b, h // g, w // g, g, g, c).permute(0, 3, 1, 4, 2, 5).reshape(b, h, w, c)
-
-
-def window_reverse_add(x: Tensor, tokens: Tensor, p: int) -> Tensor:
-    """``x + window_reverse(tokens)`` for a contiguous ``(B, H, W, C)`` ``x``, without first copying the
-    tokens back into image order (the addition reads them through a permuted view)."""
-    b, h, w, c = x.shape
-    out = x.view(b, h // p, p, w // p, p, c) + tokens.view(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5)
-    return out.reshape(b, h, w, c)
-
-
-def grid_reverse_add(x: Tensor, tokens: Tensor, g: int) -> Tensor:
-    """``x + grid_reverse(tokens)`` for a contiguous ``(B, H, W, C)`` ``x`` (see :func:`window_reverse_add`)."""
-    b, h, w, c = x.shape
-    out = x.view(b, g, h // g, g, w // g, c) + tokens.view(b, h // g, w // g, g, g, c).permute(0, 3, 1, 4, 2, 5)
-    return out.reshape(b, h, w, c)
-
-
-_PARTITIONS = {'meso': (window_partition, window_reverse_add), 'global': (grid_partition, grid_reverse_add)}
-
-
-def pad_amounts(n: Union[int, torch.SymInt], p: int) -> Tuple[Union[int, torch.SymInt], Union[int, torch.SymInt]]:
-    """``(edge, zero)``: the rows (or columns) :func:`pad_input` adds to a side of ``n >= 1`` px.
-
-    Integer arithmetic with no comparison: where ``n`` is symbolic (``torch.export``, the ONNX export,
-    ``torch.compile(dynamic=True)``) the graph keeps the whole rule for every size instead of the
-    branch its example input took (an exported graph that only zero-pads crashes onnxruntime with
-    SIGFPE on inputs of 8 px and less)."""
-    largest_tiny = p * (-(-MIN_PADDED_SIZE // p) - 1)  # largest side whose zero padding gives under 16 px (8 for p=8)
-    tiny = (2 * largest_tiny) // (n + largest_tiny)  # 1 for 1 <= n <= largest_tiny, else 0
-    edge = tiny * (MIN_PADDED_SIZE - n)
-    return edge, (p - (n + edge) % p) % p
-
-
-def pad_input(x: Tensor, p: int) -> Tensor:
-    """Zero-pad bottom/right to a multiple of ``p`` (the reference). A side whose padded size would
-    be under 16 px (too small for ESA; the reference crashes there) is first edge-padded to 16 px."""
-    edge_h, zero_h = pad_amounts(x.shape[-2], p)
-    edge_w, zero_w = pad_amounts(x.shape[-1], p)
-    if not (isinstance(edge_h, int) and isinstance(edge_w, int)) or edge_h or edge_w:  # eager: only where needed
-        x = F.pad(x, (0, edge_w, 0, edge_h), mode='replicate')
-    return F.pad(x, (0, zero_w, 0, zero_h))
-
-
-def check_input(x: Tensor, channels: int, name: str) -> None:
-    """A clear error for inputs the network cannot take: it wants ``(B, channels, H, W)`` floating point
-    (RGB in [0, 1]) with ``H, W >= 1``."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f'{name} expects a torch.Tensor (B, {channels}, H, W), got {type(x).__name__}')
-    if x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(f'{name} expects a (B, {channels}, H, W) tensor, got shape {tuple(x.shape)}')
-    if not x.is_floating_point():
-        raise TypeError(f'{name} expects a floating-point tensor with values in [0, 1], got {x.dtype} '
-                        '(for uint8 images use x.float() / 255)')
-    if x.numel() == 0:
-        raise ValueError(f'{name} got an empty input of shape {tuple(x.shape)}: batch, height and width must be >= 1')
-
-
-def relative_position_index(p: int) -> Tensor:
-    """``(p*p, p*p)`` index into a ``(2p-1)^2`` bias table: ``(i_m - i_n + p-1)(2p-1) + (j_m - j_n + p-1)``."""
-    coords = torch.stack(torch.meshgrid(torch.arange(p), torch.arange(p), indexing='ij')).flatten(1)  # (2, p*p)
-    rel = coords[:, :, None] - coords[:, None, :] + (p - 1)  # (2, p*p, p*p)
-    return rel[0] * (2 * p - 1) + rel[1]
-
-
-# ----------------------------------------------------------------------------------------------
-# Shared pieces
-# ----------------------------------------------------------------------------------------------
-def _onednn_kernel(name: str):
-    """oneDNN's CPU operator ``torch.ops.mkldnn.<name>`` when this torch build has it, else None."""
-    try:
-        return getattr(torch.ops.mkldnn, name) if torch.backends.mkldnn.is_available() else None
-    except (AttributeError, RuntimeError):
-        return None
-
-
-_ONEDNN_LINEAR = _onednn_kernel('_linear_pointwise')  # matrix product with a fused epilogue
-_ONEDNN_CONV = _onednn_kernel('_convolution_pointwise')  # convolution with a fused epilogue
-
-
-def _eager_cpu(x: Tensor) -> bool:
-    """Where this file's hand-made CPU paths may run: an eager CPU tensor outside autocast. Tracing,
-    scripting, torch.compile and export see only standard PyTorch operations."""
-    return (x.device.type == 'cpu' and not torch.is_autocast_enabled('cpu') and not torch.jit.is_scripting()
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
-
-
-def _onednn_linear_applies(x: Tensor, weight: Tensor) -> bool:
-    """oneDNN linear for eager CPU float32 only: float64 (the golden checks), autocast, CUDA, tracing,
-    scripting, torch.compile and export all take ``F.linear``."""
-    return _ONEDNN_LINEAR is not None and x.dtype == torch.float32 and weight.dtype == torch.float32 and _eager_cpu(x)
-
-
-def _fused_epilogues_work() -> bool:
-    """Whether oneDNN's fused calls made below (linear + residual, depth-wise convolution + GELU or
-    product) exist in this torch build and give the plain operations' values: tried once on tiny
-    tensors, since these internal operators and their signatures differ between torch versions."""
-    if _ONEDNN_LINEAR is None or _ONEDNN_CONV is None:
-        return False
-    try:
-        cpu32 = {'device': 'cpu', 'dtype': torch.float32}  # whatever defaults the importer set
-        x = torch.rand(1, 4, 5, 5, **cpu32).contiguous(memory_format=torch.channels_last)
-        w, w_dw, nhwc, same = torch.rand(4, 4, **cpu32), torch.rand(4, 1, 3, 3, **cpu32), x.permute(0, 2, 3, 1), [1, 1]
-        conv = F.conv2d(x, w_dw, padding=1, groups=4)
-        pairs = [(_ONEDNN_LINEAR.binary(nhwc, nhwc, w, None, 'add'), F.linear(nhwc, w) + nhwc),
-                 (_ONEDNN_CONV(x, w_dw, None, same, same, same, 4, 'gelu', [], 'none'), F.gelu(conv)),
-                 (_ONEDNN_CONV.binary(x, x, w_dw, None, same, same, same, 4, 'mul', None, None, [], None), conv * x)]
-        return all(torch.allclose(fast, plain, atol=1e-5) for fast, plain in pairs)
-    except (AttributeError, RuntimeError, TypeError):
-        return False
-
-
-_FUSED_EPILOGUES = _fused_epilogues_work()
-
-
-def _needs_grad(*tensors: Optional[Tensor]) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-class _OneDNNLinear(torch.autograd.Function):
-    """``F.linear`` (plus a ``residual``, added in the same pass) with oneDNN's forward and
-    input-gradient kernels (MKL's ``mm`` for the weight gradient)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor]) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        if residual is None:
-            return _ONEDNN_LINEAR(x, weight, bias, 'none', [], '')
-        return _ONEDNN_LINEAR.binary(x, residual, weight, bias, 'add')
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
-        x, weight = ctx.saved_tensors
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _ONEDNN_LINEAR(grad, weight.t().contiguous(), None, 'none', [], '')
-        if ctx.needs_input_grad[1]:
-            grad_weight = grad.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
-        return grad_x, grad_weight, grad_bias, (grad if ctx.needs_input_grad[3] else None)
-
-
-def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, gelu: bool = False,
-           residual: Optional[Tensor] = None) -> Tensor:
-    """``F.linear(x, weight, bias)`` over the last axis, then exact GELU if ``gelu``, then ``+ residual``.
-
-    On the CPU in float32 this runs oneDNN's matrix product (faster than the default ``mm`` for these
-    tall, narrow shapes) with the residual addition fused into it, and the GELU too when no gradient
-    is needed; the results agree with ``F.linear`` to float32 rounding. Other cases take ``F.linear``.
-    """
-    fuse_residual = _FUSED_EPILOGUES and residual is not None and not gelu and residual.is_contiguous()
-    if not _onednn_linear_applies(x, weight):
-        y = F.linear(x, weight, bias)
-    elif _needs_grad(x, weight, bias, residual):
-        y = _OneDNNLinear.apply(x, weight, bias, residual if fuse_residual else None)
-        if fuse_residual:
-            return y
-    elif fuse_residual:
-        return _ONEDNN_LINEAR.binary(x, residual, weight, bias, 'add')
-    else:
-        y = _ONEDNN_LINEAR(x, weight, bias, 'gelu' if gelu else 'none', [], 'none' if gelu else '')
-        gelu = False  # applied by the kernel
-    y = F.gelu(y) if gelu else y
-    return y if residual is None else y + residual
-
-
-def depthwise_conv3x3(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, gelu: bool = False,
-                      multiply: Optional[Tensor] = None) -> Tensor:
-    """``F.conv2d(x, weight, bias, padding=1, groups=C)``, then exact GELU if ``gelu``, then ``* multiply``.
-
-    ``(B, C, H, W) -> (B, C, H, W)``. At inference on the CPU in float32 (no gradient needed) the GELU or
-    the product is fused into oneDNN's convolution: one pass over the feature map fewer.
-    """
-    groups = x.shape[1]
-    fused = (_FUSED_EPILOGUES and x.dtype == torch.float32 and _eager_cpu(x)
-             and not _needs_grad(x, weight, bias, multiply) and not (gelu and multiply is not None)
-             and x.is_contiguous(memory_format=torch.channels_last)
-             and (multiply is None or multiply.is_contiguous(memory_format=torch.channels_last)))
-    if fused and multiply is not None:
-        return _ONEDNN_CONV.binary(x, multiply, weight, bias, [1, 1], [1, 1], [1, 1], groups, 'mul', None, None, [],
-                                   None)
-    if fused:
-        return _ONEDNN_CONV(x, weight, bias, [1, 1], [1, 1], [1, 1], groups, 'gelu' if gelu else 'none', [],
-                            'none' if gelu else '')
-    y = F.conv2d(x, weight, bias, padding=1, groups=groups)
-    y = F.gelu(y) if gelu else y
-    return y if multiply is None else y * multiply
-
-
-class PointwiseConv(nn.Conv2d):
-    """1x1 convolution computed as one matrix product over the channels of an NHWC view.
-
-    Same parameters (and state-dict keys) as ``nn.Conv2d(in, out, 1)``; on the CPU this is several
-    times faster than the convolution kernels for these shapes. ``(B, in, H, W) -> (B, out, H, W)``,
-    returned as an NCHW view of channels_last memory. ``gelu=True`` applies exact GELU to the result.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
-        super().__init__(in_channels, out_channels, 1, bias=bias)
-
-    def forward(self, x: Tensor, gelu: bool = False, residual: Optional[Tensor] = None) -> Tensor:
-        """``Conv1x1(x)``, then GELU if ``gelu``, then ``+ residual`` (``(B, out, H, W)``), fused where it pays."""
-        res = None if residual is None else residual.permute(0, 2, 3, 1)
-        return linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias, gelu, res).permute(0, 3, 1, 2)
-
-
-# ATen's CPU LayerNorm backward is fast for the weight/bias gradients only when the normalised width
-# is a multiple of this (its float vector length); other widths (the SAMs' 36, 24, 12) take ours.
-LN_FAST_WEIGHT_GRAD_MULTIPLE = 16
-
-
-class _LayerNormFunction(torch.autograd.Function):
-    """``F.layer_norm`` over the last axis whose backward gets the input gradient from ATen's kernel
-    and the weight/bias gradients from two column sums (same values, several times faster for
-    widths that are not a multiple of :data:`LN_FAST_WEIGHT_GRAD_MULTIPLE`)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-        out, mean, rstd = torch.native_layer_norm(x, weight.shape, weight, bias, eps)
-        ctx.save_for_backward(x, weight, bias, mean, rstd)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], None]:
-        x, weight, bias, mean, rstd = ctx.saved_tensors
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.native_layer_norm_backward(grad, x, weight.shape, mean, rstd, weight, bias,
-                                                               [True, False, False])[0]
-        rows = grad.reshape(-1, grad.shape[-1])
-        if ctx.needs_input_grad[1]:
-            x_hat = torch.addcmul(-mean * rstd, x, rstd)  # (x - mean) * rstd
-            grad_weight = (rows * x_hat.reshape(rows.shape)).sum(0)
-        if ctx.needs_input_grad[2]:
-            grad_bias = rows.sum(0)
-        return grad_x, grad_weight, grad_bias, None
-
-
-def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-    """``F.layer_norm(x, (d,), weight, bias, eps)`` over the last axis (see :class:`_LayerNormFunction`)."""
-    slow_weight_grad = x.shape[-1] % LN_FAST_WEIGHT_GRAD_MULTIPLE != 0
-    if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and _eager_cpu(x):
-        return _LayerNormFunction.apply(x, weight, bias, eps)
-    return F.layer_norm(x, weight.shape, weight, bias, eps)
-
-
-class TokenLayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm(d)`` (same parameters) over the last axis of token maps, via :func:`layer_norm`."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return layer_norm(x, self.weight, self.bias, self.eps)
-
-
-class LayerNorm2d(nn.Module):
-    """Per-pixel LayerNorm over channels (biased variance, eps 1e-6, affine). ``(B, C, H, W) -> same``."""
-
-    def __init__(self, dim: int, eps: float = LN2D_EPS) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        return layer_norm(x.permute(0, 2, 3, 1), self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
-
-
-class GDFN(nn.Module):
-    """Gated depth-wise feed-forward network. ``(B, d, H, W) -> (B, d, H, W)``.
-
-    ``Conv1x1(d -> 2d) -> DWConv3x3 -> (a, b) halves -> GELU(a) * b -> Conv1x1(d -> d)``, no biases.
-    Both operations before the split act per output channel, so each half is computed on its own
-    from its slice of the weights: no strided halves in the forward pass, no concatenation in the
-    backward pass, same parameters and results.
-    """
-
-    def __init__(self, dim: int, expansion: int = FFN_EXPANSION) -> None:
-        super().__init__()
-        hidden = dim * expansion // 2
-        self.hidden = hidden
-        self.project_in = PointwiseConv(dim, hidden * 2, bias=False)
-        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
-        self.project_out = PointwiseConv(hidden, dim, bias=False)
-
-    def _half(self, x: Tensor, half: slice, gelu: bool = False, multiply: Optional[Tensor] = None) -> Tensor:
-        y = linear(x, self.project_in.weight[half].flatten(1)).permute(0, 3, 1, 2)
-        return depthwise_conv3x3(y, self.dwconv.weight[half], gelu=gelu, multiply=multiply)
-
-    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
-        """``GDFN(x)``, plus ``residual`` if given (added in the output projection's pass)."""
-        x = x.permute(0, 2, 3, 1)  # NHWC view
-        gate = self._half(x, slice(0, self.hidden), gelu=True)  # GELU(a)
-        return self.project_out(self._half(x, slice(self.hidden, 2 * self.hidden), multiply=gate), residual=residual)
-
-
-class SqueezeExcitation(nn.Module):
-    """Channel gate: ``x * sigmoid(W2 SiLU(W1 mean_hw(x)))``, no biases. ``(B, h, H, W) -> same``."""
-
-    def __init__(self, dim: int, reduction: int = SE_REDUCTION) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, dim // reduction, bias=False)
-        self.fc2 = nn.Linear(dim // reduction, dim, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate = torch.sigmoid(self.fc2(F.silu(self.fc1(x.mean(dim=(2, 3))))))
-        return x * gate[:, :, None, None]
-
-
-class LocalModule(nn.Module):
-    """LM: MBConv with expansion 1. ``(B, h, H, W) -> (B, h, H, W)``.
-
-    ``x + Conv1x1(SE(GELU(DWConv3x3(GELU(Conv1x1(x))))))``, convolutions with bias.
-    """
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.conv_in = PointwiseConv(dim, dim)
-        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.se = SqueezeExcitation(dim)
-        self.conv_out = PointwiseConv(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = depthwise_conv3x3(self.conv_in(x, gelu=True), self.dwconv.weight, self.dwconv.bias, gelu=True)
-        return self.conv_out(self.se(y), residual=x)
-
-
-class ESA(nn.Module):
-    """Enhanced spatial attention. ``(B, C, H, W) -> (B, C, H, W)``; needs ``H, W >= 15``.
-
-    ``m = sigmoid(Conv1x1(up(Conv3x3(maxpool7s3(Conv3x3s2(c1)))) + Conv1x1(c1)))``, ``c1 = Conv1x1(x)``;
-    returns ``x * m``.
-    """
-
-    def __init__(self, dim: int, esa_channels: int) -> None:
-        super().__init__()
-        f = esa_channels
-        self.squeeze = PointwiseConv(dim, f)
-        self.skip = PointwiseConv(f, f)
-        self.down = nn.Conv2d(f, f, 3, stride=2, padding=0)
-        self.refine = nn.Conv2d(f, f, 3, padding=1)
-        self.expand = PointwiseConv(f, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        c1 = self.squeeze(x)
-        m = F.max_pool2d(self.down(c1), kernel_size=ESA_POOL_KERNEL, stride=ESA_POOL_STRIDE)
-        m = F.interpolate(self.refine(m), size=x.shape[-2:], mode='bilinear', align_corners=False)
-        return x * torch.sigmoid(self.expand(self.skip(c1, residual=m)))
-
-
-# ----------------------------------------------------------------------------------------------
-# Spatial self-attention (SAM) with attention sharing
-# ----------------------------------------------------------------------------------------------
-class SpatialAttention(nn.Module):
-    """Self-attention inside groups of ``P*P`` tokens. Works on token groups ``(N, P*P, d)``.
-
-    A *computing* layer (``compute=True``) owns ``qkv``, the relative-position bias table and
-    returns its attention ``A = softmax(q k^T / sqrt(d_head) + B)`` of shape ``(N, heads, P*P, P*P)``.
-    A *sharing* layer owns only ``v`` and applies an ``A`` computed elsewhere: ``out = proj(A v)``.
-    Both return ``out = proj(A v)``, shape ``(N, P*P, d)``.
-    """
-
-    def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1, compute: bool = True,
-                 position_bias: bool = True) -> None:
-        super().__init__()
-        _check(dim % num_heads == 0, f'attention width {dim} is not divisible by num_heads={num_heads}')
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim**-0.5
-        self.compute = compute
-        # With one head the output projection commutes with the token mixing, A (x Wv^T) Wp^T =
-        # A x (Wp Wv)^T, so it is folded into the value weights: one matrix product fewer per layer
-        # (set False to run the literal ``proj(A v)``, e.g. to count the architecture's MACs).
-        self.fold_proj = num_heads == 1
-        self.position_bias = position_bias and compute
-        if compute:
-            self.qkv = nn.Linear(dim, dim * 3, bias=False)
-        if self.position_bias:
-            self.rel_pos_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1)**2, num_heads))
-            self.register_buffer('rel_pos_index', relative_position_index(window_size), persistent=False)
-        if not compute:
-            self.v = nn.Linear(dim, dim, bias=False)
-        self.proj = nn.Linear(dim, dim, bias=False)
-
-    def _heads(self, t: Tensor) -> Tensor:
-        n, tokens, _ = t.shape
-        return t.view(n, tokens, self.num_heads, self.head_dim).transpose(1, 2)
-
-    def forward(self, tokens: Tensor, attn: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        n, t, d = tokens.shape
-        fold_proj = self.fold_proj and self.num_heads == 1
-        if self.compute:
-            w_q, w_k, w_v = self.qkv.weight.chunk(3)
-            if fold_proj:
-                w_v = self.proj.weight @ w_v
-            # the 1/sqrt(d_head) scale rides on the query weights
-            qkv = linear(tokens, torch.cat((w_q * self.scale, w_k, w_v)))
-            q, k, v = qkv.view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            q, k = q.reshape(-1, t, self.head_dim), k.reshape(-1, t, self.head_dim).transpose(1, 2)
-            if self.position_bias:
-                bias = self.rel_pos_bias_table[self.rel_pos_index].permute(2, 0, 1)  # (heads, T, T)
-                logits = torch.baddbmm(bias.expand(n, -1, -1, -1).reshape(-1, t, t), q, k)
-            else:
-                logits = torch.bmm(q, k)
-            attn = torch.softmax(logits, dim=-1).view(n, self.num_heads, t, t)
-        else:
-            if attn is None:
-                raise ValueError('a sharing SpatialAttention layer needs the attention of its computing layer')
-            v = self._heads(linear(tokens, self.proj.weight @ self.v.weight if fold_proj else self.v.weight))
-        out = (attn @ v).transpose(1, 2).reshape(n, t, d)
-        return (out if fold_proj else linear(out, self.proj.weight)), attn
-
-
-class SAMBlock(nn.Module):
-    """SAM: ``x = x + Attn(LN(x))`` over meso windows or the global grid, then ``x = x + GDFN(LN2d(x))``.
-
-    ``(B, d, H, W) -> (B, d, H, W)`` with ``H, W`` multiples of the window size. ``forward`` also
-    returns the attention it used (computed here or received), ``(B * H*W/P^2, heads, P*P, P*P)``.
-    """
-
-    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
-                 compute: bool = True, position_bias: bool = True) -> None:
-        super().__init__()
-        _check(partition in _PARTITIONS, f"partition must be 'meso' or 'global', got {partition!r}")
-        self.partition = partition
-        self.window_size = window_size
-        self.norm_attn = TokenLayerNorm(dim, eps=SAM_LN_EPS)
-        self.attn = SpatialAttention(dim, window_size, num_heads, compute, position_bias)
-        self.norm_ffn = LayerNorm2d(dim)
-        self.ffn = GDFN(dim)
-
-    def forward(self, x: Tensor, attn: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        split, merge_add = _PARTITIONS[self.partition]
-        tokens = x.permute(0, 2, 3, 1)  # (B, H, W, d), contiguous: x is channels_last
-        out, attn = self.attn(split(self.norm_attn(tokens), self.window_size), attn)
-        x = merge_add(tokens, out, self.window_size).permute(0, 3, 1, 2)
-        return self.ffn(self.norm_ffn(x), residual=x), attn
-
-
-# ----------------------------------------------------------------------------------------------
-# Channel self-attention (CAM)
-# ----------------------------------------------------------------------------------------------
-class ChannelAttention(nn.Module):
-    """Transposed (channel) attention inside pixel groups. ``(B, C, H, W) -> (B, C, H, W)``.
-
-    ``q, k, v = DWConv3x3(Conv1x1(x))``; per group and head, q and k are ``d x T`` matrices,
-    L2-normalised along T; ``A = softmax(q k^T * tau)`` is ``d x d``; ``out = Conv1x1(A v)``.
-    ``partition='meso'``: groups are P x P windows (T = P^2). ``partition='grid'``: group (p, q) holds
-    the pixels at offset (p, q) of every window (T = HW / P^2).
-
-    ``mode='temperature'`` (the paper): ``tau`` is the learned temperature. ``mode='sdpa'`` (neosr's
-    default ``flash_attn=True``): ``tau = 1/sqrt(T)`` (scaled_dot_product_attention's own scale; for the
-    grid it depends on the image size), the temperature is kept but unused, and ``A v`` is computed
-    without gradient as neosr does, so only ``proj`` learns in this branch.
-    """
-
-    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
-                 mode: str = 'temperature') -> None:
-        super().__init__()
-        _check(partition in ('meso', 'grid'), f"partition must be 'meso' or 'grid', got {partition!r}")
-        _check(dim % num_heads == 0, f'channel attention width {dim} is not divisible by num_heads={num_heads}')
-        _check(mode in CHANNEL_ATTENTION_MODES, f'channel_attention must be one of {CHANNEL_ATTENTION_MODES}, '
-               f'got {mode!r}')
-        self.partition = partition
-        self.window_size = window_size
-        self.num_heads = num_heads
-        self.mode = mode
-        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv = PointwiseConv(dim, dim * 3, bias=False)
-        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=False)
-        self.proj = PointwiseConv(dim, dim, bias=False)
-
-    def attend(self, x: Tensor) -> Tensor:
-        """``A v`` for every group, back in image order: ``(B, C, H, W) -> (B, H, W, C)`` (NHWC)."""
-        b, c, h, w = x.shape
-        p, heads, d = self.window_size, self.num_heads, c // self.num_heads
-        # token-major groups (N, T, 3C): one copy that moves whole interleaved q|k|v pixel vectors
-        # (a q/k/v-major copy is ~10x slower); q, k and v stay strided views of it
-        qkv = self.qkv_dwconv(self.qkv(x)).permute(0, 2, 3, 1).reshape(b, h // p, p, w // p, p, 3 * c)
-        if self.partition == 'meso':  # groups (b, X, Y), tokens (i, j)
-            tokens = qkv.permute(0, 1, 3, 2, 4, 5).reshape(-1, p * p, 3 * c)
-        else:  # groups (b, i, j), tokens (X, Y)
-            tokens = qkv.permute(0, 2, 4, 1, 3, 5).reshape(-1, (h // p) * (w // p), 3 * c)
-        n, t = tokens.shape[:2]
-        q, k, v = (part.view(n, t, heads, d).transpose(1, 2) for part in tokens.split(c, dim=-1))  # (N, heads, T, d)
-        # q_hat^T k_hat with L2-normalised columns = (q^T k) / (|q_i| |k_j|): no normalised copies
-        # (square-sum-sqrt: an order of magnitude faster than linalg.vector_norm over this strided axis)
-        q_norm = q.square().sum(-2).sqrt().clamp_min(L2_EPS)  # (N, heads, d)
-        k_norm = k.square().sum(-2).sqrt().clamp_min(L2_EPS)
-        cosine = (q.transpose(-2, -1) @ k) / (q_norm[..., :, None] * k_norm[..., None, :])
-        if self.mode == 'sdpa':
-            # 1/sqrt(T) from a reduction over the token axis, so that traced and exported graphs keep it
-            # a function of the input size instead of a constant of the example's
-            scale = torch.ones_like(q[:1, :1, :, :1]).sum(-2).rsqrt()
-        else:
-            scale = self.temperature
-        attn = torch.softmax(cosine * scale, dim=-1)  # (N, heads, d, d)
-        out = (v @ attn.transpose(-2, -1)).transpose(1, 2)  # (A v)^T: (N, T, heads, d)
-        if self.partition == 'meso':
-            out = out.reshape(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5)
-        else:
-            out = out.reshape(b, p, p, h // p, w // p, c).permute(0, 3, 1, 4, 2, 5)
-        return out.reshape(b, h, w, c)
-
-    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
-        """``proj(A v)``, plus ``residual`` if given (added in the projection's pass)."""
-        with torch.no_grad() if self.mode == 'sdpa' else contextlib.nullcontext():
-            out = self.attend(x)
-        return self.proj(out.permute(0, 3, 1, 2), residual=residual)
-
-
-class ChannelAttentionBlock(nn.Module):
-    """``x = x + CA(LN2d(x)); x = x + GDFN(LN2d(x))``. ``(B, C, H, W) -> (B, C, H, W)``."""
-
-    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
-                 mode: str = 'temperature') -> None:
-        super().__init__()
-        self.norm_attn = LayerNorm2d(dim)
-        self.attn = ChannelAttention(dim, partition, window_size, num_heads, mode)
-        self.norm_ffn = LayerNorm2d(dim)
-        self.ffn = GDFN(dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.attn(self.norm_attn(x), residual=x)
-        return self.ffn(self.norm_ffn(x), residual=x)
-
-
-class CAM(nn.Module):
-    """Channel attention module: meso-window then grid channel attention, each with its GDFN.
-
-    ``x += CA_meso(LN2d(x)); x += GDFN(LN2d(x)); x += CA_grid(LN2d(x)); x += GDFN(LN2d(x))``.
-    ``(B, C, H, W) -> (B, C, H, W)``.
-    """
-
-    def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1, mode: str = 'temperature') -> None:
-        super().__init__()
-        self.meso = ChannelAttentionBlock(dim, 'meso', window_size, num_heads, mode)
-        self.grid = ChannelAttentionBlock(dim, 'grid', window_size, num_heads, mode)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.grid(self.meso(x))
-
-
-# ----------------------------------------------------------------------------------------------
-# Information distillation block
-# ----------------------------------------------------------------------------------------------
-class IDB(nn.Module):
-    """Information distillation block. ``(B, C, H, W) -> (B, C, H, W)``.
-
-    ``out = ESA(Conv1x1(Body(x)) + x)``. Body = three calculation units then :class:`CAM`. Unit ``u``
-    (input width ``h_u`` = C, 3c, 2c):
-
-    * ``y = LM(x)``; ``loc = y[:, :c]``; ``z = SAM_global(SAM_meso(y[:, c:]))``  (channel split)
-    * units 1, 2: ``y = Conv1x1(cat(z, loc))``; distilled ``r_u = y[:, :c]``; ``y[:, c:]`` goes on
-    * unit 3: ``Conv1x1(cat(r1, r2, z, loc))`` back to C channels.
-
-    Ablations: ``channel_split=False`` lets the SAMs see the whole LM output (``z`` alone is fused);
-    ``distillation=False`` gives the serial baseline ``3 x (LM, SAM_meso, SAM_global)`` on C channels.
-
-    ``attn_sources`` has one entry per SAM (order meso1, global1, meso2, global2, meso3, global3):
-    ``None`` makes that SAM compute its own attention, an integer ``k`` makes it re-use the k-th
-    attention computed in the network so far (the ``attns`` list passed through ``forward``).
-    """
-
-    def __init__(self, num_feat: int, window_size: int = WINDOW_SIZE, attn_sources: Sequence[Optional[int]] = (None, ) * 6,
-                 channel_split: bool = True, distillation: bool = True, esa_channels: int = ESA_MIN_CHANNELS,
-                 position_bias: bool = True, channel_attention: str = 'temperature') -> None:
-        super().__init__()
-        _check(len(attn_sources) == 6, 'an IDB has six SAMs: attn_sources needs six entries')
-        c = num_feat // DISTILL_RATIO
-        self.distill_channels = c
-        self.channel_split = channel_split
-        self.distillation = distillation
-        self.attn_sources = list(attn_sources)
-        unit_widths = (num_feat, 3 * c, 2 * c) if distillation else (num_feat, ) * 3
-        split = c if (channel_split and distillation) else 0
-        sam_widths = [width - split for width in unit_widths]
-        self.lm1, self.lm2, self.lm3 = (LocalModule(width) for width in unit_widths)
-        sams = []
-        for unit, width in enumerate(sam_widths):
-            for part, partition in enumerate(('meso', 'global')):
-                compute = attn_sources[2 * unit + part] is None
-                sams.append(SAMBlock(width, partition, window_size, compute=compute, position_bias=position_bias))
-        self.sam_meso1, self.sam_global1, self.sam_meso2, self.sam_global2, self.sam_meso3, self.sam_global3 = sams
-        if distillation:
-            self.fuse1 = PointwiseConv(unit_widths[0], unit_widths[0])
-            self.fuse2 = PointwiseConv(unit_widths[1], unit_widths[1])
-            self.fuse3 = PointwiseConv(num_feat, num_feat)
-        self.cam = CAM(num_feat, window_size, mode=channel_attention)
-        self.conv_out = PointwiseConv(num_feat, num_feat)
-        self.esa = ESA(num_feat, esa_channels)
-
-    def _sams(self, x: Tensor, unit: int, attns: List[Tensor]) -> Tensor:
-        """SAM_global(SAM_meso(x)) of one unit; appends the attention it computes to ``attns``."""
-        for part, sam in enumerate((getattr(self, f'sam_meso{unit + 1}'), getattr(self, f'sam_global{unit + 1}'))):
-            source = self.attn_sources[2 * unit + part]
-            x, attn = sam(x, None if source is None else attns[source])
-            if source is None:
-                attns.append(attn)
-        return x
-
-    def _unit(self, x: Tensor, unit: int, attns: List[Tensor]) -> Tuple[Tensor, Tensor]:
-        """LM, channel split and SAMs of one calculation unit: returns ``(z, loc)``."""
-        y = getattr(self, f'lm{unit + 1}')(x)
-        if not self.channel_split:
-            return self._sams(y, unit, attns), y[:, :0]
-        c = self.distill_channels
-        loc, rest = y.split((c, y.shape[1] - c), dim=1)  # split, not slicing: its backward is one concatenation
-        return self._sams(rest, unit, attns), loc
-
-    def forward(self, x: Tensor, attns: List[Tensor]) -> Tensor:
-        c = self.distill_channels
-        if self.distillation:
-            z, loc = self._unit(x, 0, attns)
-            r1, y = self.fuse1(torch.cat((z, loc), dim=1)).split((c, x.shape[1] - c), dim=1)
-            z, loc = self._unit(y, 1, attns)
-            r2, y = self.fuse2(torch.cat((z, loc), dim=1)).split((c, y.shape[1] - c), dim=1)
-            z, loc = self._unit(y, 2, attns)
-            body = self.fuse3(torch.cat((r1, r2, z, loc), dim=1))
-        else:
-            body = x
-            for unit in range(3):
-                body = self._sams(getattr(self, f'lm{unit + 1}')(body), unit, attns)
-        return self.esa(self.conv_out(self.cam(body), residual=x))
-
-
-def attention_sources(num_blocks: int, attn_sharing: str) -> List[List[Optional[int]]]:
-    """Per IDB and SAM: ``None`` (compute) or the index of the shared attention in the network's list.
-
-    ``'across'`` (ASID): IDB 0 computes a1..a6, SAM k of every later IDB re-uses a_k.
-    ``'intra'``: in every IDB, unit 1 computes (meso, global); units 2 and 3 re-use them.
-    ``'none'``: every SAM computes its own attention.
-    """
-    _check(attn_sharing in ATTN_SHARING_MODES, f'attn_sharing must be one of {ATTN_SHARING_MODES}, got {attn_sharing!r}')
-    if attn_sharing == 'none':
-        return [[None] * 6 for _ in range(num_blocks)]
-    if attn_sharing == 'across':
-        return [[None] * 6] + [list(range(6)) for _ in range(num_blocks - 1)]
-    return [[None, None] + [2 * k, 2 * k + 1] * 2 for k in range(num_blocks)]
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoint key layouts: released checkpoints <-> this file
-# ----------------------------------------------------------------------------------------------
-# (released suffix, project suffix) inside the pieces shared with Omni-SR
-LM_NAME_PARTS = (('fn.0.', 'conv_in.'), ('fn.2.', 'dwconv.'), ('fn.4.gate.1.', 'se.fc1.'), ('fn.4.gate.3.', 'se.fc2.'),
-                 ('fn.5.', 'conv_out.'))
-ATTN_NAME_PARTS = (('to_qkv.', 'qkv.'), ('to_v.', 'v.'), ('to_out.0.', 'proj.'), ('rel_pos_bias.weight',
-                                                                                   'rel_pos_bias_table'))
-CA_NAME_PARTS = (('project_out.', 'proj.'), ('', ''))
-
-
-def _idb_name_pairs() -> List[Tuple[str, str]]:
-    """(released name, project name) prefixes inside one IDB, e.g. ``SLA1.attn.to_qkv.`` <-> ``sam_meso1.attn.qkv.``."""
-    sam_parts = [('norm.', 'norm_attn.'), ('cnorm.', 'norm_ffn.'), ('gfn.', 'ffn.')]
-    sam_parts += [(f'attn.{ref}', f'attn.{ours}') for ref, ours in ATTN_NAME_PARTS]
-    pairs = []
-    for u in (1, 2, 3):
-        pairs += [(f'LB{u}.net.{ref}', f'lm{u}.{ours}') for ref, ours in LM_NAME_PARTS]
-        for ref_sam, our_sam in (('SLA', 'sam_meso'), ('SGA', 'sam_global')):
-            pairs += [(f'{ref_sam}{u}.{ref}', f'{our_sam}{u}.{ours}') for ref, ours in sam_parts]
-        pairs.append((f'pw{u}.', f'fuse{u}.'))
-    for k, part in ((1, 'meso'), (2, 'grid')):
-        pairs += [(f'BlockC.canorm{k}.', f'cam.{part}.norm_attn.'), (f'BlockC.cnorm{k}.', f'cam.{part}.norm_ffn.'),
-                  (f'BlockC.gfn{k}.', f'cam.{part}.ffn.')]
-        pairs += [(f'BlockC.cttn{k}.{ref}', f'cam.{part}.attn.{ours}') for ref, ours in CA_NAME_PARTS]
-    return pairs
-
-
-IDB_NAME_PAIRS = _idb_name_pairs()
-ESA_NAME_PAIRS = [('esa.conv1.', 'esa.squeeze.'), ('esa.conv_f.', 'esa.skip.'), ('esa.conv2.', 'esa.down.'),
-                  ('esa.conv3.', 'esa.refine.'), ('esa.conv4.', 'esa.expand.'), ('res_end.', 'conv_out.')]
-TOP_NAME_PAIRS = [('input.', 'conv_first.'), ('output.', 'conv_after_body.'), ('up.0.', 'upsampler.0.')]
-_REFERENCE_BLOCK = re.compile(r'block(\d+)\.(residual_layer\.(?:0\.)?)?')
-_PROJECT_BLOCK = re.compile(r'blocks\.(\d+)\.')
-
-
-def rename_prefix(name: str, pairs: Sequence[Tuple[str, str]], reverse: bool = False) -> str:
-    """Replace the longest matching prefix of ``name`` (``pairs`` are (released, project); ``reverse`` swaps)."""
-    best = None
-    for ref, ours in pairs:
-        old, new = (ours, ref) if reverse else (ref, ours)
-        if name.startswith(old) and (best is None or len(old) > len(best[0])):
-            best = (old, new)
-    return name if best is None else best[1] + name[len(best[0]):]
-
-
-def is_reference_layout(state_dict: Mapping[str, Tensor]) -> bool:
-    """True for the key layout of the authors' released checkpoints (``block0.residual_layer.0...``)."""
-    return any(_REFERENCE_BLOCK.match(key) for key in state_dict)
-
-
-def state_dict_from_reference(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-    """Released-checkpoint keys -> project keys. Keys that match no rule are kept (strict loading names them)."""
-    converted = {}
-    for key, value in state_dict.items():
-        match = _REFERENCE_BLOCK.match(key)
-        if match is None:
-            new = rename_prefix(key, TOP_NAME_PAIRS)
-        else:
-            pairs = IDB_NAME_PAIRS if match.group(2) else ESA_NAME_PAIRS
-            new = f'blocks.{match.group(1)}.' + rename_prefix(key[match.end():], pairs)
-        converted[new] = value
-    return converted
-
-
-def state_dict_to_reference(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-    """Project keys -> released-checkpoint keys (the released ASID: attention computed in IDB 0)."""
-    converted = {}
-    for key, value in state_dict.items():
-        match = _PROJECT_BLOCK.match(key)
-        if match is None:
-            new = rename_prefix(key, TOP_NAME_PAIRS, reverse=True)
-        else:
-            block, rest = match.group(1), key[match.end():]
-            if rest.startswith(('esa.', 'conv_out.')):
-                new = f'block{block}.' + rename_prefix(rest, ESA_NAME_PAIRS, reverse=True)
-            else:
-                body = 'residual_layer.0.' if block == '0' else 'residual_layer.'
-                new = f'block{block}.{body}' + rename_prefix(rest, IDB_NAME_PAIRS, reverse=True)
-        converted[new] = value
-    return converted
-
-
-# ----------------------------------------------------------------------------------------------
-# Variants: what the weights tell
-# ----------------------------------------------------------------------------------------------
-POSITION_BIAS_KEY = re.compile(r'(blocks\.\d+\.sam_(meso|global)\d\.attn\.rel_pos_bias_table'
-                               r'|block\d+\.residual_layer\.0\.S[LG]A\d\.attn\.rel_pos_bias\.weight)$')
-TEMPERATURE_KEY = re.compile(r'(blocks\.\d+\.cam\.(meso|grid)\.attn\.temperature'
-                             r'|block\d+\.residual_layer\.(0\.)?BlockC\.cttn\d\.temperature)$')
-
-
-def temperatures_untouched(state_dict: Mapping[str, Tensor]) -> bool:
-    """Every channel-attention temperature is exactly 1.0 (its initial value)."""
-    temps = [v for k, v in state_dict.items() if TEMPERATURE_KEY.match(k)]
-    return bool(temps) and all(bool((t == 1).all()) for t in temps)
-
-
-def detect_variant(state_dict: Mapping[str, Tensor]) -> Dict[str, object]:
-    """``position_bias`` and ``channel_attention`` as far as ASID weights (either layout) tell them.
-
-    No bias tables: trained without position bias (neosr's ``pe=False``). Channel temperatures all
-    exactly 1.0 *and* no bias tables: neosr's defaults (its ``flash_attn=True`` never reads, so never
-    trains, the temperature), so ``channel_attention='sdpa'``. With bias tables present, temperatures
-    of exactly 1.0 say nothing certain (an untrained network has them too): ``'temperature'`` is
-    assumed (callers let the user state ``'sdpa'``).
-    """
-    has_bias = any(POSITION_BIAS_KEY.match(k) for k in state_dict)
-    sdpa = temperatures_untouched(state_dict) and not has_bias
-    return {'position_bias': has_bias, 'channel_attention': 'sdpa' if sdpa else 'temperature'}
-
-
-def variant_name(position_bias: bool, channel_attention: str) -> str:
-    """Human words for a variant: 'the paper's', 'neosr defaults', ..."""
-    if position_bias and channel_attention == 'temperature':
-        return "paper (position bias, learned temperature)"
-    if not position_bias and channel_attention == 'sdpa':
-        return 'neosr defaults (no position bias, SDPA channel attention)'
-    return (f'{"position bias" if position_bias else "no position bias"}, '
-            f'{"SDPA channel attention" if channel_attention == "sdpa" else "learned temperature"}')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1016,3 +169,501 @@ def asid(upscale: int = 2, **kwargs) -> ASID:
 def asid_d8(upscale: int = 2, **kwargs) -> ASID:
     """ASID-D8 as released: 8 IDBs, 48 channels (732,146 / 738,641 / 747,734 parameters at x2 / x3 / x4)."""
     return ASID(upscale=upscale, num_feat=48, num_blocks=8, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention sharing, as data
+# ----------------------------------------------------------------------------------------------
+def attention_sources(num_blocks: int, attn_sharing: str) -> List[List[Optional[int]]]:
+    """Per IDB and SAM: ``None`` (compute) or the index of the shared attention in the network's list.
+
+    ``'across'`` (ASID): IDB 0 computes a1..a6, SAM k of every later IDB re-uses a_k.
+    ``'intra'``: in every IDB, unit 1 computes (meso, global); units 2 and 3 re-use them.
+    ``'none'``: every SAM computes its own attention.
+    """
+    _check(attn_sharing in ATTN_SHARING_MODES,
+           f'attn_sharing must be one of {ATTN_SHARING_MODES}, got {attn_sharing!r}')
+    if attn_sharing == 'none':
+        return [[None] * 6 for _ in range(num_blocks)]
+    if attn_sharing == 'across':
+        return [[None] * 6] + [list(range(6)) for _ in range(num_blocks - 1)]
+    return [[None, None] + [2 * k, 2 * k + 1] * 2 for k in range(num_blocks)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Information distillation block
+# ----------------------------------------------------------------------------------------------
+class IDB(nn.Module):
+    """Information distillation block. ``(B, C, H, W) -> (B, C, H, W)``.
+
+    ``out = ESA(Conv1x1(Body(x)) + x)``. Body = three calculation units then :class:`CAM`. Unit ``u``
+    (input width ``h_u`` = C, 3c, 2c):
+
+    * ``y = LM(x)``; ``loc = y[:, :c]``; ``z = SAM_global(SAM_meso(y[:, c:]))``  (channel split)
+    * units 1, 2: ``y = Conv1x1(cat(z, loc))``; distilled ``r_u = y[:, :c]``; ``y[:, c:]`` goes on
+    * unit 3: ``Conv1x1(cat(r1, r2, z, loc))`` back to C channels.
+
+    Ablations: ``channel_split=False`` lets the SAMs see the whole LM output (``z`` alone is fused);
+    ``distillation=False`` gives the serial baseline ``3 x (LM, SAM_meso, SAM_global)`` on C channels.
+
+    ``attn_sources`` has one entry per SAM (order meso1, global1, meso2, global2, meso3, global3):
+    ``None`` makes that SAM compute its own attention, an integer ``k`` makes it re-use the k-th
+    attention computed in the network so far (the ``attns`` list passed through ``forward``).
+    """
+
+    def __init__(self, num_feat: int, window_size: int = WINDOW_SIZE,
+                 attn_sources: Sequence[Optional[int]] = (None, ) * 6, channel_split: bool = True,
+                 distillation: bool = True, esa_channels: int = ESA_MIN_CHANNELS,
+                 position_bias: bool = True, channel_attention: str = 'temperature') -> None:
+        super().__init__()
+        _check(len(attn_sources) == 6, 'an IDB has six SAMs: attn_sources needs six entries')
+        c = num_feat // DISTILL_RATIO
+        self.distill_channels = c
+        self.channel_split = channel_split
+        self.distillation = distillation
+        self.attn_sources = list(attn_sources)
+        unit_widths = (num_feat, 3 * c, 2 * c) if distillation else (num_feat, ) * 3
+        split = c if (channel_split and distillation) else 0
+        sam_widths = [width - split for width in unit_widths]
+        self.lm1, self.lm2, self.lm3 = (LocalModule(width) for width in unit_widths)
+        sams = []
+        for unit, width in enumerate(sam_widths):
+            for part, partition in enumerate(('meso', 'global')):
+                compute = attn_sources[2 * unit + part] is None
+                sams.append(SAMBlock(width, partition, window_size, compute=compute, position_bias=position_bias))
+        self.sam_meso1, self.sam_global1, self.sam_meso2, self.sam_global2, self.sam_meso3, self.sam_global3 = sams
+        if distillation:
+            self.fuse1 = PointwiseConv(unit_widths[0], unit_widths[0])
+            self.fuse2 = PointwiseConv(unit_widths[1], unit_widths[1])
+            self.fuse3 = PointwiseConv(num_feat, num_feat)
+        self.cam = CAM(num_feat, window_size, mode=channel_attention)
+        self.conv_out = PointwiseConv(num_feat, num_feat)
+        self.esa = ESA(num_feat, esa_channels)
+
+    def _sams(self, x: Tensor, unit: int, attns: List[Tensor]) -> Tensor:
+        """SAM_global(SAM_meso(x)) of one unit; appends the attention it computes to ``attns``."""
+        for part, sam in enumerate((getattr(self, f'sam_meso{unit + 1}'), getattr(self, f'sam_global{unit + 1}'))):
+            source = self.attn_sources[2 * unit + part]
+            x, attn = sam(x, None if source is None else attns[source])
+            if source is None:
+                attns.append(attn)
+        return x
+
+    def _unit(self, x: Tensor, unit: int, attns: List[Tensor]) -> Tuple[Tensor, Tensor]:
+        """LM, channel split and SAMs of one calculation unit: returns ``(z, loc)``."""
+        y = getattr(self, f'lm{unit + 1}')(x)
+        if not self.channel_split:
+            return self._sams(y, unit, attns), y[:, :0]
+        c = self.distill_channels
+        loc, rest = y.split((c, y.shape[1] - c), dim=1)  # split, not slicing: its backward is one concatenation
+        return self._sams(rest, unit, attns), loc
+
+    def forward(self, x: Tensor, attns: List[Tensor]) -> Tensor:
+        c = self.distill_channels
+        if self.distillation:
+            z, loc = self._unit(x, 0, attns)
+            r1, y = self.fuse1(torch.cat((z, loc), dim=1)).split((c, x.shape[1] - c), dim=1)
+            z, loc = self._unit(y, 1, attns)
+            r2, y = self.fuse2(torch.cat((z, loc), dim=1)).split((c, y.shape[1] - c), dim=1)
+            z, loc = self._unit(y, 2, attns)
+            body = self.fuse3(torch.cat((r1, r2, z, loc), dim=1))
+        else:
+            body = x
+            for unit in range(3):
+                body = self._sams(getattr(self, f'lm{unit + 1}')(body), unit, attns)
+        return self.esa(self.conv_out(self.cam(body), residual=x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Local module
+# ----------------------------------------------------------------------------------------------
+class LocalModule(nn.Module):
+    """LM: MBConv with expansion 1. ``(B, h, H, W) -> (B, h, H, W)``.
+
+    ``x + Conv1x1(SE(GELU(DWConv3x3(GELU(Conv1x1(x))))))``, convolutions with bias.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv_in = PointwiseConv(dim, dim)
+        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.se = SqueezeExcitation(dim)
+        self.conv_out = PointwiseConv(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = depthwise_conv3x3(self.conv_in(x, gelu=True), self.dwconv.weight, self.dwconv.bias, gelu=True)
+        return self.conv_out(self.se(y), residual=x)
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel gate: ``x * sigmoid(W2 SiLU(W1 mean_hw(x)))``, no biases. ``(B, h, H, W) -> same``."""
+
+    def __init__(self, dim: int, reduction: int = SE_REDUCTION) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim // reduction, bias=False)
+        self.fc2 = nn.Linear(dim // reduction, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = torch.sigmoid(self.fc2(F.silu(self.fc1(x.mean(dim=(2, 3))))))
+        return x * gate[:, :, None, None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Spatial self-attention (SAM) with attention sharing
+# ----------------------------------------------------------------------------------------------
+class SAMBlock(nn.Module):
+    """SAM: ``x = x + Attn(LN(x))`` over meso windows or the global grid, then ``x = x + GDFN(LN2d(x))``.
+
+    ``(B, d, H, W) -> (B, d, H, W)`` with ``H, W`` multiples of the window size. ``forward`` also
+    returns the attention it used (computed here or received), ``(B * H*W/P^2, heads, P*P, P*P)``.
+    """
+
+    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
+                 compute: bool = True, position_bias: bool = True) -> None:
+        super().__init__()
+        _check(partition in _PARTITIONS, f"partition must be 'meso' or 'global', got {partition!r}")
+        self.partition = partition
+        self.window_size = window_size
+        self.norm_attn = TokenLayerNorm(dim, eps=SAM_LN_EPS)
+        self.attn = SpatialAttention(dim, window_size, num_heads, compute, position_bias)
+        self.norm_ffn = LayerNorm2d(dim)
+        self.ffn = GDFN(dim)
+
+    def forward(self, x: Tensor, attn: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        split, merge_add = _PARTITIONS[self.partition]
+        tokens = x.permute(0, 2, 3, 1)  # (B, H, W, d), contiguous: x is channels_last
+        out, attn = self.attn(split(self.norm_attn(tokens), self.window_size), attn)
+        x = merge_add(tokens, out, self.window_size).permute(0, 3, 1, 2)
+        return self.ffn(self.norm_ffn(x), residual=x), attn
+
+
+class SpatialAttention(nn.Module):
+    """Self-attention inside groups of ``P*P`` tokens. Works on token groups ``(N, P*P, d)``.
+
+    A *computing* layer (``compute=True``) owns ``qkv``, the relative-position bias table and
+    returns its attention ``A = softmax(q k^T / sqrt(d_head) + B)`` of shape ``(N, heads, P*P, P*P)``.
+    A *sharing* layer owns only ``v`` and applies an ``A`` computed elsewhere: ``out = proj(A v)``.
+    Both return ``out = proj(A v)``, shape ``(N, P*P, d)``.
+    """
+
+    def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1, compute: bool = True,
+                 position_bias: bool = True) -> None:
+        super().__init__()
+        _check(dim % num_heads == 0, f'attention width {dim} is not divisible by num_heads={num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.compute = compute
+        # With one head the output projection commutes with the token mixing, A (x Wv^T) Wp^T =
+        # A x (Wp Wv)^T, so it is folded into the value weights: one matrix product fewer per layer
+        # (set False to run the literal ``proj(A v)``, e.g. to count the architecture's MACs).
+        self.fold_proj = num_heads == 1
+        self.position_bias = position_bias and compute
+        if compute:
+            self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        if self.position_bias:
+            self.rel_pos_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1)**2, num_heads))
+            self.register_buffer('rel_pos_index', relative_position_index(window_size), persistent=False)
+        if not compute:
+            self.v = nn.Linear(dim, dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def _heads(self, t: Tensor) -> Tensor:
+        n, tokens, _ = t.shape
+        return t.view(n, tokens, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, tokens: Tensor, attn: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        n, t, d = tokens.shape
+        fold_proj = self.fold_proj and self.num_heads == 1
+        if self.compute:
+            w_q, w_k, w_v = self.qkv.weight.chunk(3)
+            if fold_proj:
+                w_v = self.proj.weight @ w_v
+            # the 1/sqrt(d_head) scale rides on the query weights
+            qkv = linear(tokens, torch.cat((w_q * self.scale, w_k, w_v)))
+            q, k, v = qkv.view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k = q.reshape(-1, t, self.head_dim), k.reshape(-1, t, self.head_dim).transpose(1, 2)
+            if self.position_bias:
+                bias = self.rel_pos_bias_table[self.rel_pos_index].permute(2, 0, 1)  # (heads, T, T)
+                logits = torch.baddbmm(bias.expand(n, -1, -1, -1).reshape(-1, t, t), q, k)
+            else:
+                logits = torch.bmm(q, k)
+            attn = torch.softmax(logits, dim=-1).view(n, self.num_heads, t, t)
+        else:
+            if attn is None:
+                raise ValueError('a sharing SpatialAttention layer needs the attention of its computing layer')
+            v = self._heads(linear(tokens, self.proj.weight @ self.v.weight if fold_proj else self.v.weight))
+        out = (attn @ v).transpose(1, 2).reshape(n, t, d)
+        return (out if fold_proj else linear(out, self.proj.weight)), attn
+
+
+# ----------------------------------------------------------------------------------------------
+# Partitions (NHWC token maps <-> groups of P*P tokens) and relative positions
+# ----------------------------------------------------------------------------------------------
+def window_partition(x: Tensor, p: int) -> Tensor:
+    """Meso partition. ``(B, H, W, C) -> (B * H/p * W/p, p*p, C)``.
+
+    Token ``(i, j)`` of window ``(X, Y)`` is pixel ``(p*X + i, p*Y + j)``; tokens row-major in (i, j).
+    """
+    b, h, w, c = x.shape
+    x = x.view(b, h // p, p, w // p, p, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, p * p, c)
+
+
+def window_reverse(tokens: Tensor, p: int, b: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`window_partition`. ``(B * H/p * W/p, p*p, C) -> (B, H, W, C)``."""
+    c = tokens.shape[-1]
+    return tokens.view(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+def grid_partition(x: Tensor, g: int) -> Tensor:
+    """Global partition. ``(B, H, W, C) -> (B * H/g * W/g, g*g, C)``.
+
+    With ``h = H/g`` and ``w = W/g``, token ``(i, j)`` of group ``(X, Y)`` is pixel
+    ``(i*h + X, j*w + Y)``: g*g tokens spread over the whole image, ``h`` rows and ``w`` columns apart.
+    """
+    b, hh, ww, c = x.shape
+    x = x.view(b, g, hh // g, g, ww // g, c).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(-1, g * g, c)
+
+
+def grid_reverse(tokens: Tensor, g: int, b: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`grid_partition`. ``(B * H/g * W/g, g*g, C) -> (B, H, W, C)``."""
+    c = tokens.shape[-1]
+    return tokens.view(b, h // g, w // g, g, g, c).permute(0, 3, 1, 4, 2, 5).reshape(b, h, w, c)
+
+
+def window_reverse_add(x: Tensor, tokens: Tensor, p: int) -> Tensor:
+    """``x + window_reverse(tokens)`` for a contiguous ``(B, H, W, C)`` ``x``, without first copying the
+    tokens back into image order (the addition reads them through a permuted view)."""
+    b, h, w, c = x.shape
+    out = x.view(b, h // p, p, w // p, p, c) + tokens.view(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5)
+    return out.reshape(b, h, w, c)
+
+
+def grid_reverse_add(x: Tensor, tokens: Tensor, g: int) -> Tensor:
+    """``x + grid_reverse(tokens)`` for a contiguous ``(B, H, W, C)`` ``x`` (see :func:`window_reverse_add`)."""
+    b, h, w, c = x.shape
+    out = x.view(b, g, h // g, g, w // g, c) + tokens.view(b, h // g, w // g, g, g, c).permute(0, 3, 1, 4, 2, 5)
+    return out.reshape(b, h, w, c)
+
+
+_PARTITIONS = {'meso': (window_partition, window_reverse_add), 'global': (grid_partition, grid_reverse_add)}
+
+
+def relative_position_index(p: int) -> Tensor:
+    """``(p*p, p*p)`` index into a ``(2p-1)^2`` bias table: ``(i_m - i_n + p-1)(2p-1) + (j_m - j_n + p-1)``."""
+    coords = torch.stack(torch.meshgrid(torch.arange(p), torch.arange(p), indexing='ij')).flatten(1)  # (2, p*p)
+    rel = coords[:, :, None] - coords[:, None, :] + (p - 1)  # (2, p*p, p*p)
+    return rel[0] * (2 * p - 1) + rel[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Channel self-attention (CAM)
+# ----------------------------------------------------------------------------------------------
+class CAM(nn.Module):
+    """Channel attention module: meso-window then grid channel attention, each with its GDFN.
+
+    ``x += CA_meso(LN2d(x)); x += GDFN(LN2d(x)); x += CA_grid(LN2d(x)); x += GDFN(LN2d(x))``.
+    ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(self, dim: int, window_size: int = WINDOW_SIZE, num_heads: int = 1, mode: str = 'temperature') -> None:
+        super().__init__()
+        self.meso = ChannelAttentionBlock(dim, 'meso', window_size, num_heads, mode)
+        self.grid = ChannelAttentionBlock(dim, 'grid', window_size, num_heads, mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.grid(self.meso(x))
+
+
+class ChannelAttentionBlock(nn.Module):
+    """``x = x + CA(LN2d(x)); x = x + GDFN(LN2d(x))``. ``(B, C, H, W) -> (B, C, H, W)``."""
+
+    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
+                 mode: str = 'temperature') -> None:
+        super().__init__()
+        self.norm_attn = LayerNorm2d(dim)
+        self.attn = ChannelAttention(dim, partition, window_size, num_heads, mode)
+        self.norm_ffn = LayerNorm2d(dim)
+        self.ffn = GDFN(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.attn(self.norm_attn(x), residual=x)
+        return self.ffn(self.norm_ffn(x), residual=x)
+
+
+class ChannelAttention(nn.Module):
+    """Transposed (channel) attention inside pixel groups. ``(B, C, H, W) -> (B, C, H, W)``.
+
+    ``q, k, v = DWConv3x3(Conv1x1(x))``; per group and head, q and k are ``d x T`` matrices,
+    L2-normalised along T; ``A = softmax(q k^T * tau)`` is ``d x d``; ``out = Conv1x1(A v)``.
+    ``partition='meso'``: groups are P x P windows (T = P^2). ``partition='grid'``: group (p, q) holds
+    the pixels at offset (p, q) of every window (T = HW / P^2).
+
+    ``mode='temperature'`` (the paper): ``tau`` is the learned temperature. ``mode='sdpa'`` (neosr's
+    default ``flash_attn=True``): ``tau = 1/sqrt(T)`` (scaled_dot_product_attention's own scale; for the
+    grid it depends on the image size), the temperature is kept but unused, and ``A v`` is computed
+    without gradient as neosr does, so only ``proj`` learns in this branch.
+    """
+
+    def __init__(self, dim: int, partition: str, window_size: int = WINDOW_SIZE, num_heads: int = 1,
+                 mode: str = 'temperature') -> None:
+        super().__init__()
+        _check(partition in ('meso', 'grid'), f"partition must be 'meso' or 'grid', got {partition!r}")
+        _check(dim % num_heads == 0, f'channel attention width {dim} is not divisible by num_heads={num_heads}')
+        _check(mode in CHANNEL_ATTENTION_MODES, f'channel_attention must be one of {CHANNEL_ATTENTION_MODES}, '
+               f'got {mode!r}')
+        self.partition = partition
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.mode = mode
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = PointwiseConv(dim, dim * 3, bias=False)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=False)
+        self.proj = PointwiseConv(dim, dim, bias=False)
+
+    def attend(self, x: Tensor) -> Tensor:
+        """``A v`` for every group, back in image order: ``(B, C, H, W) -> (B, H, W, C)`` (NHWC)."""
+        b, c, h, w = x.shape
+        p, heads, d = self.window_size, self.num_heads, c // self.num_heads
+        # token-major groups (N, T, 3C): one copy that moves whole interleaved q|k|v pixel vectors
+        # (a q/k/v-major copy is ~10x slower); q, k and v stay strided views of it
+        qkv = self.qkv_dwconv(self.qkv(x)).permute(0, 2, 3, 1).reshape(b, h // p, p, w // p, p, 3 * c)
+        if self.partition == 'meso':  # groups (b, X, Y), tokens (i, j)
+            tokens = qkv.permute(0, 1, 3, 2, 4, 5).reshape(-1, p * p, 3 * c)
+        else:  # groups (b, i, j), tokens (X, Y)
+            tokens = qkv.permute(0, 2, 4, 1, 3, 5).reshape(-1, (h // p) * (w // p), 3 * c)
+        n, t = tokens.shape[:2]
+        q, k, v = (part.view(n, t, heads, d).transpose(1, 2) for part in tokens.split(c, dim=-1))  # (N, heads, T, d)
+        # q_hat^T k_hat with L2-normalised columns = (q^T k) / (|q_i| |k_j|): no normalised copies
+        # (square-sum-sqrt: an order of magnitude faster than linalg.vector_norm over this strided axis)
+        q_norm = q.square().sum(-2).sqrt().clamp_min(L2_EPS)  # (N, heads, d)
+        k_norm = k.square().sum(-2).sqrt().clamp_min(L2_EPS)
+        cosine = (q.transpose(-2, -1) @ k) / (q_norm[..., :, None] * k_norm[..., None, :])
+        if self.mode == 'sdpa':
+            # 1/sqrt(T) from a reduction over the token axis, so that traced and exported graphs keep it
+            # a function of the input size instead of a constant of the example's
+            scale = torch.ones_like(q[:1, :1, :, :1]).sum(-2).rsqrt()
+        else:
+            scale = self.temperature
+        attn = torch.softmax(cosine * scale, dim=-1)  # (N, heads, d, d)
+        out = (v @ attn.transpose(-2, -1)).transpose(1, 2)  # (A v)^T: (N, T, heads, d)
+        if self.partition == 'meso':
+            out = out.reshape(b, h // p, w // p, p, p, c).permute(0, 1, 3, 2, 4, 5)
+        else:
+            out = out.reshape(b, p, p, h // p, w // p, c).permute(0, 3, 1, 4, 2, 5)
+        return out.reshape(b, h, w, c)
+
+    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        """``proj(A v)``, plus ``residual`` if given (added in the projection's pass)."""
+        with torch.no_grad() if self.mode == 'sdpa' else contextlib.nullcontext():
+            out = self.attend(x)
+        return self.proj(out.permute(0, 3, 1, 2), residual=residual)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared pieces: GDFN and LayerNorm2d (in SAM and CAM), ESA
+# ----------------------------------------------------------------------------------------------
+class GDFN(nn.Module):
+    """Gated depth-wise feed-forward network. ``(B, d, H, W) -> (B, d, H, W)``.
+
+    ``Conv1x1(d -> 2d) -> DWConv3x3 -> (a, b) halves -> GELU(a) * b -> Conv1x1(d -> d)``, no biases.
+    Both operations before the split act per output channel, so each half is computed on its own
+    from its slice of the weights: no strided halves in the forward pass, no concatenation in the
+    backward pass, same parameters and results.
+    """
+
+    def __init__(self, dim: int, expansion: int = FFN_EXPANSION) -> None:
+        super().__init__()
+        hidden = dim * expansion // 2
+        self.hidden = hidden
+        self.project_in = PointwiseConv(dim, hidden * 2, bias=False)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
+        self.project_out = PointwiseConv(hidden, dim, bias=False)
+
+    def _half(self, x: Tensor, half: slice, gelu: bool = False, multiply: Optional[Tensor] = None) -> Tensor:
+        y = linear(x, self.project_in.weight[half].flatten(1)).permute(0, 3, 1, 2)
+        return depthwise_conv3x3(y, self.dwconv.weight[half], gelu=gelu, multiply=multiply)
+
+    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        """``GDFN(x)``, plus ``residual`` if given (added in the output projection's pass)."""
+        x = x.permute(0, 2, 3, 1)  # NHWC view
+        gate = self._half(x, slice(0, self.hidden), gelu=True)  # GELU(a)
+        return self.project_out(self._half(x, slice(self.hidden, 2 * self.hidden), multiply=gate), residual=residual)
+
+
+class LayerNorm2d(nn.Module):
+    """Per-pixel LayerNorm over channels (biased variance, eps 1e-6, affine). ``(B, C, H, W) -> same``."""
+
+    def __init__(self, dim: int, eps: float = LN2D_EPS) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return layer_norm(x.permute(0, 2, 3, 1), self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+
+
+class ESA(nn.Module):
+    """Enhanced spatial attention. ``(B, C, H, W) -> (B, C, H, W)``; needs ``H, W >= 15``.
+
+    ``m = sigmoid(Conv1x1(up(Conv3x3(maxpool7s3(Conv3x3s2(c1)))) + Conv1x1(c1)))``, ``c1 = Conv1x1(x)``;
+    returns ``x * m``.
+    """
+
+    def __init__(self, dim: int, esa_channels: int) -> None:
+        super().__init__()
+        f = esa_channels
+        self.squeeze = PointwiseConv(dim, f)
+        self.skip = PointwiseConv(f, f)
+        self.down = nn.Conv2d(f, f, 3, stride=2, padding=0)
+        self.refine = nn.Conv2d(f, f, 3, padding=1)
+        self.expand = PointwiseConv(f, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        c1 = self.squeeze(x)
+        m = F.max_pool2d(self.down(c1), kernel_size=ESA_POOL_KERNEL, stride=ESA_POOL_STRIDE)
+        m = F.interpolate(self.refine(m), size=x.shape[-2:], mode='bilinear', align_corners=False)
+        return x * torch.sigmoid(self.expand(self.skip(c1, residual=m)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Input: padding to the window, checks
+# ----------------------------------------------------------------------------------------------
+def pad_amounts(n: Union[int, torch.SymInt], p: int) -> Tuple[Union[int, torch.SymInt], Union[int, torch.SymInt]]:
+    """``(edge, zero)``: the rows (or columns) :func:`pad_input` adds to a side of ``n >= 1`` px.
+
+    Integer arithmetic with no comparison: where ``n`` is symbolic (``torch.export``, the ONNX export,
+    ``torch.compile(dynamic=True)``) the graph keeps the whole rule for every size instead of the
+    branch its example input took (an exported graph that only zero-pads crashes onnxruntime with
+    SIGFPE on inputs of 8 px and less)."""
+    largest_tiny = p * (-(-MIN_PADDED_SIZE // p) - 1)  # largest side whose zero padding gives under 16 px (8 for p=8)
+    tiny = (2 * largest_tiny) // (n + largest_tiny)  # 1 for 1 <= n <= largest_tiny, else 0
+    edge = tiny * (MIN_PADDED_SIZE - n)
+    return edge, (p - (n + edge) % p) % p
+
+
+def pad_input(x: Tensor, p: int) -> Tensor:
+    """Zero-pad bottom/right to a multiple of ``p`` (the reference). A side whose padded size would
+    be under 16 px (too small for ESA; the reference crashes there) is first edge-padded to 16 px."""
+    edge_h, zero_h = pad_amounts(x.shape[-2], p)
+    edge_w, zero_w = pad_amounts(x.shape[-1], p)
+    if not (isinstance(edge_h, int) and isinstance(edge_w, int)) or edge_h or edge_w:  # eager: only where needed
+        x = F.pad(x, (0, edge_w, 0, edge_h), mode='replicate')
+    return F.pad(x, (0, zero_w, 0, zero_h))
+
+
+def check_input(x: Tensor, channels: int, name: str) -> None:
+    """A clear error for inputs the network cannot take: it wants ``(B, channels, H, W)`` floating point
+    (RGB in [0, 1]) with ``H, W >= 1``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f'{name} expects a torch.Tensor (B, {channels}, H, W), got {type(x).__name__}')
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f'{name} expects a (B, {channels}, H, W) tensor, got shape {tuple(x.shape)}')
+    if not x.is_floating_point():
+        raise TypeError(f'{name} expects a floating-point tensor with values in [0, 1], got {x.dtype} '
+                        '(for uint8 images use x.float() / 255)')
+    if x.numel() == 0:
+        raise ValueError(f'{name} got an empty input of shape {tuple(x.shape)}: batch, height and width must be >= 1')

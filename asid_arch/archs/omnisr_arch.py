@@ -1,7 +1,7 @@
 """Omni-SR: Omni Aggregation Networks for lightweight image super-resolution (Wang et al., CVPR 2023).
 
-The model ASID builds on, for the model-zoo comparison. Its pieces are ASID's (imported from
-``asid_arch.py``, which stays droppable on its own): an Omni Self-Attention block is
+The model ASID builds on, for the model-zoo comparison. Kit file: its pieces are ASID's (imported from
+``asid_arch.py``, ``asid_ops.py`` and ``asid_layouts.py``): an Omni Self-Attention block is
 
     LM -> SAMBlock(meso, 4 heads) -> ChannelAttentionBlock(meso, 4 heads)
        -> SAMBlock(global, 4 heads) -> ChannelAttentionBlock(grid, 4 heads)
@@ -16,9 +16,10 @@ from typing import Dict, List, Mapping, Tuple
 import torch
 from torch import Tensor, nn
 
-from .asid_arch import (ATTN_NAME_PARTS, CA_NAME_PARTS, ESA, ESA_MIN_CHANNELS, ESA_NAME_PAIRS, LM_NAME_PARTS,
-                        TOP_NAME_PAIRS, WINDOW_SIZE, ChannelAttentionBlock, LocalModule, PointwiseConv, SAMBlock,
-                        _check, check_input, pad_input, register_arch, rename_prefix)
+from .asid_arch import (ESA, ESA_MIN_CHANNELS, WINDOW_SIZE, ChannelAttentionBlock, LocalModule, SAMBlock, _check,
+                        check_input, pad_input, register_arch)
+from .asid_layouts import ATTN_NAME_PARTS, CA_NAME_PARTS, ESA_NAME_PAIRS, LM_NAME_PARTS, TOP_NAME_PAIRS, rename_prefix
+from .asid_ops import PointwiseConv
 
 OMNISR_HEADS = 4  # heads of every spatial and channel attention (released config)
 

@@ -27,7 +27,7 @@ def data_share(opt_path: Path, workers: int, iters: int, rounds: int) -> dict:
     import torch.nn.functional as F
     from basicsr.data import build_dataloader, build_dataset
 
-    from ..archs import ASID
+    from ..archs.asid_arch import ASID
     from ..pipeline.option_file import read_option_file
 
     opt = read_option_file(opt_path)  # checked by `data` before this process started

@@ -19,7 +19,7 @@ def onnx_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict:
     import onnxruntime
     import torch
 
-    from ..archs import asid
+    from ..archs.asid_arch import asid
     from ..integrations.onnx import export_onnx
 
     scale, (w, h) = FIGURE_SCALE[what], FIGURE_INPUT[what]

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, shown
-from ..models.asid_model import BASICSR_PARAM_KEYS, PretrainedWeightsError, match_weights, weights_for
+from ..utils.asid_errors import PretrainedWeightsError
+from ..utils.asid_weights import BASICSR_PARAM_KEYS, match_weights, weights_for
 from .figures import PLOT_SET, ZOO_MODELS
 from .published import PublishedFigure, published
 
@@ -128,7 +129,9 @@ def reference_sr(net, lq, scale: int, device: str):
     import torch
     from basicsr.utils import img2tensor, tensor2img
 
-    from ..models.asid_model import DEFAULT_OVERLAP, DEFAULT_TILE, tile_forward
+    from ..utils.asid_tiling import PROTOCOL_OVERLAP as DEFAULT_OVERLAP
+    from ..utils.asid_tiling import PROTOCOL_TILE as DEFAULT_TILE
+    from ..utils.asid_tiling import tile_forward
 
     x = img2tensor(lq.astype(np.float32) / 255.0)[None].to(device)
     with torch.inference_mode():
@@ -144,7 +147,7 @@ def evaluate_set(net, scale: int, gt_dir: Path, lq_dir: Path, device: str) -> Me
     from basicsr.metrics import calculate_ssim
 
     from ..evaluation import paired_images
-    from ..models.asid_model import calculate_psnr_matlab
+    from ..metrics.asid_metric import calculate_psnr_matlab
 
     psnr, ssim, failed = [], [], []
     for stem, gt, lq in paired_images(gt_dir, lq_dir):

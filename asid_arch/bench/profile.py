@@ -48,7 +48,7 @@ def profile_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     import torch
 
-    from ..archs import asid
+    from ..archs.asid_arch import asid
     from .reference import load_reference
     from .speed import figure_workload
 

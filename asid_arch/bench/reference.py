@@ -29,8 +29,8 @@ def load_reference(path: Path, scale: int) -> nn.Module:
     import importlib.util
     import types
 
-    from ..archs import asid
-    from ..archs.asid_arch import state_dict_to_reference
+    from ..archs.asid_arch import asid
+    from ..archs.asid_layouts import state_dict_to_reference
 
     path = Path(path)
     stubs = {'neosr': None, 'neosr.archs': None, 'neosr.utils': None,

@@ -52,7 +52,7 @@ def seam_figures(checkpoint: Path, image: Optional[Path], tile: int, overlap_ave
 
     from ..checkpoint import network_from_file
     from ..inference import Upscaler
-    from ..models.asid_model import tile_forward
+    from ..utils.asid_tiling import tile_forward
 
     net, config = network_from_file(checkpoint)
     rgb = read_photo(image)
@@ -82,10 +82,10 @@ def seam_figures(checkpoint: Path, image: Optional[Path], tile: int, overlap_ave
 
 def seams(args: argparse.Namespace) -> int:
     """``asid-bench seams``: a checkpoint or image that cannot be used is one line and exit status 2."""
-    from ..checkpoint import PretrainedWeightsError
-    from ..inference import DEFAULT_OVERLAP as BLENDED_OVERLAP
-    from ..models.asid_model import DEFAULT_OVERLAP as REFERENCE_OVERLAP
-    from ..models.asid_model import DEFAULT_TILE
+    from ..utils.asid_errors import PretrainedWeightsError
+    from ..utils.asid_tiling import PROTOCOL_OVERLAP as REFERENCE_OVERLAP
+    from ..utils.asid_tiling import PROTOCOL_TILE as DEFAULT_TILE
+    from ..utils.asid_tiling import RAMP_OVERLAP as BLENDED_OVERLAP
 
     # the one tiler's defaults where not told otherwise
     args.tile = DEFAULT_TILE if args.tile is None else args.tile

@@ -61,7 +61,7 @@ def figure_workload(what: str, net: nn.Module, precision: str, fused: bool = Fal
 
 def speed_figure(what: str, precision: str, compile_model: bool, repeats: int, warmup: int) -> dict:
     """One speed figure in this process: ``{'label', 'seconds', 'peak_rss_mb'}``."""
-    from ..archs import asid
+    from ..archs.asid_arch import asid
 
     base = reset_peak_rss()
     fused = what == 'step-fused'  # `optim_g: {type: Adam, fused: true}` in an option file
@@ -83,8 +83,8 @@ def speed_figure(what: str, precision: str, compile_model: bool, repeats: int, w
 
 def golden_errors(dtype: torch.dtype, compile_model: bool) -> List[str]:
     """Max abs difference to each float64 golden output of ``$ASID_SHARED/golden`` when running in ``dtype``."""
-    from ..archs import ASID
-    from ..models.asid_model import tile_forward
+    from ..archs.asid_arch import ASID
+    from ..utils.asid_tiling import tile_forward
 
     shared = shared_folder()
     if shared is None:
@@ -108,7 +108,7 @@ def golden_errors(dtype: torch.dtype, compile_model: bool) -> List[str]:
 def interleaved_figure(what: str, reference: Path, precision: str, rounds: int, warmup: int) -> dict:
     """The package and the reference timed in turn in this one process: ``rounds`` (package, reference)
     pairs after ``warmup`` untimed pairs. Both see the same process settings (malloc, threads)."""
-    from ..archs import asid
+    from ..archs.asid_arch import asid
 
     scale = FIGURE_SCALE[what]
     torch.manual_seed(0)

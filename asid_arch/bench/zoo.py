@@ -50,7 +50,8 @@ class WindowPadded(nn.Module):
 
 def build_model(name: str, scale: int) -> nn.Module:
     """The released configuration of a zoo model (random weights)."""
-    from ..archs import ASID, OmniSR
+    from ..archs.asid_arch import ASID
+    from ..archs.omnisr_arch import OmniSR
 
     if name == 'ASID':
         return ASID(upscale=scale, num_blocks=3)
@@ -221,7 +222,7 @@ def zoo(args: argparse.Namespace) -> int:
     """``asid-bench zoo``: every checkpoint is read and checked before any measurement starts."""
     from tqdm import tqdm
 
-    from ..checkpoint import PretrainedWeightsError
+    from ..utils.asid_errors import PretrainedWeightsError
     from .paper import load_checked, parse_checkpoints, unusable_datasets
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')

@@ -112,7 +112,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..tuning import tune_cpu
 
     tune_cpu()  # before torch is imported
-    from ..checkpoint import PretrainedWeightsError, network_from_file
+    from ..checkpoint import network_from_file
+    from ..utils.asid_errors import PretrainedWeightsError
     from ..weights import resolve_model
 
     try:
@@ -158,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f'asid-export: difference above the tolerance {args.tolerance:g}: {target} not written',
                       file=sys.stderr)
                 return EXIT_FAILED
-            from ..models.asid_model import atomic_write
+            from ..utils.asid_files import atomic_write
 
             try:
                 atomic_write(args.output, lambda f: f.write(model), overwrite=args.overwrite)

@@ -4,12 +4,15 @@
     asid-kit install /path/to/BasicSR      # copies the kit files, says what it did
     asid-kit check /path/to/BasicSR        # says whether the checkout's copies match this package
 
-The kit is three files of this package, each importing only torch, numpy and basicsr (and each
-other): ``archs/asid_arch.py`` (ASID, ASID-D8; it also installs the torchvision alias that the
-1.4.2 release of BasicSR needs), ``archs/omnisr_arch.py`` (Omni-SR) and ``models/asid_model.py``
-(``ASIDModel`` with the tiled protocol, AdamW and every torch.optim optimizer, safe weight loading,
-atomic checkpoints that stop the run when they cannot be written, the NaN stop, and the
-``calculate_psnr_matlab`` metric). BasicSR imports every ``*_arch.py`` and ``*_model.py`` it finds.
+The kit is the files of this package that :data:`KIT_PATTERNS` name, each importing only the standard
+library, torch, numpy, basicsr and (relatively, so they work in both trees) each other; each goes to the
+same place inside the checkout's ``basicsr`` package: ``archs/asid_arch.py`` (ASID, ASID-D8) with
+``archs/asid_ops.py`` (CPU fast paths) and ``archs/asid_layouts.py`` (checkpoint key layouts),
+``archs/omnisr_arch.py`` (Omni-SR), ``models/asid_model.py`` (``ASIDModel``: the tiled protocol, AdamW and
+every torch.optim optimizer, safe weight loading, atomic checkpoints that stop the run when they cannot be
+written, the NaN stop), ``metrics/asid_metric.py`` (``calculate_psnr_matlab``) and ``utils/asid_*.py``
+(files, weights, tiling, precision, and the torchvision alias that the 1.4.2 release of BasicSR needs).
+BasicSR imports every ``*_arch.py`` and ``*_model.py`` it finds; those import the rest.
 
 ``install`` records what it copied (``basicsr/.asid-kit-installed.json``: the SHA-256 of each file), so
 it can tell an older copy it installed itself (replaced) from a copy edited since, or one it has no
@@ -34,11 +37,19 @@ from typing import Dict, FrozenSet, List, Optional, Sequence
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, shown
 
 PACKAGE = Path(__file__).resolve().parent
-KIT_FILES: Dict[str, str] = {  # file in this package -> where it goes in the basicsr package folder
-    'archs/asid_arch.py': 'archs/asid_arch.py',
-    'archs/omnisr_arch.py': 'archs/omnisr_arch.py',
-    'models/asid_model.py': 'models/asid_model.py',
-}
+# the kit, by one rule: these files of this package, each going to the same place in the basicsr package folder
+KIT_PATTERNS = ('archs/*_arch.py', 'archs/asid_*.py', 'models/*_model.py', 'metrics/asid_*.py', 'utils/asid_*.py')
+
+
+def kit_files(package: Path = PACKAGE) -> Dict[str, str]:
+    """File of this package -> where it goes in the basicsr package folder (the same relative path), for every
+    file :data:`KIT_PATTERNS` match."""
+    found = sorted({path.relative_to(package).as_posix() for pattern in KIT_PATTERNS for path in package.glob(pattern)})
+    return {rel: rel for rel in found}
+
+
+KIT_FILES = kit_files()
+KIT_FOLDERS = sorted({Path(dst).parent.as_posix() for dst in KIT_FILES.values()})  # archs, metrics, models, utils
 # Copies from before install kept a record (and copies made by hand from a release) are recognised by content:
 # the first 16 hex digits of the SHA-256 of every version each kit file had in this project's history up to
 # the record's introduction. Such a copy is an old kit file nobody edited: updated without --force.
@@ -86,9 +97,10 @@ class KitFile:
 def basicsr_package(target: Path) -> Path:
     """The ``basicsr`` package folder of a checkout (its root, or the package folder itself)."""
     for candidate in (target / 'basicsr', target):
-        if (candidate / 'archs' / '__init__.py').is_file() and (candidate / 'models' / '__init__.py').is_file():
+        if all((candidate / folder / '__init__.py').is_file() for folder in KIT_FOLDERS):
             return candidate
-    raise NotBasicSR(f'{shown(target)} is not a BasicSR checkout (no basicsr/archs/ and basicsr/models/ in it)')
+    folders = ', '.join(f'basicsr/{folder}/' for folder in KIT_FOLDERS)
+    raise NotBasicSR(f'{shown(target)} is not a BasicSR checkout (no {folders} in it)')
 
 
 def sha256(data: bytes) -> str:
@@ -159,7 +171,7 @@ def free_backup(dst: Path) -> Path:
 
 
 def write_record(package: Path, record: Dict[str, str]) -> None:
-    from ..fileio import atomic_write  # (imports torch: only when something is written)
+    from ..utils.asid_files import atomic_write
 
     text = json.dumps(record, indent=1, sort_keys=True).encode('utf-8')
     atomic_write(package / RECORD_NAME, lambda f: f.write(text))
@@ -204,7 +216,7 @@ def install(target: Path, dry_run: bool = False, force: bool = False) -> List[st
                 backup = free_backup(row.dst)
                 note = f' (your edited copy saved as {shown(backup)})'
             if not dry_run:
-                from ..fileio import atomic_write  # (imports torch: only when something is written)
+                from ..utils.asid_files import atomic_write
 
                 try:
                     if row.state == EDITED:

@@ -47,9 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
-from ..console import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown,
-                       stop_on_signals)
-from ..inference import DEFAULT_OVERLAP, MAX_OVERLAP, MIN_TILE, PRECISIONS, MemoryNeed, Upscaler, upscale_image
+from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown, stop_on_signals
+from ..inference import MAX_OVERLAP, MIN_TILE, MemoryNeed, Upscaler, upscale_image
+from ..utils.asid_precision import PRECISIONS, precision_problem
+from ..utils.asid_tiling import RAMP_OVERLAP
 
 EXTENSIONS = ('png', 'same', 'jpg', 'webp', 'tif')
 DEFAULT_MAX_MEMORY_GB = 2.0
@@ -226,12 +227,11 @@ def pick_device(name: str):
 
 
 def check_precision(precision: str, device) -> None:
-    import torch
-
-    if precision == 'fp16' and device.type != 'cuda':
-        raise UsageError('--precision fp16 needs a CUDA device; on the CPU use fp32 or bf16')
-    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
-        raise UsageError('--precision bf16: this GPU does not support bfloat16; use fp16 or fp32')
+    """``--precision`` on ``device``, by the one precision rule (``utils.asid_precision.precision_problem``)."""
+    problem = precision_problem(precision, device)
+    if problem:
+        raise UsageError(f'--precision {problem}; use ' + ' or '.join(
+            p for p in PRECISIONS if p != precision and not precision_problem(p, device)))
 
 
 def check_channels(config, model: Path) -> None:
@@ -410,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--tile', type=parse_tile, default=None, metavar='auto|0|N',
                         help='auto (default): whole image if it fits --max-memory, else the largest tiles that do; '
                         f'0: always whole; N: LR tiles of N px (>= {MIN_TILE})')
-    parser.add_argument('--tile-overlap', type=parse_overlap, default=DEFAULT_OVERLAP, metavar='PX',
-                        help=f'LR overlap of neighbouring tiles, blended (default {DEFAULT_OVERLAP}, at most '
+    parser.add_argument('--tile-overlap', type=parse_overlap, default=RAMP_OVERLAP, metavar='PX',
+                        help=f'LR overlap of neighbouring tiles, blended (default {RAMP_OVERLAP}, at most '
                         f'{MAX_OVERLAP}, below --tile)')
     parser.add_argument('--max-memory', type=positive_number(0, 'of GB above 0'), default=DEFAULT_MAX_MEMORY_GB,
                         metavar='GB', help='memory the run may use beyond its fixed cost (Python, PyTorch and the '
@@ -463,7 +463,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run(args, out_dir: Path, tally: Tally, start: float) -> int:
     """The command after its arguments are parsed (``main`` turns Ctrl-C and SIGTERM into the summary)."""
-    from ..checkpoint import PretrainedWeightsError, network_from_file
+    from ..checkpoint import network_from_file
+    from ..utils.asid_errors import PretrainedWeightsError
     from ..weights import resolve_model
 
     try:

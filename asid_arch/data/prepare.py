@@ -59,7 +59,7 @@ def read_rgb8(path: Path) -> np.ndarray:
 
 def write_png(path: Path, img: np.ndarray) -> Fingerprint:
     """Write a PNG atomically (``path`` either does not exist or holds the complete image); its fingerprint."""
-    from ..fileio import imwrite_atomic  # (imports torch and BasicSR: not needed for --help)
+    from ..images import imwrite_atomic
 
     try:
         data = imwrite_atomic(path, img, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
@@ -340,7 +340,7 @@ def exclusive_folder(out: Path) -> Iterator[None]:
                          'finish or choose another --out') from None
     try:
         (out / LOCK_NAME).write_text(str(os.getpid()))
-        from ..fileio import remove_stale_temporaries
+        from ..utils.asid_files import remove_stale_temporaries
 
         for folder, _, _ in os.walk(out):  # no other run is writing here: leftovers of killed writes go
             remove_stale_temporaries(folder)

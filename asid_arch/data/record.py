@@ -276,7 +276,7 @@ class Record:
             self._journal = None
         if not compact or not (self.ignored or self.path.exists() or self.entries):
             return
-        from ..fileio import atomic_write
+        from ..utils.asid_files import atomic_write
 
         lines = [json.dumps({'v': RECORD_VERSION, 'unit': unit, 'recipe': e.recipe,
                              'files': {rel: list(fp) for rel, fp in e.files.items()}}, sort_keys=True)

@@ -52,7 +52,7 @@ def onnx_model(net, opset: int = DEFAULT_OPSET) -> bytes:
 
 def export_onnx(net, path: Path, opset: int = DEFAULT_OPSET) -> None:
     """Export ``net`` (see :func:`onnx_model`) to ``path``, written atomically."""
-    from ..models.asid_model import atomic_write
+    from ..utils.asid_files import atomic_write
 
     data = onnx_model(net, opset)
     atomic_write(path, lambda f: f.write(data))

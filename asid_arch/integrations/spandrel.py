@@ -14,7 +14,7 @@ Optional extra: ``pip install 'asid_arch[spandrel]'`` (or ``pip install spandrel
 * ``ASID``: ASID and ASID-D8 in every key layout this package reads (the authors' released files,
   BasicSR ``params``/``params_ema`` checkpoints, this package's ``blocks.N`` keys, neosr checkpoints
   with or without position bias). The variant (neosr's defaults or the paper's) is read off the
-  weights (:func:`asid_arch.archs.asid_arch.detect_variant`) and shown in the descriptor's tags.
+  weights (:func:`asid_arch.archs.asid_layouts.detect_variant`) and shown in the descriptor's tags.
 * ``OmniSR (asid_arch keys)``: Omni-SR weights saved by this package (``groups.N`` keys) are renamed to
   the released layout and loaded by spandrel's own Omni-SR support.
 """
@@ -32,7 +32,7 @@ except ImportError as err:  # the optional extra is not installed
 from ..archs.asid_arch import ASID
 from ..archs.omnisr_arch import omnisr_state_dict_to_reference
 from ..checkpoint import network_from_state
-from ..models.asid_model import check_tensors
+from ..utils.asid_weights import check_tensors
 
 ASID_ID = 'ASID'
 OMNISR_PACKAGE_ID = 'OmniSR (asid_arch keys)'

@@ -197,7 +197,7 @@ def copy_option_text(opt_file: str, experiments_root: str) -> None:
     on top; the text that was parsed is written (the path may be a pipe, or have changed since)."""
     from basicsr.utils.dist_util import get_dist_info
 
-    from ..fileio import atomic_write
+    from ..utils.asid_files import atomic_write
 
     if get_dist_info()[0] != 0:
         return
@@ -237,7 +237,7 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     before it starts (option file, options, training state, pretrained weights), 1 for a run that fails
     on the way (data that cannot be read, a diverged loss, a checkpoint that cannot be written).
     """
-    from ..models.asid_model import CheckpointSaveError, PretrainedWeightsError, TrainingDiverged
+    from ..utils.asid_errors import CheckpointSaveError, PretrainedWeightsError, TrainingDiverged
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]

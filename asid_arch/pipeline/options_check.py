@@ -15,7 +15,6 @@ from .option_file import kind_of
 from .options_structure import check_structure, first_line
 
 
-DEFAULT_WINDOW = 8
 META_INFO_LINE = re.compile(r'^(\S+?)(?:\.png)? \((\d+),(\d+),(\d+)\)')
 MAX_PAIRS_READ = 1000  # image headers read per disk-folder dataset (evenly spread); the rest are named when read
 MODELS_TRAINING_ONE_NETWORK = ('ASIDModel', 'SRModel')  # one optimizer, one scheduler in their training states
@@ -76,7 +75,9 @@ def _check_dataset(phase: str, ds: Mapping, opt: Mapping, problems: List[str]) -
     if len(problems) == start and ds.get('type') == 'PairedImageDataset':
         _check_data_files(phase, ds, scale, backend, gt_size, problems)
     if gt_size is not None:
-        window = opt['network_g'].get('window_size', DEFAULT_WINDOW)
+        from ..archs.asid_arch import WINDOW_SIZE
+
+        window = opt['network_g'].get('window_size', WINDOW_SIZE)
         if gt_size % scale:
             problems.append(f'datasets: train: gt_size: {gt_size} is not a multiple of scale {scale}')
         elif isinstance(window, int) and window > 0 and (gt_size // scale) % window:
@@ -266,7 +267,8 @@ def _check_pretrained(opt: Mapping, problems: List[str]) -> None:
     """The weights of ``path: pretrain_network_g`` load into ``network_g`` (checked before any work)."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from ..models.asid_model import PretrainedWeightsError, match_weights, weights_for
+    from ..utils.asid_errors import PretrainedWeightsError
+    from ..utils.asid_weights import match_weights, weights_for
 
     path = opt.get('path') or {}
     weights = path.get('pretrain_network_g')
@@ -292,7 +294,7 @@ def validate_options(opt: Mapping, is_train: bool = True) -> List[str]:
     The structure first (:func:`check_structure`); what reads files (architectures, data, weights) only
     when the structure is sound, so that every check may rely on the types.
     """
-    from ..models.asid_model import resolve_variant_options
+    from ..utils.asid_weights import resolve_variant_options
 
     problems = check_structure(opt, is_train)
     if problems:
@@ -326,7 +328,7 @@ def _trainable_parameters(opt: Mapping) -> Optional[int]:
     """How many parameter tensors ``network_g`` trains (what its optimizer state holds); None if it cannot be built."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from ..models.asid_model import resolve_variant_options
+    from ..utils.asid_weights import resolve_variant_options
 
     opt = copy.deepcopy(dict(opt))
     try:

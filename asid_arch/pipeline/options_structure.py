@@ -365,7 +365,7 @@ def _check_train_structure(opt: Mapping, train: Mapping, problems: List[str]) ->
             loss = _section(problems, train, key, f'train: {key}', True, ' (type: L1Loss, loss_weight: 1.0)')
             if loss is not None:
                 _check_loss(key, loss, problems)
-    from ..models.asid_model import autocast_dtype, compile_arguments
+    from ..utils.asid_precision import autocast_dtype, compile_arguments
 
     gpu = opt.get('num_gpu', 0) not in (0, None) and torch.cuda.is_available()
     for check in (lambda: autocast_dtype(train.get('amp'), torch.device('cuda' if gpu else 'cpu'), warn=False),
@@ -493,18 +493,18 @@ def _check_val_structure(val: Mapping, is_train: bool, problems: List[str]) -> N
 
 def _check_tile(tile, problems: List[str]) -> None:
     """``val: tile: {size, overlap}`` (LR pixels): size >= 1, 0 <= overlap < size; ~ or absent: whole images."""
-    from ..models.asid_model import DEFAULT_OVERLAP, DEFAULT_TILE
+    from ..utils.asid_tiling import PROTOCOL_OVERLAP, PROTOCOL_TILE
 
     if tile is None or tile is False:
         return
     if not isinstance(tile, Mapping):
-        problems.append(f'val: tile: {tile!r} must be a mapping such as {{size: {DEFAULT_TILE}, overlap: '
-                        f'{DEFAULT_OVERLAP}}} (or ~ for whole images)')
+        problems.append(f'val: tile: {tile!r} must be a mapping such as {{size: {PROTOCOL_TILE}, overlap: '
+                        f'{PROTOCOL_OVERLAP}}} (or ~ for whole images)')
         return
     for key in tile:
         if key not in TILE_KEYS:
             problems.append(f'val: tile: {key}: not a tile option ({", ".join(TILE_KEYS)})')
-    size, overlap = tile.get('size', DEFAULT_TILE), tile.get('overlap', DEFAULT_OVERLAP)
+    size, overlap = tile.get('size', PROTOCOL_TILE), tile.get('overlap', PROTOCOL_OVERLAP)
     if (_number(problems, 'val: tile: size', size, integer=True)
             and _number(problems, 'val: tile: overlap', overlap, integer=True, minimum=0) and overlap >= size):
         problems.append(f'val: tile: overlap: {overlap} must be smaller than size: {size} (each tile must advance)')
