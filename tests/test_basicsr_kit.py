@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from asid_arch.kit import KIT_FILES
+from asid_arch.cli.kit import KIT_FILES
 
 from helpers import REPO, make_tiny_data, run_module, write_yaml
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from asid_arch.kit import kit_files
+from asid_arch.cli.kit import kit_files
 
 from conftest import REPO
 
