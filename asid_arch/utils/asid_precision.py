@@ -41,7 +41,7 @@ def precision_problem(precision: str, device) -> Optional[str]:
     import torch
 
     if precision == 'fp16' and device.type not in FP16_DEVICE_TYPES:
-        return f'fp16 needs a CUDA GPU (this run is on {device.type})'
+        return f'fp16 needs a CUDA device (this run is on {device.type})'
     if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         return 'bf16 is not supported by this GPU'
     return None
@@ -55,10 +55,12 @@ def autocast_dtype(amp: object, device, warn: bool = True):
     if amp not in PRECISIONS:
         raise ValueError(f'train: amp: {amp!r} is not one of bf16, fp16 or ~ (off)')
     problem = precision_problem(amp, device)
+    if problem and amp == 'fp16':
+        raise ValueError(f'train: amp: fp16 needs a CUDA GPU (it scales the loss against fp16 underflow); this run '
+                         f'is on {device.type}. Use amp: bf16 (CPUs with bf16 instructions, recent GPUs) or remove '
+                         'amp.')
     if problem:
-        advice = ('it scales the loss against fp16 underflow: use amp: bf16 (CPUs with bf16 instructions, recent '
-                  'GPUs) or remove amp' if amp == 'fp16' else 'use amp: fp16')
-        raise ValueError(f'train: amp: {problem}; {advice}')
+        raise ValueError(f'train: amp: {problem}; use amp: fp16')
     if warn and amp == 'bf16' and device.type == 'cpu' and not cpu_has_bf16():
         logging.getLogger(BASICSR_LOGGER).warning(
             'train: amp: bf16 on a CPU without bf16 instructions (AVX512-BF16/AMX): PyTorch emulates it, which is '
