@@ -36,7 +36,10 @@ def reference_figures(checkpoint, gt_dir, lq_dir):
 
     from asid_arch.checkpoint import network_from_file
     from asid_arch.evaluation import paired_images
-    from asid_arch.models.asid_model import DEFAULT_OVERLAP, DEFAULT_TILE, calculate_psnr_matlab, tile_forward
+    from asid_arch.metrics.asid_metric import calculate_psnr_matlab
+    from asid_arch.utils.asid_tiling import PROTOCOL_OVERLAP as DEFAULT_OVERLAP
+    from asid_arch.utils.asid_tiling import PROTOCOL_TILE as DEFAULT_TILE
+    from asid_arch.utils.asid_tiling import tile_forward
 
     net, _ = network_from_file(checkpoint)
     psnr, ssim = [], []
@@ -117,8 +120,9 @@ def test_seams_bad_checkpoint_is_one_line(tmp_path, capsys, content):
 
 
 def test_seams_defaults_are_the_tilers(prepared, capsys):
-    from asid_arch.inference import DEFAULT_OVERLAP as BLENDED
-    from asid_arch.models.asid_model import DEFAULT_OVERLAP, DEFAULT_TILE
+    from asid_arch.utils.asid_tiling import PROTOCOL_OVERLAP as DEFAULT_OVERLAP
+    from asid_arch.utils.asid_tiling import PROTOCOL_TILE as DEFAULT_TILE
+    from asid_arch.utils.asid_tiling import RAMP_OVERLAP as BLENDED
 
     assert asid_bench(['seams', '-m', str(prepared / 'tiny.pth'), '--image',
                        str(prepared / 'src' / 'Set5' / 'HR' / 'img00.png')]) == 0

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from asid_arch import ASID
-from asid_arch import images as images_module
+from asid_arch import image_writer as images_module
 from asid_arch.checkpoint import network_from_file
 from asid_arch.images import FrameInfo, png_chunks
 from asid_arch.cli.sr import main as asid_sr

@@ -395,7 +395,7 @@ def test_disk_full_mid_run_is_one_line(tmp_path, capsys, monkeypatch):
     with space finishes it."""
     import errno
 
-    from asid_arch import images
+    from asid_arch import image_writer as images
 
     hr, out = tmp_path / 'hr', tmp_path / 'out'
     write_images(hr, 2, size=(60, 70))

@@ -19,7 +19,7 @@ import torch
 from asid_arch.archs.asid_arch import asid, asid_d8
 from asid_arch.archs.asid_layouts import state_dict_to_reference
 from asid_arch.archs.omnisr_arch import OmniSR
-from asid_arch.models.asid_model import PretrainedWeightsError
+from asid_arch.utils.asid_errors import PretrainedWeightsError
 from asid_arch.weights import (BASE_URL_ENV, CACHE_DIR_ENV, RELEASED, WeightsDownloadError, fetch, released,
                                resolve_model)
 from helpers import REPO, run_module, synthetic_image

@@ -297,7 +297,8 @@ def process(path: Path, batch: Batch) -> List[str]:
     """Read, super-resolve and write one image; returns the notes to print (after it is written). Raises
     :class:`OutputExists` (skipped), :class:`~asid_arch.images.ImageError`, :class:`MemoryNeed` and other
     errors naming what went wrong (a failed image)."""
-    from ..images import ImageError, open_image, write_image
+    from ..image_writer import write_image
+    from ..images import ImageError, open_image
 
     args, upscaler, s = batch.args, batch.upscaler, batch.upscaler.scale
     if os.path.getsize(path) > upscaler.max_memory:

@@ -59,7 +59,7 @@ def read_rgb8(path: Path) -> np.ndarray:
 
 def write_png(path: Path, img: np.ndarray) -> Fingerprint:
     """Write a PNG atomically (``path`` either does not exist or holds the complete image); its fingerprint."""
-    from ..images import imwrite_atomic
+    from ..image_writer import imwrite_atomic
 
     try:
         data = imwrite_atomic(path, img, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])

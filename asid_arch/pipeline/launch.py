@@ -218,6 +218,7 @@ def build_checked_dataset(dataset_opt: dict):
 
 def prepare_basicsr() -> None:
     """Install the safe option reading, the CPU-capable replacements and the data checks in BasicSR's pipelines."""
+    from .. import models  # noqa: F401  (first: the torchvision alias; registers ASID, Omni-SR, ASIDModel, the metric)
     import basicsr.test
     import basicsr.train
     import basicsr.utils.options
