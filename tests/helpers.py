@@ -1,4 +1,5 @@
-"""Small synthetic data and option files for pipeline tests (seconds on a CPU)."""
+"""What the tests share: where the reference data lives (skipping or failing cleanly without it), small synthetic
+data and option files for pipeline tests (seconds on a CPU), and child-process runners."""
 from __future__ import annotations
 
 import os
@@ -8,9 +9,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# The reference data: outside CI a test that needs it skips with the reason when ``../shared`` (or the folder
+# ``ASID_SHARED`` names) lacks it; in CI (``ASID_REQUIRE_SHARED=1``, set by ``.ci/run``) the same test fails.
+SHARED = Path(os.environ.get('ASID_SHARED', REPO.parent / 'shared'))
+GOLDEN = SHARED / 'golden'
+DATASETS = SHARED / 'datasets'
+REQUIRE_SHARED = os.environ.get('ASID_REQUIRE_SHARED', '') not in ('', '0')
+# every reference file the suite reads: the guard test (test_golden.py) and .ci/run check this list
+GOLDEN_FILES = ('asid_x2.pt', 'asid_d8_x3.pt', 'asid_x4_tiled.pt', 'neosr_asid_x2_default.pt',
+                'neosr_asid_d8_x3_pe_noflash.pt', 'neosr_asid_x4_noflash_nope.pt', 'omnisr_x4.pt',
+                'reference_keys_asid_x2.txt', 'reference_keys_asid_d8_x4.txt', 'reference_keys_omnisr_x4.txt')
 
 
 def synthetic_image(h: int, w: int, seed: int) -> np.ndarray:
@@ -105,3 +117,24 @@ def run_python(code: str, args: list, cwd: Path, timeout: int = 600) -> subproce
                OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
     return subprocess.run([sys.executable, '-c', code, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ../shared; when it is absent, skip the test with the reason (fail it in CI)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        reason = f'{path} is absent (set ASID_SHARED to the shared folder to run this test)'
+        if REQUIRE_SHARED:
+            pytest.fail(f'{reason}; ASID_REQUIRE_SHARED is set, so the reference data is required')
+        pytest.skip(reason)
+    return path
+
+
+def read_reference_keys(path: Path) -> dict:
+    """``reference_keys_*.txt``: ``name<TAB>(shape)`` lines -> {name: shape tuple}."""
+    keys = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith('#'):
+            name, shape = line.split('\t')
+            keys[name] = tuple(int(v) for v in shape.strip('()').split(',') if v.strip())
+    return keys

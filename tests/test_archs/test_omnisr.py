@@ -6,7 +6,7 @@ import torch
 
 from asid_arch.archs.omnisr_arch import OmniSR, omnisr_state_dict_from_reference, omnisr_state_dict_to_reference
 
-from conftest import read_reference_keys, shared_path
+from helpers import read_reference_keys, shared_path
 
 
 def test_golden_omnisr_x4():

@@ -10,7 +10,7 @@ from asid_arch import ASID, asid, asid_d8, state_dict_from_reference, state_dict
 from asid_arch.archs.asid_arch import SpatialAttention, attention_sources
 from asid_arch.utils.asid_tiling import tile_origins
 
-from conftest import read_reference_keys, shared_path
+from helpers import read_reference_keys, shared_path
 
 PARAMS = {('ASID', 2): 297_516, ('ASID', 3): 304_011, ('ASID', 4): 313_104,
           ('ASID-D8', 2): 732_146, ('ASID-D8', 3): 738_641, ('ASID-D8', 4): 747_734}

@@ -19,7 +19,7 @@ from asid_arch.archs.omnisr_arch import OmniSR
 from asid_arch.archs.asid_layouts import state_dict_to_reference
 from asid_arch.archs.omnisr_arch import omnisr_state_dict_from_reference, omnisr_state_dict_to_reference
 
-from conftest import read_reference_keys, shared_path
+from helpers import read_reference_keys, shared_path
 
 # ------------------------------------------------------------------------------------------------
 # The expected names (project name part -> released name part)

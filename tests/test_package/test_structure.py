@@ -9,7 +9,7 @@ from typing import Dict, List, Set
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 PACKAGE = REPO / 'asid_arch'
 MAX_LINES = 600

@@ -10,7 +10,7 @@ import pytest
 
 from asid_arch.cli.kit import kit_files
 
-from conftest import REPO
+from helpers import REPO
 
 # What a BasicSR tree that imports with this torchvision would have done for itself:
 PREINSTALLED_ALIAS = ("import sys, torchvision.transforms.functional as f; "

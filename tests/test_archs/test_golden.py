@@ -9,7 +9,7 @@ from asid_arch import ASID, tile_forward
 from asid_arch.archs.omnisr_arch import OmniSR
 from asid_arch.archs import asid_ops as ops
 
-from conftest import GOLDEN, GOLDEN_FILES, REQUIRE_SHARED, shared_path
+from helpers import GOLDEN, GOLDEN_FILES, REQUIRE_SHARED, shared_path
 
 TOL = 1e-8
 # float32 against the float64 reference, as documented (docs/performance.md): outputs, input gradients

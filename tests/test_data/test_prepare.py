@@ -11,7 +11,7 @@ from asid_arch.cli import prepare as prepare_command
 from asid_arch.data import prepare
 from asid_arch.data.prepare import crop_positions, prepare_bench, prepare_train
 
-from conftest import shared_path
+from helpers import shared_path
 from helpers import write_images
 
 CROP, STEP = 48, 24

@@ -14,7 +14,7 @@ from asid_arch.checkpoint import network_from_file
 from asid_arch.cli.sr import main as asid_sr
 from asid_arch.utils.asid_weights import match_weights
 
-from conftest import shared_path
+from helpers import shared_path
 from helpers import synthetic_image
 
 TOL = 1e-8
