@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean-venv
+.PHONY: demo test test-fast lint clean-venv
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,18 @@ $(STAMP): requirements.txt setup.py
 demo: $(STAMP)
 	$(VENV)/bin/python -m asid_arch.cli.demo
 
-## test: the test suite (pytest's "no tests collected", exit 5, fails too)
-test: $(STAMP)
+## lint: flake8 and isort on the package and the tests (settings in setup.cfg)
+lint: $(STAMP)
+	$(VENV)/bin/python -m flake8 asid_arch tests
+	$(VENV)/bin/python -m isort --check-only --diff asid_arch tests
+
+## test: the linters, then the whole test suite (pytest's "no tests collected", exit 5, fails too)
+test: lint
 	$(VENV)/bin/python -m pytest -q -rs -p no:cacheprovider tests
+
+## test-fast: the tests not marked slow (the inner loop: a few minutes on 2 cores)
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -rs -p no:cacheprovider -m "not slow" tests
 
 clean-venv:
 	rm -rf $(VENV)

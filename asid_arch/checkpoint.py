@@ -5,8 +5,8 @@ checkpoints (``{'params': ..., 'params_ema': ...}``), neosr checkpoints (``{'par
 released layout, without the position-bias tables when trained with its defaults), and this
 package's plain state dicts (``blocks.0...``). The neosr variants (no position bias, SDPA channel
 attention) are read off the weights where they tell (:func:`asid_arch.archs.asid_layouts.detect_variant`);
-``channel_attention`` states the channel attention where they do not. Loading always uses ``torch.load(weights_only=True)``: a file that needs
-arbitrary Python objects (and could run code) is refused.
+``channel_attention`` states the channel attention where they do not. Loading always uses
+``torch.load(weights_only=True)``: a file that needs arbitrary Python objects (and could run code) is refused.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from .archs.asid_arch import ASID, CHANNEL_ATTENTION_MODES, WINDOW_SIZE
 from .archs.asid_layouts import detect_variant, temperatures_untouched, variant_name
 from .console import shown
 from .utils.asid_errors import PretrainedWeightsError
+from .utils.asid_weights import AUTO
 from .utils.asid_weights import BASICSR_PARAM_KEYS as BASICSR_KEYS
-from .utils.asid_weights import AUTO, match_weights, read_weights
-
+from .utils.asid_weights import match_weights, read_weights
 
 # ASID's IDB has 118 tensors: weights naming N IDBs with fewer than this many tensors each cannot be ASID's,
 # and are refused before the network is even described
@@ -88,19 +88,20 @@ def detect_config(state: Mapping[str, Tensor], source: str = 'the checkpoint',
     shaped = (('conv_first.weight', 4), ('upsampler.0.weight', 4), ('blocks.0.sam_meso1.attn.rel_pos_bias_table', 2))
     for key, dims in shaped:
         if key in state and (state[key].dim() != dims or 0 in state[key].shape):
-            raise PretrainedWeightsError(f'{source}: {key} has the shape {tuple(state[key].shape)}; ASID\'s is {dims}-D '
-                                  'and not empty: these are not ASID weights')
+            raise PretrainedWeightsError(f'{source}: {key} has the shape {tuple(state[key].shape)}; ASID\'s is '
+                                         f'{dims}-D and not empty: these are not ASID weights')
     num_feat, num_in_ch = state['conv_first.weight'].shape[:2]
     num_blocks = len({int(m.group(1)) for k in state for m in [re.match(r'blocks\.(\d+)\.', k)] if m})
     if num_blocks * MIN_TENSORS_PER_IDB > len(state):
-        raise PretrainedWeightsError(f'{source}: the weights name {num_blocks} IDBs but hold only {len(state)} tensors (an '
-                              'ASID IDB has 118): damaged, or not ASID weights')
+        raise PretrainedWeightsError(f'{source}: the weights name {num_blocks} IDBs but hold only {len(state)} '
+                                     'tensors (an ASID IDB has 118): damaged, or not ASID weights')
     window_size = (math.isqrt(table.shape[0]) + 1) // 2 if table is not None else WINDOW_SIZE
     variant = detect_variant(state)
     note = ''
     if channel_attention not in (None, AUTO):
         if channel_attention not in CHANNEL_ATTENTION_MODES:
-            raise PretrainedWeightsError(f'channel attention {channel_attention!r} is not one of {CHANNEL_ATTENTION_MODES}')
+            raise PretrainedWeightsError(f'channel attention {channel_attention!r} is not one of '
+                                         f'{CHANNEL_ATTENTION_MODES}')
         variant['channel_attention'] = channel_attention
     elif variant['position_bias'] and temperatures_untouched(state):
         note = ('its channel temperatures are all exactly 1.0 (untrained): if it was trained with neosr\'s '
@@ -111,7 +112,8 @@ def detect_config(state: Mapping[str, Tensor], source: str = 'the checkpoint',
         if scale >= 1 and num_out_ch * scale * scale == up_channels:
             return NetworkConfig(scale, int(num_feat), num_blocks, window_size, int(num_in_ch), int(num_out_ch),
                                  note=note, **variant)
-    raise PretrainedWeightsError(f'{source}: cannot infer the scale from an upsampler with {up_channels} output channels')
+    raise PretrainedWeightsError(f'{source}: cannot infer the scale from an upsampler with {up_channels} output '
+                                 'channels')
 
 
 def network_from_state(state: Mapping[str, Tensor], source: str, channel_attention: Optional[str] = None) -> tuple:
@@ -130,8 +132,8 @@ def network_from_state(state: Mapping[str, Tensor], source: str, channel_attenti
     derived = sum(b.numel() * b.element_size() for name, b in described.named_buffers() if name not in state)
     held = sum(v.numel() * v.element_size() for v in state.values())
     if derived > max(held, DERIVED_BYTES_ALLOWANCE):
-        raise PretrainedWeightsError(f'{label}: window size {config.window_size} would need {derived} bytes of index tables, '
-                              f'more than the {held} bytes of weights: damaged, or not ASID weights')
+        raise PretrainedWeightsError(f'{label}: window size {config.window_size} would need {derived} bytes of index '
+                                     f'tables, more than the {held} bytes of weights: damaged, or not ASID weights')
     net = config.build()
     net.load_state_dict(state, strict=True)
     return net.eval(), config

@@ -23,4 +23,5 @@ def super_resolve(net: torch.nn.Module, lr: np.ndarray, device: str = 'cpu') -> 
 def paired_images(gt_dir: Path, lq_dir: Path) -> Iterator[Tuple[str, np.ndarray, np.ndarray]]:
     """``(stem, gt, lq)`` for every PNG of ``gt_dir`` and its namesake in ``lq_dir`` (BGR uint8)."""
     for gt_path in sorted(Path(gt_dir).glob('*.png')):
-        yield gt_path.stem, decode_file(gt_path, cv2.IMREAD_COLOR), decode_file(Path(lq_dir) / gt_path.name, cv2.IMREAD_COLOR)
+        lq = decode_file(Path(lq_dir) / gt_path.name, cv2.IMREAD_COLOR)
+        yield gt_path.stem, decode_file(gt_path, cv2.IMREAD_COLOR), lq

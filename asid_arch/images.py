@@ -37,7 +37,6 @@ from typing import List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-
 EXIF_ORIENTATION = 0x0112
 TIFF_ORIENTATION = 274  # the same tag in a TIFF page's own directory
 TIFF_BITS_PER_SAMPLE = 258

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..utils.asid_compat import register_once, source_file_of  # first: installs the torchvision alias
+from ..utils.asid_compat import register_once, source_file_of  # isort: skip  (first: installs the torchvision alias)
 
 from basicsr.utils.registry import ARCH_REGISTRY  # after the alias
 

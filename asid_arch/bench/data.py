@@ -25,6 +25,7 @@ def data_share(opt_path: Path, workers: int, iters: int, rounds: int) -> dict:
     with ``workers`` workers). Returns the medians and the share of the fed iteration spent waiting."""
     import torch
     import torch.nn.functional as F
+
     from basicsr.data import build_dataloader, build_dataset
 
     from ..archs.asid_arch import ASID

@@ -127,6 +127,7 @@ def reference_sr(net, lq, scale: int, device: str):
     """A BGR uint8 LR image super-resolved with the reference protocol (tiles averaged); BGR uint8 out."""
     import numpy as np
     import torch
+
     from basicsr.utils import img2tensor, tensor2img
 
     from ..utils.asid_tiling import PROTOCOL_OVERLAP as DEFAULT_OVERLAP

@@ -157,6 +157,7 @@ def evaluate_psnr(net: nn.Module, scale: int, datasets: Path, names: Sequence[st
     """Mean Y-PSNR/SSIM (border = scale, BasicSR's metrics, whole images) per prepared data set
     ``{datasets}/{name}/GTmod{s}, LRbicx{s}``; sets not prepared are left out."""
     import numpy as np
+
     from basicsr.metrics import calculate_psnr, calculate_ssim
 
     from ..evaluation import paired_images, super_resolve

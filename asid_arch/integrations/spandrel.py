@@ -24,7 +24,7 @@ from typing import List
 
 try:
     import spandrel
-    from spandrel import ArchSupport, Architecture, ImageModelDescriptor, SizeRequirements, StateDict
+    from spandrel import Architecture, ArchSupport, ImageModelDescriptor, SizeRequirements, StateDict
 except ImportError as err:  # the optional extra is not installed
     raise ImportError(f"asid_arch.spandrel needs spandrel ({err}): pip install 'asid_arch[spandrel]' "
                       '(or pip install spandrel)') from err

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..utils.asid_compat import register_once  # first: installs the torchvision alias
+from ..utils.asid_compat import register_once  # isort: skip  (first: installs the torchvision alias)
 
 from basicsr.metrics.metric_util import reorder_image  # after the alias
 from basicsr.utils.color_util import bgr2ycbcr

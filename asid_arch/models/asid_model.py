@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from ..utils.asid_compat import register_once  # first: installs the torchvision alias
+from ..utils.asid_compat import register_once  # isort: skip  (first: installs the torchvision alias)
 
 from basicsr.models.sr_model import SRModel  # after the alias
 from basicsr.utils import get_root_logger

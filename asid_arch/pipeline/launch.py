@@ -34,11 +34,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..console import EXIT_FAILED, EXIT_USAGE
+from .arguments import basicsr_parser
+from .datasets import CheckedDataset, DataReadError
 from .option_file import OptionFileError, apply_overrides, options_from_text, read_option_text
 from .options_check import training_state_problem, validate_options
 from .options_structure import OptionsError, check_structure
-from .arguments import basicsr_parser
-from .datasets import CheckedDataset, DataReadError
 
 RANDOM_SEED_RANGE = (1, 10000)  # BasicSR's seed when the option file gives none
 DEBUG_PREFIX = 'debug_'  # --debug: BasicSR's debug mode (short intervals, no tensorboard)
@@ -218,10 +218,11 @@ def build_checked_dataset(dataset_opt: dict):
 
 def prepare_basicsr() -> None:
     """Install the safe option reading, the CPU-capable replacements and the data checks in BasicSR's pipelines."""
-    from .. import models  # noqa: F401  (first: the torchvision alias; registers ASID, Omni-SR, ASIDModel, the metric)
     import basicsr.test
     import basicsr.train
     import basicsr.utils.options
+
+    from .. import models  # noqa: F401  (first: the torchvision alias; registers ASID, Omni-SR, ASIDModel, the metric)
 
     basicsr.utils.options.init_dist = init_dist_any_device
     basicsr.train.load_resume_state = load_resume_state_any_device

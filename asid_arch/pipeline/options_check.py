@@ -14,7 +14,6 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 from .option_file import kind_of
 from .options_structure import check_structure, first_line
 
-
 META_INFO_LINE = re.compile(r'^(\S+?)(?:\.png)? \((\d+),(\d+),(\d+)\)')
 MAX_PAIRS_READ = 1000  # image headers read per disk-folder dataset (evenly spread); the rest are named when read
 MODELS_TRAINING_ONE_NETWORK = ('ASIDModel', 'SRModel')  # one optimizer, one scheduler in their training states

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from asid_arch import ASID, tile_forward
-from asid_arch.archs.omnisr_arch import OmniSR
 from asid_arch.archs import asid_ops as ops
+from asid_arch.archs.omnisr_arch import OmniSR
 
 from helpers import GOLDEN, GOLDEN_FILES, REQUIRE_SHARED, shared_path
 

@@ -15,9 +15,8 @@ import pytest
 import torch
 
 from asid_arch import ASID
-from asid_arch.archs.omnisr_arch import OmniSR
 from asid_arch.archs.asid_layouts import state_dict_to_reference
-from asid_arch.archs.omnisr_arch import omnisr_state_dict_from_reference, omnisr_state_dict_to_reference
+from asid_arch.archs.omnisr_arch import OmniSR, omnisr_state_dict_from_reference, omnisr_state_dict_to_reference
 
 from helpers import read_reference_keys, shared_path
 

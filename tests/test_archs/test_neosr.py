@@ -2,7 +2,6 @@
 weights, asid-sr / asid-export / pretrain_network_g on neosr checkpoints, and spandrel loading."""
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 import pytest
@@ -14,8 +13,7 @@ from asid_arch.checkpoint import network_from_file
 from asid_arch.cli.sr import main as asid_sr
 from asid_arch.utils.asid_weights import match_weights
 
-from helpers import shared_path
-from helpers import synthetic_image
+from helpers import shared_path, synthetic_image
 
 TOL = 1e-8
 NEOSR_FILES = ['neosr_asid_x2_default.pt', 'neosr_asid_d8_x3_pe_noflash.pt', 'neosr_asid_x4_noflash_nope.pt']
@@ -204,6 +202,7 @@ def test_neosr_finetune_option_file(tmp_path):
     import yaml
 
     from asid_arch.pipeline.options_check import _check_pretrained
+
     from helpers import REPO
 
     opt = yaml.safe_load((REPO / 'options' / 'train' / 'ASID' / 'train_ASID_SRx2_finetune_neosr.yml').read_text())
@@ -223,8 +222,8 @@ def test_neosr_finetune_option_file(tmp_path):
 def test_auto_variant_options_follow_the_pretrained_weights(tmp_path, name):
     """network_g: position_bias/channel_attention: auto -> what pretrain_network_g's weights tell, so the
     strict load and the option check pass for every neosr variant."""
-    from asid_arch.utils.asid_weights import resolve_variant_options
     from asid_arch.pipeline.options_check import _check_pretrained
+    from asid_arch.utils.asid_weights import resolve_variant_options
 
     g, path = neosr_checkpoint(tmp_path, name)
     opt = {'network_g': {'type': 'ASID', 'upscale': g['scale'], 'num_blocks': g['num_blocks'],

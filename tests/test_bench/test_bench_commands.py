@@ -49,6 +49,7 @@ def test_zoo_with_a_checkpoint_reports_psnr(tmp_path):
     # the same figures computed here: the network on each prepared pair, BasicSR's Y-channel metrics, border 2
     import cv2
     import numpy as np
+
     from basicsr.metrics import calculate_psnr, calculate_ssim
 
     net = asid(2).eval()

@@ -31,6 +31,7 @@ def prepared(tmp_path_factory):
 def reference_figures(checkpoint, gt_dir, lq_dir):
     """Mean PSNR/SSIM computed here: the reference protocol's averaged tiles, the package's MATLAB-style PSNR."""
     import numpy as np
+
     from basicsr.metrics import calculate_ssim
     from basicsr.utils import img2tensor, tensor2img
 
@@ -95,7 +96,8 @@ def test_published_rows_name_their_sources():
 
 @pytest.mark.parametrize('model', ['ASID', 'Omni-SR'])
 def test_zoo_refuses_integer_weights_before_measuring(prepared, tmp_path, capsys, model):
-    """Integer tensors would be converted silently by state_dict_from_file: refused by name, exit 2, nothing measured."""
+    """Integer tensors would be converted silently by state_dict_from_file: refused by name, exit 2, nothing
+    measured."""
     from asid_arch.bench.zoo import build_model
 
     state = {k: v.round().to(torch.int64) for k, v in build_model(model, 2).state_dict().items()}

@@ -29,7 +29,8 @@ def run_in_tree(tree: Path, args: list, timeout: int = 600) -> subprocess.Comple
     """``python <args>`` in the checkout, BasicSR's way (``PYTHONPATH=.``), without the asid_arch package."""
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
     script = args[0]
-    code = NO_PACKAGE + f"sys.argv = {[script, *args[1:]]!r}; import runpy; runpy.run_path({script!r}, run_name='__main__')"
+    code = NO_PACKAGE + (f"sys.argv = {[script, *args[1:]]!r}; import runpy; "
+                         f"runpy.run_path({script!r}, run_name='__main__')")
     return subprocess.run([sys.executable, '-c', code], cwd=tree, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -60,7 +61,8 @@ def shortened_demo_options(data: Path, name: str) -> dict:
     train.update(dataroot_gt=str(data / 'train' / 'tiny_HR_sub.lmdb'),
                  dataroot_lq=str(data / 'train' / 'tiny_LR_bicubic_X2_sub.lmdb'), gt_size=32, batch_size_per_gpu=2,
                  num_worker_per_gpu=0, dataset_enlarge_ratio=1)
-    opt['datasets']['val'].update(dataroot_gt=str(data / 'valsrc' / 'GTmod2'), dataroot_lq=str(data / 'valsrc' / 'LRbicx2'))
+    opt['datasets']['val'].update(dataroot_gt=str(data / 'valsrc' / 'GTmod2'),
+                                  dataroot_lq=str(data / 'valsrc' / 'LRbicx2'))
     opt['train'].update(total_iter=4, warmup_iter=-1)
     opt['train']['scheduler']['periods'] = [4]
     opt['val'].update(val_freq=4, tile={'size': 16, 'overlap': 4})
@@ -138,7 +140,8 @@ for path in {files!r}:
     opt, _ = parse_options('.', is_train='/train/' in path)
     checks = [('model_type', opt['model_type'], MODEL_REGISTRY), ('network_g', opt['network_g']['type'], ARCH_REGISTRY)]
     checks += [(f'datasets.{{k}}', v['type'], DATASET_REGISTRY) for k, v in opt['datasets'].items()]
-    checks += [(f'val.metrics.{{k}}', v['type'], METRIC_REGISTRY) for k, v in (opt.get('val') or {{}}).get('metrics', {{}}).items()]
+    metrics = (opt.get('val') or {{}}).get('metrics', {{}})
+    checks += [(f'val.metrics.{{k}}', v['type'], METRIC_REGISTRY) for k, v in metrics.items()]
     train = opt.get('train') or {{}}
     checks += [(f'train.{{k}}', v['type'], LOSS_REGISTRY) for k, v in train.items() if k.endswith('_opt') and v]
     for where, name, registry in checks:

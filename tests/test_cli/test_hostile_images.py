@@ -19,8 +19,8 @@ from PIL import Image
 from asid_arch import ASID
 from asid_arch import image_writer as images_module
 from asid_arch.checkpoint import network_from_file
-from asid_arch.images import FrameInfo, png_chunks
 from asid_arch.cli.sr import main as asid_sr
+from asid_arch.images import FrameInfo, png_chunks
 from asid_arch.inference import network_bytes, plan_memory
 from asid_arch.utils.asid_tiling import shift_up
 

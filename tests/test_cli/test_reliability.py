@@ -157,7 +157,8 @@ def test_bad_pretrained_weights_are_found_by_the_option_checks(data, tmp_path):
 
     files = bad_weight_files(tmp_path)
     for name, message in EXPECTED_MESSAGES.items():
-        opt = tiny_train_options('pre', data / 'train', data / 'valsrc', **{'path.pretrain_network_g': str(files[name])})
+        opt = tiny_train_options('pre', data / 'train', data / 'valsrc',
+                                 **{'path.pretrain_network_g': str(files[name])})
         for phase, ds in opt['datasets'].items():
             ds['phase'] = phase
         problems = validate_options(opt)

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from asid_arch.cli import prepare as prepare_command
+from asid_arch.cli.kit import main as asid_kit
 from asid_arch.data import prepare
 from asid_arch.data.record import RECORD_NAME
-from asid_arch.cli.kit import main as asid_kit
 
 from helpers import REPO, run_module, synthetic_image, write_images
 
@@ -318,7 +318,7 @@ def test_non_utf8_and_unsafe_names(tmp_path, capsys):
     cv2.imwrite(str(hr / 'a b.c.png'), synthetic_image(60, 70, 1))
     cv2.imwrite(str(hr / 'a_b_c.png'), synthetic_image(60, 70, 2))
     result = run_module('asid_arch.cli.prepare', ['train', '--hr', str(hr), '--out', str(tmp_path / 'out'),
-                                                   '--scales', '2', *TRAIN], tmp_path)
+                                                  '--scales', '2', *TRAIN], tmp_path)
     assert result.returncode == 1, result.stderr
     assert 'Traceback' not in result.stderr
     assert "x\\xff.png: outputs named x_.png" in result.stderr

@@ -11,8 +11,7 @@ from asid_arch.cli import prepare as prepare_command
 from asid_arch.data import prepare
 from asid_arch.data.prepare import crop_positions, prepare_bench, prepare_train
 
-from helpers import shared_path
-from helpers import write_images
+from helpers import shared_path, write_images
 
 CROP, STEP = 48, 24
 
@@ -36,8 +35,8 @@ def test_train_set_to_lmdb_read_by_basicsr(hr_folder, tmp_path, capsys):
     from basicsr.data.paired_image_dataset import PairedImageDataset
 
     out = tmp_path / 'out'
-    code = prepare_command.main(['train', '--hr', str(hr_folder), '--out', str(out), '--name', 'tiny', '--scales', '2', '3',
-                         '4', '--crop-size', str(CROP), '--step', str(STEP)])
+    code = prepare_command.main(['train', '--hr', str(hr_folder), '--out', str(out), '--name', 'tiny', '--scales',
+                                 '2', '3', '4', '--crop-size', str(CROP), '--step', str(STEP)])
     assert code == 1  # the broken image failed ...
     assert 'broken.png' in capsys.readouterr().err  # ... and was named
     hr = cv2.imread(str(out / 'tiny_HR' / 'img00.png'))

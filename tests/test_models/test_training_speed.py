@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from asid_arch.models.asid_model import ASIDModel
+from asid_arch.pipeline.options_check import validate_options
 from asid_arch.utils import asid_precision
 from asid_arch.utils.asid_precision import autocast_dtype, compile_arguments
-from asid_arch.pipeline.options_check import validate_options
 
 from helpers import make_tiny_data, run_module, tiny_train_options, write_yaml
 

@@ -120,7 +120,8 @@ def test_public_names_register_what_they_use(tmp_path):
     """``import asid_arch`` imports neither torch nor BasicSR; a public name imports its module on first use, which
     registers it; ``import asid_arch.models`` registers the model and the metric."""
     code = ("import sys; import asid_arch; assert 'torch' not in sys.modules and 'basicsr' not in sys.modules; "
-            "net = asid_arch.asid(2); from basicsr.utils.registry import ARCH_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY; "
+            "net = asid_arch.asid(2); "
+            "from basicsr.utils.registry import ARCH_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY; "
             "assert ARCH_REGISTRY.get('ASID') is asid_arch.ASID and 'OmniSR' in ARCH_REGISTRY; "
             "assert 'ASIDModel' not in MODEL_REGISTRY; import asid_arch.models; "
             "assert 'ASIDModel' in MODEL_REGISTRY and 'calculate_psnr_matlab' in METRIC_REGISTRY; print('ok')")

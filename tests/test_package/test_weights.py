@@ -22,6 +22,7 @@ from asid_arch.archs.omnisr_arch import OmniSR
 from asid_arch.utils.asid_errors import PretrainedWeightsError
 from asid_arch.weights import (BASE_URL_ENV, CACHE_DIR_ENV, RELEASED, WeightsDownloadError, fetch, released,
                                resolve_model)
+
 from helpers import REPO, run_module, synthetic_image
 
 NAME = 'asid_x2'  # the smallest released network: the one served in these tests

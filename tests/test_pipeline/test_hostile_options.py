@@ -532,7 +532,7 @@ def test_valid_files_still_run_with_force_yml(data, tmp_path):
     """The safe reading changes nothing for a valid file: --force_yml applies as a YAML value."""
     opt = write_yaml(tmp_path / 'ok.yml', train_opt(data, **{'train.total_iter': 50}))
     result = run_module('asid_arch.cli.train', ['-opt', str(opt), '--force_yml', 'train:total_iter=2',
-                                            'val:val_freq=!!float 2'], tmp_path)
+                                                'val:val_freq=!!float 2'], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'iters: 2.' in result.stderr
     copied = (tmp_path / 'experiments' / 'hostile' / 'ok.yml').read_text()

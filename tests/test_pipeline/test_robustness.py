@@ -37,7 +37,8 @@ def test_valid_options_pass(data):
     ({'train.optim_g.type': 'Adamm'}, "train: optim_g: type: 'Adamm' is not an optimizer"),
     ({'model_type': 'SRModelX'}, "model_type: 'SRModelX' is not a registered model"),
     ({'path.pretrain_network_g': '/nonexistent.pth'}, 'path: pretrain_network_g: /nonexistent.pth does not exist'),
-    ({'datasets.train.batch_size_per_gpu': 'eight'}, "datasets: train: batch_size_per_gpu: 'eight' is not a whole number"),
+    ({'datasets.train.batch_size_per_gpu': 'eight'},
+     "datasets: train: batch_size_per_gpu: 'eight' is not a whole number"),
     ({'datasets.train.batch_size_per_gpu': 0}, 'datasets: train: batch_size_per_gpu: 0 must be > 0'),
     ({'train.optim_g.lr': -1e-3}, 'train: optim_g: lr: -0.001 must be > 0'),
     ({'train.optim_g.lr': 'fast'}, "train: optim_g: lr: 'fast' is not a number"),
@@ -66,7 +67,8 @@ def test_incomplete_lmdb_is_named(data, tmp_path):
     fake = tmp_path / 'half.lmdb'
     fake.mkdir()
     (fake / 'data.mdb').write_bytes(b'')
-    opt = parsed(tiny_train_options('bad', data / 'train', data / 'valsrc', **{'datasets.train.dataroot_gt': str(fake)}))
+    opt = parsed(tiny_train_options('bad', data / 'train', data / 'valsrc',
+                                    **{'datasets.train.dataroot_gt': str(fake)}))
     assert any('dataroot_gt' in p and 'no meta_info.txt' in p for p in validate_options(opt))
 
 

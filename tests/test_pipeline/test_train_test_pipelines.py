@@ -70,6 +70,7 @@ def metrics_computed_here(checkpoint, opt, tile) -> dict:
     import cv2
     import numpy as np
     import torch
+
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.utils import img2tensor, tensor2img
 

@@ -13,6 +13,7 @@ import torch
 from asid_arch.pipeline.option_file import read_option_file
 from asid_arch.pipeline.options_check import validate_options
 from asid_arch.pipeline.options_structure import check_structure
+
 from helpers import REPO
 
 OPTIONS = REPO / 'options'
