@@ -1,0 +1,202 @@
+"""CPU kernels and fused fast paths of the ASID network (oneDNN matrix products and convolutions with fused
+epilogues, a LayerNorm with a faster weight gradient) and the autograd functions behind them.
+
+Kit file (``basicsr/archs/asid_ops.py`` in a BasicSR checkout): it imports only torch. Every function here
+gives the plain PyTorch operation's values (to float32 rounding) and takes the plain operation wherever
+its fast path does not apply: float64 (the golden checks), autocast, CUDA, tracing, scripting,
+``torch.compile`` and export see only standard PyTorch operations.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _onednn_kernel(name: str):
+    """oneDNN's CPU operator ``torch.ops.mkldnn.<name>`` when this torch build has it, else None."""
+    try:
+        return getattr(torch.ops.mkldnn, name) if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_ONEDNN_LINEAR = _onednn_kernel('_linear_pointwise')  # matrix product with a fused epilogue
+_ONEDNN_CONV = _onednn_kernel('_convolution_pointwise')  # convolution with a fused epilogue
+
+
+def _eager_cpu(x: Tensor) -> bool:
+    """Where this file's hand-made CPU paths may run: an eager CPU tensor outside autocast. Tracing,
+    scripting, torch.compile and export see only standard PyTorch operations."""
+    return (x.device.type == 'cpu' and not torch.is_autocast_enabled('cpu') and not torch.jit.is_scripting()
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+
+
+def _onednn_linear_applies(x: Tensor, weight: Tensor) -> bool:
+    """oneDNN linear for eager CPU float32 only: float64 (the golden checks), autocast, CUDA, tracing,
+    scripting, torch.compile and export all take ``F.linear``."""
+    return _ONEDNN_LINEAR is not None and x.dtype == torch.float32 and weight.dtype == torch.float32 and _eager_cpu(x)
+
+
+def _fused_epilogues_work() -> bool:
+    """Whether oneDNN's fused calls made below (linear + residual, depth-wise convolution + GELU or
+    product) exist in this torch build and give the plain operations' values: tried once on tiny
+    tensors, since these internal operators and their signatures differ between torch versions."""
+    if _ONEDNN_LINEAR is None or _ONEDNN_CONV is None:
+        return False
+    try:
+        cpu32 = {'device': 'cpu', 'dtype': torch.float32}  # whatever defaults the importer set
+        x = torch.rand(1, 4, 5, 5, **cpu32).contiguous(memory_format=torch.channels_last)
+        w, w_dw, nhwc, same = torch.rand(4, 4, **cpu32), torch.rand(4, 1, 3, 3, **cpu32), x.permute(0, 2, 3, 1), [1, 1]
+        conv = F.conv2d(x, w_dw, padding=1, groups=4)
+        pairs = [(_ONEDNN_LINEAR.binary(nhwc, nhwc, w, None, 'add'), F.linear(nhwc, w) + nhwc),
+                 (_ONEDNN_CONV(x, w_dw, None, same, same, same, 4, 'gelu', [], 'none'), F.gelu(conv)),
+                 (_ONEDNN_CONV.binary(x, x, w_dw, None, same, same, same, 4, 'mul', None, None, [], None), conv * x)]
+        return all(torch.allclose(fast, plain, atol=1e-5) for fast, plain in pairs)
+    except (AttributeError, RuntimeError, TypeError):
+        return False
+
+
+_FUSED_EPILOGUES = _fused_epilogues_work()
+
+
+def _needs_grad(*tensors: Optional[Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``F.linear`` (plus a ``residual``, added in the same pass) with oneDNN's forward and
+    input-gradient kernels (MKL's ``mm`` for the weight gradient)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        if residual is None:
+            return _ONEDNN_LINEAR(x, weight, bias, 'none', [], '')
+        return _ONEDNN_LINEAR.binary(x, residual, weight, bias, 'add')
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _ONEDNN_LINEAR(grad, weight.t().contiguous(), None, 'none', [], '')
+        if ctx.needs_input_grad[1]:
+            grad_weight = grad.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
+        return grad_x, grad_weight, grad_bias, (grad if ctx.needs_input_grad[3] else None)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, gelu: bool = False,
+           residual: Optional[Tensor] = None) -> Tensor:
+    """``F.linear(x, weight, bias)`` over the last axis, then exact GELU if ``gelu``, then ``+ residual``.
+
+    On the CPU in float32 this runs oneDNN's matrix product (faster than the default ``mm`` for these
+    tall, narrow shapes) with the residual addition fused into it, and the GELU too when no gradient
+    is needed; the results agree with ``F.linear`` to float32 rounding. Other cases take ``F.linear``.
+    """
+    fuse_residual = _FUSED_EPILOGUES and residual is not None and not gelu and residual.is_contiguous()
+    if not _onednn_linear_applies(x, weight):
+        y = F.linear(x, weight, bias)
+    elif _needs_grad(x, weight, bias, residual):
+        y = _OneDNNLinear.apply(x, weight, bias, residual if fuse_residual else None)
+        if fuse_residual:
+            return y
+    elif fuse_residual:
+        return _ONEDNN_LINEAR.binary(x, residual, weight, bias, 'add')
+    else:
+        y = _ONEDNN_LINEAR(x, weight, bias, 'gelu' if gelu else 'none', [], 'none' if gelu else '')
+        gelu = False  # applied by the kernel
+    y = F.gelu(y) if gelu else y
+    return y if residual is None else y + residual
+
+
+def depthwise_conv3x3(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, gelu: bool = False,
+                      multiply: Optional[Tensor] = None) -> Tensor:
+    """``F.conv2d(x, weight, bias, padding=1, groups=C)``, then exact GELU if ``gelu``, then ``* multiply``.
+
+    ``(B, C, H, W) -> (B, C, H, W)``. At inference on the CPU in float32 (no gradient needed) the GELU or
+    the product is fused into oneDNN's convolution: one pass over the feature map fewer.
+    """
+    groups = x.shape[1]
+    fused = (_FUSED_EPILOGUES and x.dtype == torch.float32 and _eager_cpu(x)
+             and not _needs_grad(x, weight, bias, multiply) and not (gelu and multiply is not None)
+             and x.is_contiguous(memory_format=torch.channels_last)
+             and (multiply is None or multiply.is_contiguous(memory_format=torch.channels_last)))
+    if fused and multiply is not None:
+        return _ONEDNN_CONV.binary(x, multiply, weight, bias, [1, 1], [1, 1], [1, 1], groups, 'mul', None, None, [],
+                                   None)
+    if fused:
+        return _ONEDNN_CONV(x, weight, bias, [1, 1], [1, 1], [1, 1], groups, 'gelu' if gelu else 'none', [],
+                            'none' if gelu else '')
+    y = F.conv2d(x, weight, bias, padding=1, groups=groups)
+    y = F.gelu(y) if gelu else y
+    return y if multiply is None else y * multiply
+
+
+class PointwiseConv(nn.Conv2d):
+    """1x1 convolution computed as one matrix product over the channels of an NHWC view.
+
+    Same parameters (and state-dict keys) as ``nn.Conv2d(in, out, 1)``; on the CPU this is several
+    times faster than the convolution kernels for these shapes. ``(B, in, H, W) -> (B, out, H, W)``,
+    returned as an NCHW view of channels_last memory. ``gelu=True`` applies exact GELU to the result.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: Tensor, gelu: bool = False, residual: Optional[Tensor] = None) -> Tensor:
+        """``Conv1x1(x)``, then GELU if ``gelu``, then ``+ residual`` (``(B, out, H, W)``), fused where it pays."""
+        res = None if residual is None else residual.permute(0, 2, 3, 1)
+        return linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias, gelu, res).permute(0, 3, 1, 2)
+
+
+# ATen's CPU LayerNorm backward is fast for the weight/bias gradients only when the normalised width
+# is a multiple of this (its float vector length); other widths (the SAMs' 36, 24, 12) take ours.
+LN_FAST_WEIGHT_GRAD_MULTIPLE = 16
+
+
+class _LayerNormFunction(torch.autograd.Function):
+    """``F.layer_norm`` over the last axis whose backward gets the input gradient from ATen's kernel
+    and the weight/bias gradients from two column sums (same values, several times faster for
+    widths that are not a multiple of :data:`LN_FAST_WEIGHT_GRAD_MULTIPLE`)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+        out, mean, rstd = torch.native_layer_norm(x, weight.shape, weight, bias, eps)
+        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], None]:
+        x, weight, bias, mean, rstd = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.native_layer_norm_backward(grad, x, weight.shape, mean, rstd, weight, bias,
+                                                               [True, False, False])[0]
+        rows = grad.reshape(-1, grad.shape[-1])
+        if ctx.needs_input_grad[1]:
+            x_hat = torch.addcmul(-mean * rstd, x, rstd)  # (x - mean) * rstd
+            grad_weight = (rows * x_hat.reshape(rows.shape)).sum(0)
+        if ctx.needs_input_grad[2]:
+            grad_bias = rows.sum(0)
+        return grad_x, grad_weight, grad_bias, None
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """``F.layer_norm(x, (d,), weight, bias, eps)`` over the last axis (see :class:`_LayerNormFunction`)."""
+    slow_weight_grad = x.shape[-1] % LN_FAST_WEIGHT_GRAD_MULTIPLE != 0
+    if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and _eager_cpu(x):
+        return _LayerNormFunction.apply(x, weight, bias, eps)
+    return F.layer_norm(x, weight.shape, weight, bias, eps)
+
+
+class TokenLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm(d)`` (same parameters) over the last axis of token maps, via :func:`layer_norm`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return layer_norm(x, self.weight, self.bias, self.eps)

@@ -1,0 +1,271 @@
+"""``asid-bench paper``: the measured PSNR/SSIM of given checkpoints beside the published figures.
+
+The reference protocol, as the published tables measure: each prepared LR image
+(``{datasets}/{set}/LRbicx{s}``, made by ``asid-prepare bench``) super-resolved in LR tiles of the
+reference size and overlap, averaged where they overlap (the one tiler's defaults); Y-channel PSNR with
+MATLAB's rounding (the package's ``calculate_psnr_matlab``) and Y-channel SSIM (BasicSR's), border =
+scale, averaged over the set. Each row: the measured figures, the published ones (:mod:`.published`;
+a figure with no traced source is shown as not published, never estimated), the difference and the
+source. With ``--out``: ``paper.md``, ``paper.csv`` and ``paper_vs_published.png`` (measured and
+published points marked apart).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, shown
+from ..utils.asid_errors import PretrainedWeightsError
+from ..utils.asid_weights import BASICSR_PARAM_KEYS, match_weights, weights_for
+from .figures import PLOT_SET, ZOO_MODELS
+from .published import PublishedFigure, published
+
+ASID_FAMILY = {'ASID': 3, 'ASID-D8': 8}  # the released configurations' IDB counts, by name
+NOT_PUBLISHED = 'not published'
+NO_FIGURE = '-'
+CSV_FIELDS = ['model', 'scale', 'dataset', 'network', 'checkpoint', 'images', 'psnr', 'psnr_published', 'psnr_diff',
+              'ssim', 'ssim_published', 'ssim_diff', 'source']
+
+
+@dataclass
+class Comparison:
+    """One model, scale and data set: measured figures and the published ones."""
+    model: str
+    scale: int
+    dataset: str
+    network: str  # what the weights are (e.g. 'ASID x2', 'ASID (1 IDBs) x2')
+    checkpoint: str
+    images: int
+    psnr: float
+    ssim: float
+    params: int
+    reference: Optional[PublishedFigure]
+
+    @property
+    def psnr_diff(self) -> Optional[float]:
+        return None if self.reference is None or self.reference.psnr is None else self.psnr - self.reference.psnr
+
+    @property
+    def ssim_diff(self) -> Optional[float]:
+        return None if self.reference is None or self.reference.ssim is None else self.ssim - self.reference.ssim
+
+
+def parse_checkpoints(specs: Sequence[str]) -> Optional[Dict[Tuple[str, int], Path]]:
+    """``MODEL:SCALE=PATH`` specs -> {(model, scale): path}; None (after one line on stderr) for a bad one."""
+    checkpoints: Dict[Tuple[str, int], Path] = {}
+    for spec in specs:
+        key, sep, path = spec.partition('=')
+        model, _, scale = key.rpartition(':')
+        if not sep or not path or not scale.isdigit() or int(scale) not in (2, 3, 4):
+            print(f'asid-bench: --checkpoint {spec!r} is not MODEL:SCALE=PATH (scale 2, 3 or 4), e.g. '
+                  'ASID:2=net_g_latest.pth', file=sys.stderr)
+            return None
+        if model not in ZOO_MODELS:
+            print(f'asid-bench: --checkpoint {spec!r}: unknown model {model!r} (choose from {", ".join(ZOO_MODELS)})',
+                  file=sys.stderr)
+            return None
+        if (model, int(scale)) in checkpoints:
+            print(f'asid-bench: --checkpoint {model}:{scale} is given twice', file=sys.stderr)
+            return None
+        checkpoints[(model, int(scale))] = Path(path)
+    return checkpoints
+
+
+def load_checked(model: str, scale: int, path: Path):
+    """The network of ``model`` at ``scale`` with the weights of ``path``, read through the package's checked
+    loading (safe ``torch.load``, NaN/Inf, every key, shape and kind of number matched strictly).
+    ASID weights decide their own network (width, IDBs, variant); the others load into the released
+    configuration. A :class:`PretrainedWeightsError` with a one-line reason otherwise."""
+    from ..checkpoint import network_from_file
+    from .zoo import build_model, unwrapped
+
+    if not path.is_file():
+        raise PretrainedWeightsError(f'{shown(path)}: no such file')
+    if model in ASID_FAMILY:
+        net, config = network_from_file(path)
+        if config.upscale != scale:
+            raise PretrainedWeightsError(f'{shown(path)} holds x{config.upscale} weights, not x{scale}')
+        net.network_name = f'{config.variant} x{config.upscale}'
+        return net
+    net = build_model(model, scale)
+    target = unwrapped(net)
+    state, _ = weights_for(target, path, BASICSR_PARAM_KEYS)
+    problems = match_weights(target, state, shown(path))
+    if problems:
+        raise PretrainedWeightsError('; '.join(problems))
+    target.load_state_dict(state, strict=True)
+    net.network_name = f'{model} x{scale}'
+    return net.eval()
+
+
+def prepared_pair(datasets: Path, name: str, scale: int) -> Optional[Tuple[Path, Path]]:
+    """``(GTmod{s}, LRbicx{s})`` folders of a set prepared by ``asid-prepare bench``, or None."""
+    gt_dir, lq_dir = datasets / name / f'GTmod{scale}', datasets / name / f'LRbicx{scale}'
+    return (gt_dir, lq_dir) if gt_dir.is_dir() and lq_dir.is_dir() else None
+
+
+def unusable_datasets(datasets: Path, sets: Sequence[str], scales: Set[int]) -> bool:
+    """True (after one line on stderr) when ``--datasets`` holds none of ``sets`` prepared at one of ``scales``."""
+    if not datasets.is_dir():
+        print(f'asid-bench: --datasets {shown(datasets)}: no such folder (prepare the benchmark sets with '
+              '`asid-prepare bench --hr .../Set5/HR ... --out DIR`, then give --datasets DIR)', file=sys.stderr)
+        return True
+    for scale in sorted(scales):
+        if not any(prepared_pair(datasets, name, scale) for name in sets):
+            print(f'asid-bench: --datasets {shown(datasets)}: none of {", ".join(sets)} is prepared at x{scale} '
+                  f'(no {{set}}/GTmod{scale} and {{set}}/LRbicx{scale}: run `asid-prepare bench --scales {scale}`)',
+                  file=sys.stderr)
+            return True
+    return False
+
+
+def reference_sr(net, lq, scale: int, device: str):
+    """A BGR uint8 LR image super-resolved with the reference protocol (tiles averaged); BGR uint8 out."""
+    import numpy as np
+    import torch
+
+    from basicsr.utils import img2tensor, tensor2img
+
+    from ..utils.asid_tiling import PROTOCOL_OVERLAP as DEFAULT_OVERLAP
+    from ..utils.asid_tiling import PROTOCOL_TILE as DEFAULT_TILE
+    from ..utils.asid_tiling import tile_forward
+
+    x = img2tensor(lq.astype(np.float32) / 255.0)[None].to(device)
+    with torch.inference_mode():
+        return tensor2img(tile_forward(net, x, scale, DEFAULT_TILE, DEFAULT_OVERLAP))
+
+
+Measured = Tuple[List[float], List[float], List[str]]  # per-image PSNR, SSIM, and the images that failed
+
+
+def evaluate_set(net, scale: int, gt_dir: Path, lq_dir: Path, device: str) -> Measured:
+    """Per-image Y-PSNR (MATLAB rounding) and Y-SSIM of one prepared set, and a line per image that could
+    not be measured (unreadable, missing LR, sizes that do not match the scale)."""
+    from basicsr.metrics import calculate_ssim
+
+    from ..evaluation import paired_images
+    from ..metrics.asid_metric import calculate_psnr_matlab
+
+    psnr, ssim, failed = [], [], []
+    for stem, gt, lq in paired_images(gt_dir, lq_dir):
+        if gt is None or lq is None:
+            failed.append(f'{shown(gt_dir.parent)}: {stem}: unreadable or missing (GT or LR)')
+            continue
+        if gt.shape[:2] != (lq.shape[0] * scale, lq.shape[1] * scale):
+            failed.append(f'{shown(gt_dir.parent)}: {stem}: GT {gt.shape[1]}x{gt.shape[0]} is not x{scale} of LR '
+                          f'{lq.shape[1]}x{lq.shape[0]}')
+            continue
+        sr = reference_sr(net, lq, scale, device)
+        psnr.append(calculate_psnr_matlab(sr, gt, scale, input_order='HWC'))
+        ssim.append(calculate_ssim(sr, gt, scale, input_order='HWC', test_y_channel=True))
+    return psnr, ssim, failed
+
+
+def compare(nets: Dict[Tuple[str, int], object], checkpoints: Dict[Tuple[str, int], Path], datasets: Path,
+            sets: Sequence[str], device: str) -> Tuple[List[Comparison], List[str]]:
+    """Every checkpoint on every prepared set of its scale: the comparison rows, and the failures."""
+    import numpy as np
+
+    rows, failed = [], []
+    for (model, scale), net in nets.items():
+        net = net.to(device)
+        params = sum(p.numel() for p in net.parameters())
+        for name in sets:
+            pair = prepared_pair(datasets, name, scale)
+            if pair is None:
+                continue
+            psnr, ssim, bad = evaluate_set(net, scale, *pair, device)
+            failed += bad
+            if psnr:
+                rows.append(Comparison(model, scale, name, net.network_name, checkpoints[(model, scale)].name,
+                                       len(psnr), float(np.mean(psnr)), float(np.mean(ssim)), params,
+                                       published(model, scale, name)))
+    return rows, failed
+
+
+def _figure(value: Optional[float], digits: int, missing: str = NOT_PUBLISHED, signed: bool = False) -> str:
+    if value is None:
+        return missing
+    return f'{value:+.{digits}f}' if signed else f'{value:.{digits}f}'
+
+
+def table(rows: Sequence[Comparison]) -> List[str]:
+    """The comparison as Markdown lines: one row per model, scale and set, then the sources."""
+    sources: List[str] = []
+    lines = ['| model | scale | data set | network (from the weights) | images | PSNR (Y) | published | difference | '
+             'SSIM (Y) | published | difference | source |', '|' + '---|' * 12]
+    for r in rows:
+        ref = r.reference
+        mark = NO_FIGURE
+        if ref is not None:
+            if str(ref.source) not in sources:
+                sources.append(str(ref.source))
+            mark = f'[{sources.index(str(ref.source)) + 1}]'
+        lines.append(f'| {r.model} | x{r.scale} | {r.dataset} | {r.network} | {r.images} | {r.psnr:.2f} | '
+                     f'{_figure(ref and ref.psnr, 2)} | {_figure(r.psnr_diff, 2, NO_FIGURE, True)} | {r.ssim:.4f} | '
+                     f'{_figure(ref and ref.ssim, 4)} | {_figure(r.ssim_diff, 4, NO_FIGURE, True)} | {mark} |')
+    lines += [''] + [f'[{i}] {s}' for i, s in enumerate(sources, 1)]
+    return lines
+
+
+def write_outputs(out: Path, rows: Sequence[Comparison], lines: Sequence[str]) -> None:
+    """paper.md, paper.csv and the plot of measured and published points."""
+    from . import plots
+    from .common import machine
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'paper.md').write_text('\n'.join([f'Measured on: {machine()}', '', *lines]) + '\n')
+    with open(out / 'paper.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for r in rows:
+            ref = r.reference
+            writer.writerow({'model': r.model, 'scale': r.scale, 'dataset': r.dataset, 'network': r.network,
+                             'checkpoint': r.checkpoint, 'images': r.images, 'psnr': r.psnr, 'ssim': r.ssim,
+                             'psnr_published': '' if ref is None or ref.psnr is None else ref.psnr,
+                             'ssim_published': '' if ref is None or ref.ssim is None else ref.ssim,
+                             'psnr_diff': '' if r.psnr_diff is None else r.psnr_diff,
+                             'ssim_diff': '' if r.ssim_diff is None else r.ssim_diff,
+                             'source': '' if ref is None else str(ref.source)})
+    measured = [{'model': r.model, 'scale': r.scale, 'params': r.params, 'psnr': r.psnr,
+                 'label': f'{r.model} (measured: {r.checkpoint})'} for r in rows if r.dataset == PLOT_SET]
+    plots.psnr_vs_params(out / 'paper_vs_published.png', measured, sorted({r.scale for r in rows}))
+
+
+def paper(args: argparse.Namespace) -> int:
+    """``asid-bench paper``: every argument and checkpoint checked before any image is measured."""
+    device = args.device or 'cpu'
+    checkpoints = parse_checkpoints(args.checkpoint)
+    if checkpoints is None:
+        return EXIT_USAGE
+    if unusable_datasets(args.datasets, args.sets, {s for _, s in checkpoints}):
+        return EXIT_USAGE
+    nets = {}
+    for (model, scale), path in checkpoints.items():
+        try:
+            nets[(model, scale)] = load_checked(model, scale, path)
+        except PretrainedWeightsError as err:
+            print(f'asid-bench: --checkpoint {model}:{scale}: {err}', file=sys.stderr)
+            return EXIT_USAGE
+        network = nets[(model, scale)].network_name
+        if model in ASID_FAMILY and not network.startswith(f'{model} x'):
+            print(f'asid-bench: note: --checkpoint {model}:{scale}: the weights are {network}, not the released '
+                  f'{model}: the published figures are of the released one', file=sys.stderr)
+    for scale in sorted({s for _, s in checkpoints}):
+        absent = [name for name in args.sets if prepared_pair(args.datasets, name, scale) is None]
+        if absent:
+            print(f'asid-bench: note: not prepared at x{scale} under {shown(args.datasets)}, left out: '
+                  f'{", ".join(absent)}', file=sys.stderr)
+    rows, failed = compare(nets, checkpoints, args.datasets, args.sets, device)
+    lines = table(rows)
+    print('\n'.join(lines))
+    if args.out is not None:
+        write_outputs(args.out, rows, lines)
+        print(f'asid-bench: wrote {args.out}/paper.md, paper.csv, paper_vs_published.png')
+    for line in failed:
+        print(f'asid-bench: failed: {line}', file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK

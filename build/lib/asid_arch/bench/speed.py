@@ -1,0 +1,192 @@
+"""``asid-bench speed``: the fast-ASID figures, each in a fresh process.
+
+ASID x4 320x180 -> 1280x720 and ASID x2 640x360 inference, one training step (batch 16, 64x64 LR
+patches, x2, forward + backward + Adam, plain and fused), and the float32 (and bf16) error against
+the float64 golden files of the folder the environment variable ``ASID_SHARED`` names. With ``--reference``
+(neosr's ASID file, whose ``pe=True, flash_attn=False`` build is the authors' architecture): the
+package and the reference interleaved in one process, and the reference alone in a plain process.
+No figure of another machine is quoted: a speed-up is only ever measured here, in one process.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Callable, List
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from .common import in_fresh_process, interleaved_times, machine, median_time, missing_file, print_json, shared_folder
+from .figures import FIGURE_INPUT, FIGURE_LABEL, FIGURE_SCALE, STEP_BATCH, STEP_LR_PATCH
+from .memory import peak_rss_since_reset, reset_peak_rss
+from .reference import REFERENCE_HINT, load_reference
+
+SPEED_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+STEP_LR = 5e-4  # the training recipe's learning rate (the step's time does not depend on it)
+PLAIN_PROCESS_ENV = {'ASID_KEEP_FREED_MEMORY': '0'}  # the reference alone: glibc malloc defaults
+
+
+def figure_workload(what: str, net: nn.Module, precision: str, fused: bool = False) -> Callable[[], object]:
+    """One timed unit of ``what`` (``x4``, ``x2`` inference or the x2 training ``step``, Adam ``fused`` or
+    not) on ``net``."""
+    dtype = SPEED_DTYPES[precision]
+    autocast = torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32)
+    if what in FIGURE_INPUT:
+        w, h = FIGURE_INPUT[what]
+        x = torch.rand(1, 3, h, w)
+        net.eval()
+
+        def infer():
+            with torch.inference_mode(), autocast:
+                return net(x)
+        return infer
+    net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=STEP_LR, fused=fused)
+    scale = FIGURE_SCALE[what]
+    lq = torch.rand(STEP_BATCH, 3, STEP_LR_PATCH, STEP_LR_PATCH)
+    gt = torch.rand(STEP_BATCH, 3, STEP_LR_PATCH * scale, STEP_LR_PATCH * scale)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            out = net(lq)
+        F.l1_loss(out.float(), gt).backward()
+        optimizer.step()
+    return step
+
+
+def speed_figure(what: str, precision: str, compile_model: bool, repeats: int, warmup: int) -> dict:
+    """One speed figure in this process: ``{'label', 'seconds', 'peak_rss_mb'}``."""
+    from ..archs.asid_arch import asid
+
+    base = reset_peak_rss()
+    fused = what == 'step-fused'  # `optim_g: {type: Adam, fused: true}` in an option file
+    kind = 'step' if fused else what
+    torch.manual_seed(0)
+    net = asid(FIGURE_SCALE[kind])
+    if kind == 'step':
+        precision = 'fp32'
+        label = (f'training step ASID x2, batch {STEP_BATCH}, {STEP_LR_PATCH}x{STEP_LR_PATCH} LR, fp32, '
+                 f'Adam{"(fused=True)" if fused else ""}')
+    else:
+        net = torch.compile(net, dynamic=False) if compile_model else net
+        (w, h), scale = FIGURE_INPUT[kind], FIGURE_SCALE[kind]
+        label = (f'inference ASID x{scale} {w}x{h} -> {w * scale}x{h * scale} {precision}'
+                 f'{" compiled" if compile_model else ""}')
+    seconds = median_time(figure_workload(kind, net, precision, fused), repeats, warmup)
+    return {'label': label, 'seconds': seconds, 'peak_rss_mb': (peak_rss_since_reset() - base) / 2**20}
+
+
+def golden_errors(dtype: torch.dtype, compile_model: bool) -> List[str]:
+    """Max abs difference to each float64 golden output of ``$ASID_SHARED/golden`` when running in ``dtype``."""
+    from ..archs.asid_arch import ASID
+    from ..utils.asid_tiling import tile_forward
+
+    shared = shared_folder()
+    if shared is None:
+        return ['(golden files not compared: set ASID_SHARED to the reference-data folder)']
+    lines = []
+    for path in sorted((shared / 'golden').glob('asid*.pt')):
+        g = torch.load(path, weights_only=True)
+        net = ASID(upscale=g['scale'], num_feat=g['num_feat'], num_blocks=g['num_blocks']).eval()
+        net.load_state_dict(g['state_dict'])
+        if compile_model:  # a fresh, static-shape compile per file (dynamic recompiles mis-crop; see README)
+            torch._dynamo.reset()
+        run = torch.compile(net, dynamic=False) if compile_model else net
+        x = g['input'].float()
+        autocast = torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32)
+        with torch.inference_mode(), autocast:
+            out = tile_forward(run, x, g['scale'], g['tile'], g['tile_overlap']) if 'tile' in g else run(x)
+        lines.append(f'{path.name}: max abs diff {(out.double() - g["output"]).abs().max().item():.2e}')
+    return lines or [f'(no golden files asid*.pt in {shared / "golden"})']
+
+
+def interleaved_figure(what: str, reference: Path, precision: str, rounds: int, warmup: int) -> dict:
+    """The package and the reference timed in turn in this one process: ``rounds`` (package, reference)
+    pairs after ``warmup`` untimed pairs. Both see the same process settings (malloc, threads)."""
+    from ..archs.asid_arch import asid
+
+    scale = FIGURE_SCALE[what]
+    torch.manual_seed(0)
+    runs = {'package': figure_workload(what, asid(scale), precision),
+            'reference': figure_workload(what, load_reference(reference, scale), precision)}
+    times = interleaved_times(runs, rounds, warmup)
+    ratios = [r / p for p, r in zip(times['package'], times['reference'])]
+    return {'label': f'{FIGURE_LABEL[what]} {precision}', 'package_s': statistics.median(times['package']),
+            'reference_s': statistics.median(times['reference']), 'ratio_median': statistics.median(ratios),
+            'ratio_min': min(ratios), 'ratio_max': max(ratios)}
+
+
+def reference_alone(what: str, reference: Path, repeats: int, warmup: int) -> dict:
+    """The reference on its own (run in a process without the package's malloc setting)."""
+    torch.manual_seed(0)
+    fn = figure_workload(what, load_reference(reference, FIGURE_SCALE[what]), 'fp32')
+    return {'label': FIGURE_LABEL[what], 'seconds': median_time(fn, repeats, warmup)}
+
+
+def compare(args: argparse.Namespace) -> int:
+    """``asid-bench speed --reference FILE``: both framings of the speed-up, each figure in a fresh process."""
+    print(f'asid-bench speed --reference {args.reference} on {machine()}')
+    precisions = ['fp32'] + (['bf16'] if args.bf16 else [])
+    try:
+        for what in args.figures:
+            for precision in precisions:
+                fig = in_fresh_process(['_interleaved', '--what', what, '--reference', str(args.reference),
+                                        '--precision', precision, '--repeats', str(args.repeats), '--warmup',
+                                        str(args.warmup)], f'{what} {precision}')
+                print(f"{fig['label']}: package {fig['package_s']:.3f} s, reference {fig['reference_s']:.3f} s; "
+                      f"speed-up {fig['ratio_median']:.2f}x (rounds {fig['ratio_min']:.2f}-{fig['ratio_max']:.2f}x), "
+                      'interleaved in one process')
+            plain = in_fresh_process(['_reference_alone', '--what', what, '--reference', str(args.reference),
+                                      '--repeats', str(args.repeats), '--warmup', str(args.warmup)],
+                                     f'{what} reference alone', env=PLAIN_PROCESS_ENV)
+            print(f"{plain['label']} fp32: reference alone in a plain process (glibc malloc defaults): "
+                  f"{plain['seconds']:.3f} s")
+    except RuntimeError as err:
+        print(f'asid-bench: {err}', file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def speed(args: argparse.Namespace) -> int:
+    """``asid-bench speed``: each figure in a fresh process (a kept heap would carry one figure's peak into
+    the next)."""
+    if missing_file(args.reference, '--reference', REFERENCE_HINT):
+        return EXIT_USAGE
+    if args.reference is not None:
+        return compare(args)
+    print(f'asid-bench speed on {machine()}')
+    precisions = ['fp32'] + (['bf16'] if args.bf16 else [])
+    jobs = [(what, p) for p in precisions for what in ('x4', 'x2')] + [('step', 'fp32'), ('step-fused', 'fp32')]
+    for what, precision in jobs:
+        try:
+            fig = in_fresh_process(['_speed_one', '--what', what, '--precision', precision, '--repeats',
+                                    str(args.repeats), '--warmup', str(args.warmup)]
+                                   + (['--compile'] if args.compile else []), f'{what} {precision}')
+        except RuntimeError as err:
+            print(f'asid-bench: {err}', file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{fig['label']}: {fig['seconds']:.3f} s, peak {fig['peak_rss_mb']:.0f} MB above start")
+    for precision in precisions:
+        for line in golden_errors(SPEED_DTYPES[precision], args.compile):
+            print(f'golden {precision}{" compiled" if args.compile else ""}: {line}')
+    return EXIT_OK
+
+
+def speed_one_command(args: argparse.Namespace) -> int:
+    """``asid-bench _speed_one`` (internal): one speed figure, as a JSON line."""
+    return print_json(speed_figure(args.what, args.precision, args.compile, args.repeats, args.warmup))
+
+
+def interleaved_command(args: argparse.Namespace) -> int:
+    """``asid-bench _interleaved`` (internal): package vs reference in this process, as a JSON line."""
+    return print_json(interleaved_figure(args.what, args.reference, args.precision, args.repeats, args.warmup))
+
+
+def reference_alone_command(args: argparse.Namespace) -> int:
+    """``asid-bench _reference_alone`` (internal): the reference alone, as a JSON line."""
+    return print_json(reference_alone(args.what, args.reference, args.repeats, args.warmup))

@@ -1,0 +1,267 @@
+"""``asid-bench zoo``: ASID, ASID-D8, SwinIR-light and Omni-SR side by side on this machine.
+
+Parameters; MACs for a 1280x720 output (``torch.utils.flop_counter``; the paper's Table 2 convention);
+latency (median of repeated runs after warm-up) and peak memory at several output sizes, each model,
+scale, size and precision in its own process (CPU: peak RSS above the resident size before the run; CUDA:
+``max_memory_allocated``); PSNR/SSIM (Y, border = scale, whole images, BasicSR's metrics: what BasicSR's
+validation reports) on prepared benchmark sets for every model given a checkpoint. Writes
+``results.json``, ``results.csv``, ``results.md`` and the plots ``psnr_vs_params.png`` (measured points
+and the published ones, marked apart) and ``latency_vs_resolution.png``. ``asid-bench paper`` sets
+measured figures beside the published ones with the reference protocol.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..console import EXIT_OK, EXIT_USAGE
+from .common import in_fresh_process, machine, median_time, print_json
+from .figures import MACS_OUTPUT, PLOT_SET, ZOO_MODELS
+from .memory import peak_rss_since_reset, reset_peak_rss
+
+SWINIR_WINDOW = 8
+PRECISION_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+CSV_FIELDS = ['kind', 'model', 'scale', 'params', 'gmacs_720p', 'device', 'precision', 'output', 'output_mpix',
+              'latency_s', 'peak_mem_mb', 'checkpoint', 'dataset', 'psnr', 'ssim']
+
+
+class WindowPadded(nn.Module):
+    """Pads the input to a multiple of the window by mirroring (SwinIR's test protocol), crops the output."""
+
+    def __init__(self, net: nn.Module, scale: int, window: int = SWINIR_WINDOW) -> None:
+        super().__init__()
+        self.net, self.scale, self.window = net, scale, window
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.window, (-w) % self.window
+        x = torch.cat([x, x.flip(2)], 2)[:, :, :h + ph]
+        x = torch.cat([x, x.flip(3)], 3)[:, :, :, :w + pw]
+        return self.net(x)[..., :h * self.scale, :w * self.scale]
+
+
+def build_model(name: str, scale: int) -> nn.Module:
+    """The released configuration of a zoo model (random weights)."""
+    from ..archs.asid_arch import ASID
+    from ..archs.omnisr_arch import OmniSR
+
+    if name == 'ASID':
+        return ASID(upscale=scale, num_blocks=3)
+    if name == 'ASID-D8':
+        return ASID(upscale=scale, num_blocks=8)
+    if name == 'Omni-SR':
+        return OmniSR(upscale=scale)
+    if name == 'SwinIR-light':
+        from basicsr.archs.swinir_arch import SwinIR
+
+        return WindowPadded(SwinIR(upscale=scale, in_chans=3, img_size=64, window_size=SWINIR_WINDOW, img_range=1.0,
+                                   depths=[6, 6, 6, 6], embed_dim=60, num_heads=[6, 6, 6, 6], mlp_ratio=2,
+                                   upsampler='pixelshuffledirect', resi_connection='1conv'), scale)
+    raise ValueError(f'unknown model {name!r}; choose from {", ".join(ZOO_MODELS)}')
+
+
+def unwrapped(net: nn.Module) -> nn.Module:
+    """The network whose weights a checkpoint holds (SwinIR without its padding wrapper)."""
+    return net.net if isinstance(net, WindowPadded) else net
+
+
+def param_count(name: str, scale: int) -> int:
+    """Parameters of the released configuration, counted on the meta device where it builds there (nothing
+    allocated)."""
+    try:
+        with torch.device('meta'):
+            net = build_model(name, scale)
+    except (RuntimeError, NotImplementedError):  # a model that computes values while being built
+        net = build_model(name, scale)
+    return sum(p.numel() for p in net.parameters())
+
+
+def count_macs(name: str, scale: int, out_w: int, out_h: int) -> float:
+    """MACs (multiply-accumulates) of one forward pass for an output of about ``out_w x out_h``.
+
+    The architecture's count, as the papers give it: ASID's folded attention projection (which
+    executes fewer MACs) is unfolded for counting.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def literal(net: nn.Module) -> nn.Module:
+        for module in net.modules():
+            if hasattr(module, 'fold_proj'):
+                module.fold_proj = False
+        return net
+
+    shape = (1, 3, out_h // scale, out_w // scale)
+    try:  # shapes only: fast and memory-free
+        with torch.device('meta'):
+            net, x = literal(build_model(name, scale)), torch.empty(shape)
+            with FlopCounterMode(display=False) as counter:
+                net(x)
+    except (RuntimeError, NotImplementedError):  # a model that reads values (SwinIR's masks): really run it
+        net, x = literal(build_model(name, scale)).eval(), torch.rand(shape)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            net(x)
+    return counter.get_total_flops() / 2
+
+
+def measure_worker(name: str, scale: int, size: Tuple[int, int], precision: str, repeats: int, warmup: int,
+                   device: str) -> dict:
+    """Latency and peak memory of one model, scale, output size and precision (run in a fresh process)."""
+    dev = torch.device(device)
+    net = build_model(name, scale).eval().to(dev)
+    dtype = PRECISION_DTYPES[precision]
+    out_w, out_h = size
+    x = torch.rand(1, 3, out_h // scale, out_w // scale, device=dev)
+
+    def run() -> None:
+        net(x)
+        if dev.type == 'cuda':
+            torch.cuda.synchronize()
+
+    if dev.type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = reset_peak_rss()
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=precision != 'fp32'):
+        latency = median_time(run, repeats, warmup)
+    peak = (torch.cuda.max_memory_allocated() if dev.type == 'cuda' else peak_rss_since_reset()) - base
+    return {'model': name, 'scale': scale, 'device': device, 'precision': precision, 'output': f'{out_w}x{out_h}',
+            'output_mpix': out_w * out_h / 1e6, 'latency_s': latency, 'peak_mem_mb': peak / 2**20}
+
+
+def worker_command(args: argparse.Namespace) -> int:
+    """``asid-bench _worker`` (internal): one latency/memory figure, as a JSON line."""
+    return print_json(measure_worker(args.model, args.scale, args.size, args.precision, args.repeats, args.warmup,
+                                     args.device))
+
+
+def run_worker(name: str, scale: int, args: argparse.Namespace) -> List[dict]:
+    """Each output size and precision in a fresh process (a smaller size run first would hide the peak
+    of a larger one)."""
+    return [in_fresh_process(['_worker', '--model', name, '--scale', str(scale), '--size', f'{w}x{h}', '--precision',
+                              precision, '--repeats', str(args.repeats), '--warmup', str(args.warmup), '--device',
+                              args.device], f'{name} x{scale} {w}x{h} {precision}')
+            for precision in args.precisions for w, h in args.sizes]
+
+
+def evaluate_psnr(net: nn.Module, scale: int, datasets: Path, names: Sequence[str], device: str) -> Dict[str, tuple]:
+    """Mean Y-PSNR/SSIM (border = scale, BasicSR's metrics, whole images) per prepared data set
+    ``{datasets}/{name}/GTmod{s}, LRbicx{s}``; sets not prepared are left out."""
+    import numpy as np
+
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+
+    from ..evaluation import paired_images, super_resolve
+    from .paper import prepared_pair
+
+    results = {}
+    net = net.eval().to(device)
+    for name in names:
+        pair = prepared_pair(datasets, name, scale)
+        if pair is None:
+            continue
+        psnr, ssim = [], []
+        for _, gt, lq in paired_images(*pair):
+            sr = super_resolve(net, lq, device)
+            psnr.append(calculate_psnr(sr, gt, scale, input_order='HWC', test_y_channel=True))
+            ssim.append(calculate_ssim(sr, gt, scale, input_order='HWC', test_y_channel=True))
+        if psnr:
+            results[name] = (float(np.mean(psnr)), float(np.mean(ssim)))
+    return results
+
+
+def write_outputs(out: Path, static: List[dict], timing: List[dict], quality: List[dict]) -> None:
+    """results.json (raw, first: nothing is lost if formatting fails), results.csv, results.md, the plots."""
+    from . import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    described = machine()
+    (out / 'results.json').write_text(json.dumps({'machine': described, 'models': static, 'timing': timing,
+                                                  'quality': quality}, indent=1))
+    with open(out / 'results.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for kind, rows in (('model', static), ('timing', timing), ('quality', quality)):
+            for row in rows:
+                writer.writerow({'kind': kind, **row})
+    sizes = sorted({r['output'] for r in timing}, key=lambda s: math.prod(int(v) for v in s.split('x')))
+    configs = sorted({(r['device'], r['precision']) for r in timing})
+    lines = [f'Measured on: {described}', '']
+    header = '| model | scale | params | GMACs (1280x720 out) |'
+    for device, precision in configs:
+        header += ''.join(f' {device} {precision} {s} latency (s) / peak mem (MB) |' for s in sizes)
+    lines += [header, '|' + '---|' * (header.count('|') - 1)]
+    for row in static:
+        cells = f"| {row['model']} | x{row['scale']} | {row['params']:,} | {row['gmacs_720p']:.1f} |"
+        for device, precision in configs:
+            for s in sizes:
+                hit = [r for r in timing if (r['model'], r['scale'], r['device'], r['precision'], r['output']) ==
+                       (row['model'], row['scale'], device, precision, s)]
+                cells += f" {hit[0]['latency_s']:.3f} / {hit[0]['peak_mem_mb']:.0f} |" if hit else ' - |'
+        lines.append(cells)
+    if quality:
+        lines += ['', '| model | scale | checkpoint | data set | PSNR (Y) | SSIM (Y) |', '|---|---|---|---|---|---|']
+        lines += [f"| {q['model']} | x{q['scale']} | {q['checkpoint']} | {q['dataset']} | {q['psnr']:.2f} | "
+                  f"{q['ssim']:.4f} |" for q in quality]
+    (out / 'results.md').write_text('\n'.join(lines) + '\n')
+    measured = [{'model': q['model'], 'scale': q['scale'], 'params': q['params'], 'psnr': q['psnr'],
+                 'label': f"{q['model']} (measured: {q['checkpoint']})"} for q in quality if q['dataset'] == PLOT_SET]
+    plots.psnr_vs_params(out / 'psnr_vs_params.png', measured, sorted({r['scale'] for r in static}))
+    plots.latency_vs_resolution(out / 'latency_vs_resolution.png', timing, described)
+
+
+def zoo(args: argparse.Namespace) -> int:
+    """``asid-bench zoo``: every checkpoint is read and checked before any measurement starts."""
+    from tqdm import tqdm
+
+    from ..utils.asid_errors import PretrainedWeightsError
+    from .paper import load_checked, parse_checkpoints, unusable_datasets
+
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    args.device = device
+    args.precisions = args.precisions or (['fp32', 'bf16'] if device.startswith('cuda') else ['fp32'])
+    checkpoints = parse_checkpoints(args.checkpoint)
+    if checkpoints is None:
+        return EXIT_USAGE
+    if checkpoints and unusable_datasets(args.datasets, args.sets, {s for _, s in checkpoints}):
+        return EXIT_USAGE
+    nets = {}
+    for (model, scale), path in checkpoints.items():
+        try:
+            nets[(model, scale)] = load_checked(model, scale, path)
+        except PretrainedWeightsError as err:
+            print(f'asid-bench: --checkpoint {model}:{scale}: {err}', file=sys.stderr)
+            return EXIT_USAGE
+    combos = [(m, s) for m in args.models for s in args.scales]
+    static, timing, quality = [], [], []
+    bar = tqdm(total=len(combos) * 2 + len(checkpoints), desc='asid-bench', unit='step')
+    for model, scale in combos:
+        bar.set_postfix_str(f'{model} x{scale}: params, MACs')
+        static.append({'model': model, 'scale': scale, 'params': param_count(model, scale),
+                       'gmacs_720p': count_macs(model, scale, *MACS_OUTPUT) / 1e9})
+        bar.update()
+    for model, scale in combos:
+        bar.set_postfix_str(f'{model} x{scale}: latency, memory')
+        timing += run_worker(model, scale, args)
+        bar.update()
+    for (model, scale), net in nets.items():
+        bar.set_postfix_str(f'{model} x{scale}: PSNR')
+        path = checkpoints[(model, scale)]
+        for dataset, (psnr, ssim) in evaluate_psnr(net, scale, args.datasets, args.sets, device).items():
+            quality.append({'model': model, 'scale': scale, 'checkpoint': path.name, 'dataset': dataset,
+                            'params': sum(p.numel() for p in net.parameters()), 'psnr': psnr, 'ssim': ssim})
+        bar.update()
+    bar.close()
+    write_outputs(args.out, static, timing, quality)
+    print((args.out / 'results.md').read_text())
+    print(f'asid-bench: wrote {args.out}/results.md, results.csv, psnr_vs_params.png, latency_vs_resolution.png')
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""The package's commands, one module each (console entry points listed once, in setup.py)."""

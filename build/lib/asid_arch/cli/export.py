@@ -1,0 +1,181 @@
+"""``asid-export``: an ASID checkpoint to ONNX with dynamic height and width, checked by onnxruntime.
+
+    asid-export -m ASID_x4.pth -o asid_x4.onnx [--check-image photo.png] [--overwrite]
+
+The graph takes ``lr`` (1, 3, H, W) float32 RGB in [0, 1], any H, W >= 1 (sides under 16 px are
+edge-padded inside the graph, as the PyTorch network does), and returns ``sr`` (1, 3, H*s, W*s).
+After export, onnxruntime runs it on random inputs (one of them small enough for the edge padding)
+and on a real image (``--check-image``, default a scikit-image sample), and the largest difference
+to PyTorch is reported; above ``--tolerance`` (1e-4) the command fails and writes nothing. Only a
+checked graph is written, atomically (a temporary file beside the target, renamed); an existing
+file is replaced only with ``--overwrite``. The file is self-contained (weights inside, no
+``.onnx.data`` sidecar). Needs onnx, onnxruntime and onnxscript: the project's ``.venv`` has them
+(``requirements.txt``); elsewhere ``pip install -e '.[onnx]'`` from a checkout of this repository.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import stat
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown, stop_on_signals
+from ..integrations.onnx import DEFAULT_OPSET, MIN_OPSET, check_onnx, newest_opset, onnx_model
+from .sr import add_channel_attention_argument
+
+RANDOM_CHECK_SIZES = ((37, 45), (5, 7))  # not multiples of 8; the second edge-padded to 16 px in the graph
+DEFAULT_TOLERANCE = 1e-4
+
+
+class UsageError(ValueError):
+    """A bad argument, found before any work."""
+
+
+def sample_image() -> np.ndarray:
+    """A real photo as (1, 3, H, W) float32: a 96 x 120 crop of scikit-image's astronaut."""
+    import skimage.data
+
+    return (skimage.data.astronaut()[100:196, 180:300].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
+
+
+def read_check_image(path: Path) -> np.ndarray:
+    """``--check-image`` as (1, 3, H, W) float32 RGB; :class:`UsageError` when it is not a readable image."""
+    import cv2
+
+    from ..images import decode_file
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read, a device never end
+            raise UsageError(f'--check-image {shown(path)} is not a regular file')
+        img = decode_file(path, cv2.IMREAD_COLOR)
+    except OSError as err:
+        raise UsageError(f'--check-image {shown(path)} cannot be read ({err.strerror or err})') from None
+    if img is None:
+        raise UsageError(f'--check-image {shown(path)} is not a readable image')
+    return (img[:, :, ::-1].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """Before any work: ``-o`` is not a folder, does not exist (unless ``--overwrite``), and the nearest
+    existing folder above it takes a new file (tried: a read-only file system refuses even root)."""
+    if path.is_dir():
+        raise UsageError(f'-o {shown(path)} is a folder: give the .onnx file to write')
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise UsageError(f'-o {shown(path)} exists: add --overwrite to replace it')
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f'-o {shown(path)}: {shown(folder)} is not a folder')
+    try:
+        fd, probe = tempfile.mkstemp(prefix='.asid-export.', suffix='.tmp', dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(f'-o {shown(path)}: cannot write in {shown(folder)} ({err.strerror or err})') from None
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every argument that can be checked before the model is read; :class:`UsageError` otherwise."""
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise UsageError(f'--tolerance must be a finite number >= 0, got {args.tolerance}')
+    newest = newest_opset()
+    if not MIN_OPSET <= args.opset <= newest:
+        raise UsageError(f'--opset {args.opset}: the exporter writes opsets {MIN_OPSET} to {newest} (the newest the '
+                         'installed onnx knows); older ones would need a conversion that fails for this network')
+    try:
+        check_output(args.output, args.overwrite)
+    except OSError as err:  # a folder on the way that cannot be searched
+        raise UsageError(f'-o {shown(args.output)}: {err.strerror or err}') from None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='asid-export', description=__doc__.split('\n\n')[0].replace('``', "'"))
+    parser.add_argument('-m', '--model', type=Path, required=True, help='checkpoint of ASID or ASID-D8 (any layout), '
+                        'or the name of released weights (asid_x4, ...: downloaded once into a cache)')
+    parser.add_argument('-o', '--output', type=Path, required=True, help='ONNX file to write')
+    parser.add_argument('--overwrite', action='store_true', help='replace --output if it exists')
+    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset, >= {MIN_OPSET} '
+                        f'(default {DEFAULT_OPSET})')
+    parser.add_argument('--check-image', type=Path, help='real image for the parity check (default: a sample)')
+    parser.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE,
+                        help=f'largest accepted difference, >= 0 (default {DEFAULT_TOLERANCE:g})')
+    add_channel_attention_argument(parser)
+    args = parser.parse_args(argv)
+    from ..tuning import tune_cpu
+
+    tune_cpu()  # before torch is imported
+    from ..checkpoint import network_from_file
+    from ..utils.asid_errors import PretrainedWeightsError
+    from ..weights import resolve_model
+
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        print(f"asid-export: {err.name} is not installed: pip install -e '.[onnx]' from a checkout of asid_arch "
+              '(or pip install onnx onnxruntime onnxscript)', file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        check_arguments(args)
+        args.model = resolve_model(args.model)  # a released name (asid_x4, ...): downloaded once, checked
+        net, config = network_from_file(args.model, args.channel_attention)
+        real = read_check_image(args.check_image) if args.check_image else sample_image()
+    except (PretrainedWeightsError, UsageError) as err:
+        print(f'asid-export: error: {err}', file=sys.stderr)
+        return EXIT_USAGE
+    rng = np.random.default_rng(0)
+    inputs = {f'{h}x{w}': rng.random((1, 3, h, w), np.float32) for h, w in RANDOM_CHECK_SIZES}  # one line
+    image_name = f'image {real.shape[2]}x{real.shape[3]}'
+    inputs[image_name] = real
+    target = shown(args.output)
+    with stop_on_signals():
+        try:
+            start = time.time()
+            try:
+                model = onnx_model(net, args.opset)
+                diffs = check_onnx(net, model, inputs)
+            except Exception as err:  # the exporter or onnxruntime failed: nothing is written
+                print(f'asid-export: failed: {config.variant} x{config.upscale}: {type(err).__name__}: '
+                      f'{(str(err).strip().splitlines() or [""])[0][:300]}; {target} not written', file=sys.stderr)
+                return EXIT_FAILED
+            seconds = time.time() - start
+            print(f'asid-export: {config.variant} x{config.upscale}: exported and checked ({seconds:.1f} s)')
+            if config.note:
+                print(f'asid-export: note: {shown(args.model)}: {config.note}')
+            image = diffs.pop(image_name)
+            print(f'asid-export: onnxruntime vs PyTorch, random {", ".join(diffs)}: max abs diff '
+                  f'{max(diffs.values()):.2e}')
+            print(f'asid-export: onnxruntime vs PyTorch, {image_name}: max abs diff {image:.2e}')
+            if max(image, *diffs.values()) > args.tolerance:
+                print(f'asid-export: difference above the tolerance {args.tolerance:g}: {target} not written',
+                      file=sys.stderr)
+                return EXIT_FAILED
+            from ..utils.asid_files import atomic_write
+
+            try:
+                atomic_write(args.output, lambda f: f.write(model), overwrite=args.overwrite)
+            except FileExistsError:
+                print(f'asid-export: error: {target} appeared during the export: add --overwrite to replace it',
+                      file=sys.stderr)
+                return EXIT_USAGE
+            except OSError as err:
+                print(f'asid-export: failed: cannot write {target} ({err.strerror or err})', file=sys.stderr)
+                return EXIT_FAILED
+            print(f'asid-export: wrote {target}')
+            return EXIT_OK
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP as Interrupted: nothing was written
+            print(f'asid-export: stopped by {interrupt_name(err)}: {target} not written', file=sys.stderr)
+            return interrupt_exit_status(err)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

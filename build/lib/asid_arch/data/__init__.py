@@ -1,0 +1,1 @@
+"""Data sets: asid-prepare's steps and its record."""

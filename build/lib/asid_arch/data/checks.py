@@ -1,0 +1,174 @@
+"""The checks of ``asid-prepare``'s arguments, made before any work: a bad one ends the run with one line naming
+it and exit status 2 (:func:`usage_error`)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, List, NoReturn, Sequence, Tuple, Union
+
+from ..console import EXIT_USAGE, shown
+from ..images import IMAGE_SUFFIXES
+
+
+def usage_error(message: str) -> NoReturn:
+    """One line naming the argument or file, exit status 2 (before any work)."""
+    print(f'asid-prepare: {message}', file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def list_images(folder: Path) -> List[Path]:
+    if not folder.is_dir():
+        usage_error(f'{shown(folder)} is not a folder')
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def user_images(folder: Path, option: str) -> List[Path]:
+    """The images of a folder the user named (``option``); exits with status 2 and a hint when it is not a
+    folder or holds none (e.g. a data set root whose images sit in an ``HR`` subfolder)."""
+    if not folder.is_dir():
+        what = 'is a file, not a folder' if folder.exists() else 'is not a folder (it does not exist)'
+        usage_error(f'{option} {shown(folder)} {what}')
+    try:
+        images = list_images(folder)
+    except OSError as err:
+        usage_error(f'{option} {shown(folder)} cannot be read ({err.strerror or err})')
+    if not images:
+        subs = []
+        with contextlib.suppress(OSError):
+            subs = [p for p in sorted(folder.iterdir()) if p.is_dir() and list_images(p)]
+        hint = f'; did you mean {shown(subs[0])}?' if subs else ''
+        usage_error(f'{option} {shown(folder)} holds no images ({", ".join(sorted(IMAGE_SUFFIXES))}){hint}')
+    return images
+
+
+def check_scales(scales: Sequence[int]) -> None:
+    for s in scales:
+        if s < 1:
+            usage_error(f'--scales: scales must be positive integers, got {s}')
+    repeated = sorted({s for s in scales if list(scales).count(s) > 1})
+    if repeated:
+        usage_error(f'--scales {" ".join(map(str, scales))}: scale {repeated[0]} is given twice')
+
+
+def check_crop(scales: Sequence[int], crop: int, step: int, thresh: int) -> None:
+    """Sub-image settings BasicSR can use: positive crop and step, thresh >= 0, and for every scale s a crop
+    and step that are multiples of s (the LR crops are crop/s with step/s)."""
+    check_scales(scales)
+    if crop < 1:
+        usage_error(f'--crop-size must be a positive number of pixels, got {crop}')
+    if step < 1:
+        usage_error(f'--step must be a positive number of pixels, got {step}')
+    if thresh < 0:
+        usage_error(f'--thresh must be 0 or more pixels, got {thresh}')
+    for s in scales:
+        if crop < s:
+            usage_error(f'--crop-size {crop} is smaller than scale {s}: the x{s} sub-images would be empty')
+        if crop % s or step % s:
+            usage_error(f'--crop-size {crop} and --step {step} must be multiples of scale {s}')
+
+
+def utf8_name(path: Union[str, Path]) -> bool:
+    """``path`` is valid UTF-8 (an option file can name it; OpenCV's imread does not crash on it)."""
+    try:
+        os.fsencode(path).decode('utf-8')
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def writable_folder(path: Path) -> bool:
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def check_utf8_out(out: Path) -> None:
+    """Option files (YAML) cannot name a folder whose name is not UTF-8, and BasicSR's LMDB builder reads
+    with OpenCV's imread, which crashes the process on such a name."""
+    if not utf8_name(out):
+        usage_error(f'--out {shown(out)}: the path is not valid UTF-8 (BasicSR option files cannot name it); '
+                    'choose another folder')
+
+
+def check_out(out: Path, folders: Iterable[Path], files: Iterable[Path] = ()) -> None:
+    """``--out`` is, or can be made as, a writable folder named in UTF-8 (:func:`check_utf8_out`); each output
+    folder in ``folders`` that exists is a writable folder, each of ``files`` (the record, the lock) is a
+    readable, writable regular file when it exists."""
+    check_utf8_out(out)
+    if os.path.lexists(out):
+        if not out.is_dir():
+            usage_error(f'--out {shown(out)} is a file, not a folder' if out.exists() else
+                        f'--out {shown(out)} is a broken link')
+        if not writable_folder(out):
+            usage_error(f'--out {shown(out)} is not writable')
+    else:
+        parent = Path(os.path.abspath(out)).parent
+        while not os.path.lexists(parent):
+            parent = parent.parent
+        if not parent.is_dir() or not writable_folder(parent):
+            usage_error(f'--out {shown(out)} cannot be created: {shown(parent)} is not a writable folder')
+    for folder in folders:
+        if os.path.lexists(folder):
+            if not folder.is_dir():
+                usage_error(f'{shown(folder)} is in the way: an output folder goes there; move it away or choose '
+                            'another --out')
+            if not writable_folder(folder):
+                usage_error(f'{shown(folder)} is not writable')
+    for path in files:
+        if os.path.lexists(path):
+            if os.path.islink(path) or not path.is_file():
+                usage_error(f'{shown(path)} is not a regular file; move it away')
+            if not os.access(path, os.R_OK | os.W_OK):
+                usage_error(f'{shown(path)} cannot be read and written')
+
+
+def check_name(name: str) -> None:
+    if not name or name.startswith('.') or '/' in name or os.sep in name or not utf8_name(name):
+        usage_error(f"--name '{shown(name)}': give a plain folder-name prefix (UTF-8, no '/', not starting with '.')")
+
+
+def check_sources_apart(hr: Path, outputs: Iterable[Path], option: str = '--hr') -> None:
+    """The sources are not in a folder this run writes (they would be overwritten while read)."""
+    real = os.path.realpath(hr)
+    for folder in outputs:
+        target = os.path.realpath(folder)
+        if real == target or real.startswith(target + os.sep):
+            usage_error(f'{option} {shown(hr)} is inside the output folder {shown(folder)}; '
+                        'choose another --out or --name')
+
+
+def train_folders(out: Path, name: str, scales: Sequence[int]) -> List[Path]:
+    """Every output folder of ``train`` (image folders first, then the LMDBs)."""
+    lr = out / f'{name}_LR_bicubic'
+    return ([out / f'{name}_HR', out / f'{name}_HR_sub', lr] + [lr / f'X{s}' for s in scales]
+            + [lr / f'X{s}_sub' for s in scales] + [out / f'{name}_HR_sub.lmdb']
+            + [out / f'{name}_LR_bicubic_X{s}_sub.lmdb' for s in scales])
+
+
+def set_name(hr_folder: Path) -> str:
+    """``.../Set5/HR`` -> ``Set5``; any other folder -> its own name (``.`` -> the current folder's name)."""
+    folder = Path(os.path.abspath(hr_folder))
+    return folder.parent.name if folder.name.upper() == 'HR' else folder.name
+
+
+def bench_sets(hr_folders: Sequence[Path]) -> List[Tuple[str, Path]]:
+    """``(set name, folder)`` per ``--hr``; the same folder twice, or two folders giving one set name (they would
+    write into one output folder), is a usage error."""
+    sets: List[Tuple[str, Path]] = []
+    for folder in hr_folders:
+        name = set_name(folder)
+        if not name or name.startswith('.') or not utf8_name(name):
+            usage_error(f'--hr {shown(folder)}: its set name "{shown(name)}" cannot name an output folder '
+                        '(UTF-8, not starting with "."); rename the folder')
+        for other_name, other in sets:
+            if os.path.realpath(other) == os.path.realpath(folder):
+                usage_error(f'--hr {shown(folder)} is given twice')
+            if other_name == name:
+                usage_error(f'--hr {shown(other)} and {shown(folder)} are both the set {shown(name)}: they would '
+                            f'write into the same folder; prepare them with different --out')
+        sets.append((name, folder))
+    return sets
+
+
+def bench_folders(out: Path, name: str, scales: Sequence[int]) -> List[Path]:
+    return [out / name] + [out / name / f'{kind}{s}' for s in scales for kind in ('GTmod', 'LRbicx')]

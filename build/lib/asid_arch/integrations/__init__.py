@@ -1,0 +1,1 @@
+"""ASID in other tools: spandrel (chaiNNer, ComfyUI) and ONNX."""

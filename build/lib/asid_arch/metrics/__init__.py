@@ -1,0 +1,1 @@
+"""Metrics BasicSR lacks (kit files: ``asid_metric.py``). Importing this package imports nothing."""

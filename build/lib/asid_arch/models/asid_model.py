@@ -1,0 +1,236 @@
+"""``ASIDModel``: BasicSR's ``SRModel`` plus what ASID's protocol and reliable training need.
+
+Kit file: copied into ``basicsr/models/`` of a BasicSR checkout by ``asid-kit install`` (with the other
+kit files it imports, relatively: ``utils/asid_*.py``, ``metrics/asid_metric.py``, ``archs/asid_*.py``),
+where BasicSR's model scanner imports it. What differs from ``SRModel``:
+
+* tiled validation/testing (``val: {tile: {size: 64, overlap: 24}}``), the reference protocol
+  (``utils/asid_tiling.py``); without ``tile``, whole-image inference as SRModel's;
+* DistributedDataParallel on CPU (gloo) as well as on CUDA;
+* every ``torch.optim`` optimizer by name (BasicSR knows a fixed list; the released recipe uses
+  ``AdamW``);
+* checkpoints written atomically (``utils/asid_files.py``: a run killed while saving never leaves a
+  truncated file for ``--auto_resume``); a checkpoint that cannot be written stops the run with
+  :class:`CheckpointSaveError` (BasicSR logs "Just ignore it." and trains on without checkpoints);
+* stale temporaries of a killed run removed from the experiment's folders at start;
+* ``pretrain_network_g`` loaded safely (``utils/asid_weights.py``: what the file declares is checked before
+  torch reads it, then ``weights_only``), any key layout the network knows converted *before* the key
+  comparison, every problem reported as one :class:`PretrainedWeightsError` naming the file;
+  ``network_g: position_bias / channel_attention: auto`` read off those weights;
+* a loss that becomes NaN or infinite stops the run before the optimizer step (the weights and
+  the last checkpoint stay as they were) with :class:`TrainingDiverged`;
+* mixed precision (``train: amp: bf16 | fp16``, ``utils/asid_precision.py``): autocast for the network's
+  forward pass in training and validation; the loss, the gradients and the optimizer state stay float32;
+  fp16 (CUDA only) scales the loss with a ``GradScaler`` whose state is saved with the training state and
+  resumed;
+* ``train: compile: true`` (or a dict of ``torch.compile`` arguments): the training forward pass
+  runs compiled; validation and testing run the eager network (their image sizes vary, and each
+  new size would recompile);
+* the metric ``calculate_psnr_matlab`` (``metrics/asid_metric.py``, imported here because BasicSR does not
+  scan a metrics folder).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+
+import torch
+from torch import Tensor
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from ..utils.asid_compat import register_once  # isort: skip  (first: installs the torchvision alias)
+
+from basicsr.models.sr_model import SRModel  # after the alias
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from ..metrics import asid_metric  # noqa: F401  (registers calculate_psnr_matlab)
+from ..utils.asid_checkpoint_format import printable
+from ..utils.asid_errors import PretrainedWeightsError, TrainingDiverged
+from ..utils.asid_files import remove_stale_temporaries, save_checkpoint
+from ..utils.asid_precision import autocast_dtype, compile_arguments
+from ..utils.asid_tiling import PROTOCOL_OVERLAP, PROTOCOL_TILE, tile_forward
+from ..utils.asid_weights import dtype_mismatches, match_weights, resolve_variant_options, weights_for
+
+LOSS_ATTRIBUTES = ('cri_pix', 'cri_perceptual')  # SRModel's loss modules
+
+
+class ASIDModel(SRModel):
+    """SRModel with tiled inference, safe weight loading, checkpoints that never fail silently and
+    CPU-capable distributed training."""
+
+    def __init__(self, opt: dict) -> None:
+        if opt.get('is_train') and opt.get('rank', 0) == 0:
+            for key in ('models', 'training_states'):
+                if opt['path'].get(key):
+                    remove_stale_temporaries(opt['path'][key])
+        resolved = resolve_variant_options(opt)
+        if resolved:
+            get_root_logger().info(resolved)
+        super().__init__(opt)
+
+    # -- training -------------------------------------------------------------------------------
+    def init_training_settings(self) -> None:
+        super().init_training_settings()
+        self._iter = 0
+        for name in LOSS_ATTRIBUTES:
+            loss = getattr(self, name, None)
+            if isinstance(loss, torch.nn.Module):
+                loss.register_forward_hook(self._make_finite_check(name))
+        train_opt = self.opt['train']
+        self.amp_dtype = autocast_dtype(train_opt.get('amp'), self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        kwargs = compile_arguments(train_opt.get('compile'))
+        self._compile_pending = kwargs is not None
+        self.net_g_train = torch.compile(self.net_g, **kwargs) if kwargs is not None else self.net_g
+        if kwargs is not None and self.device.type == 'cpu':
+            get_root_logger().warning(
+                'train: compile on a CPU: the compiled training step can be slower than the eager one (eager uses '
+                'oneDNN kernels that step aside under compile), after minutes of compilation. Measure both '
+                '(asid-bench) before keeping compile on CPUs.')
+        if self.amp_dtype is not None or kwargs is not None:
+            get_root_logger().info(f'Training with amp: {train_opt.get("amp") or "off"}'
+                                   f'{", grad scaler" if self.scaler.is_enabled() else ""}; compile: {kwargs}')
+
+    def autocast(self):
+        """Autocast to ``train: amp:``'s dtype (a no-op without it; validation uses it too)."""
+        dtype = getattr(self, 'amp_dtype', None)
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+    def _make_finite_check(self, name: str):
+        def check(module, args, output):
+            values = output if isinstance(output, (tuple, list)) else (output, )
+            for value in values:
+                if isinstance(value, torch.Tensor) and not torch.isfinite(value).all():
+                    raise TrainingDiverged(
+                        f'{name} became {value.detach().float().sum().item()} at iteration {self._iter}: training '
+                        f'stopped before the optimizer step. The checkpoints in {self.opt["path"]["models"]} are '
+                        'intact; lower the learning rate or check the data, then resume with --auto_resume.')
+        return check
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        """SRModel's step with the network's forward pass under autocast (losses in float32) and, for
+        fp16, the loss scaled by the grad scaler."""
+        self._iter = current_iter
+        start = time.perf_counter()
+        self.optimizer_g.zero_grad()
+        with self.autocast():
+            output = self.net_g_train(self.lq)
+        self.output = output.float()
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            l_pix = self.cri_pix(self.output, self.gt)
+            l_total += l_pix
+            loss_dict['l_pix'] = l_pix
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
+                if value is not None:
+                    l_total += value
+                    loss_dict[name] = value
+        self.scaler.scale(l_total).backward()
+        self.scaler.step(self.optimizer_g)
+        self.scaler.update()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+        if self._compile_pending:
+            self._compile_pending = False
+            get_root_logger().info(f'torch.compile: the first training iteration, compilation included, took '
+                                   f'{time.perf_counter() - start:.1f} s')
+
+    def resume_training(self, resume_state: dict) -> None:
+        """Optimizers and schedulers (BasicSR), plus the fp16 grad scaler's state."""
+        super().resume_training(resume_state)
+        if self.scaler.is_enabled() and resume_state.get('scaler'):
+            self.scaler.load_state_dict(resume_state['scaler'])
+
+    def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
+        net = net.to(self.device)
+        if self.opt['dist']:
+            find_unused = self.opt.get('find_unused_parameters', False)
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+    def get_optimizer(self, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
+        optimizer_cls = getattr(torch.optim, optim_type, None)
+        if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)):
+            raise ValueError(f'train: optim_g: type: {optim_type!r} is not an optimizer of torch.optim '
+                             '(e.g. Adam, AdamW, SGD)')
+        return optimizer_cls(params, lr, **kwargs)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    @master_only
+    def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
+        """BasicSR's ``net_g_{iter}.pth`` (``{param_key: state_dict}``), written atomically; raises
+        :class:`CheckpointSaveError` when it cannot be written."""
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError('save_network: one param_key per network is needed')
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = {(k[len('module.'):] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+        label = 'latest' if current_iter == -1 else current_iter
+        save_checkpoint(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        """BasicSR's ``{iter}.state`` for resuming, written atomically; raises :class:`CheckpointSaveError`."""
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        scaler = getattr(self, 'scaler', None)
+        if scaler is not None and scaler.is_enabled():
+            state['scaler'] = scaler.state_dict()
+        save_checkpoint(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def load_network(self, net: torch.nn.Module, load_path: str, strict: bool = True, param_key='params') -> None:
+        """Load weights safely; the layout is converted by the network's ``convert_state_dict`` (released
+        checkpoints, ...) before keys are compared, so a released file loads without key warnings."""
+        logger = get_root_logger()
+        bare = self.get_bare_model(net)
+        state, used = weights_for(bare, load_path, param_key)
+        logger.info(f'Loading {type(bare).__name__} model from {load_path}, with param key: [{used}].')
+        problems = (match_weights if strict else dtype_mismatches)(bare, state, printable(load_path))
+        if problems:
+            raise PretrainedWeightsError('; '.join(problems))
+        if not strict:
+            self._print_different_keys_loading(bare, state, strict)
+        bare.load_state_dict(state, strict=strict)
+
+    # -- inference ------------------------------------------------------------------------------
+    def test(self) -> None:
+        """Inference on ``self.lq``: whole image, or tiled when ``val: tile: {size, overlap}`` is set.
+
+        Runs the bare, eager network (not its DDP wrapper, not the compiled one): BasicSR validates on
+        rank 0 alone, and a DDP forward would broadcast buffers to ranks that are not there. Under
+        ``train: amp:`` the network runs in autocast; outputs are float32 before tiles are averaged.
+        """
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+        tile = (self.opt.get('val') or {}).get('tile')
+        was_training = net.training
+        net.eval()
+
+        def run(x: Tensor) -> Tensor:
+            with self.autocast():
+                return net(x).float()
+
+        with torch.no_grad():
+            if tile:
+                self.output = tile_forward(run, self.lq, self.opt['scale'], tile.get('size', PROTOCOL_TILE),
+                                           tile.get('overlap', PROTOCOL_OVERLAP))
+            else:
+                self.output = run(self.lq)
+        net.train(was_training)
+
+
+register_once(MODEL_REGISTRY, ASIDModel, __file__)

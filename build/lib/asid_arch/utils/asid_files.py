@@ -1,0 +1,106 @@
+"""Files written atomically with the permissions a plain write gives, and checkpoints saved that way.
+
+Kit file (``basicsr/utils/asid_files.py`` in a BasicSR checkout): the standard library only (torch is
+imported when a checkpoint is saved), so writing a file costs no heavy import. The ``asid_arch`` package
+writes every file through :func:`atomic_write` (images, option files, ONNX models, records), BasicSR
+checkpoints through :func:`save_checkpoint`.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, List, Union
+
+from .asid_errors import CheckpointSaveError
+
+SAVE_ATTEMPTS = 3  # as BasicSR: a transient write error is retried ...
+SAVE_RETRY_DELAY_S = 1.0  # ... after this pause
+TEMP_SUFFIX = '.tmp'  # atomic writes go to '.{name}.XXXX.tmp' beside the target
+BASICSR_LOGGER = 'basicsr'  # the logger BasicSR's get_root_logger() sets up (its log file and console)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _rename_new(tmp: str, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only where nothing has that name (FileExistsError otherwise): atomic
+    where the file system has hard links, checked just before the rename where it has not."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links (FAT, some network file systems)
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def atomic_write(path: Union[str, Path], write: Callable[[object], None], overwrite: bool = True) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``.
+
+    A reader (or a resumed run) sees the old file or the complete new one. The temporary name
+    starts with '.' and ends with '.tmp', so scanners looking for ``*.png``, ``*.pth`` or ``*.state``
+    never pick up a half-written file. The result gets the permissions a plain ``open(path, 'wb')``
+    would give (0666 less the umask), not the temporary file's 0600. ``overwrite=False``: a file that
+    exists at ``path`` (also one that appeared during the write) is kept, and FileExistsError raised.
+    Whatever happens (an error, Ctrl-C, SIGTERM as ``Interrupted``), no temporary file stays behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _rename_new(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def remove_stale_temporaries(folder: Union[str, Path]) -> List[Path]:
+    """Delete the temporary files that writes killed mid-way (``kill -9``, power loss) left in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith('.') and p.name.endswith(TEMP_SUFFIX) and p.is_file()]
+    for path in stale:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return stale
+
+
+def save_checkpoint(obj: object, path: Union[str, Path], attempts: int = SAVE_ATTEMPTS,
+                    delay: float = SAVE_RETRY_DELAY_S) -> None:
+    """``torch.save`` atomically, retried like BasicSR's save; raises :class:`CheckpointSaveError` at the end."""
+    import torch
+
+    for attempt in range(1, attempts + 1):
+        try:
+            atomic_write(path, lambda f: torch.save(obj, f))
+            return
+        except OSError as err:
+            if attempt == attempts:
+                raise CheckpointSaveError(
+                    f'cannot write the checkpoint {path} ({err.strerror or err}; tried {attempts} times). Training '
+                    'stopped: going on without checkpoints would lose the work. Free space or fix the '
+                    'permissions of that folder, then resume with --auto_resume.') from None
+            logging.getLogger(BASICSR_LOGGER).warning(
+                f'Save error for {path}: {err}; retrying ({attempts - attempt} left)')
+            time.sleep(delay)

@@ -1,0 +1,57 @@
+"""The package works from a plain (non-editable) install: option files shipped inside it, commands found, the demo's
+recipe resolved, nothing read from the checkout."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+# in the child: only the installed copy is importable from the package's name (the checkout is not on the path)
+CHECK = """
+import sys, asid_arch
+from pathlib import Path
+from asid_arch.cli.demo import DEMO_OPTIONS
+from asid_arch.pipeline.option_file import read_option_file, shipped_option_file
+site = Path(sys.argv[1]).resolve()
+assert Path(asid_arch.__file__).resolve().is_relative_to(site), asid_arch.__file__
+demo = shipped_option_file(DEMO_OPTIONS)
+assert demo.resolve().is_relative_to(site), demo
+opt = read_option_file(demo)
+assert opt['network_g']['type'] == 'ASID', opt['network_g']
+shipped = sorted(p.relative_to(site / 'asid_arch' / 'options').as_posix()
+                 for p in (site / 'asid_arch' / 'options').rglob('*.yml'))
+print(len(shipped))
+"""
+
+
+@pytest.fixture(scope='module')
+def installed(tmp_path_factory) -> Path:
+    """``pip install --no-deps --target`` of the checkout (a wheel build, not an editable install)."""
+    site = tmp_path_factory.mktemp('site')
+    result = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-build-isolation', '-q',
+                             '--target', str(site), str(REPO)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return site
+
+
+def test_installed_package_ships_every_option_file(installed, tmp_path):
+    result = subprocess.run([sys.executable, '-c', CHECK, str(installed)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300, env={'PYTHONPATH': str(installed), 'PATH': '/usr/bin:/bin'})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert int(result.stdout.split()[-1]) == len(list((REPO / 'options').rglob('*.yml')))
+
+
+@pytest.mark.parametrize('module', ['cli.demo', 'cli.sr', 'cli.prepare', 'cli.export', 'cli.kit', 'cli.train',
+                                    'cli.test', 'bench'])
+def test_installed_commands_answer(installed, tmp_path, module):
+    """Every command of the installed package runs from an empty folder elsewhere (``--help``)."""
+    result = subprocess.run([sys.executable, '-m', f'asid_arch.{module}', '--help'], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300,
+                            env={'PYTHONPATH': str(installed), 'PATH': '/usr/bin:/bin'})
+    assert result.returncode == 0 and 'usage:' in result.stdout, result.stderr[-2000:]
