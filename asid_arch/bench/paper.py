@@ -16,15 +16,14 @@ import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, shown
 from ..utils.asid_errors import PretrainedWeightsError
-from ..utils.asid_weights import BASICSR_PARAM_KEYS, match_weights, weights_for
-from .figures import PLOT_SET, ZOO_MODELS
+from .figures import PLOT_SET
+from .networks import ASID_FAMILY, load_checked, parse_checkpoints, prepared_pair, unusable_datasets
 from .published import PublishedFigure, published
 
-ASID_FAMILY = {'ASID': 3, 'ASID-D8': 8}  # the released configurations' IDB counts, by name
 NOT_PUBLISHED = 'not published'
 NO_FIGURE = '-'
 CSV_FIELDS = ['model', 'scale', 'dataset', 'network', 'checkpoint', 'images', 'psnr', 'psnr_published', 'psnr_diff',
@@ -52,75 +51,6 @@ class Comparison:
     @property
     def ssim_diff(self) -> Optional[float]:
         return None if self.reference is None or self.reference.ssim is None else self.ssim - self.reference.ssim
-
-
-def parse_checkpoints(specs: Sequence[str]) -> Optional[Dict[Tuple[str, int], Path]]:
-    """``MODEL:SCALE=PATH`` specs -> {(model, scale): path}; None (after one line on stderr) for a bad one."""
-    checkpoints: Dict[Tuple[str, int], Path] = {}
-    for spec in specs:
-        key, sep, path = spec.partition('=')
-        model, _, scale = key.rpartition(':')
-        if not sep or not path or not scale.isdigit() or int(scale) not in (2, 3, 4):
-            print(f'asid-bench: --checkpoint {spec!r} is not MODEL:SCALE=PATH (scale 2, 3 or 4), e.g. '
-                  'ASID:2=net_g_latest.pth', file=sys.stderr)
-            return None
-        if model not in ZOO_MODELS:
-            print(f'asid-bench: --checkpoint {spec!r}: unknown model {model!r} (choose from {", ".join(ZOO_MODELS)})',
-                  file=sys.stderr)
-            return None
-        if (model, int(scale)) in checkpoints:
-            print(f'asid-bench: --checkpoint {model}:{scale} is given twice', file=sys.stderr)
-            return None
-        checkpoints[(model, int(scale))] = Path(path)
-    return checkpoints
-
-
-def load_checked(model: str, scale: int, path: Path):
-    """The network of ``model`` at ``scale`` with the weights of ``path``, read through the package's checked
-    loading (safe ``torch.load``, NaN/Inf, every key, shape and kind of number matched strictly).
-    ASID weights decide their own network (width, IDBs, variant); the others load into the released
-    configuration. A :class:`PretrainedWeightsError` with a one-line reason otherwise."""
-    from ..checkpoint import network_from_file
-    from .zoo import build_model, unwrapped
-
-    if not path.is_file():
-        raise PretrainedWeightsError(f'{shown(path)}: no such file')
-    if model in ASID_FAMILY:
-        net, config = network_from_file(path)
-        if config.upscale != scale:
-            raise PretrainedWeightsError(f'{shown(path)} holds x{config.upscale} weights, not x{scale}')
-        net.network_name = f'{config.variant} x{config.upscale}'
-        return net
-    net = build_model(model, scale)
-    target = unwrapped(net)
-    state, _ = weights_for(target, path, BASICSR_PARAM_KEYS)
-    problems = match_weights(target, state, shown(path))
-    if problems:
-        raise PretrainedWeightsError('; '.join(problems))
-    target.load_state_dict(state, strict=True)
-    net.network_name = f'{model} x{scale}'
-    return net.eval()
-
-
-def prepared_pair(datasets: Path, name: str, scale: int) -> Optional[Tuple[Path, Path]]:
-    """``(GTmod{s}, LRbicx{s})`` folders of a set prepared by ``asid-prepare bench``, or None."""
-    gt_dir, lq_dir = datasets / name / f'GTmod{scale}', datasets / name / f'LRbicx{scale}'
-    return (gt_dir, lq_dir) if gt_dir.is_dir() and lq_dir.is_dir() else None
-
-
-def unusable_datasets(datasets: Path, sets: Sequence[str], scales: Set[int]) -> bool:
-    """True (after one line on stderr) when ``--datasets`` holds none of ``sets`` prepared at one of ``scales``."""
-    if not datasets.is_dir():
-        print(f'asid-bench: --datasets {shown(datasets)}: no such folder (prepare the benchmark sets with '
-              '`asid-prepare bench --hr .../Set5/HR ... --out DIR`, then give --datasets DIR)', file=sys.stderr)
-        return True
-    for scale in sorted(scales):
-        if not any(prepared_pair(datasets, name, scale) for name in sets):
-            print(f'asid-bench: --datasets {shown(datasets)}: none of {", ".join(sets)} is prepared at x{scale} '
-                  f'(no {{set}}/GTmod{scale} and {{set}}/LRbicx{scale}: run `asid-prepare bench --scales {scale}`)',
-                  file=sys.stderr)
-            return True
-    return False
 
 
 def reference_sr(net, lq, scale: int, device: str):

@@ -24,8 +24,8 @@ def psnr_vs_params(path: Path, measured: List[dict], scales: Sequence[int]) -> N
     """PSNR on the plot set against parameters, one panel per scale: the published figures (hollow
     circles, from :mod:`.published`, placed at the parameters of the released configuration counted here)
     and the measured ones (filled stars; dicts with model, scale, params, psnr, label)."""
+    from .networks import param_count
     from .published import published_on
-    from .zoo import param_count
 
     plt = _pyplot()
     scales = sorted(set(scales) | {m['scale'] for m in measured}) or [2]

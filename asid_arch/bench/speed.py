@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from ..utils.asid_precision import torch_dtype
 from .common import in_fresh_process, interleaved_times, machine, median_time, missing_file, print_json, shared_folder
 from .figures import FIGURE_INPUT, FIGURE_LABEL, FIGURE_SCALE, STEP_BATCH, STEP_LR_PATCH
 from .memory import peak_rss_since_reset, reset_peak_rss
 from .reference import REFERENCE_HINT, load_reference
 
-SPEED_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 STEP_LR = 5e-4  # the training recipe's learning rate (the step's time does not depend on it)
 PLAIN_PROCESS_ENV = {'ASID_KEEP_FREED_MEMORY': '0'}  # the reference alone: glibc malloc defaults
 
@@ -33,7 +33,7 @@ PLAIN_PROCESS_ENV = {'ASID_KEEP_FREED_MEMORY': '0'}  # the reference alone: glib
 def figure_workload(what: str, net: nn.Module, precision: str, fused: bool = False) -> Callable[[], object]:
     """One timed unit of ``what`` (``x4``, ``x2`` inference or the x2 training ``step``, Adam ``fused`` or
     not) on ``net``."""
-    dtype = SPEED_DTYPES[precision]
+    dtype = torch_dtype(precision)
     autocast = torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32)
     if what in FIGURE_INPUT:
         w, h = FIGURE_INPUT[what]
@@ -172,7 +172,7 @@ def speed(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         print(f"{fig['label']}: {fig['seconds']:.3f} s, peak {fig['peak_rss_mb']:.0f} MB above start")
     for precision in precisions:
-        for line in golden_errors(SPEED_DTYPES[precision], args.compile):
+        for line in golden_errors(torch_dtype(precision), args.compile):
             print(f'golden {precision}{" compiled" if args.compile else ""}: {line}')
     return EXIT_OK
 

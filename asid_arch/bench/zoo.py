@@ -23,65 +23,14 @@ import torch
 from torch import nn
 
 from ..console import EXIT_OK, EXIT_USAGE
+from ..utils.asid_precision import torch_dtype
 from .common import in_fresh_process, machine, median_time, print_json
-from .figures import MACS_OUTPUT, PLOT_SET, ZOO_MODELS
+from .figures import MACS_OUTPUT, PLOT_SET
 from .memory import peak_rss_since_reset, reset_peak_rss
+from .networks import build_model, param_count
 
-SWINIR_WINDOW = 8
-PRECISION_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 CSV_FIELDS = ['kind', 'model', 'scale', 'params', 'gmacs_720p', 'device', 'precision', 'output', 'output_mpix',
               'latency_s', 'peak_mem_mb', 'checkpoint', 'dataset', 'psnr', 'ssim']
-
-
-class WindowPadded(nn.Module):
-    """Pads the input to a multiple of the window by mirroring (SwinIR's test protocol), crops the output."""
-
-    def __init__(self, net: nn.Module, scale: int, window: int = SWINIR_WINDOW) -> None:
-        super().__init__()
-        self.net, self.scale, self.window = net, scale, window
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % self.window, (-w) % self.window
-        x = torch.cat([x, x.flip(2)], 2)[:, :, :h + ph]
-        x = torch.cat([x, x.flip(3)], 3)[:, :, :, :w + pw]
-        return self.net(x)[..., :h * self.scale, :w * self.scale]
-
-
-def build_model(name: str, scale: int) -> nn.Module:
-    """The released configuration of a zoo model (random weights)."""
-    from ..archs.asid_arch import ASID
-    from ..archs.omnisr_arch import OmniSR
-
-    if name == 'ASID':
-        return ASID(upscale=scale, num_blocks=3)
-    if name == 'ASID-D8':
-        return ASID(upscale=scale, num_blocks=8)
-    if name == 'Omni-SR':
-        return OmniSR(upscale=scale)
-    if name == 'SwinIR-light':
-        from basicsr.archs.swinir_arch import SwinIR
-
-        return WindowPadded(SwinIR(upscale=scale, in_chans=3, img_size=64, window_size=SWINIR_WINDOW, img_range=1.0,
-                                   depths=[6, 6, 6, 6], embed_dim=60, num_heads=[6, 6, 6, 6], mlp_ratio=2,
-                                   upsampler='pixelshuffledirect', resi_connection='1conv'), scale)
-    raise ValueError(f'unknown model {name!r}; choose from {", ".join(ZOO_MODELS)}')
-
-
-def unwrapped(net: nn.Module) -> nn.Module:
-    """The network whose weights a checkpoint holds (SwinIR without its padding wrapper)."""
-    return net.net if isinstance(net, WindowPadded) else net
-
-
-def param_count(name: str, scale: int) -> int:
-    """Parameters of the released configuration, counted on the meta device where it builds there (nothing
-    allocated)."""
-    try:
-        with torch.device('meta'):
-            net = build_model(name, scale)
-    except (RuntimeError, NotImplementedError):  # a model that computes values while being built
-        net = build_model(name, scale)
-    return sum(p.numel() for p in net.parameters())
 
 
 def count_macs(name: str, scale: int, out_w: int, out_h: int) -> float:
@@ -116,7 +65,7 @@ def measure_worker(name: str, scale: int, size: Tuple[int, int], precision: str,
     """Latency and peak memory of one model, scale, output size and precision (run in a fresh process)."""
     dev = torch.device(device)
     net = build_model(name, scale).eval().to(dev)
-    dtype = PRECISION_DTYPES[precision]
+    dtype = torch_dtype(precision)
     out_w, out_h = size
     x = torch.rand(1, 3, out_h // scale, out_w // scale, device=dev)
 
@@ -161,7 +110,7 @@ def evaluate_psnr(net: nn.Module, scale: int, datasets: Path, names: Sequence[st
     from basicsr.metrics import calculate_psnr, calculate_ssim
 
     from ..evaluation import paired_images, super_resolve
-    from .paper import prepared_pair
+    from .networks import prepared_pair
 
     results = {}
     net = net.eval().to(device)
@@ -224,7 +173,7 @@ def zoo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..utils.asid_errors import PretrainedWeightsError
-    from .paper import load_checked, parse_checkpoints, unusable_datasets
+    from .networks import load_checked, parse_checkpoints, unusable_datasets
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     args.device = device

@@ -98,7 +98,7 @@ def test_published_rows_name_their_sources():
 def test_zoo_refuses_integer_weights_before_measuring(prepared, tmp_path, capsys, model):
     """Integer tensors would be converted silently by state_dict_from_file: refused by name, exit 2, nothing
     measured."""
-    from asid_arch.bench.zoo import build_model
+    from asid_arch.bench.networks import build_model
 
     state = {k: v.round().to(torch.int64) for k, v in build_model(model, 2).state_dict().items()}
     torch.save({'params': state}, tmp_path / 'int.pth')
