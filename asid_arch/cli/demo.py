@@ -42,11 +42,11 @@ class Evaluated(NamedTuple):
 def evaluate(net_path: Path, opt: dict) -> List[Evaluated]:
     """Every validation pair of ``opt`` through bicubic up-sampling and the trained network (whole images)."""
     import torch
+    from basicsr.archs import build_network
+    from basicsr.metrics import calculate_psnr
 
     from asid_arch.data.prepare import bicubic_resize
     from asid_arch.evaluation import paired_images, super_resolve
-    from basicsr.archs import build_network
-    from basicsr.metrics import calculate_psnr
 
     scale = opt['scale']
     net = build_network(dict(opt['network_g']))
