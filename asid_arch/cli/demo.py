@@ -27,6 +27,7 @@ CROP = 128  # HR pixels of the crop shown in the figure
 ZOOM = 2  # each crop pixel drawn as ZOOM x ZOOM pixels (nearest neighbour), so that the differences show
 GAP = 6  # white pixels between the panels
 LABEL_HEIGHT = 30  # the white band under the panels that holds the labels
+PNG_COMPRESSION = 9  # zlib's highest: the figure is small enough to commit
 
 
 class Evaluated(NamedTuple):
@@ -99,7 +100,9 @@ def comparison_figure(panels: Sequence[Tuple[np.ndarray, str]], zoom: int = ZOOM
 def write_comparison(row: Evaluated, path: Path) -> None:
     """The figure of one validation image: the crop where bicubic loses most, bicubic | ASID | ground truth,
     labelled with the whole image's PSNR; written atomically as PNG."""
-    from asid_arch.fileio import imwrite_atomic
+    import cv2
+
+    from asid_arch.image_writer import imwrite_atomic
 
     y, x = detailed_crop(row.bicubic, row.gt, CROP)
     size = min(CROP, *row.gt.shape[:2])
@@ -108,7 +111,7 @@ def write_comparison(row: Evaluated, path: Path) -> None:
                                 (row.asid[crop], f'ASID {row.asid_psnr:.2f} dB'),
                                 (row.gt[crop], 'ground truth')])
     path.parent.mkdir(parents=True, exist_ok=True)
-    imwrite_atomic(path, figure)
+    imwrite_atomic(path, figure, (cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
