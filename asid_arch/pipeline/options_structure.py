@@ -149,6 +149,7 @@ def check_structure(opt: Mapping, is_train: bool = True) -> List[str]:
     These run before BasicSR's own option processing (``opt['name']``, ``opt['num_gpu']``,
     ``opt['datasets'].items()``, ``opt['path'].items()``) and before any folder is made.
     """
+    import asid_arch.models  # noqa: F401  isort: skip  (first: the torchvision alias basicsr 1.4.2 needs)
     import basicsr.data  # noqa: F401  (fills the registries: datasets, losses, metrics, models)
     import basicsr.losses  # noqa: F401
     import basicsr.metrics  # noqa: F401
