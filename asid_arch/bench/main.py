@@ -168,6 +168,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse, then run the chosen subcommand; its exit status (0 done, 1 some work failed, 2 unusable arguments,
     model or file)."""
     args = build_parser().parse_args(argv)
+    from ..tuning import tune_cpu
+
+    tune_cpu()  # as every command that runs a network (the figures are measured with it; before torch)
     module, function = DISPATCH[args.command]
     return getattr(importlib.import_module(f'{__package__}.{module}'), function)(args)
 

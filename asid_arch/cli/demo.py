@@ -43,6 +43,7 @@ class Evaluated(NamedTuple):
 def evaluate(net_path: Path, opt: dict) -> List[Evaluated]:
     """Every validation pair of ``opt`` through bicubic up-sampling and the trained network (whole images)."""
     import torch
+
     from basicsr.archs import build_network
     from basicsr.metrics import calculate_psnr
 

@@ -2,8 +2,8 @@
 
 Optional extra: ``pip install 'asid_arch[spandrel]'`` (or ``pip install spandrel``). Then::
 
-    import asid_arch.spandrel
-    asid_arch.spandrel.install()            # once per process; idempotent
+    import asid_arch.integrations.spandrel
+    asid_arch.integrations.spandrel.install()   # once per process; idempotent
     from spandrel import ModelLoader
     model = ModelLoader().load_from_file('net_g_latest.pth')   # an ImageModelDescriptor
     sr = model(lr)                          # (1, 3, H, W) in [0, 1] -> (1, 3, H*s, W*s)
@@ -26,7 +26,7 @@ try:
     import spandrel
     from spandrel import Architecture, ArchSupport, ImageModelDescriptor, SizeRequirements, StateDict
 except ImportError as err:  # the optional extra is not installed
-    raise ImportError(f"asid_arch.spandrel needs spandrel ({err}): pip install 'asid_arch[spandrel]' "
+    raise ImportError(f"asid_arch.integrations.spandrel needs spandrel ({err}): pip install 'asid_arch[spandrel]' "
                       '(or pip install spandrel)') from err
 
 from ..archs.asid_arch import ASID
