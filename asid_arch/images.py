@@ -37,6 +37,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from .utils.asid_errors import first_line
+
 EXIF_ORIENTATION = 0x0112
 TIFF_ORIENTATION = 274  # the same tag in a TIFF page's own directory
 TIFF_BITS_PER_SAMPLE = 258
@@ -198,11 +200,6 @@ def decode_file(path: Union[str, Path], flags: int = cv2.IMREAD_UNCHANGED) -> Op
     return cv2.imdecode(data, flags) if data.size else None
 
 
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
-
-
 def _open_pillow(data: bytes):
     from PIL import Image
 
@@ -210,7 +207,7 @@ def _open_pillow(data: bytes):
     try:
         return Image.open(io.BytesIO(data), formats=READ_FORMATS)
     except (OSError, ValueError, SyntaxError, EOFError) as err:  # PIL's "cannot identify image file", bad headers
-        raise ImageError(f'not a readable image ({_short(err)})') from None
+        raise ImageError(f'not a readable image ({first_line(err)})') from None
 
 
 def _sample_bytes(data: bytes, im) -> int:
@@ -283,7 +280,7 @@ def open_image(path: Union[str, Path]) -> ImageFile:
                 frames = [_frame_info(data, im)]
             color = _color_info(data, im)
         except (OSError, ValueError, SyntaxError, EOFError, struct.error) as err:
-            raise ImageError(f'damaged image: {_short(err)}') from None
+            raise ImageError(f'damaged image: {first_line(err)}') from None
     return ImageFile(data, fmt, frames, loop, color, extra, default_image)
 
 
@@ -318,7 +315,7 @@ def _load(im) -> None:
     try:
         im.load()
     except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise ImageError(f'damaged image: {_short(err)}') from None
+        raise ImageError(f'damaged image: {first_line(err)}') from None
 
 
 def _picture(img: Optional[np.ndarray], im, orientation: int) -> Picture:
@@ -383,7 +380,7 @@ def _animation_frames(im, frames: Sequence[FrameInfo]) -> List[Picture]:
         try:
             im.seek(k)
         except (OSError, ValueError, EOFError) as err:
-            raise ImageError(f'damaged image: frame {k + 1}: {_short(err)}') from None
+            raise ImageError(f'damaged image: frame {k + 1}: {first_line(err)}') from None
         _load(im)
         duration = im.info.get('duration')
         if im.mode.startswith('I'):  # 16-bit gray (Pillow's conversion to 8 bits would clip, not scale)

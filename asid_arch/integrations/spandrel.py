@@ -25,6 +25,7 @@ from typing import List
 try:
     import spandrel
     from spandrel import Architecture, ArchSupport, ImageModelDescriptor, SizeRequirements, StateDict
+    from spandrel.util import KeyCondition
 except ImportError as err:  # the optional extra is not installed
     raise ImportError(f"asid_arch.integrations.spandrel needs spandrel ({err}): pip install 'asid_arch[spandrel]' "
                       '(or pip install spandrel)') from err
@@ -37,21 +38,19 @@ from ..utils.asid_weights import check_tensors
 ASID_ID = 'ASID'
 OMNISR_PACKAGE_ID = 'OmniSR (asid_arch keys)'
 SPANDREL_OMNISR_ID = 'OmniSR'
-# keys that identify each layout: (released / neosr layout, this package's layout)
-ASID_KEYS = (('input.weight', 'up.0.weight', 'block0.residual_layer.0.LB1.net.fn.0.weight'),
-             ('conv_first.weight', 'upsampler.0.weight', 'blocks.0.lm1.conv_in.weight'))
-OMNISR_PACKAGE_KEYS = ('conv_first.weight', 'upsampler.0.weight', 'groups.0.block.lm.conv_in.weight')
-
-
-def _has_all(state_dict: StateDict, keys) -> bool:
-    return all(k in state_dict for k in keys)
+# the keys that identify each layout: ASID's released / neosr layout or this package's; Omni-SR in this package's
+ASID_DETECT = KeyCondition.has_any(
+    KeyCondition.has_all('input.weight', 'up.0.weight', 'block0.residual_layer.0.LB1.net.fn.0.weight'),
+    KeyCondition.has_all('conv_first.weight', 'upsampler.0.weight', 'blocks.0.lm1.conv_in.weight'))
+OMNISR_PACKAGE_DETECT = KeyCondition.has_all('conv_first.weight', 'upsampler.0.weight',
+                                             'groups.0.block.lm.conv_in.weight')
 
 
 class ASIDArch(Architecture[ASID]):
     """spandrel's view of ASID: detection by key names, hyper-parameters from the weights."""
 
     def __init__(self) -> None:
-        super().__init__(id=ASID_ID, name='ASID', detect=lambda sd: any(_has_all(sd, keys) for keys in ASID_KEYS))
+        super().__init__(id=ASID_ID, name='ASID', detect=ASID_DETECT)
 
     def load(self, state_dict: StateDict) -> ImageModelDescriptor[ASID]:
         # spandrel read the file itself: its tensors are checked from their metadata before any element is
@@ -75,7 +74,7 @@ class OmniSRPackageArch(Architecture):
     """Omni-SR weights in this package's key layout, handed to spandrel's own Omni-SR support."""
 
     def __init__(self) -> None:
-        super().__init__(id=OMNISR_PACKAGE_ID, name='Omni-SR', detect=lambda sd: _has_all(sd, OMNISR_PACKAGE_KEYS))
+        super().__init__(id=OMNISR_PACKAGE_ID, name='Omni-SR', detect=OMNISR_PACKAGE_DETECT)
 
     def load(self, state_dict: StateDict):
         return spandrel.MAIN_REGISTRY[SPANDREL_OMNISR_ID].architecture.load(

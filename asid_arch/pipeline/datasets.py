@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..utils.asid_errors import first_line
+
 DATA_READ_ERROR_MARK = 'DataReadError: '  # how the class shows in a data-loader worker's re-raised traceback
 
 
@@ -27,11 +29,6 @@ class DataReadError(RuntimeError):
         lines = [line for line in str(self).strip().splitlines() if line.strip()]
         last = lines[-1] if lines else ''
         return last.split(DATA_READ_ERROR_MARK, 1)[1] if DATA_READ_ERROR_MARK in last else last
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 class CheckedDataset(Dataset):
@@ -69,7 +66,7 @@ class CheckedDataset(Dataset):
         if culprit:
             return f'{where}: {culprit}'
         pair = self._pair(index)
-        return f'{where}: sample {index}{f" ({pair})" if pair else ""}: {type(err).__name__}: {_first_line(err)}'
+        return f'{where}: sample {index}{f" ({pair})" if pair else ""}: {type(err).__name__}: {first_line(err)}'
 
     def _pair(self, index: int) -> Optional[str]:
         paths = getattr(self.dataset, 'paths', None)
@@ -98,7 +95,7 @@ class CheckedDataset(Dataset):
             try:
                 content = client.get(path, role)
             except Exception as err:
-                return f'{what}: cannot be read ({type(err).__name__}: {_first_line(err)})'
+                return f'{what}: cannot be read ({type(err).__name__}: {first_line(err)})'
             if content is None:
                 return f'{what}: no such key (rebuild the LMDB with asid-prepare)'
             if not content:

@@ -11,8 +11,9 @@ import os
 import re
 from typing import List, Mapping, Optional, Sequence, Tuple
 
+from ..utils.asid_errors import first_line
 from .option_file import kind_of
-from .options_structure import check_structure, first_line
+from .options_structure import check_structure
 
 META_INFO_LINE = re.compile(r'^(\S+?)(?:\.png)? \((\d+),(\d+),(\d+)\)')
 MAX_PAIRS_READ = 1000  # image headers read per disk-folder dataset (evenly spread); the rest are named when read

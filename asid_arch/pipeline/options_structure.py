@@ -21,6 +21,7 @@ from typing import List, Mapping, Optional
 
 import torch
 
+from ..utils.asid_errors import first_line
 from .option_file import kind_of
 
 # what BasicSR reads at the top level of an option file (and what parse_options adds)
@@ -47,12 +48,6 @@ class OptionsError(ValueError):
     def __init__(self, source: str, problems: List[str]) -> None:
         self.problems = problems
         super().__init__(f'invalid options in {source}:\n' + '\n'.join(f'  - {p}' for p in problems))
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (its type's name when it has none), for one-line reports."""
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def _registered(registry, name: object) -> bool:

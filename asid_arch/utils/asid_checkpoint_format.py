@@ -26,7 +26,7 @@ from typing import BinaryIO, Callable, Dict, List, Mapping, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .asid_errors import PretrainedWeightsError
+from .asid_errors import PretrainedWeightsError, first_line
 
 MAX_KEYS_LISTED = 8  # key names shown in an error message
 
@@ -463,11 +463,6 @@ def key_list(keys: Sequence[str]) -> str:
     keys = sorted(keys)
     more = f' and {len(keys) - MAX_KEYS_LISTED} more' if len(keys) > MAX_KEYS_LISTED else ''
     return ', '.join(keys[:MAX_KEYS_LISTED]) + more
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def printable(path: Union[str, Path]) -> str:

@@ -2,6 +2,13 @@
 
 Kit file (``basicsr/utils/asid_errors.py`` in a BasicSR checkout): standard library only.
 """
+FIRST_LINE_CHARS = 300  # an exception's message, cut for a one-line report
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for one-line reports."""
+    text = str(err).strip()
+    return text.splitlines()[0][:FIRST_LINE_CHARS] if text else type(err).__name__
 
 
 class TrainingDiverged(FloatingPointError):
