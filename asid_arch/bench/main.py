@@ -171,6 +171,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..tuning import tune_cpu
 
     tune_cpu()  # as every command that runs a network (the figures are measured with it; before torch)
+    from ..utils.asid_compat import install_torchvision_alias
+
+    install_torchvision_alias()  # before any subcommand imports BasicSR (1.4.2 needs it with this torchvision)
     module, function = DISPATCH[args.command]
     return getattr(importlib.import_module(f'{__package__}.{module}'), function)(args)
 

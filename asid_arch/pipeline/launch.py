@@ -218,11 +218,11 @@ def build_checked_dataset(dataset_opt: dict):
 
 def prepare_basicsr() -> None:
     """Install the safe option reading, the CPU-capable replacements and the data checks in BasicSR's pipelines."""
+    from .. import models  # noqa: F401  isort: skip  (first: the torchvision alias; registers the archs and model)
+
     import basicsr.test
     import basicsr.train
     import basicsr.utils.options
-
-    from .. import models  # noqa: F401  (first: the torchvision alias; registers ASID, Omni-SR, ASIDModel, the metric)
 
     basicsr.utils.options.init_dist = init_dist_any_device
     basicsr.train.load_resume_state = load_resume_state_any_device
