@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import torch
 
+from .utils import asid_compat  # noqa: F401  isort: skip  (first: the torchvision alias BasicSR 1.4.2 needs)
 from basicsr.utils import img2tensor, tensor2img
 
 from .images import decode_file

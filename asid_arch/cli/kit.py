@@ -36,7 +36,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence
 
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, shown
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # asid_arch/
 # the kit, by one rule: these files of this package, each going to the same place in the basicsr package folder
 KIT_PATTERNS = ('archs/*_arch.py', 'archs/asid_*.py', 'models/*_model.py', 'metrics/asid_*.py', 'utils/asid_*.py')
 

@@ -92,6 +92,7 @@ def mod_crop(img: np.ndarray, modulus: int) -> np.ndarray:
 
 def bicubic_resize(img: np.ndarray, scale: float) -> np.ndarray:
     """MATLAB ``imresize(img, scale, 'bicubic')`` of a uint8 image, rounded back to uint8."""
+    from ..utils import asid_compat  # noqa: F401  isort: skip  (first: the torchvision alias BasicSR 1.4.2 needs)
     from basicsr.utils.matlab_functions import imresize
 
     out = imresize(img.astype(np.float64) / 255.0, scale)
@@ -265,6 +266,7 @@ def build_lmdb(subs: Dict[str, str], src: Path, lmdb_path: Path, record: Record,
     complete, so an interrupted run never leaves an LMDB that looks finished (nor a partial one).
     Returns True when the LMDB is (now) as asked; with ``make`` False, only whether it already is.
     """
+    from ..utils import asid_compat  # noqa: F401  isort: skip  (first: the torchvision alias BasicSR 1.4.2 needs)
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
     partial = lmdb_path.with_name(f'{PARTIAL_PREFIX}{lmdb_path.name}')  # BasicSR wants the '.lmdb' suffix

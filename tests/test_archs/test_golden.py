@@ -17,6 +17,7 @@ FLOAT32_OUTPUT_TOL, FLOAT32_GRAD_TOL = 5e-6, 1e-5
 ASID_GOLDEN = [name for name in GOLDEN_FILES if name.startswith('asid')]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ASID_GOLDEN)
 def test_golden_output_and_grad(name):
     golden = torch.load(shared_path('golden', name), weights_only=True)

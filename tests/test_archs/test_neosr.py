@@ -36,6 +36,7 @@ def build(g: dict, **variant) -> ASID:
     return ASID(upscale=g['scale'], num_feat=g['num_feat'], num_blocks=g['num_blocks'], **variant).double().eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', NEOSR_FILES)
 def test_neosr_golden_output_and_grad(name):
     g = golden(name)
@@ -151,6 +152,7 @@ def layouts(net: ASID) -> dict:
             'package': state, 'neosr': {'params': state_dict_to_reference(state)}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('blocks,scale', [(3, 2), (8, 3)], ids=['ASID-x2', 'ASID-D8-x3'])
 def test_spandrel_loads_every_layout(spandrel_loader, tmp_path, blocks, scale):
     torch.manual_seed(blocks)
@@ -166,6 +168,7 @@ def test_spandrel_loads_every_layout(spandrel_loader, tmp_path, blocks, scale):
         assert (model(x) - expected).abs().max().item() < 1e-5, name
 
 
+@pytest.mark.slow
 def test_spandrel_loads_neosr_golden_variants(spandrel_loader, tmp_path):
     for name in NEOSR_FILES:
         g, path = neosr_checkpoint(tmp_path, name)
@@ -246,6 +249,7 @@ def test_auto_without_pretrained_weights_is_the_paper_and_plain_asid_refuses_it(
         ASID(position_bias='auto')
 
 
+@pytest.mark.slow
 def test_finetune_a_neosr_checkpoint_through_the_pipeline(tmp_path):
     """asid-train with network_g: ... auto and a neosr default-trained checkpoint: loads strictly, trains,
     and says which variant it built."""

@@ -9,6 +9,7 @@ from asid_arch.archs.omnisr_arch import OmniSR, omnisr_state_dict_from_reference
 from helpers import read_reference_keys, shared_path
 
 
+@pytest.mark.slow
 def test_golden_omnisr_x4():
     golden = torch.load(shared_path('golden', 'omnisr_x4.pt'), weights_only=True)
     net = OmniSR(upscale=golden['scale'], num_feat=golden['num_feat'], num_groups=golden['num_blocks'])

@@ -9,11 +9,13 @@ from asid_arch.bench.main import main as asid_bench
 from asid_arch.bench.zoo import count_macs
 
 
+@pytest.mark.slow
 def test_macs_for_720p_output():
     assert round(count_macs('ASID', 4, 1280, 720) / 1e9, 1) == 20.8  # the paper's Table 2 convention
     assert count_macs('ASID-D8', 4, 1280, 720) > 2 * count_macs('ASID', 4, 1280, 720)
 
 
+@pytest.mark.slow
 def test_zoo_writes_table_csv_and_plots(tmp_path):
     out = tmp_path / 'bench'
     code = asid_bench(['zoo', '--models', 'ASID', 'Omni-SR', '--scales', '2', '--sizes', '64x48', '96x64',
@@ -27,6 +29,7 @@ def test_zoo_writes_table_csv_and_plots(tmp_path):
     assert (out / 'psnr_vs_params.png').stat().st_size > 0 and (out / 'latency_vs_resolution.png').stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_zoo_with_a_checkpoint_reports_psnr(tmp_path):
     import torch
 
@@ -92,6 +95,7 @@ def test_speed_prints_quoted_reference_times_without_ratio(monkeypatch, capsys):
     assert not any('speed-up' in line or 'x)' in line or 'quoted' in line for line in lines)
 
 
+@pytest.mark.slow
 def test_seams_command_reports_both_tilings(tmp_path, capsys):
     import torch
 
@@ -137,6 +141,7 @@ def test_profile_categories():
     assert op_category('aten::mul') == op_category('aten::copy_') == op_category('aten::mmx') == 'everything else'
 
 
+@pytest.mark.slow
 def test_profile_command_splits_the_time(capsys):
     assert asid_bench(['profile', '--what', 'x4', '--warmup', '0']) == 0
     line = [x for x in capsys.readouterr().out.splitlines() if x.startswith('package: ')][0]

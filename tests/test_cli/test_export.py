@@ -22,6 +22,7 @@ def tiny(scale: int, blocks: int = 2) -> ASID:
 ONNX_TOL = 1e-6  # onnxruntime against PyTorch, float32, the released configuration (docs/interoperability.md)
 
 
+@pytest.mark.slow
 def test_onnx_export_parity_of_the_released_configuration(tmp_path, capsys):
     """ASID x4 as released (48 channels, 3 IDBs), exported and run by onnxruntime at the documented error, on
     a random input and a photo, then copied alone and run at other sizes (dynamic height and width)."""
@@ -71,6 +72,7 @@ def test_export_without_the_extra_is_a_clear_error(tmp_path, monkeypatch, capsys
     assert "pip install -e '.[onnx]'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchscript_trace_fixed_size():
     net = tiny(2)
     x = torch.rand(1, 3, 24, 32)
@@ -81,6 +83,7 @@ def test_torchscript_trace_fixed_size():
         assert (traced(x) - net(x)).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow
 def test_torch_compile():
     net = tiny(2)
     x = torch.rand(1, 3, 24, 32)

@@ -450,6 +450,7 @@ def test_stale_temporaries_removed_unless_another_run_holds_the_folder(tmp_path,
     assert sorted(os.listdir(out)) == sorted(others + ['a_x2.png'])
 
 
+@pytest.mark.slow
 def test_interrupted_in_a_subprocess_by_sigterm(tmp_path, model_file):
     """The real signal path: SIGTERM arrives from outside Python's handlers (sent while the model loads)."""
     import subprocess

@@ -37,3 +37,15 @@ def test_16bit_input_reaches_the_network_and_the_file(tmp_path):
     assert np.abs(got.astype(np.float64) - full).max() <= 1  # the network saw every 16-bit value
     eight_bit = expected((bgr16.astype(np.float64) / 257).round().astype(np.uint8), 255)
     assert np.abs(got.astype(np.float64) - eight_bit).max() > 8  # ... which an 8-bit reading would not give
+
+
+def test_depth_conversion_scales_the_full_range():
+    """8 <-> 16 bits by scaling by 65535 / 255 = 257, never by 256 (which leaves 255 at 65280, short of white) or by
+    clipping: every 8-bit value maps to v * 257 and back, 16-bit values round to the nearest 8-bit one."""
+    from asid_arch.images import to_depth
+
+    eight = np.arange(256, dtype=np.uint8)
+    sixteen = to_depth(eight, np.uint16)
+    assert sixteen.dtype == np.uint16 and sixteen.tolist() == [v * 257 for v in range(256)]
+    assert to_depth(sixteen, np.uint8).tolist() == eight.tolist()
+    assert to_depth(np.array([0, 128, 65535, 32767, 32896], np.uint16), np.uint8).tolist() == [0, 0, 255, 127, 128]

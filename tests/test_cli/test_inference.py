@@ -21,6 +21,7 @@ def tiny_net(scale: int = 2) -> ASID:
     return ASID(upscale=scale, num_feat=16, num_blocks=1).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('layout', ['ours', 'params', 'params_ema', 'released', 'ddp'])
 def test_checkpoint_layouts_detected(tmp_path, layout):
     net = ASID(upscale=3, num_blocks=8)

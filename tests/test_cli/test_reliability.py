@@ -67,6 +67,7 @@ def test_stale_temporaries_are_removed(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ['net_g_4.pth']
 
 
+@pytest.mark.slow
 def test_damaged_newest_state_falls_back_to_an_older_one(data, tmp_path):
     opt = tiny_train_options('damaged', data / 'train', data / 'valsrc', iters=4,
                              **{'logger.save_checkpoint_freq': 2, 'val.val_freq': 10000})
@@ -166,6 +167,7 @@ def test_bad_pretrained_weights_are_found_by_the_option_checks(data, tmp_path):
     assert not (tmp_path / 'executed').exists()
 
 
+@pytest.mark.slow
 def test_bad_pretrained_weights_stop_training_before_it_starts(data, tmp_path):
     files = bad_weight_files(tmp_path)
     opt = tiny_train_options('pre', data / 'train', data / 'valsrc', iters=2,
@@ -190,6 +192,7 @@ def test_model_load_network_reports_bad_weights(data, tmp_path):
     assert not (tmp_path / 'executed').exists()
 
 
+@pytest.mark.slow
 def test_plain_state_dict_with_default_param_key_loads(data, tmp_path):
     plain = tmp_path / 'plain.pth'
     torch.save(tiny_net(2).state_dict(), plain)  # no 'params' wrapper, param_key_g left at its default

@@ -308,6 +308,7 @@ def test_lmdb_with_a_flat_first_sub_image(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 # Case 11: file names that are not UTF-8, or not usable as LMDB keys
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_non_utf8_and_unsafe_names(tmp_path, capsys):
     """``x\\xff.png`` used to kill asid-prepare with SIGSEGV inside OpenCV; now its outputs get an ASCII name,
     said by name, and the LMDB keys stay ASCII. Two names that map to one output name: the second fails."""
@@ -349,6 +350,7 @@ sys.exit(prepare_command.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_sigterm_mid_run_summary_and_clean_resume(tmp_path, capsys):
     hr, out = tmp_path / 'hr', tmp_path / 'out'
     write_images(hr, 3, size=(60, 70))
@@ -481,7 +483,7 @@ def test_bad_folders(tmp_path, capsys, monkeypatch):
 @pytest.fixture()
 def checkout(tmp_path):
     """A minimal BasicSR checkout (what asid-kit looks for), kit installed."""
-    for sub in ('archs', 'models'):
+    for sub in ('archs', 'metrics', 'models', 'utils'):  # the folders of a checkout the kit writes to
         (tmp_path / 'BasicSR' / 'basicsr' / sub).mkdir(parents=True)
         (tmp_path / 'BasicSR' / 'basicsr' / sub / '__init__.py').write_text('')
     assert asid_kit(['install', str(tmp_path / 'BasicSR')]) == 0

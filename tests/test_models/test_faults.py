@@ -53,6 +53,7 @@ def checkpoint_options(name, data, iters):
                               **{'logger.save_checkpoint_freq': 3, 'val.val_freq': 1000})
 
 
+@pytest.mark.slow
 def test_checkpoint_that_cannot_be_written_stops_the_run(data, tmp_path):
     """The disk fills at the second checkpoint: exit 1 with a message, the first checkpoint intact, no
     temporary left (plain BasicSR logs "Just ignore it." and trains on without checkpoints)."""
@@ -68,6 +69,7 @@ def test_checkpoint_that_cannot_be_written_stops_the_run(data, tmp_path):
         asid_weights.read_weights(models / 'net_g_3.pth')[0])
 
 
+@pytest.mark.slow
 def test_kill_during_a_checkpoint_write_then_auto_resume(data, tmp_path):
     """``kill -9`` while the state of iteration 6 is being written: the run resumes from iteration 3,
     removes the half-written temporary, and finishes."""

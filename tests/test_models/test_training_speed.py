@@ -49,6 +49,7 @@ def losses(model: ASIDModel, steps: int) -> list:
 
 @pytest.mark.parametrize('train', [{}, {'amp': 'bf16'}, {'compile': {'backend': 'aot_eager'}}],
                          ids=['fp32', 'bf16', 'compiled'])
+@pytest.mark.slow
 def test_loss_is_finite_and_decreases_on_a_fixed_batch(tmp_path, train):
     torch.manual_seed(0)
     model = ASIDModel(model_options(tmp_path, **train))
@@ -118,6 +119,7 @@ def test_fp16_grad_scaler_state_survives_a_resume(tmp_path, monkeypatch):
     assert resumed.scaler.state_dict()['_growth_tracker'] == model.scaler.state_dict()['_growth_tracker']
 
 
+@pytest.mark.slow
 def test_bf16_training_run_through_the_pipeline(data, tmp_path):
     """asid-train with amp: bf16 and a compiled network: trains, validates, saves; fp16 exits 2 on CPU."""
     opt = tiny_train_options('ampcompile', data / 'train', data / 'valsrc', iters=2,
@@ -137,8 +139,9 @@ def test_bf16_training_run_through_the_pipeline(data, tmp_path):
 
 @pytest.mark.parametrize('preset,expected', [({}, 'PASSIVE'), ({'OMP_WAIT_POLICY': 'ACTIVE'}, 'ACTIVE'),
                                              ({'GOMP_SPINCOUNT': '1000'}, None)])
-def test_import_sets_a_passive_openmp_wait_policy_unless_the_user_chose(preset, expected):
-    """Set before torch loads libgomp (asid_arch/__init__); a user's own setting wins."""
+def test_tuning_sets_a_passive_openmp_wait_policy_unless_the_user_chose(preset, expected):
+    """Set by the commands' tuning before torch loads libgomp (asid_arch.tuning.tune_cpu); a user's own setting
+    wins."""
     import os
     import subprocess
     import sys
@@ -147,6 +150,6 @@ def test_import_sets_a_passive_openmp_wait_policy_unless_the_user_chose(preset, 
 
     env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
     env.update(preset, PYTHONPATH=str(REPO))
-    code = "import os, asid_arch, torch; print(os.environ.get('OMP_WAIT_POLICY'))"
+    code = "import os, asid_arch; asid_arch.tune_cpu(); import torch; print(os.environ.get('OMP_WAIT_POLICY'))"
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(expected)

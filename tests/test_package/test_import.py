@@ -22,6 +22,7 @@ def run_python(code: str, cwd: Path, extra_path: str = '') -> subprocess.Complet
     return subprocess.run([sys.executable, '-c', code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_package_first_then_basicsr(tmp_path):
     code = ('import asid_arch.archs, basicsr; from basicsr.utils.registry import ARCH_REGISTRY; '
             "assert ARCH_REGISTRY.get('ASID') is asid_arch.ASID; print('ok')")
@@ -30,6 +31,7 @@ def test_package_first_then_basicsr(tmp_path):
     assert result.stdout.strip() == 'ok'
 
 
+@pytest.mark.slow
 def test_basicsr_first_then_package(tmp_path):
     code = (PREINSTALLED_ALIAS + 'import basicsr; import asid_arch.archs; import asid_arch.archs; '
             "from basicsr.utils.registry import ARCH_REGISTRY; assert ARCH_REGISTRY.get('ASID') is asid_arch.ASID; "
@@ -71,6 +73,7 @@ def test_kit_files_import_only_torch_numpy_cv2_basicsr(path):
     assert relative <= set(KIT)  # siblings inside the kit
 
 
+@pytest.mark.slow
 def test_drop_in_into_a_basicsr_tree(tmp_path):
     """Copy BasicSR, drop the kit files into basicsr/, build ASID from an option dict."""
     import basicsr
@@ -88,6 +91,7 @@ def test_drop_in_into_a_basicsr_tree(tmp_path):
     assert result.stdout.split()[0] == '304011'
 
 
+@pytest.mark.slow
 def test_drop_in_and_package_together(tmp_path):
     """The package imported after a BasicSR tree that already has the kit: no double registration."""
     import basicsr
@@ -116,6 +120,7 @@ def test_help_answers_without_importing_torch(command):
     assert '``' not in result.stdout  # no reST quotes in help texts
 
 
+@pytest.mark.slow
 def test_public_names_register_what_they_use(tmp_path):
     """``import asid_arch`` imports neither torch nor BasicSR; a public name imports its module on first use, which
     registers it; ``import asid_arch.models`` registers the model and the metric."""
@@ -154,6 +159,7 @@ print(json.dumps({{'kept_mb': resident_mb() - before, 'env': {{k: os.environ.get
 @pytest.mark.skipif(not Path('/proc/self/status').exists(), reason='needs Linux /proc')
 @pytest.mark.parametrize('imports', ['import asid_arch', 'import asid_arch.models', 'from asid_arch import ASID',
                                      'import asid_arch.integrations.spandrel'])
+@pytest.mark.slow
 def test_import_changes_nothing_in_the_host(tmp_path, imports):
     """What a chaiNNer or ComfyUI plugin does: the package (or its spandrel support) imported, then the host's own
     work. No environment variable is set, and freed memory goes back to the system as without the package."""
@@ -169,6 +175,7 @@ def test_import_changes_nothing_in_the_host(tmp_path, imports):
     assert seen['kept_mb'] < FREED_MB // 4, seen  # freed memory handed back
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path('/proc/self/status').exists(), reason='needs Linux /proc')
 def test_tune_cpu_is_what_keeps_freed_memory(tmp_path):
     """The same measurement after ``asid_arch.tune_cpu()``: the tuning is real (the test above would pass for a
@@ -206,6 +213,7 @@ print(status, calls, os.environ.get('OMP_WAIT_POLICY'), os.environ.get('THP_MEM_
     ('sr', ['missing.png', '-m', 'missing.pth', '-o', 'out'], {'keep_freed': False}),  # --max-memory is a bound
     ('export', ['-m', 'missing.pth', '-o', 'x.onnx'], {}),
 ])
+@pytest.mark.slow
 def test_commands_apply_the_tuning(tmp_path, module, argv, keep):
     """Each command that runs a network tunes the process first (and asid-sr keeps malloc's default)."""
     code = COMMAND_TUNING.format(module=module, argv=argv)

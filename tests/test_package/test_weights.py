@@ -191,6 +191,7 @@ def test_resolve_model_paths_and_names(tmp_path, monkeypatch):
     assert resolve_model(tmp_path / 'absent.pth') == tmp_path / 'absent.pth'  # the loader names the missing file
 
 
+@pytest.mark.slow
 def test_asid_sr_by_name_end_to_end(mirror, files, tmp_path):
     mirror.serve(NAME, files[NAME])
     cv2.imwrite(str(tmp_path / 'tiny.png'), synthetic_image(12, 16, 0))
@@ -200,6 +201,7 @@ def test_asid_sr_by_name_end_to_end(mirror, files, tmp_path):
     assert cache_names(tmp_path / 'cache') == [ENTRY.file_name]
 
 
+@pytest.mark.slow
 def test_asid_sr_by_name_offline_exit_2(monkeypatch, tmp_path):
     monkeypatch.setenv(BASE_URL_ENV, closed_port_url())
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / 'cache'))

@@ -414,6 +414,7 @@ def table(data, tmp_path_factory) -> Dict[str, dict]:
     return json.loads(result_file.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', CASES, ids=[c.id for c in CASES])
 def test_hostile_option_file_is_refused_before_any_work(table, case):
     result = table[case.id]
@@ -425,6 +426,7 @@ def test_hostile_option_file_is_refused_before_any_work(table, case):
     assert len(messages) == 1, result['stderr'][-3000:]  # one message (the option list follows it, indented)
 
 
+@pytest.mark.slow
 def test_python_tags_never_run_in_plain_subprocesses(data, tmp_path):
     """The issue's exact command lines: nothing runs, exit 2, the file and the line are named."""
     for module, make in (('train', train_opt), ('test', eval_opt)):
@@ -467,6 +469,7 @@ def lmdb_copy(data: Path, tmp_path: Path, name: str = 'tiny_HR_sub.lmdb') -> Pat
     return copy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('fraction', [0.3, 0.0, 0.01])
 def test_truncated_lmdb_is_named_not_sigbus(data, tmp_path, fraction):
     """``truncate -s 30% data.mdb``: was SIGBUS (exit 135, empty stderr) in the option check."""
@@ -495,6 +498,7 @@ def damage_png_signatures(path: Path) -> int:
     return count
 
 
+@pytest.mark.slow
 def test_damaged_lmdb_value_names_the_lmdb_and_key(data, tmp_path):
     gt = lmdb_copy(data, tmp_path)
     assert damage_png_signatures(gt / 'data.mdb') == 36  # every value: whichever sample is drawn first
@@ -513,6 +517,7 @@ def damage_png_body(path: Path) -> None:
     path.write_bytes(content[:PNG_HEADER_BYTES] + garbage)
 
 
+@pytest.mark.slow
 def test_damaged_image_file_with_workers_names_the_file(data, tmp_path):
     """A PNG whose header reads but whose pixels are damaged: found by the worker that decodes it, named."""
     gt = tmp_path / 'gt'
@@ -528,6 +533,7 @@ def test_damaged_image_file_with_workers_names_the_file(data, tmp_path):
     assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.slow
 def test_valid_files_still_run_with_force_yml(data, tmp_path):
     """The safe reading changes nothing for a valid file: --force_yml applies as a YAML value."""
     opt = write_yaml(tmp_path / 'ok.yml', train_opt(data, **{'train.total_iter': 50}))

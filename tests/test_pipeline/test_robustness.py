@@ -85,6 +85,7 @@ def test_lmdb_whose_meta_info_lists_missing_keys(data, tmp_path):
                for p in validate_options(opt)), validate_options(opt)
 
 
+@pytest.mark.slow
 def test_option_errors_exit_with_status_2(data, tmp_path):
     opt = tiny_train_options('bad', data / 'train', data / 'valsrc', **{'train.total_iter': 0})
     result = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 'bad.yml', opt))], tmp_path)
@@ -93,6 +94,7 @@ def test_option_errors_exit_with_status_2(data, tmp_path):
     assert missing.returncode == 2 and 'cannot read the option file' in missing.stderr
 
 
+@pytest.mark.slow
 def test_train_entry_point_reports_options_without_traceback(data, tmp_path):
     opt = tiny_train_options('bad', data / 'train', data / 'valsrc', **{'network_g.upscale': 3,
                                                                         'datasets.train.gt_size': 36})
@@ -104,6 +106,7 @@ def test_train_entry_point_reports_options_without_traceback(data, tmp_path):
     assert not (tmp_path / 'experiments' / 'bad').exists()  # stopped before any work
 
 
+@pytest.mark.slow
 def test_diverging_run_exits_with_a_message(data, tmp_path):
     opt = tiny_train_options('diverge', data / 'train', data / 'valsrc', iters=20, **{'train.optim_g.lr': 1e20,
                                                                                       'logger.save_checkpoint_freq': 1})

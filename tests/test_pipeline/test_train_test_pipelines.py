@@ -19,6 +19,7 @@ def iterations_logged(log: str) -> list:
     return [int(v) for v in re.findall(r'iter:\s*(\d+),', log)]
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoint_and_resumes(data, tmp_path):
     opt = write_yaml(tmp_path / 'tiny.yml', tiny_train_options('tiny_run', data / 'train', data / 'valsrc', iters=4))
     first = run_module('asid_arch.cli.train', ['-opt', str(opt)], tmp_path)
@@ -40,6 +41,7 @@ def test_train_writes_checkpoint_and_resumes(data, tmp_path):
     assert (states / '8.state').exists()
 
 
+@pytest.mark.slow
 def test_test_pipeline_reports_psnr_ssim(data, tmp_path):
     train_opt = tiny_train_options('tiny_for_test', data / 'train', data / 'valsrc', iters=2)
     trained = run_module('asid_arch.cli.train', ['-opt', str(write_yaml(tmp_path / 't.yml', train_opt))], tmp_path)
@@ -93,6 +95,7 @@ def metrics_computed_here(checkpoint, opt, tile) -> dict:
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
+@pytest.mark.slow
 def test_ddp_world_size_two_on_cpu(data, tmp_path):
     """``torchrun --nproc_per_node 2 -m asid_arch.train --launcher pytorch``: gloo on a CPU machine."""
     opt = write_yaml(tmp_path / 'ddp.yml', tiny_train_options('tiny_ddp', data / 'train', data / 'valsrc', iters=4))
@@ -106,6 +109,7 @@ def test_ddp_world_size_two_on_cpu(data, tmp_path):
     assert iterations_logged(result.stderr) == [1, 2, 3, 4], log  # logged once, by rank 0
 
 
+@pytest.mark.slow
 def test_demo_trains_asid_past_bicubic(tmp_path):
     """The README's main job with its recipe, the schedule shortened to 300 iterations: data from scikit-image,
     BasicSR training, and the table, where the trained ASID must beat bicubic on every validation image."""

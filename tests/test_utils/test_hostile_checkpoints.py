@@ -392,6 +392,7 @@ def test_integer_weights_are_named(tmp_path, capsys, dtype):
             build_model(opt)
 
 
+@pytest.mark.slow
 def test_torchscript_archive_is_named(tmp_path, capsys):
     torch.jit.save(torch.jit.trace(tiny_net(), torch.rand(1, 3, 16, 16)), tmp_path / 'scripted.pt')
     err = sr_error(tmp_path, tmp_path / 'scripted.pt', capsys)
@@ -479,6 +480,7 @@ def exported(tmp_path_factory):
     return folder, result
 
 
+@pytest.mark.slow
 def test_export_checks_a_one_pixel_image(exported):
     folder, result = exported
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
@@ -488,6 +490,7 @@ def test_export_checks_a_one_pixel_image(exported):
     assert sorted(p.name for p in folder.iterdir()) == ['m.onnx', 'm.pth', 'one.png']
 
 
+@pytest.mark.slow
 def test_exported_graph_takes_every_size(exported):
     """onnxruntime used to die of SIGFPE (exit 136) on sides of 8 px and less: here in a child process, so a
     regression fails this test instead of killing pytest. The sizes include two whose SDPA grid scales differ:
@@ -629,6 +632,7 @@ sys.exit(export.main(['-m', 'm.pth', '-o', 'm.onnx']))
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name, status', [('SIGINT', 130), ('SIGTERM', 143)])
 def test_signal_during_export_leaves_no_temporary_file(tmp_path, name, status):
     torch.save({'params': tiny_net().state_dict()}, tmp_path / 'm.pth')

@@ -1,1 +1,0 @@
-"""Data sets: asid-prepare's steps and its record."""

@@ -1,1 +1,0 @@
-"""ASID in other tools: spandrel (chaiNNer, ComfyUI) and ONNX."""

@@ -1,1 +1,0 @@
-"""BasicSR's train/test pipelines run with safe option reading, option checks and checked data."""

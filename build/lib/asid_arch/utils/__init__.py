@@ -1,2 +1,0 @@
-"""Kit utilities (``asid_*.py``: files, weights, tiling, precision, compatibility). Importing this package
-imports nothing."""
