@@ -19,13 +19,13 @@ lint: $(STAMP)
 	$(VENV)/bin/python -m flake8 asid_arch tests
 	$(VENV)/bin/python -m isort --check-only --diff asid_arch tests
 
-## test: the linters, then the whole test suite (pytest's "no tests collected", exit 5, fails too)
+## test: the linters, then the whole test suite in two workers (pytest's "no tests collected", exit 5, fails too)
 test: lint
-	$(VENV)/bin/python -m pytest -q -rs -p no:cacheprovider tests
+	$(VENV)/bin/python -m pytest -q -rs -p no:cacheprovider -n 2 tests
 
 ## test-fast: the tests not marked slow (the inner loop: a few minutes on 2 cores)
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -rs -p no:cacheprovider -m "not slow" tests
+	$(VENV)/bin/python -m pytest -q -rs -p no:cacheprovider -n 2 -m "not slow" tests
 
 clean-venv:
 	rm -rf $(VENV)

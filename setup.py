@@ -53,7 +53,7 @@ setup(
         'bench': ['matplotlib'],
         'onnx': ['onnx', 'onnxruntime', 'onnxscript'],
         'spandrel': ['spandrel>=0.4'],
-        'test': ['pytest'],
+        'test': ['pytest', 'pytest-xdist'],
     },
     entry_points={'console_scripts': [f'{name} = {target}' for name, target in COMMANDS.items()]},
     cmdclass={'build_py': BuildWithOptions},
