@@ -125,7 +125,7 @@ def test_demo_trains_asid_past_bicubic(tmp_path):
     opt['val']['val_freq'] = iterations
     opt['logger'].update(print_freq=50, save_checkpoint_freq=iterations)
     result = run_module('asid_arch.cli.demo', ['-opt', str(write_yaml(tmp_path / 'demo.yml', opt))], tmp_path,
-                        threads=2)  # the machine's two cores, as make demo uses them
+                        threads=2, timeout=1800)  # both cores, as make demo; a generous bound for a busy machine
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split()[0]: [float(v) for v in line.split()[1:3]] for line in result.stdout.splitlines()
             if line.split() and line.split()[0] in ('chelsea', 'coffee', 'mean')}
