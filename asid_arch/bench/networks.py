@@ -136,3 +136,22 @@ def unusable_datasets(datasets: Path, sets: Sequence[str], scales: Set[int]) -> 
                   file=sys.stderr)
             return True
     return False
+
+
+def checked_networks(specs: Sequence[str], datasets: Path, sets: Sequence[str], need_sets: bool = True):
+    """``--checkpoint MODEL:SCALE=PATH ...`` read and checked before any measurement, with the prepared sets they
+    need: ``({(model, scale): path}, {(model, scale): loaded})``, or None after one line on stderr for the first
+    problem (exit 2)."""
+    checkpoints = parse_checkpoints(specs)
+    if checkpoints is None:
+        return None
+    if (checkpoints or need_sets) and unusable_datasets(datasets, sets, {s for _, s in checkpoints}):
+        return None
+    nets = {}
+    for (model, scale), path in checkpoints.items():
+        try:
+            nets[(model, scale)] = load_checked(model, scale, path)
+        except PretrainedWeightsError as err:
+            print(f'asid-bench: --checkpoint {model}:{scale}: {err}', file=sys.stderr)
+            return None
+    return checkpoints, nets

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, shown
-from ..utils.asid_errors import PretrainedWeightsError
 from .figures import PLOT_SET
-from .networks import ASID_FAMILY, load_checked, parse_checkpoints, prepared_pair, unusable_datasets
+from .networks import ASID_FAMILY, checked_networks, prepared_pair
 from .published import PublishedFigure, published
 
 NOT_PUBLISHED = 'not published'
@@ -169,19 +168,12 @@ def write_outputs(out: Path, rows: Sequence[Comparison], lines: Sequence[str]) -
 def paper(args: argparse.Namespace) -> int:
     """``asid-bench paper``: every argument and checkpoint checked before any image is measured."""
     device = args.device or 'cpu'
-    checkpoints = parse_checkpoints(args.checkpoint)
-    if checkpoints is None:
+    checked = checked_networks(args.checkpoint, args.datasets, args.sets)
+    if checked is None:
         return EXIT_USAGE
-    if unusable_datasets(args.datasets, args.sets, {s for _, s in checkpoints}):
-        return EXIT_USAGE
-    nets = {}
-    for (model, scale), path in checkpoints.items():
-        try:
-            nets[(model, scale)] = load_checked(model, scale, path)
-        except PretrainedWeightsError as err:
-            print(f'asid-bench: --checkpoint {model}:{scale}: {err}', file=sys.stderr)
-            return EXIT_USAGE
-        network = nets[(model, scale)].network_name
+    checkpoints, nets = checked
+    for (model, scale), loaded in nets.items():
+        network = loaded.network_name
         if model in ASID_FAMILY and not network.startswith(f'{model} x'):
             print(f'asid-bench: note: --checkpoint {model}:{scale}: the weights are {network}, not the released '
                   f'{model}: the published figures are of the released one', file=sys.stderr)

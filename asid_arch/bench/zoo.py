@@ -15,7 +15,6 @@ import argparse
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -172,24 +171,15 @@ def zoo(args: argparse.Namespace) -> int:
     """``asid-bench zoo``: every checkpoint is read and checked before any measurement starts."""
     from tqdm import tqdm
 
-    from ..utils.asid_errors import PretrainedWeightsError
-    from .networks import load_checked, parse_checkpoints, unusable_datasets
+    from .networks import checked_networks
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     args.device = device
     args.precisions = args.precisions or (['fp32', 'bf16'] if device.startswith('cuda') else ['fp32'])
-    checkpoints = parse_checkpoints(args.checkpoint)
-    if checkpoints is None:
+    checked = checked_networks(args.checkpoint, args.datasets, args.sets, need_sets=False)
+    if checked is None:
         return EXIT_USAGE
-    if checkpoints and unusable_datasets(args.datasets, args.sets, {s for _, s in checkpoints}):
-        return EXIT_USAGE
-    nets = {}
-    for (model, scale), path in checkpoints.items():
-        try:
-            nets[(model, scale)] = load_checked(model, scale, path)
-        except PretrainedWeightsError as err:
-            print(f'asid-bench: --checkpoint {model}:{scale}: {err}', file=sys.stderr)
-            return EXIT_USAGE
+    checkpoints, nets = checked
     combos = [(m, s) for m in args.models for s in args.scales]
     static, timing, quality = [], [], []
     bar = tqdm(total=len(combos) * 2 + len(checkpoints), desc='asid-bench', unit='step')
