@@ -3,6 +3,7 @@ checkpoints named on the command line read through the package's checked loading
 pairs they are evaluated on."""
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Set, Tuple
@@ -12,10 +13,11 @@ from torch import nn
 
 from ..console import shown
 from ..utils.asid_errors import PretrainedWeightsError
-from ..utils.asid_weights import BASICSR_PARAM_KEYS, match_weights, weights_for
+from ..utils.asid_weights import BASICSR_PARAM_KEYS, match_weights, read_weights, weights_for
 from .figures import ZOO_MODELS
 
 SWINIR_WINDOW = 8
+SWINIR_IMG_SIZE = 64  # the released SwinIR-light models' img_size (their LR training patch)
 ASID_FAMILY = {'ASID': 3, 'ASID-D8': 8}  # the released configurations' IDB counts, by name
 
 
@@ -34,8 +36,9 @@ class WindowPadded(nn.Module):
         return self.net(x)[..., :h * self.scale, :w * self.scale]
 
 
-def build_model(name: str, scale: int) -> nn.Module:
-    """The released configuration of a zoo model (random weights)."""
+def build_model(name: str, scale: int, swinir_img_size: int = SWINIR_IMG_SIZE) -> nn.Module:
+    """The released configuration of a zoo model (random weights); SwinIR-light with the training patch size its
+    attention masks were made for (``img_size``, 64 in the released light models)."""
     from ..archs.asid_arch import ASID
     from ..archs.omnisr_arch import OmniSR
 
@@ -48,7 +51,8 @@ def build_model(name: str, scale: int) -> nn.Module:
     if name == 'SwinIR-light':
         from basicsr.archs.swinir_arch import SwinIR
 
-        return WindowPadded(SwinIR(upscale=scale, in_chans=3, img_size=64, window_size=SWINIR_WINDOW, img_range=1.0,
+        return WindowPadded(SwinIR(upscale=scale, in_chans=3, img_size=swinir_img_size, window_size=SWINIR_WINDOW,
+                                   img_range=1.0,
                                    depths=[6, 6, 6, 6], embed_dim=60, num_heads=[6, 6, 6, 6], mlp_ratio=2,
                                    upsampler='pixelshuffledirect', resi_connection='1conv'), scale)
     raise ValueError(f'unknown model {name!r}; choose from {", ".join(ZOO_MODELS)}')
@@ -106,7 +110,12 @@ def load_checked(model: str, scale: int, path: Path):
             raise PretrainedWeightsError(f'{shown(path)} holds x{config.upscale} weights, not x{scale}')
         net.network_name = f'{config.variant} x{config.upscale}'
         return net
-    net = build_model(model, scale)
+    img_size = SWINIR_IMG_SIZE
+    if model == 'SwinIR-light':  # its masks are saved with the weights: sized for the patch it was trained on
+        masks = [v for k, v in read_weights(path, BASICSR_PARAM_KEYS)[0].items() if k.endswith('attn_mask')]
+        if masks and masks[0].dim() == 3:
+            img_size = SWINIR_WINDOW * math.isqrt(masks[0].shape[0])
+    net = build_model(model, scale, img_size)
     target = unwrapped(net)
     state, _ = weights_for(target, path, BASICSR_PARAM_KEYS)
     problems = match_weights(target, state, shown(path))

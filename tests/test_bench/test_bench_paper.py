@@ -153,3 +153,22 @@ def test_paper_refuses_weights_of_another_scale(prepared, tmp_path, capsys):
     assert asid_bench(['paper', '--checkpoint', f'ASID:3={prepared / "tiny.pth"}', '--datasets',
                        str(tmp_path / 'datasets'), '--sets', 'Set5']) == 2
     assert 'holds x2 weights, not x3' in capsys.readouterr().err
+
+
+def test_swinir_checkpoint_of_another_patch_size_loads(tmp_path):
+    """SwinIR saves its attention masks with its weights, sized for its training patch: weights trained on 48 px
+    LR patches (the CPU comparison's recipe) load into a network built for that size, not the released 64."""
+    import torch
+
+    from basicsr.archs.swinir_arch import SwinIR
+
+    from asid_arch.bench.networks import load_checked
+
+    net = SwinIR(upscale=2, in_chans=3, img_size=48, window_size=8, img_range=1., depths=[6, 6, 6, 6], embed_dim=60,
+                 num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler='pixelshuffledirect', resi_connection='1conv')
+    torch.save({'params': net.state_dict()}, tmp_path / 'swinir48.pth')
+    loaded = load_checked('SwinIR-light', 2, tmp_path / 'swinir48.pth')
+    assert loaded.network_name == 'SwinIR-light x2'
+    x = torch.rand(1, 3, 20, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), loaded(x)) and loaded(x).shape == (1, 3, 40, 56)
