@@ -106,6 +106,7 @@ class ASID(nn.Module):
             see :class:`ChannelAttention`). A model trained with neosr's defaults needs
             ``position_bias=False, channel_attention='sdpa'`` (:func:`detect_variant` reads it off the weights).
     """
+    pads_input = True  # any H, W: the network pads to its window itself (ASIDModel.test pads other networks)
 
     def __init__(self, upscale: int = 2, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 48,
                  num_blocks: int = 3, window_size: int = WINDOW_SIZE, attn_sharing: str = 'across',

@@ -62,6 +62,7 @@ class OmniSR(nn.Module):
     Released config: ``num_feat=64, num_groups=5, window_size=8, num_heads=4``
     (784,604 / 793,259 / 805,376 parameters at x2 / x3 / x4).
     """
+    pads_input = True  # any H, W: padded to the window as ASID
 
     def __init__(self, upscale: int = 4, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
                  num_groups: int = 5, window_size: int = WINDOW_SIZE, num_heads: int = OMNISR_HEADS) -> None:

@@ -220,9 +220,21 @@ class ASIDModel(SRModel):
         was_training = net.training
         net.eval()
 
+        window = (self.opt.get('network_g') or {}).get('window_size')
+        pad_to = window if isinstance(window, int) and window > 1 and not getattr(net, 'pads_input', False) else 1
+
         def run(x: Tensor) -> Tensor:
+            # a network that does not pad its input itself (BasicSR's SwinIR) gets sides that are multiples of its
+            # window, mirrored at the bottom and right, and its output cropped back
+            h, w = x.shape[-2:]
+            pad_h, pad_w = -h % pad_to, -w % pad_to
+            if pad_h or pad_w:
+                mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
+                x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
             with self.autocast():
-                return net(x).float()
+                out = net(x).float()
+            scale = self.opt['scale']
+            return out[..., :h * scale, :w * scale] if pad_h or pad_w else out
 
         with torch.no_grad():
             if tile:
