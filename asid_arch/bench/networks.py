@@ -110,14 +110,15 @@ def load_checked(model: str, scale: int, path: Path):
             raise PretrainedWeightsError(f'{shown(path)} holds x{config.upscale} weights, not x{scale}')
         net.network_name = f'{config.variant} x{config.upscale}'
         return net
-    img_size = SWINIR_IMG_SIZE
-    if model == 'SwinIR-light':  # its masks are saved with the weights: sized for the patch it was trained on
-        masks = [v for k, v in read_weights(path, BASICSR_PARAM_KEYS)[0].items() if k.endswith('attn_mask')]
-        if masks and masks[0].dim() == 3:
-            img_size = SWINIR_WINDOW * math.isqrt(masks[0].shape[0])
-    net = build_model(model, scale, img_size)
+    if model == 'SwinIR-light':  # one read: its masks, saved with the weights, give the patch it was trained on
+        state, _ = read_weights(path, BASICSR_PARAM_KEYS)  # (SwinIR's keys need no conversion)
+        masks = [v for k, v in state.items() if k.endswith('attn_mask')]
+        img_size = SWINIR_WINDOW * math.isqrt(masks[0].shape[0]) if masks and masks[0].dim() == 3 else SWINIR_IMG_SIZE
+        net = build_model(model, scale, img_size)
+    else:
+        net = build_model(model, scale)
+        state, _ = weights_for(unwrapped(net), path, BASICSR_PARAM_KEYS)
     target = unwrapped(net)
-    state, _ = weights_for(target, path, BASICSR_PARAM_KEYS)
     problems = match_weights(target, state, shown(path))
     if problems:
         raise PretrainedWeightsError('; '.join(problems))
