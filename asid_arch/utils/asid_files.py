@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,52 @@ SAVE_ATTEMPTS = 3  # as BasicSR: a transient write error is retried ...
 SAVE_RETRY_DELAY_S = 1.0  # ... after this pause
 TEMP_SUFFIX = '.tmp'  # atomic writes go to '.{name}.XXXX.tmp' beside the target
 BASICSR_LOGGER = 'basicsr'  # the logger BasicSR's get_root_logger() sets up (its log file and console)
+
+
+class NotARegularFile(OSError):
+    """A path the package would read or replace is not a regular file (a FIFO, a device, a folder, a symlink
+    loop, ...); the message (``str(err)``, one line) names the path and what it is."""
+
+
+def path_kind(path: Union[str, Path], follow_symlinks: bool = True) -> str:
+    """What stands at ``path``, in words: 'regular file', 'missing', 'folder', 'FIFO', 'character device',
+    'block device', 'socket', 'symbolic link' (with ``follow_symlinks=False``), 'symbolic link loop',
+    'broken symbolic link' or 'unreadable path (...)'. Never opens the path, so a FIFO or a device never blocks."""
+    try:
+        mode = (os.stat if follow_symlinks else os.lstat)(path).st_mode
+    except FileNotFoundError:
+        return 'broken symbolic link' if os.path.islink(path) else 'missing'
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return 'symbolic link loop'
+        return f'unreadable path ({err.strerror or err})'
+    for test, kind in ((stat.S_ISREG, 'regular file'), (stat.S_ISDIR, 'folder'), (stat.S_ISFIFO, 'FIFO'),
+                       (stat.S_ISCHR, 'character device'), (stat.S_ISBLK, 'block device'),
+                       (stat.S_ISSOCK, 'socket'), (stat.S_ISLNK, 'symbolic link')):
+        if test(mode):
+            return kind
+    return 'special file'
+
+
+def check_readable_file(path: Union[str, Path], what: str = 'file') -> Path:
+    """``path`` when it is (or links to) a regular file; :class:`NotARegularFile` naming its kind otherwise.
+
+    Call before opening anything from outside: opening a FIFO blocks until a writer comes, a device such as
+    ``/dev/zero`` never ends, and neither is a file the package could use."""
+    kind = path_kind(path)
+    if kind != 'regular file':
+        raise NotARegularFile(f'{what} {os.fspath(path)} is a {kind}, not a regular file' if kind != 'missing'
+                              else f'{what} {os.fspath(path)} does not exist')
+    return Path(path)
+
+
+def check_replaceable(path: Union[str, Path], what: str = 'output') -> None:
+    """Nothing at ``path``, or a regular file (not a link to one) that may be replaced; otherwise
+    :class:`NotARegularFile` naming what stands there. Only regular files are ever replaced by the package."""
+    kind = path_kind(path, follow_symlinks=False)
+    if kind not in ('missing', 'regular file'):
+        raise NotARegularFile(f'{what} {os.fspath(path)} is a {kind}: only a regular file is ever replaced; '
+                              'choose another name')
 
 
 def _umask() -> int:
