@@ -8,6 +8,10 @@ first use; using one registers what its module defines in BasicSR's registries (
 
     import asid_arch.models  # ASID, ASID-D8, Omni-SR, ASIDModel, calculate_psnr_matlab
 
+The authors' released weights, by name, as a network in eval mode::
+
+    net = asid_arch.from_pretrained('asid_x4')  # downloaded once, checked (asid_arch.checkpoint)
+
 The package's commands tune the process for CPU work before they import torch
 (:func:`asid_arch.tuning.tune_cpu`); a script of your own may call ``asid_arch.tune_cpu()`` first thing.
 """
@@ -26,6 +30,7 @@ _HOMES: Dict[str, str] = {  # public name -> the module that defines it
     'state_dict_to_reference': 'archs.asid_layouts',
     'OmniSR': 'archs.omnisr_arch',
     'ASIDModel': 'models.asid_model',
+    'from_pretrained': 'checkpoint',
     'tile_forward': 'utils.asid_tiling',
     'tune_cpu': 'tuning',
 }

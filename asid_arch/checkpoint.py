@@ -7,6 +7,8 @@ package's plain state dicts (``blocks.0...``). The neosr variants (no position b
 attention) are read off the weights where they tell (:func:`asid_arch.archs.asid_layouts.detect_variant`);
 ``channel_attention`` states the channel attention where they do not. Loading always uses
 ``torch.load(weights_only=True)``: a file that needs arbitrary Python objects (and could run code) is refused.
+
+The authors' released weights by name, in one call: :func:`from_pretrained` (``asid_arch.from_pretrained``).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from .utils.asid_errors import PretrainedWeightsError
 from .utils.asid_weights import AUTO
 from .utils.asid_weights import BASICSR_PARAM_KEYS as BASICSR_KEYS
 from .utils.asid_weights import match_weights, read_weights
+from .weights import fetch
 
 # ASID's IDB has 118 tensors: weights naming N IDBs with fewer than this many tensors each cannot be ASID's,
 # and are refused before the network is even described
@@ -142,3 +145,15 @@ def network_from_state(state: Mapping[str, Tensor], source: str, channel_attenti
 def network_from_file(path: Union[str, Path], channel_attention: Optional[str] = None) -> tuple:
     """``(net in eval mode, NetworkConfig)`` from any of the checkpoint layouts (see the module docstring)."""
     return network_from_state(state_dict_from_file(path), shown(path), channel_attention)
+
+
+def from_pretrained(name: str, folder: Union[str, Path, None] = None, progress: bool = True) -> ASID:
+    """The released network called ``name`` (``asid_x2`` ... ``asid_d8_x4``, any case: the table
+    :data:`asid_arch.weights.RELEASED`) as an :class:`ASID` on the CPU in eval mode, ``net.upscale`` its scale.
+
+    The file is downloaded once into the cache (``folder``, else ``$ASID_WEIGHTS_DIR``, else torch.hub's
+    checkpoints folder) and checked on every use (:func:`asid_arch.weights.fetch`), then loaded strictly
+    (:func:`network_from_file`). Raises KeyError for an unknown name, :class:`PretrainedWeightsError` (or its
+    subclass :class:`asid_arch.weights.WeightsDownloadError`) when the weights cannot be had.
+    """
+    return network_from_file(fetch(name, folder, progress=progress))[0]

@@ -1,4 +1,4 @@
-"""Released weights by name (asid_arch.weights), against a small HTTP server on 127.0.0.1.
+"""Released weights by name (asid_arch.weights, asid_arch.from_pretrained), against a small HTTP server on 127.0.0.1.
 
 The server holds a mirror of the authors' repository tree (``train_logs/...``) made here: real-size random
 weights of the named network in the released key layout, so that they load strictly into it.
@@ -132,6 +132,20 @@ def test_download_then_cache_hit_without_the_server(mirror, files, tmp_path):
     mirror.stop()
     assert fetch(NAME, progress=False) == path  # served from the cache: the server is gone
     assert resolve_model(NAME) == path
+
+
+def test_from_pretrained_is_the_released_network_in_eval_mode(mirror, files):
+    """``asid_arch.from_pretrained``: the public name, one call, the served weights loaded strictly."""
+    import asid_arch
+
+    mirror.serve(NAME, files[NAME])
+    net = asid_arch.from_pretrained(NAME.upper(), progress=False)
+    assert type(net) is asid_arch.ASID and not net.training and net.upscale == ENTRY.upscale
+    expected = asid(upscale=2)
+    expected.load_state_dict(torch.load(fetch(NAME, progress=False), weights_only=True))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), expected.state_dict().values()))
+    with pytest.raises(KeyError, match='asid_x5'):
+        asid_arch.from_pretrained('asid_x5')
 
 
 @pytest.mark.parametrize('how', ['short', 'chunked-cut'])
