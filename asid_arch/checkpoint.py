@@ -22,10 +22,9 @@ import torch
 from torch import Tensor
 
 from .archs.asid_arch import ASID, CHANNEL_ATTENTION_MODES, WINDOW_SIZE
-from .archs.asid_layouts import detect_variant, temperatures_untouched, variant_name
+from .archs.asid_layouts import AUTO, detect_variant, temperatures_untouched, variant_name
 from .console import shown
 from .utils.asid_errors import PretrainedWeightsError
-from .utils.asid_weights import AUTO
 from .utils.asid_weights import BASICSR_PARAM_KEYS as BASICSR_KEYS
 from .utils.asid_weights import match_weights, read_weights
 from .weights import fetch

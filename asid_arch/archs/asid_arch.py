@@ -44,7 +44,7 @@ from ..utils.asid_compat import register_once, source_file_of  # isort: skip  (f
 
 from basicsr.utils.registry import ARCH_REGISTRY  # after the alias
 
-from .asid_layouts import is_reference_layout, state_dict_from_reference
+from .asid_layouts import is_reference_layout, position_bias_hint, state_dict_from_reference
 from .asid_ops import PointwiseConv, TokenLayerNorm, depthwise_conv3x3, layer_norm, linear
 
 # ----------------------------------------------------------------------------------------------
@@ -107,6 +107,8 @@ class ASID(nn.Module):
             ``position_bias=False, channel_attention='sdpa'`` (:func:`detect_variant` reads it off the weights).
     """
     pads_input = True  # any H, W: the network pads to its window itself (ASIDModel.test pads other networks)
+    # what a key mismatch says about the weights (the position-bias option): read by match_weights
+    weights_hint = staticmethod(position_bias_hint)
 
     def __init__(self, upscale: int = 2, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 48,
                  num_blocks: int = 3, window_size: int = WINDOW_SIZE, attn_sharing: str = 'across',

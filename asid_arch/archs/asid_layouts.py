@@ -1,15 +1,20 @@
 """Checkpoint key layouts of ASID: the authors' released checkpoints (and neosr's, which use them) <-> this
 package's keys, and what the weights tell about the variant they were trained as.
 
-Kit file (``basicsr/archs/asid_layouts.py`` in a BasicSR checkout): it imports only torch. Omni-SR's key
-map (``omnisr_arch.py``) is built from the name parts shared with ASID defined here.
+Kit file (``basicsr/archs/asid_layouts.py`` in a BasicSR checkout): it imports torch and the kit files
+``../utils/asid_weights.py`` and ``../utils/asid_errors.py`` (to read the weights an ``auto`` variant option
+is resolved from). Omni-SR's key map (``omnisr_arch.py``) is built from the name parts shared with ASID
+defined here.
 """
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import AbstractSet, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor
+
+from ..utils.asid_errors import PretrainedWeightsError
+from ..utils.asid_weights import read_weights
 
 # (released suffix, project suffix) inside the pieces shared with Omni-SR
 LM_NAME_PARTS = (('fn.0.', 'conv_in.'), ('fn.2.', 'dwconv.'), ('fn.4.gate.1.', 'se.fc1.'), ('fn.4.gate.3.', 'se.fc2.'),
@@ -96,6 +101,8 @@ def state_dict_to_reference(state_dict: Mapping[str, Tensor]) -> Dict[str, Tenso
 # ----------------------------------------------------------------------------------------------
 POSITION_BIAS_KEY = re.compile(r'(blocks\.\d+\.sam_(meso|global)\d\.attn\.rel_pos_bias_table'
                                r'|block\d+\.residual_layer\.0\.S[LG]A\d\.attn\.rel_pos_bias\.weight)$')
+AUTO = 'auto'  # a variant option to be read off the pretrained weights
+VARIANT_OPTIONS = ('position_bias', 'channel_attention')  # ASID options that neosr's checkpoints decide
 TEMPERATURE_KEY = re.compile(r'(blocks\.\d+\.cam\.(meso|grid)\.attn\.temperature'
                              r'|block\d+\.residual_layer\.(0\.)?BlockC\.cttn\d\.temperature)$')
 
@@ -128,3 +135,41 @@ def variant_name(position_bias: bool, channel_attention: str) -> str:
         return 'neosr defaults (no position bias, SDPA channel attention)'
     return (f'{"position bias" if position_bias else "no position bias"}, '
             f'{"SDPA channel attention" if channel_attention == "sdpa" else "learned temperature"}')
+
+
+def position_bias_hint(missing: AbstractSet[str], unexpected: AbstractSet[str],
+                       state_dict: Mapping[str, Tensor]) -> Optional[str]:
+    """The option to set when the only mismatch between weights and an ASID is the position-bias tables
+    (``missing``/``unexpected``: the keys the network lacks / the weights lack), or None."""
+    if missing and all(POSITION_BIAS_KEY.match(k) for k in missing):
+        sdpa = detect_variant(state_dict)['channel_attention'] == 'sdpa'
+        also = ", channel_attention: sdpa (temperatures all 1.0: neosr's flash_attn=True)" if sdpa else ''
+        return ('the weights have no position-bias tables: a neosr model trained with pe=False (its default); '
+                f'set network_g: position_bias: false{also}')
+    if unexpected and all(POSITION_BIAS_KEY.match(k) for k in unexpected):
+        return 'the weights have position-bias tables: set network_g: position_bias: true'
+    return None
+
+
+def resolve_variant_options(opt: dict) -> Optional[str]:
+    """``network_g: {type: ASID, position_bias: auto, channel_attention: auto}``: each ``auto`` replaced,
+    in ``opt``, by what ``path: pretrain_network_g``'s weights tell (neosr's variants are recognised;
+    see :func:`detect_variant`), or the paper's value without pretrained weights. Returns a line for
+    the log (None when nothing was ``auto``). A file that cannot be read leaves the paper's values;
+    loading it later reports why."""
+    net_opt = opt.get('network_g') or {}
+    autos = [k for k in VARIANT_OPTIONS if net_opt.get(k) == AUTO]
+    if net_opt.get('type') != 'ASID' or not autos:
+        return None
+    found: Dict[str, object] = {'position_bias': True, 'channel_attention': 'temperature'}
+    path = (opt.get('path') or {}).get('pretrain_network_g')
+    source = 'no pretrain_network_g: the paper\'s'
+    if path:
+        try:
+            found = detect_variant(read_weights(path, (opt['path'].get('param_key_g') or 'params'))[0])
+            source = f'read off {path}'
+        except PretrainedWeightsError:
+            pass
+    for key in autos:
+        net_opt[key] = found[key]
+    return 'network_g: ' + ', '.join(f'{k}: {net_opt[k]}' for k in autos) + f' ({source})'

@@ -46,13 +46,15 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from ..archs import asid_arch, omnisr_arch  # noqa: F401  (registers ASID, ASID-D8 and OmniSR: build_network)
+from ..archs.asid_layouts import resolve_variant_options
 from ..metrics import asid_metric  # noqa: F401  (registers calculate_psnr_matlab)
 from ..utils.asid_checkpoint_format import printable
 from ..utils.asid_errors import PretrainedWeightsError, TrainingDiverged
 from ..utils.asid_files import remove_stale_temporaries, save_checkpoint
 from ..utils.asid_precision import autocast_dtype, compile_arguments
 from ..utils.asid_tiling import PROTOCOL_OVERLAP, PROTOCOL_TILE, tile_forward
-from ..utils.asid_weights import dtype_mismatches, match_weights, resolve_variant_options, weights_for
+from ..utils.asid_weights import dtype_mismatches, match_weights, weights_for
 
 LOSS_ATTRIBUTES = ('cri_pix', 'cri_perceptual')  # SRModel's loss modules
 

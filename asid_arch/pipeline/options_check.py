@@ -294,7 +294,7 @@ def validate_options(opt: Mapping, is_train: bool = True) -> List[str]:
     The structure first (:func:`check_structure`); what reads files (architectures, data, weights) only
     when the structure is sound, so that every check may rely on the types.
     """
-    from ..utils.asid_weights import resolve_variant_options
+    from ..archs.asid_layouts import resolve_variant_options
 
     problems = check_structure(opt, is_train)
     if problems:
@@ -328,7 +328,7 @@ def _trainable_parameters(opt: Mapping) -> Optional[int]:
     """How many parameter tensors ``network_g`` trains (what its optimizer state holds); None if it cannot be built."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from ..utils.asid_weights import resolve_variant_options
+    from ..archs.asid_layouts import resolve_variant_options
 
     opt = copy.deepcopy(dict(opt))
     try:

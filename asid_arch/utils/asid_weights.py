@@ -1,10 +1,10 @@
 """Weights files read safely, and matched against a network before it loads them.
 
 Kit file (``basicsr/utils/asid_weights.py`` in a BasicSR checkout): torch, the standard library and the kit
-files ``asid_checkpoint_format.py`` (what a file declares, checked before torch reads it) and
-``archs/asid_layouts.py`` (variant detection). :func:`read_weights` is the one way this project reads a
-weights file (``pretrain_network_g``, ``asid-sr --model``, the bench); :func:`match_weights` says, in
-lines naming the keys, why weights do not fit a network.
+file ``asid_checkpoint_format.py`` (what a file declares, checked before torch reads it); it knows no
+network. :func:`read_weights` is the one way this project reads a weights file (``pretrain_network_g``,
+``asid-sr --model``, the bench); :func:`match_weights` says, in lines naming the keys, why weights do not
+fit a network (with the network's own hint where it has one: ``weights_hint``).
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..archs.asid_layouts import POSITION_BIAS_KEY, detect_variant
 from .asid_checkpoint_format import (MAX_KEYS_LISTED, Unusable, View, check_views, declared_content, first_line,
                                      key_list, printable, select_state, view_of)
 from .asid_errors import PretrainedWeightsError
@@ -28,8 +27,6 @@ BASICSR_PARAM_KEYS = ('params_ema', 'params')  # BasicSR's checkpoint wrappers, 
 # what torch.load(weights_only=True) says of a pickle that names Python objects (code) besides tensors;
 # other unpickling errors ("invalid load key", ...) mean the file is not a checkpoint at all
 UNSAFE_PICKLE_MARKERS = ('Unsupported global', )
-AUTO = 'auto'
-VARIANT_OPTIONS = ('position_bias', 'channel_attention')  # ASID options that neosr's checkpoints decide
 
 
 def check_tensors(state: Mapping[str, Tensor], source: str, held_bytes: Optional[int] = None) -> None:
@@ -152,13 +149,10 @@ def match_weights(net: torch.nn.Module, state: Mapping[str, Tensor], source: str
     elif any(re.match(r'(blocks\.\d+\.|block\d+\.residual_layer)', k) for k in state) and 'ASID' not in type(
             net).__name__:
         hints.append('these look like ASID weights')
-    if missing and all(POSITION_BIAS_KEY.match(k) for k in missing):
-        sdpa = detect_variant(state)['channel_attention'] == 'sdpa'
-        also = ", channel_attention: sdpa (temperatures all 1.0: neosr's flash_attn=True)" if sdpa else ''
-        hints.append('the weights have no position-bias tables: a neosr model trained with pe=False (its default); '
-                     f'set network_g: position_bias: false{also}')
-    elif unexpected and all(POSITION_BIAS_KEY.match(k) for k in unexpected):
-        hints.append('the weights have position-bias tables: set network_g: position_bias: true')
+    own_hint = getattr(net, 'weights_hint', None)  # what the network reads off a key mismatch (ASID: its variant)
+    hint = own_hint(missing, unexpected, state) if own_hint is not None else None
+    if hint:
+        hints.append(hint)
     up = 'upsampler.0.weight'
     if (up in own and up in state and own[up].shape[1:] == state[up].shape[1:]
             and own[up].shape[0] != state[up].shape[0]):
@@ -170,27 +164,3 @@ def match_weights(net: torch.nn.Module, state: Mapping[str, Tensor], source: str
     if problems and hints:
         problems.append('; '.join(hints))
     return [f'{source}: {p}' for p in problems]
-
-
-def resolve_variant_options(opt: dict) -> Optional[str]:
-    """``network_g: {type: ASID, position_bias: auto, channel_attention: auto}``: each ``auto`` replaced,
-    in ``opt``, by what ``path: pretrain_network_g``'s weights tell (neosr's variants are recognised;
-    see :func:`detect_variant`), or the paper's value without pretrained weights. Returns a line for
-    the log (None when nothing was ``auto``). A file that cannot be read leaves the paper's values;
-    loading it later reports why."""
-    net_opt = opt.get('network_g') or {}
-    autos = [k for k in VARIANT_OPTIONS if net_opt.get(k) == AUTO]
-    if net_opt.get('type') != 'ASID' or not autos:
-        return None
-    found: Dict[str, object] = {'position_bias': True, 'channel_attention': 'temperature'}
-    path = (opt.get('path') or {}).get('pretrain_network_g')
-    source = 'no pretrain_network_g: the paper\'s'
-    if path:
-        try:
-            found = detect_variant(read_weights(path, (opt['path'].get('param_key_g') or 'params'))[0])
-            source = f'read off {path}'
-        except PretrainedWeightsError:
-            pass
-    for key in autos:
-        net_opt[key] = found[key]
-    return 'network_g: ' + ', '.join(f'{k}: {net_opt[k]}' for k in autos) + f' ({source})'

@@ -225,8 +225,8 @@ def test_neosr_finetune_option_file(tmp_path):
 def test_auto_variant_options_follow_the_pretrained_weights(tmp_path, name):
     """network_g: position_bias/channel_attention: auto -> what pretrain_network_g's weights tell, so the
     strict load and the option check pass for every neosr variant."""
+    from asid_arch.archs.asid_layouts import resolve_variant_options
     from asid_arch.pipeline.options_check import _check_pretrained
-    from asid_arch.utils.asid_weights import resolve_variant_options
 
     g, path = neosr_checkpoint(tmp_path, name)
     opt = {'network_g': {'type': 'ASID', 'upscale': g['scale'], 'num_blocks': g['num_blocks'],
@@ -240,7 +240,7 @@ def test_auto_variant_options_follow_the_pretrained_weights(tmp_path, name):
 
 
 def test_auto_without_pretrained_weights_is_the_paper_and_plain_asid_refuses_it():
-    from asid_arch.utils.asid_weights import resolve_variant_options
+    from asid_arch.archs.asid_layouts import resolve_variant_options
 
     opt = {'network_g': {'type': 'ASID', 'position_bias': 'auto', 'channel_attention': 'auto'}, 'path': {}}
     resolve_variant_options(opt)

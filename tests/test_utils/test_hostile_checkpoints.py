@@ -403,7 +403,7 @@ def test_torchscript_archive_is_named(tmp_path, capsys):
 @pytest.mark.parametrize('kind', ['folder', 'fifo', 'device'])
 def test_what_is_not_a_regular_file(tmp_path, capsys, kind):
     """A folder, /dev/null, a FIFO (which must not block: nobody writes to it) are named as what they are."""
-    from asid_arch.utils.asid_weights import resolve_variant_options
+    from asid_arch.archs.asid_layouts import resolve_variant_options
 
     path = {'folder': tmp_path / 'w.pth', 'fifo': tmp_path / 'w.pth', 'device': Path(os.devnull)}[kind]
     if kind == 'folder':
