@@ -212,7 +212,7 @@ def encoder(pictures: Sequence[Picture], suffix: str, color: ColorInfo = ColorIn
     """A function writing ``pictures`` as one file of format ``suffix`` (several pictures: an animation or
     pages, which only GIF, PNG, WebP and TIFF hold), and notes on the conversions made (colours kept or not,
     depth); :class:`ImageError` when the format cannot hold them. ``loop`` and ``default_image``: see
-    :class:`ImageFile`."""
+    :class:`asid_arch.images.ImageFile`."""
     suffix = suffix.lower()
     if suffix not in WRITE_SUFFIXES:
         raise ImageError(f'cannot write {suffix or "files without a suffix"} (formats written: '

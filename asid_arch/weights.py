@@ -58,7 +58,7 @@ class Released:
     upscale: int
     folder: str  # under train_logs/ in the authors' repository
     commit: str
-    parameters: int  # of the network it loads into (tests/test_weights.py checks them against asid / asid_d8)
+    parameters: int  # of the network it loads into (checked against asid / asid_d8: tests/test_package/test_weights.py)
 
     @property
     def architecture(self) -> str:

@@ -104,7 +104,8 @@ class ASID(nn.Module):
         channel_attention: ``'temperature'`` (the paper's learned temperature) or ``'sdpa'``, neosr's
             default ``flash_attn=True`` (scale 1/sqrt(tokens per group), no gradient through ``A v``;
             see :class:`ChannelAttention`). A model trained with neosr's defaults needs
-            ``position_bias=False, channel_attention='sdpa'`` (:func:`detect_variant` reads it off the weights).
+            ``position_bias=False, channel_attention='sdpa'`` (read off the weights by
+            :func:`asid_arch.archs.asid_layouts.detect_variant`).
     """
     pads_input = True  # any H, W: the network pads to its window itself (ASIDModel.test pads other networks)
     # what a key mismatch says about the weights (the position-bias option): read by match_weights

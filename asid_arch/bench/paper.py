@@ -94,8 +94,8 @@ def evaluate_set(net, scale: int, gt_dir: Path, lq_dir: Path, device: str) -> Me
     return psnr, ssim, failed
 
 
-def compare(nets: Dict[Tuple[str, int], object], checkpoints: Dict[Tuple[str, int], Path], datasets: Path,
-            sets: Sequence[str], device: str) -> Tuple[List[Comparison], List[str]]:
+def compare_with_paper(nets: Dict[Tuple[str, int], object], checkpoints: Dict[Tuple[str, int], Path],
+                       datasets: Path, sets: Sequence[str], device: str) -> Tuple[List[Comparison], List[str]]:
     """Every checkpoint on every prepared set of its scale: the comparison rows, and the failures."""
     import numpy as np
 
@@ -141,7 +141,7 @@ def table(rows: Sequence[Comparison]) -> List[str]:
     return lines
 
 
-def write_outputs(out: Path, rows: Sequence[Comparison], lines: Sequence[str]) -> None:
+def write_paper_outputs(out: Path, rows: Sequence[Comparison], lines: Sequence[str]) -> None:
     """paper.md, paper.csv and the plot of measured and published points."""
     from . import plots
     from .common import machine
@@ -182,11 +182,11 @@ def paper(args: argparse.Namespace) -> int:
         if absent:
             print(f'asid-bench: note: not prepared at x{scale} under {shown(args.datasets)}, left out: '
                   f'{", ".join(absent)}', file=sys.stderr)
-    rows, failed = compare(nets, checkpoints, args.datasets, args.sets, device)
+    rows, failed = compare_with_paper(nets, checkpoints, args.datasets, args.sets, device)
     lines = table(rows)
     print('\n'.join(lines))
     if args.out is not None:
-        write_outputs(args.out, rows, lines)
+        write_paper_outputs(args.out, rows, lines)
         print(f'asid-bench: wrote {args.out}/paper.md, paper.csv, paper_vs_published.png')
     for line in failed:
         print(f'asid-bench: failed: {line}', file=sys.stderr)

@@ -11,7 +11,7 @@ from typing import List, Optional, Tuple
 
 
 @dataclass(frozen=True)
-class Source:
+class Citation:
     """Where a published figure comes from: what it is, and where a reader can check it."""
     what: str
     url: str
@@ -29,17 +29,17 @@ class PublishedFigure:
     dataset: str
     psnr: Optional[float]  # dB, Y channel
     ssim: Optional[float]
-    source: Source
+    source: Citation
     training_set: str = 'DIV2K'
 
 
-ASID_PAPER = Source(
+ASID_PAPER = Citation(
     'Park, Soh, Cho: Efficient Attention-Sharing Information Distillation Transformer for Lightweight Single Image '
     'Super-Resolution, AAAI 2025 (arXiv:2501.15774), Table 1; figures as listed by the benchmark index',
     'https://www.wizwand.com/paper/68fa76d51e209131cea6f69b',
     'the index lists the figures in two groups without naming the variant; the group with the higher Urban100 '
     'figures (and the Manga109 x4 one) is taken as ASID-D8\'s, the larger model, the other as ASID\'s')
-OMNISR_ABSTRACT = Source(
+OMNISR_ABSTRACT = Citation(
     'Wang et al.: Omni Aggregation Networks for Lightweight Image Super-Resolution, CVPR 2023, abstract '
     '("26.95 dB@Urban100 x4 with only 792K parameters")',
     'https://arxiv.org/abs/2304.10244',

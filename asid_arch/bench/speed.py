@@ -128,7 +128,7 @@ def reference_alone(what: str, reference: Path, repeats: int, warmup: int) -> di
     return {'label': FIGURE_LABEL[what], 'seconds': median_time(fn, repeats, warmup)}
 
 
-def compare(args: argparse.Namespace) -> int:
+def compare_with_reference(args: argparse.Namespace) -> int:
     """``asid-bench speed --reference FILE``: both framings of the speed-up, each figure in a fresh process."""
     print(f'asid-bench speed --reference {args.reference} on {machine()}')
     precisions = ['fp32'] + (['bf16'] if args.bf16 else [])
@@ -158,7 +158,7 @@ def speed(args: argparse.Namespace) -> int:
     if missing_file(args.reference, '--reference', REFERENCE_HINT):
         return EXIT_USAGE
     if args.reference is not None:
-        return compare(args)
+        return compare_with_reference(args)
     print(f'asid-bench speed on {machine()}')
     precisions = ['fp32'] + (['bf16'] if args.bf16 else [])
     jobs = [(what, p) for p in precisions for what in ('x4', 'x2')] + [('step', 'fp32'), ('step-fused', 'fp32')]

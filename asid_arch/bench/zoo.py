@@ -127,7 +127,7 @@ def evaluate_psnr(net: nn.Module, scale: int, datasets: Path, names: Sequence[st
     return results
 
 
-def write_outputs(out: Path, static: List[dict], timing: List[dict], quality: List[dict]) -> None:
+def write_zoo_outputs(out: Path, static: List[dict], timing: List[dict], quality: List[dict]) -> None:
     """results.json (raw, first: nothing is lost if formatting fails), results.csv, results.md, the plots."""
     from . import plots
 
@@ -200,7 +200,7 @@ def zoo(args: argparse.Namespace) -> int:
                             'params': sum(p.numel() for p in net.parameters()), 'psnr': psnr, 'ssim': ssim})
         bar.update()
     bar.close()
-    write_outputs(args.out, static, timing, quality)
+    write_zoo_outputs(args.out, static, timing, quality)
     print((args.out / 'results.md').read_text())
     print(f'asid-bench: wrote {args.out}/results.md, results.csv, psnr_vs_params.png, latency_vs_resolution.png')
     return EXIT_OK

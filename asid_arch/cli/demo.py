@@ -11,12 +11,13 @@ Run it from any folder (data, experiments and results go under the current one):
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence, Tuple
+
+from .usage import command_parser
 
 if TYPE_CHECKING:  # numpy is imported with the work, after tune_cpu()
     import numpy as np
@@ -116,8 +117,7 @@ def write_comparison(row: Evaluated, path: Path) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m asid_arch.cli.demo',
-                                     description=__doc__.split('\n\n')[0].replace('``', "'"))
+    parser = command_parser('python -m asid_arch.cli.demo', __doc__)
     parser.add_argument('-opt', type=Path, default=None, help=f'demo option file (default: the shipped {DEMO_OPTIONS})')
     args = parser.parse_args(argv)
 

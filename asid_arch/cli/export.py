@@ -29,13 +29,10 @@ import numpy as np
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown, stop_on_signals
 from ..integrations.onnx import DEFAULT_OPSET, MIN_OPSET, check_onnx, newest_opset, onnx_model
 from .sr import add_channel_attention_argument
+from .usage import UsageError, command_parser
 
 RANDOM_CHECK_SIZES = ((37, 45), (5, 7))  # not multiples of 8; the second edge-padded to 16 px in the graph
 DEFAULT_TOLERANCE = 1e-4
-
-
-class UsageError(ValueError):
-    """A bad argument, found before any work."""
 
 
 def sample_image() -> np.ndarray:
@@ -97,7 +94,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='asid-export', description=__doc__.split('\n\n')[0].replace('``', "'"))
+    parser = command_parser('asid-export', __doc__)
     parser.add_argument('-m', '--model', type=Path, required=True, help='checkpoint of ASID or ASID-D8 (any layout), '
                         'or the name of released weights (asid_x4, ...: downloaded once into a cache)')
     parser.add_argument('-o', '--output', type=Path, required=True, help='ONNX file to write')

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Dict, FrozenSet, List, Optional, Sequence
 
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, shown
+from .usage import command_parser
 
 PACKAGE = Path(__file__).resolve().parents[1]  # asid_arch/
 # the kit, by one rule: these files of this package, each going to the same place in the basicsr package folder
@@ -119,7 +120,7 @@ def read_record(package: Path) -> Dict[str, str]:
     return {k: v for k, v in data.items() if k in KIT_FILES.values() and isinstance(v, str)}
 
 
-def file_state(src: Path, dst: Path, installed: Optional[str], earlier: FrozenSet[str] = frozenset()) -> KitFile:
+def kit_file_state(src: Path, dst: Path, installed: Optional[str], earlier: FrozenSet[str] = frozenset()) -> KitFile:
     """The state of one destination (``installed``: the sha256 asid-kit recorded there, if any; ``earlier``: the
     hash prefixes of earlier versions of the file, for copies from before the record)."""
     if os.path.islink(dst):
@@ -157,7 +158,7 @@ def file_state(src: Path, dst: Path, installed: Optional[str], earlier: FrozenSe
 def kit_status(package: Path) -> List[KitFile]:
     """One :class:`KitFile` per kit file of the checkout's ``basicsr`` package folder ``package``."""
     record = read_record(package)
-    return [file_state(PACKAGE / src, package / dst, record.get(dst), EARLIER_VERSIONS.get(dst, frozenset()))
+    return [kit_file_state(PACKAGE / src, package / dst, record.get(dst), EARLIER_VERSIONS.get(dst, frozenset()))
             for src, dst in KIT_FILES.items()]
 
 
@@ -181,7 +182,7 @@ class Refused(Exception):
     """install did nothing: a destination it will not replace (without --force, or at all)."""
 
 
-def install(target: Path, dry_run: bool = False, force: bool = False) -> List[str]:
+def install_kit(target: Path, dry_run: bool = False, force: bool = False) -> List[str]:
     """Copy the kit into the checkout at ``target``; returns one line per file saying what happened.
 
     Raises :class:`Refused` (nothing copied) when a destination is unusable, or is a copy asid-kit did not
@@ -233,8 +234,7 @@ def install(target: Path, dry_run: bool = False, force: bool = False) -> List[st
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='asid-kit', description=__doc__.split('\n\n')[0].replace('``', "'"),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser('asid-kit', __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('install', help='copy the kit files into a BasicSR checkout')
     p.add_argument('checkout', type=Path, help='BasicSR checkout (the folder holding basicsr/)')
@@ -246,7 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == 'install':
-            for line in install(args.checkout, args.dry_run, args.force):
+            for line in install_kit(args.checkout, args.dry_run, args.force):
                 print(f'asid-kit: {line}')
             print('asid-kit: now run, from the checkout: PYTHONPATH=. python basicsr/train.py -opt <option file>')
             return EXIT_OK

@@ -30,7 +30,6 @@ arguments, 128 + N stopped by signal N (a one-line summary; a re-run finishes th
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -41,10 +40,11 @@ from ..data.checks import (bench_folders, bench_sets, check_crop, check_name, ch
 from ..data.prepare import (CROP_SIZE, DEMO_CROP, DEMO_STEP, LOCK_NAME, STEP, THRESH, FolderBusy, exclusive_folder,
                             prepare_bench, prepare_demo, prepare_train)
 from ..data.record import RECORD_NAME, Report, WriteError
+from .usage import command_parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='asid-prepare', description=__doc__.split('\n\n')[0].replace('``', "'"))
+    parser = command_parser('asid-prepare', __doc__)
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('train', help='training set: HR folder -> HR/LR, sub-images, LMDB (BasicSR DIV2K layout)')
     p.add_argument('--hr', type=Path, required=True, help='folder of HR images (e.g. DIV2K/DIV2K_train_HR)')

@@ -45,12 +45,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown, stop_on_signals
 from ..inference import MAX_OVERLAP, MIN_TILE, MemoryNeed, Upscaler, upscale_image
 from ..utils.asid_precision import PRECISIONS, precision_problem
 from ..utils.asid_tiling import RAMP_OVERLAP
+from .usage import UsageError, command_parser
 
 EXTENSIONS = ('png', 'same', 'jpg', 'webp', 'tif')
 DEFAULT_MAX_MEMORY_GB = 2.0
@@ -59,17 +60,6 @@ DEFAULT_MAX_MEGAPIXELS = 400  # output pixels; 1.2 GB as 8-bit RGB
 MIN_MAX_MEGAPIXELS = 1e-6  # one pixel
 CHECK_PREFIX = '.asid-sr-check.'
 TEMPORARY_END = r'\.[a-z0-9_]{8}\.tmp'  # what an atomic write adds to '.{name}' (tempfile.mkstemp)
-
-
-class UsageError(Exception):
-    """Bad arguments: reported as one line, exit status 2."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with its errors as one line (not the usage block) and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,9 +390,7 @@ def positive_number(minimum: float, what: str) -> Callable[[str], float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog='asid-sr', description=__doc__.split('\n\n')[0].replace('``', "'"),
-                            epilog='\n\n'.join(__doc__.split('\n\n')[2:]),
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser('asid-sr', __doc__, epilog=True)
     parser.add_argument('inputs', nargs='+', help='image files, folders or glob patterns')
     parser.add_argument('-o', '--output', type=Path, required=True, help='output folder (created if needed)')
     parser.add_argument('-m', '--model', type=Path, required=True,

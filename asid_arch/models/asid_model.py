@@ -11,7 +11,8 @@ where BasicSR's model scanner imports it. What differs from ``SRModel``:
   ``AdamW``);
 * checkpoints written atomically (``utils/asid_files.py``: a run killed while saving never leaves a
   truncated file for ``--auto_resume``); a checkpoint that cannot be written stops the run with
-  :class:`CheckpointSaveError` (BasicSR logs "Just ignore it." and trains on without checkpoints);
+  :class:`~asid_arch.utils.asid_errors.CheckpointSaveError` (BasicSR logs "Just ignore it." and trains on
+  without checkpoints);
 * stale temporaries of a killed run removed from the experiment's folders at start;
 * ``pretrain_network_g`` loaded safely (``utils/asid_weights.py``: what the file declares is checked before
   torch reads it, then ``weights_only``), any key layout the network knows converted *before* the key
@@ -171,7 +172,7 @@ class ASIDModel(SRModel):
     @master_only
     def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
         """BasicSR's ``net_g_{iter}.pth`` (``{param_key: state_dict}``), written atomically; raises
-        :class:`CheckpointSaveError` when it cannot be written."""
+        :class:`~asid_arch.utils.asid_errors.CheckpointSaveError` when it cannot be written."""
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]
         if len(nets) != len(keys):
@@ -185,7 +186,8 @@ class ASIDModel(SRModel):
 
     @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:
-        """BasicSR's ``{iter}.state`` for resuming, written atomically; raises :class:`CheckpointSaveError`."""
+        """BasicSR's ``{iter}.state`` for resuming, written atomically; raises
+        :class:`~asid_arch.utils.asid_errors.CheckpointSaveError`."""
         if current_iter == -1:
             return
         state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],

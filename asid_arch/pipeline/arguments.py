@@ -2,7 +2,7 @@
 
 ``asid-train``/``asid-test`` answer ``-h``/``--help`` from this parser without importing torch or
 BasicSR (slow to import, only to print a usage line), and
-:func:`asid_arch.launch.parse_options_safely`, which replaces BasicSR's ``parse_options`` in our
+:func:`asid_arch.pipeline.launch.parse_options_safely`, which replaces BasicSR's ``parse_options`` in our
 entry points, parses the arguments with it.
 """
 from __future__ import annotations

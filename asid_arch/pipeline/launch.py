@@ -5,15 +5,15 @@ Our entry points replace a few BasicSR functions, in memory and for this process
 own behaviour:
 
 * ``parse_options`` (:func:`parse_options_safely`): the option file is read once, as data only
-  (:mod:`asid_arch.option_file`: no tag that builds Python objects, no duplicate keys, bounded
+  (:mod:`asid_arch.pipeline.option_file`: no tag that builds Python objects, no duplicate keys, bounded
   sizes), ``--force_yml`` entries are applied as YAML values to existing keys (BasicSR ``exec``-s
-  them), and the options are checked (:mod:`asid_arch.options_check`) before BasicSR's processing
+  them), and the options are checked (:mod:`asid_arch.pipeline.options_check`) before BasicSR's processing
   indexes them and again, fully, before any folder is made;
 * ``init_dist`` and ``load_resume_state``: BasicSR 1.4.2 assumes CUDA there (``torch.cuda.set_device``
   and NCCL; resuming maps the state to ``torch.cuda.current_device()``). Without a GPU these use
   gloo and the CPU. A training state that loads but does not fit the run is refused by name;
 * ``build_dataset``: every dataset is wrapped so that a sample that cannot be read (a damaged LMDB
-  value, a broken image file) stops the run naming it (:mod:`asid_arch.pipeline_data`);
+  value, a broken image file) stops the run naming it (:mod:`asid_arch.pipeline.datasets`);
 * ``copy_opt_file``: the experiment folder gets the text that was read, not a second read of the path.
 
 ``path: pretrain_network_g`` may name released weights (``asid_x4``, ...: :mod:`asid_arch.weights`):
@@ -122,10 +122,10 @@ def _checked_state(state: object, path: str, opt: dict, where: str):
 def parse_options_safely(root_path: str, is_train: bool = True) -> Tuple[dict, argparse.Namespace]:
     """BasicSR 1.4.2's ``parse_options``, step by step, with the option file read as data only and checked.
 
-    Order: the arguments; the file, read once (:func:`asid_arch.option_file.read_option_text`);
+    Order: the arguments; the file, read once (:func:`asid_arch.pipeline.option_file.read_option_text`);
     ``--force_yml``; the structure check (BasicSR's processing below indexes these options); the
     distributed setup, the seed, the paths and debug mode as BasicSR sets them; the full check
-    (:func:`asid_arch.options_check.validate_options`). Problems raise :class:`OptionFileError` or
+    (:func:`asid_arch.pipeline.options_check.validate_options`). Problems raise :class:`OptionFileError` or
     :class:`OptionsError` before any folder is made.
     """
     from basicsr.utils import set_random_seed

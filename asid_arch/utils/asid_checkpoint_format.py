@@ -6,7 +6,7 @@ before PyTorch 1.6, safetensors) are read here as metadata only: the pickle is u
 *declares* (:class:`View`: dtype, shape, stride, offset, the storage's size) with no tensor built and no
 storage read, and every record and storage is checked against the bytes the file holds. A forged size,
 stride or record therefore cannot make a small file cost more memory or time than its size. Every problem
-is a :class:`~.asid_errors.PretrainedWeightsError` naming the file.
+is a :class:`~asid_arch.utils.asid_errors.PretrainedWeightsError` naming the file.
 """
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ def metrics_computed_here(checkpoint, opt, tile) -> dict:
 
 @pytest.mark.slow
 def test_ddp_world_size_two_on_cpu(data, tmp_path):
-    """``torchrun --nproc_per_node 2 -m asid_arch.train --launcher pytorch``: gloo on a CPU machine."""
+    """``torchrun --nproc_per_node 2 -m asid_arch.cli.train --launcher pytorch``: gloo on a CPU machine."""
     opt = write_yaml(tmp_path / 'ddp.yml', tiny_train_options('tiny_ddp', data / 'train', data / 'valsrc', iters=4))
     launcher = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2']  # picks a free port
     result = run_module('asid_arch.cli.train', ['-opt', str(opt), '--launcher', 'pytorch'], tmp_path,
