@@ -22,7 +22,7 @@ def _pyplot():
 
 def psnr_vs_params(path: Path, measured: List[dict], scales: Sequence[int]) -> None:
     """PSNR on the plot set against parameters, one panel per scale: the published figures (hollow
-    circles, from :mod:`.published`, placed at the parameters of the released configuration counted here)
+    circles, from :mod:`asid_arch.bench.published`, placed at the parameters of the released configuration counted here)
     and the measured ones (filled stars; dicts with model, scale, params, psnr, label)."""
     from .networks import param_count
     from .published import published_on

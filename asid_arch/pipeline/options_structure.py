@@ -39,6 +39,7 @@ PREFETCH_MODES = (None, 'cpu', 'cuda')
 SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')  # BasicSR's setup_schedulers
 CHEAP_LOSSES = ('L1Loss', 'MSELoss', 'CharbonnierLoss')  # built on trial (a perceptual loss would load VGG)
 TILE_KEYS = ('size', 'overlap')
+HAT_TILE_KEYS = ('tile_size', 'tile_pad')  # HAT's top-level `tile:` (tile_pad px around each tile_size px tile)
 TEST_PHASES = ('test', 'val')  # what BasicSR's build_dataloader accepts in a test file (key before any `_`)
 
 
@@ -499,11 +500,22 @@ def _check_tile(tile, problems: List[str]) -> None:
         return
     for key in tile:
         if key not in TILE_KEYS:
-            problems.append(f'val: tile: {key}: not a tile option ({", ".join(TILE_KEYS)})')
+            hat = f'; {_hat_tile_hint(tile)}' if key in HAT_TILE_KEYS else ''
+            problems.append(f'val: tile: {key}: not a tile option ({", ".join(TILE_KEYS)}){hat}')
     size, overlap = tile.get('size', PROTOCOL_TILE), tile.get('overlap', PROTOCOL_OVERLAP)
     if (_number(problems, 'val: tile: size', size, integer=True)
             and _number(problems, 'val: tile: overlap', overlap, integer=True, minimum=0) and overlap >= size):
         problems.append(f'val: tile: overlap: {overlap} must be smaller than size: {size} (each tile must advance)')
+
+
+def _hat_tile_hint(tile: object) -> str:
+    """What HAT's ``tile: {tile_size: T, tile_pad: P}`` is here: ``val: tile:``, its numbers where they are given."""
+    sizes = [tile.get(key) if isinstance(tile, Mapping) else None for key in HAT_TILE_KEYS]
+    if all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes):
+        example = f'{{size: {sizes[0] + 2 * sizes[1]}, overlap: {2 * sizes[1]}}}'  # the padded tile, pads shared
+    else:
+        example = '{size: N, overlap: M}'
+    return f"HAT's tile_size/tile_pad: did you mean val: tile: {example} (LR pixels)?"
 
 
 def _check_top_level(opt: Mapping, problems: List[str]) -> None:
@@ -511,7 +523,9 @@ def _check_top_level(opt: Mapping, problems: List[str]) -> None:
     if opt.get('model_type', 'SRModel') not in MODELS_WITH_KNOWN_KEYS:
         return
     for key in opt:
-        if key not in TOP_LEVEL_KEYS:
+        if key == 'tile':
+            problems.append(f'tile: not an option BasicSR reads at the top level ({_hat_tile_hint(opt[key])})')
+        elif key not in TOP_LEVEL_KEYS:
             close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
             hint = f' (did you mean {close[0]}?)' if close else ''
             problems.append(f'{key}: not an option BasicSR reads{hint}')

@@ -19,7 +19,7 @@ import yaml
 
 from asid_arch.cli.kit import KIT_FILES
 
-from helpers import REPO, make_tiny_data, run_module, write_yaml
+from helpers import REPO, run_module, write_yaml
 
 OPTIONS = REPO / 'options'
 NO_PACKAGE = "import sys; sys.modules['asid_arch'] = None; "  # any import of the package would fail
@@ -48,9 +48,7 @@ def tree(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return make_tiny_data(tmp_path_factory.mktemp('kitdata'), train_images=3, val_images=2)
+TINY_DATA = (4, 2)  # the shared tiny data set (tests/conftest.py: data) with 4 training, 2 validation images
 
 
 def shortened_demo_options(data: Path, name: str) -> dict:

@@ -18,7 +18,7 @@ from asid_arch.images import apply_orientation, read_picture
 from asid_arch.utils import asid_errors, asid_files
 from asid_arch.utils.asid_errors import PretrainedWeightsError
 
-from helpers import make_tiny_data, run_module, synthetic_image, tiny_train_options, write_images, write_yaml
+from helpers import run_module, synthetic_image, tiny_train_options, write_images, write_yaml
 
 
 def tiny_net(scale: int = 2, seed: int = 0) -> ASID:
@@ -31,11 +31,6 @@ def model_file(tmp_path):
     path = tmp_path / 'model.pth'
     torch.save({'params': tiny_net(2).state_dict()}, path)
     return path
-
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return make_tiny_data(tmp_path_factory.mktemp('reldata'), train_images=3, val_images=1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 
 from asid_arch.utils import asid_errors, asid_files, asid_weights
 
-from helpers import make_tiny_data, run_python, tiny_train_options, write_yaml
+from helpers import run_python, tiny_train_options, write_yaml
 
 # the driver: ``torch.save`` writes a few bytes, then fails (``fail``) or kills the process (``kill``) when
 # the temporary file it writes to is the one of ``target``; then BasicSR's training runs as asid-train.
@@ -41,11 +41,6 @@ DRIVER = textwrap.dedent('''
     from asid_arch.cli.train import main
     main(sys.argv[3:])
 ''')
-
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return make_tiny_data(tmp_path_factory.mktemp('faultdata'), train_images=3, val_images=1)
 
 
 def checkpoint_options(name, data, iters):

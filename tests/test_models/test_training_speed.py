@@ -12,12 +12,7 @@ from asid_arch.pipeline.options_check import validate_options
 from asid_arch.utils import asid_precision
 from asid_arch.utils.asid_precision import autocast_dtype, compile_arguments
 
-from helpers import make_tiny_data, run_module, tiny_train_options, write_yaml
-
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return make_tiny_data(tmp_path_factory.mktemp('ampdata'), train_images=2, val_images=1)
+from helpers import run_module, tiny_train_options, write_yaml
 
 
 def model_options(tmp_path, **train) -> dict:

@@ -44,10 +44,16 @@ KIT = sorted(kit_files(REPO / 'asid_arch'))  # the kit's files, relative to the 
 KIT_FILES = [REPO / 'asid_arch' / rel for rel in KIT]
 
 
-def drop_kit(tree: Path) -> None:
-    """The kit files copied into the BasicSR tree at ``tree``, each to its place in ``basicsr/``."""
+@pytest.fixture(scope='module')
+def tree_with_kit(tmp_path_factory) -> Path:
+    """A copy of the installed BasicSR with the kit files dropped in, each to its place in ``basicsr/``."""
+    import basicsr
+
+    tree = tmp_path_factory.mktemp('checkout')
+    shutil.copytree(Path(basicsr.__file__).parent, tree / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
     for rel in KIT:
         shutil.copy(REPO / 'asid_arch' / rel, tree / 'basicsr' / rel)
+    return tree
 
 
 @pytest.mark.parametrize('path', KIT_FILES, ids=lambda p: p.name)
@@ -74,13 +80,9 @@ def test_kit_files_import_only_torch_numpy_cv2_basicsr(path):
 
 
 @pytest.mark.slow
-def test_drop_in_into_a_basicsr_tree(tmp_path):
+def test_drop_in_into_a_basicsr_tree(tree_with_kit, tmp_path):
     """Copy BasicSR, drop the kit files into basicsr/, build ASID from an option dict."""
-    import basicsr
-
-    tree = tmp_path / 'checkout'
-    shutil.copytree(Path(basicsr.__file__).parent, tree / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
-    drop_kit(tree)
+    tree = tree_with_kit
     code = (PREINSTALLED_ALIAS + 'import torch; from basicsr.archs import build_network; '
             "net = build_network({'type': 'ASID', 'upscale': 3, 'num_blocks': 3}); "
             "assert type(net).__module__ == 'basicsr.archs.asid_arch', type(net).__module__; "
@@ -92,13 +94,9 @@ def test_drop_in_into_a_basicsr_tree(tmp_path):
 
 
 @pytest.mark.slow
-def test_drop_in_and_package_together(tmp_path):
+def test_drop_in_and_package_together(tree_with_kit, tmp_path):
     """The package imported after a BasicSR tree that already has the kit: no double registration."""
-    import basicsr
-
-    tree = tmp_path / 'checkout'
-    shutil.copytree(Path(basicsr.__file__).parent, tree / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
-    drop_kit(tree)
+    tree = tree_with_kit
     code = (PREINSTALLED_ALIAS + "import basicsr, asid_arch.archs; from basicsr.archs import build_network; "
             "print(type(build_network({'type': 'ASID'})).__name__)")
     result = run_python(code, tmp_path, f'{tree}:{REPO}')

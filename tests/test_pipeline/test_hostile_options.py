@@ -26,7 +26,7 @@ from asid_arch.pipeline.option_file import MAX_OPTION_FILE_BYTES, OptionFileErro
 from asid_arch.pipeline.options_check import lmdb_damage
 from asid_arch.pipeline.options_structure import check_structure
 
-from helpers import REPO, make_tiny_data, run_module, tiny_train_options, write_yaml
+from helpers import REPO, run_module, tiny_train_options, write_yaml
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 PNG_HEADER_BYTES = 41  # signature (8) + IHDR chunk (33): what a header reader needs
@@ -51,11 +51,6 @@ for case in cases:
     results[case['id']] = {'code': code, 'stderr': err.getvalue(), 'cwd': sorted(os.listdir(case['cwd']))}
 open(result_file, 'w').write(json.dumps(results))
 '''
-
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return make_tiny_data(tmp_path_factory.mktemp('data'), train_images=3, val_images=1)
 
 
 def train_opt(data: Path, **overrides) -> dict:

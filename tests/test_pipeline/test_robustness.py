@@ -6,12 +6,7 @@ import torch
 
 from asid_arch.pipeline.options_check import validate_options
 
-from helpers import make_tiny_data, run_module, tiny_train_options, write_yaml
-
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return make_tiny_data(tmp_path_factory.mktemp('data'), train_images=3, val_images=1)
+from helpers import run_module, tiny_train_options, write_yaml
 
 
 def parsed(opt: dict) -> dict:
@@ -49,6 +44,13 @@ def test_valid_options_pass(data):
      'datasets: train: the data are x2 (GT 48x48, LQ 24x24 for img00_s001) but scale is 4'),
     ({'train.total_iter': 0}, 'train: total_iter: 0 must be > 0'),
     ({'trian': {'total_iter': 5}}, 'trian: not an option BasicSR reads (did you mean train?)'),
+    ({'tile': {'tile_size': 256, 'tile_pad': 32}}, "tile: not an option BasicSR reads at the top level (HAT's "
+                                                   "tile_size/tile_pad: did you mean val: tile: {size: 320, overlap: "
+                                                   "64} (LR pixels)?)"),
+    ({'tile': 'yes'}, "tile: not an option BasicSR reads at the top level (HAT's tile_size/tile_pad: did you mean "
+                      "val: tile: {size: N, overlap: M} (LR pixels)?)"),
+    ({'val.tile': {'tile_size': 64}}, "val: tile: tile_size: not a tile option (size, overlap); HAT's "
+                                      "tile_size/tile_pad: did you mean val: tile: {size: N, overlap: M}"),
     ({'model_type': 'SRModel', 'val.tile': {'size': 16, 'overlap': 4}},
      'val: tile: only model_type: ASIDModel runs the tiled protocol; SRModel would silently evaluate whole images'),
 ])

@@ -7,12 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import make_tiny_data, run_module, tiny_train_options, write_yaml
+from helpers import run_module, tiny_train_options, write_yaml
 
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return make_tiny_data(tmp_path_factory.mktemp('data'), train_images=4, val_images=2)
+TINY_DATA = (4, 2)  # the shared tiny data set (tests/conftest.py: data) with 4 training, 2 validation images
 
 
 def iterations_logged(log: str) -> list:
