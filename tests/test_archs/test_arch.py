@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from asid_arch import ASID, asid, asid_d8, state_dict_from_reference, state_dict_to_reference, tile_forward
+from asid_arch import ASID, asid, asid_d8, state_dict_from_reference, state_dict_to_reference
 from asid_arch.archs.asid_arch import SpatialAttention, attention_sources
-from asid_arch.utils.asid_tiling import tile_origins
 
 from helpers import read_reference_keys, shared_path
 
@@ -221,28 +220,3 @@ def test_bad_inputs_get_clear_errors():
         net(torch.rand(1, 3, 0, 16))
     with pytest.raises(TypeError, match='expects a torch.Tensor'):
         net([[0.5]])
-
-
-def test_tile_origins():
-    assert tile_origins(80, 64, 24) == [0, 16]
-    assert tile_origins(100, 64, 24) == [0, 36]
-    assert tile_origins(200, 64, 24) == [0, 40, 80, 120, 136]
-    assert tile_origins(64, 64, 24) == [0]
-    assert tile_origins(50, 20, 24) == [0, 20, 30]  # tile <= overlap: edge to edge, all covered
-
-
-def test_tile_forward_single_tile_is_whole_image():
-    net = ASID(upscale=2).double().eval()
-    x = torch.rand(1, 3, 40, 40, dtype=torch.float64)
-    with torch.no_grad():
-        assert (tile_forward(net, x, 2) - net(x)).abs().max().item() < 1e-12
-
-
-@pytest.mark.parametrize('size,tile,overlap', [((30, 50), 64, 24), ((100, 77), 32, 8), ((70, 90), 16, 20)])
-def test_tile_forward_averages_overlaps(size, tile, overlap):
-    """With a pixel-wise 'network' every tile agrees, so the averaged result equals the whole image."""
-    def upsample(t):
-        return F.interpolate(t, scale_factor=3, mode='nearest') * 2 + 1
-
-    x = torch.rand(2, 3, *size, dtype=torch.float64)
-    assert (tile_forward(upsample, x, 3, tile, overlap) - upsample(x)).abs().max().item() < 1e-12

@@ -1,4 +1,4 @@
-"""Checkpoint layouts and safety, and the asid-sr command on many kinds of images."""
+"""A checkpoint that could run code refused by asid-sr, and the asid-sr command on many kinds of images."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from asid_arch import ASID, state_dict_to_reference
-from asid_arch.checkpoint import detect_config, network_from_file, state_dict_from_file
+from asid_arch import ASID
+from asid_arch.checkpoint import network_from_file, state_dict_from_file
 from asid_arch.cli.sr import main as asid_sr
 from asid_arch.utils.asid_errors import PretrainedWeightsError
 
@@ -19,21 +19,6 @@ from helpers import synthetic_image
 def tiny_net(scale: int = 2) -> ASID:
     torch.manual_seed(0)
     return ASID(upscale=scale, num_feat=16, num_blocks=1).eval()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('layout', ['ours', 'params', 'params_ema', 'released', 'ddp'])
-def test_checkpoint_layouts_detected(tmp_path, layout):
-    net = ASID(upscale=3, num_blocks=8)
-    sd = net.state_dict()
-    content = {'ours': sd, 'params': {'params': sd}, 'params_ema': {'params_ema': sd, 'params': {}},
-               'released': state_dict_to_reference(sd), 'ddp': {f'module.{k}': v for k, v in sd.items()}}[layout]
-    torch.save(content, tmp_path / 'ckpt.pth')
-    loaded, config = network_from_file(tmp_path / 'ckpt.pth')
-    assert (config.variant, config.upscale, config.num_feat, config.window_size) == ('ASID-D8', 3, 48, 8)
-    x = torch.rand(1, 3, 16, 16)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), net.eval()(x))
 
 
 class Payload:
@@ -55,17 +40,6 @@ def test_malicious_pickle_is_refused(tmp_path):
     out = tmp_path / 'out'
     code = asid_sr([str(tmp_path), '-o', str(out), '-m', str(tmp_path / 'evil.pth')])
     assert code == 2 and not marker.exists()
-
-
-def test_unusable_checkpoints_have_clear_errors(tmp_path):
-    torch.save({'weight': torch.zeros(3)}, tmp_path / 'other.pth')
-    with pytest.raises(PretrainedWeightsError, match='does not look like ASID'):
-        detect_config(state_dict_from_file(tmp_path / 'other.pth'))
-    (tmp_path / 'trunc.pth').write_bytes(b'PK\x03\x04 truncated')
-    with pytest.raises(PretrainedWeightsError, match='not a readable PyTorch checkpoint'):
-        state_dict_from_file(tmp_path / 'trunc.pth')
-    with pytest.raises(PretrainedWeightsError, match='no such file'):
-        state_dict_from_file(tmp_path / 'missing.pth')
 
 
 @pytest.fixture()

@@ -12,11 +12,13 @@ import inspect
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
+from asid_arch import ASID
 from asid_arch.models import asid_model
 from asid_arch.utils import asid_tiling
-from asid_arch.utils.asid_tiling import tile_forward
+from asid_arch.utils.asid_tiling import tile_forward, tile_origins
 
 from helpers import REPO
 
@@ -150,3 +152,28 @@ def test_asid_sr_blend_uses_linear_ramps():
             weight[y0 * scale:y0 * scale + t, x0 * scale:x0 * scale + t] += wt
     expected = total / weight
     assert np.abs(dest.astype(np.float64) - expected).max() <= 0.5 + 1e-6  # rounded to whole levels
+
+
+def test_tile_origins():
+    assert tile_origins(80, 64, 24) == [0, 16]
+    assert tile_origins(100, 64, 24) == [0, 36]
+    assert tile_origins(200, 64, 24) == [0, 40, 80, 120, 136]
+    assert tile_origins(64, 64, 24) == [0]
+    assert tile_origins(50, 20, 24) == [0, 20, 30]  # tile <= overlap: edge to edge, all covered
+
+
+def test_tile_forward_single_tile_is_whole_image():
+    net = ASID(upscale=2).double().eval()
+    x = torch.rand(1, 3, 40, 40, dtype=torch.float64)
+    with torch.no_grad():
+        assert (tile_forward(net, x, 2) - net(x)).abs().max().item() < 1e-12
+
+
+@pytest.mark.parametrize('size,tile,overlap', [((30, 50), 64, 24), ((100, 77), 32, 8), ((70, 90), 16, 20)])
+def test_tile_forward_averages_overlaps(size, tile, overlap):
+    """With a pixel-wise 'network' every tile agrees, so the averaged result equals the whole image."""
+    def upsample(t):
+        return F.interpolate(t, scale_factor=3, mode='nearest') * 2 + 1
+
+    x = torch.rand(2, 3, *size, dtype=torch.float64)
+    assert (tile_forward(upsample, x, 3, tile, overlap) - upsample(x)).abs().max().item() < 1e-12
