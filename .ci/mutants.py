@@ -55,7 +55,7 @@ MUTANTS = [
     ('protocol-overlap', TILING, [('PROTOCOL_OVERLAP = 24', 'PROTOCOL_OVERLAP = 16')], ['tests/test_utils/test_tiling.py']),
     ('tiles-overwritten', TILING, [('out[region] += sr', 'out[region] = sr')], ['tests/test_utils/test_tiling.py']),
     ('tile-stride', TILING, [('stride = tile - overlap if tile > overlap else tile', 'stride = tile')],
-     ['tests/test_utils/test_tiling.py', 'tests/test_archs/test_arch.py']),
+     ['tests/test_utils/test_tiling.py']),
     ('write-in-place', FILES, [("with os.fdopen(fd, 'wb') as f:\n            write(f)\n            f.flush()\n"
                                 "            os.fsync(f.fileno())",
                                 "os.close(fd)\n        with open(path, 'wb') as f:\n            write(f)"),
