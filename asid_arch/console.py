@@ -8,6 +8,9 @@
   removed by the ``finally`` blocks of the writes in progress, and the command prints its summary.
 * :func:`shown` prints any path, also one whose name is not valid UTF-8 (``x\\xff.png``), without
   raising ``UnicodeEncodeError`` on the way.
+* :func:`progress_bar` is every progress bar of the package (and, through :func:`bars_of`, BasicSR's LMDB
+  writer's): drawn on stderr when it is a terminal, not at all when it is a file or a pipe (a log, CI),
+  where each redraw would add to one ever longer line.
 
 This module imports nothing heavy: the commands use it before torch is loaded.
 """
@@ -16,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from typing import Iterator, Union
+import sys
+from types import ModuleType
+from typing import Iterable, Iterator, Optional, Union
 
 EXIT_OK = 0  # everything asked for was done
 EXIT_FAILED = 1  # the command ran and some of the work failed (each failure is named)
@@ -78,3 +83,29 @@ def shown(path: Union[str, bytes, os.PathLike]) -> str:
     file name, say) appear as ``\\xNN`` escapes."""
     text = os.fsencode(path).decode('utf-8', 'backslashreplace')
     return ''.join(f'\\x{ord(ch):02x}' if ch.isascii() and not ch.isprintable() else ch for ch in text)
+
+
+def progress_bar(iterable: Optional[Iterable] = None, **kwargs):
+    """A tqdm progress bar on stderr (``kwargs``: tqdm's), drawn only where stderr is a terminal.
+
+    Where it is not (a file, a pipe: logs and CI), tqdm's carriage-return redraws would pile up on a single
+    line (one per item), so the bar is off (tqdm's ``disable=None``); the commands' summaries say what was done.
+    ``disable=True`` turns it off on a terminal too."""
+    from tqdm import tqdm
+
+    kwargs.setdefault('file', sys.stderr)
+    if not kwargs.get('disable'):
+        kwargs['disable'] = None  # tqdm: off unless `file` is a terminal
+    return tqdm(iterable, **kwargs)
+
+
+@contextlib.contextmanager
+def bars_of(module: ModuleType) -> Iterator[None]:
+    """Inside the block, ``module``'s bars (a library module that did ``from tqdm import tqdm``, such as
+    ``basicsr.utils.lmdb_util``) are :func:`progress_bar`\\ s; put back as they were after it."""
+    saved = module.tqdm
+    module.tqdm = progress_bar
+    try:
+        yield
+    finally:
+        module.tqdm = saved

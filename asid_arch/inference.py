@@ -2,7 +2,6 @@
 blended tiles. The command (arguments, files, the batch) is :mod:`asid_arch.cli.sr`."""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence
 
@@ -181,12 +180,11 @@ class Upscaler:
         if t == 0 or t >= max(h, w):
             store(slice(0, h * s), self._run(rgb(src), max_in))
             return
-        from tqdm import tqdm
+        from .console import progress_bar
 
         th, tw = min(t, h), min(t, w)
         tiles = len(tile_origins(h, th, self.overlap)) * len(tile_origins(w, tw, self.overlap))
-        bar = tqdm(total=tiles, desc='tiles', unit='tile', leave=False, file=sys.stderr,
-                   disable=tiles < PROGRESS_MIN_TILES)
+        bar = progress_bar(total=tiles, desc='tiles', unit='tile', leave=False, disable=tiles < PROGRESS_MIN_TILES)
 
         def run(y: int, x: int, th: int, tw: int) -> np.ndarray:
             return self._run(rgb(src[y:y + th, x:x + tw]), max_in)

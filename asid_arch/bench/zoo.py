@@ -21,7 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..console import EXIT_OK, EXIT_USAGE
+from ..console import EXIT_OK, EXIT_USAGE, progress_bar
 from ..utils.asid_precision import torch_dtype
 from .common import in_fresh_process, machine, median_time, print_json
 from .figures import MACS_OUTPUT, PLOT_SET
@@ -169,8 +169,6 @@ def write_zoo_outputs(out: Path, static: List[dict], timing: List[dict], quality
 
 def zoo(args: argparse.Namespace) -> int:
     """``asid-bench zoo``: every checkpoint is read and checked before any measurement starts."""
-    from tqdm import tqdm
-
     from .networks import checked_networks
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
@@ -182,7 +180,7 @@ def zoo(args: argparse.Namespace) -> int:
     checkpoints, nets = checked
     combos = [(m, s) for m in args.models for s in args.scales]
     static, timing, quality = [], [], []
-    bar = tqdm(total=len(combos) * 2 + len(checkpoints), desc='asid-bench', unit='step')
+    bar = progress_bar(total=len(combos) * 2 + len(checkpoints), desc='asid-bench', unit='step')
     for model, scale in combos:
         bar.set_postfix_str(f'{model} x{scale}: params, MACs')
         static.append({'model': model, 'scale': scale, 'params': param_count(model, scale),

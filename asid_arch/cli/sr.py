@@ -47,7 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown, stop_on_signals
+from ..console import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, progress_bar, shown,
+                       stop_on_signals)
 from ..inference import MAX_OVERLAP, MIN_TILE, MemoryNeed, Upscaler, upscale_image
 from ..utils.asid_precision import PRECISIONS, precision_problem
 from ..utils.asid_tiling import RAMP_OVERLAP
@@ -331,7 +332,7 @@ def run_batch(paths: Sequence[Path], out_dir: Path, upscaler: Upscaler, args, ta
     def say(text: str) -> None:
         tqdm.write(f'asid-sr: {text}', file=sys.stderr)
 
-    for path in tqdm(paths, desc='asid-sr', unit='img', file=sys.stderr):
+    for path in progress_bar(paths, desc='asid-sr', unit='img'):
         try:
             for line in process(path, batch):
                 say(line)

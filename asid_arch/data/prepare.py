@@ -15,9 +15,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from ..console import shown
+from ..console import bars_of, progress_bar, shown
 from .checks import (bench_folders, bench_sets, check_crop, check_name, check_scales, check_sources_apart,
                      check_utf8_out, train_folders, user_images)
 from .record import (LMDB_FILES, REDO_INPUT, REDO_ORDER, Fingerprint, Record, Report, WriteError, file_state, note,
@@ -114,7 +113,7 @@ def collect_sources(paths: Sequence[Path], report: Report, desc: str) -> List[So
     """Output names and content hashes of the source images; an image whose output name another one already
     has, or that cannot be read, is a named failure."""
     sources, taken = [], {}
-    for path in tqdm(paths, desc=f'{desc}: reading sources', unit='img'):
+    for path in progress_bar(paths, desc=f'{desc}: reading sources', unit='img'):
         key = output_key(path.stem)
         if key in taken:
             report.fail(path, f'its outputs would be named {key}.png like those of {shown(taken[key].name)}; '
@@ -142,7 +141,7 @@ def make_hr_lr(sources: Sequence[Source], record: Record, targets: Dict[Path, Op
     With ``make`` False nothing is written or marked as used: the result is None as soon as one output is
     not done (used to decide whether outputs of a scale no longer asked for are still consistent)."""
     made: Dict[Path, Dict[str, str]] = {folder: {} for folder in targets}
-    for src in (tqdm(sources, desc=desc, unit='img') if make else sources):
+    for src in (progress_bar(sources, desc=desc, unit='img') if make else sources):
         plans = []
         for folder, scale in targets.items():
             path = folder / f'{src.key}.png'
@@ -205,7 +204,7 @@ def extract_subimages(inputs: Dict[str, str], src: Path, dst: Path, crop: int, s
 
     subs: Dict[str, str] = {}
     small = f'smaller than one {crop} px sub-image: it is in no sub-image and not in the LMDB'
-    for key, sha in (tqdm(inputs.items(), desc=desc, unit='img') if make else inputs.items()):
+    for key, sha in (progress_bar(inputs.items(), desc=desc, unit='img') if make else inputs.items()):
         unit = f'{record.rel(dst)}/{key}'
         recipe = {'made': 'sub', 'input': sha, 'crop': crop, 'step': step, 'thresh': thresh}
         crop_name = re.compile(rf'{re.escape(unit)}_s\d{{3,}}\.png')
@@ -267,7 +266,7 @@ def build_lmdb(subs: Dict[str, str], src: Path, lmdb_path: Path, record: Record,
     Returns True when the LMDB is (now) as asked; with ``make`` False, only whether it already is.
     """
     from ..utils import asid_compat  # noqa: F401  isort: skip  (first: the torchvision alias BasicSR 1.4.2 needs)
-    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+    from basicsr.utils import lmdb_util
 
     partial = lmdb_path.with_name(f'{PARTIAL_PREFIX}{lmdb_path.name}')  # BasicSR wants the '.lmdb' suffix
     keys = sorted(subs)
@@ -289,8 +288,10 @@ def build_lmdb(subs: Dict[str, str], src: Path, lmdb_path: Path, record: Record,
         report.redo(why[0])
         note(f'{shown(lmdb_path)}: built again ({why[1]})')
     try:
-        make_lmdb_from_imgs(str(src), str(partial), [f'{k}.png' for k in keys], keys, multiprocessing_read=False,
-                            map_size=lmdb_map_size(src / f'{keys[0]}.png', len(keys)))
+        with bars_of(lmdb_util):  # BasicSR's bar redraws once per image: none in a log
+            lmdb_util.make_lmdb_from_imgs(str(src), str(partial), [f'{k}.png' for k in keys], keys,
+                                          multiprocessing_read=False,
+                                          map_size=lmdb_map_size(src / f'{keys[0]}.png', len(keys)))
         if os.path.isdir(lmdb_path) and not os.path.islink(lmdb_path):
             shutil.rmtree(lmdb_path)
         elif os.path.lexists(lmdb_path):

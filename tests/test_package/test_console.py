@@ -1,10 +1,16 @@
-"""What every command shares: printable file names, the exit status of an interrupted command."""
+"""What every command shares: printable file names, the exit status of an interrupted command, progress bars."""
 from __future__ import annotations
 
+import io
 import os
 import signal
+import types
 
-from asid_arch.console import Interrupted, interrupt_exit_status, interrupt_name, shown
+import pytest
+
+from asid_arch.console import Interrupted, bars_of, interrupt_exit_status, interrupt_name, progress_bar, shown
+
+from helpers import write_images
 
 
 def test_shown_keeps_a_name_on_one_printable_line():
@@ -36,3 +42,47 @@ def test_stop_on_signals_owns_the_signals_for_the_command_and_gives_them_back():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the host's choice is back
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class Stream(io.StringIO):
+    """A text stream that says whether it is a terminal."""
+
+    def __init__(self, terminal: bool) -> None:
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+def test_progress_bars_are_drawn_on_terminals_only():
+    for terminal in (True, False):
+        stream = Stream(terminal)
+        assert sum(progress_bar(range(40), file=stream, mininterval=0)) == sum(range(40))
+        assert ('40/40' in stream.getvalue()) is terminal, stream.getvalue()
+    stream = Stream(True)
+    for _ in progress_bar(range(3), file=stream, disable=True):
+        pass
+    assert stream.getvalue() == ''
+
+
+def test_bars_of_a_library_module_are_the_package_bars_for_the_block():
+    module = types.ModuleType('library')
+    module.tqdm = original = object()
+    with bars_of(module):
+        assert module.tqdm is progress_bar
+    assert module.tqdm is original
+    with pytest.raises(KeyError), bars_of(module):
+        raise KeyError('the block failed')
+    assert module.tqdm is original
+
+
+def test_lmdb_progress_is_not_drawn_into_a_log(tmp_path, capfd):
+    """BasicSR's LMDB writer redraws its bar once per image: into a file or a pipe, nothing of it is written."""
+    from asid_arch.data.prepare import prepare_train
+
+    write_images(tmp_path / 'hr', 2, size=(64, 80))
+    report = prepare_train(tmp_path / 'hr', tmp_path / 'train', 'bars', [2], crop=32, step=16)
+    assert not report.failed and (tmp_path / 'train' / 'bars_HR_sub.lmdb' / 'data.mdb').is_file()
+    err = capfd.readouterr().err
+    assert '\r' not in err and 'Write ' not in err, err[-400:]
