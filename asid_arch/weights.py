@@ -30,6 +30,7 @@ of the authors' repository tree: air-gapped sites, tests); ``ASID_WEIGHTS_DIR`` 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -258,7 +259,7 @@ def _prepare_folder(folder: Path) -> None:
         kind = path_kind(place)
         if kind == 'folder':
             break
-        if kind != 'missing':
+        if kind != 'missing' and not kind.endswith(f'({os.strerror(errno.ENOTDIR)})'):  # (a file above it)
             what = f'is a {kind}' if place == folder else f'cannot be made: {shown(place)} is a {kind}'
             raise WeightsDownloadError(f'the weights cache {shown(folder)} {what}, not a folder; set {CACHE_DIR_ENV} '
                                        'to a folder')

@@ -25,7 +25,7 @@ def saved(state: Dict[str, torch.Tensor], path: Path) -> bytes:
 @pytest.fixture(scope='session')
 def files(tmp_path_factory) -> Dict[str, bytes]:
     """Checkpoint bytes, released layout: 'asid_x2' (ASID x2 weights that up-scale better than bicubic, see
-    linear_upscaler.py), 'random' and 'zero' (ASID x2 shapes), 'asid_d8_x2' (random), 'omnisr' (random)."""
+    linear_upscaler.py), 'random' and 'zero' (ASID x2 shapes), 'asid_x3', 'asid_d8_x2' and 'omnisr' (random)."""
     folder = tmp_path_factory.mktemp('weights')
     torch.manual_seed(0)
     net = asid(upscale=2)
@@ -33,6 +33,7 @@ def files(tmp_path_factory) -> Dict[str, bytes]:
             'random': saved(state_dict_to_reference(net.state_dict()), folder / 'r.pth'),
             'zero': saved(state_dict_to_reference({k: torch.zeros_like(v) for k, v in net.state_dict().items()}),
                           folder / 'z.pth'),
+            'asid_x3': saved(state_dict_to_reference(asid(upscale=3).state_dict()), folder / 'a3.pth'),
             'asid_d8_x2': saved(state_dict_to_reference(asid_d8(upscale=2).state_dict()), folder / 'd.pth'),
             'omnisr': saved(OmniSR(upscale=2).state_dict(), folder / 'o.pth')}
 

@@ -88,16 +88,16 @@ def test_broken_transfer_leaves_nothing(mirror, files, tmp_path, how):
         assert 'closed after' in message
 
 
-@pytest.mark.parametrize('served', ['asid_d8_x2', 'omnisr'])
+@pytest.mark.parametrize('served', ['asid_x3', 'asid_d8_x2', 'omnisr'])
 def test_file_of_another_network_is_refused(mirror, files, tmp_path, served):
     mirror.serve(NAME, files[served])
     with pytest.raises(PretrainedWeightsError) as err:
         fetch(NAME, progress=False, limits=FAST)
-    if served == 'omnisr':  # its size is outside asid_x2's range: refused from the Content-Length
-        assert 'refused before reading it' in str(err.value)
-    else:
+    if served == 'asid_x3':  # inside asid_x2's size range: refused when it is loaded
         assert 'nothing was kept' in str(err.value) and f'ASID x2 weights of {NAME}' in str(err.value)
-        assert 'ASID-D8' in str(err.value)
+        assert 'holds ASID x3 weights' in str(err.value)
+    else:  # larger than asid_x2's size range: refused from the Content-Length
+        assert 'refused before reading it' in str(err.value) and len(mirror.requests) == 1
     assert cache_names(tmp_path / 'cache') == []
 
 
