@@ -189,8 +189,8 @@ def download(url: str, out: BinaryIO, size_range: Tuple[int, int], limits: Optio
                     tried = f' ({attempt} attempts)' if attempt > 1 else ''
                     raise DownloadError(f'{err}{tried}', err.retry) from None
                 pause = limits.retry_pause_s * 2 ** (attempt - 1)
-                print(f'asid_arch: {label}: {err}; trying again in {pause:g} s (attempt {attempt + 1} of '
-                      f'{limits.attempts})', file=sys.stderr)
+                bar.write(f'asid_arch: {label}: {err}; trying again in {pause:g} s (attempt {attempt + 1} of '
+                          f'{limits.attempts})', file=sys.stderr)  # (a line of its own, above the progress bar)
                 time.sleep(pause)
     raise AssertionError('unreachable: the loop returns or raises')
 

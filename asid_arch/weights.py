@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
 from .console import shown
+from .download import DownloadError, DownloadLimits, download, folder_lock, size_text
 from .utils.asid_errors import PretrainedWeightsError
 
 BASE_URL_ENV = 'ASID_WEIGHTS_BASE_URL'
@@ -167,7 +168,6 @@ def check_content(entry: Released, path: Path, source: str) -> str:
     """The sha256 of the file at ``path`` once it passed every check of released weights: its size, the pinned
     sha256 (where known), :func:`verify`, and beating bicubic (:mod:`asid_arch.weights_quality`).
     :class:`PretrainedWeightsError` naming ``source`` otherwise."""
-    from .download import size_text
     from .weights_quality import measure
 
     low, high = entry.size_range
@@ -271,15 +271,13 @@ def _prepare_folder(folder: Path) -> None:
 
 
 def fetch(name: str, folder: Union[str, Path, None] = None, base_url: Optional[str] = None,
-          progress: bool = True, limits=None) -> Path:
+          progress: bool = True, limits: Optional[DownloadLimits] = None) -> Path:
     """The path of the released weights called ``name``, downloaded and checked on first use.
 
     ``limits``: the download's bounds (:class:`asid_arch.download.DownloadLimits`; default from the
     environment). Raises KeyError for an unknown name, :class:`WeightsDownloadError` when the download fails
     and :class:`PretrainedWeightsError` when the file (downloaded or cached) is not the named network's.
     """
-    from .download import DownloadError, DownloadLimits, folder_lock
-
     entry = released(name)
     if entry is None:
         raise KeyError(f'{name!r} is not a released model ({", ".join(RELEASED)})')
@@ -316,9 +314,9 @@ def _remove_temporaries(folder: Path, final: Path) -> None:
                 path.unlink()
 
 
-def _download(entry: Released, url: str, folder: Path, final: Path, limits, progress: bool) -> None:
+def _download(entry: Released, url: str, folder: Path, final: Path, limits: DownloadLimits,
+              progress: bool) -> None:
     """``url`` -> ``final`` through a checked temporary (see the module docstring)."""
-    from .download import DownloadError, download, size_text
     from .utils.asid_files import atomic_write
 
     _remove_temporaries(folder, final)
