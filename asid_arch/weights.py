@@ -218,9 +218,10 @@ def _recorded_hash(final: Path) -> Optional[str]:
 def _record_hash(final: Path, digest: str) -> None:
     """Write ``final``'s hash record; a cache that cannot be written is told once, and the check is redone
     at the next use."""
-    from .utils.asid_files import atomic_write
+    from .utils.asid_files import atomic_write, check_replaceable
 
     try:
+        check_replaceable(hash_record(final), 'the sha256 record')  # (only a regular file is ever replaced)
         atomic_write(hash_record(final), lambda f: f.write(f'{digest}  {final.name}\n'.encode('ascii')))
     except OSError as err:
         print(f'asid_arch: note: cannot record the sha256 of {shown(final)} in {shown(hash_record(final))} '

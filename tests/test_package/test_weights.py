@@ -149,6 +149,19 @@ def test_file_placed_by_hand_is_checked_then_recorded(mirror, files, tmp_path, p
     assert not mirror.requests
 
 
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='FIFOs are POSIX')
+def test_a_record_that_is_not_a_regular_file_is_never_opened_nor_replaced(mirror, files, tmp_path, capsys):
+    from asid_arch.utils.asid_files import path_kind
+
+    cached = tmp_path / 'cache' / ENTRY.file_name
+    cached.parent.mkdir()
+    cached.write_bytes(files[NAME])
+    os.mkfifo(hash_record(cached))  # opening it for reading would block
+    assert fetch(NAME, progress=False) == cached  # checked in full instead
+    assert path_kind(hash_record(cached)) == 'FIFO'
+    assert 'cannot record the sha256' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('pinned', ['right', 'wrong'])
 def test_pinned_sha256(mirror, files, tmp_path, monkeypatch, pinned):
     digest = hashlib.sha256(files[NAME] + (b'' if pinned == 'right' else b'x')).hexdigest()
