@@ -20,6 +20,7 @@ def test_check_picture_is_a_real_detailed_picture():
     assert picture.std() > 30  # not flat: edges and texture
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('scale', [2, 3, 4])
 def test_random_and_zero_weights_fall_far_below_bicubic(scale):
     for seed in (0, 1):
@@ -33,13 +34,14 @@ def test_random_and_zero_weights_fall_far_below_bicubic(scale):
     assert not quality.passed and quality.gain_db < -FAR_BELOW_DB, quality
 
 
+@pytest.mark.slow
 def test_random_asid_d8_weights_fall_far_below_bicubic():
     torch.manual_seed(0)
     quality = measure(asid_d8(upscale=2).eval(), 2)
     assert not quality.passed and quality.gain_db < -FAR_BELOW_DB, quality
 
 
-@pytest.mark.parametrize('scale', [2, 3, 4])
+@pytest.mark.parametrize('scale', [2, pytest.param(3, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)])
 def test_a_real_upscaler_made_of_asid_weights_passes(scale):
     net = asid(upscale=scale)
     net.load_state_dict(linear_upscaler_state(scale))
