@@ -15,7 +15,7 @@ import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List, Union
+from typing import Callable, List, Optional, Union
 
 from .asid_errors import CheckpointSaveError
 
@@ -92,7 +92,8 @@ def _rename_new(tmp: str, path: Path) -> None:
     os.unlink(tmp)
 
 
-def atomic_write(path: Union[str, Path], write: Callable[[object], None], overwrite: bool = True) -> None:
+def atomic_write(path: Union[str, Path], write: Callable[[object], None], overwrite: bool = True,
+                 check: Optional[Callable[[Path], None]] = None) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``.
 
     A reader (or a resumed run) sees the old file or the complete new one. The temporary name
@@ -100,6 +101,8 @@ def atomic_write(path: Union[str, Path], write: Callable[[object], None], overwr
     never pick up a half-written file. The result gets the permissions a plain ``open(path, 'wb')``
     would give (0666 less the umask), not the temporary file's 0600. ``overwrite=False``: a file that
     exists at ``path`` (also one that appeared during the write) is kept, and FileExistsError raised.
+    ``check(temporary path)``, when given, runs on the complete file before the rename: what it raises
+    leaves nothing under ``path``.
     Whatever happens (an error, Ctrl-C, SIGTERM as ``Interrupted``), no temporary file stays behind.
     """
     path = Path(path)
@@ -111,6 +114,8 @@ def atomic_write(path: Union[str, Path], write: Callable[[object], None], overwr
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
+        if check is not None:
+            check(Path(tmp))
         if overwrite:
             os.replace(tmp, path)
         else:

@@ -1,101 +1,33 @@
-"""Released weights by name (asid_arch.weights, asid_arch.from_pretrained), against a small HTTP server on 127.0.0.1.
+"""Released weights by name (asid_arch.weights, asid_arch.from_pretrained), against a mirror on 127.0.0.1 (mirror.py,
+fixtures in conftest.py).
 
-The server holds a mirror of the authors' repository tree (``train_logs/...``) made here: real-size random
-weights of the named network in the released key layout, so that they load strictly into it.
+The mirror serves files made here in the released key layout: weights that up-scale better than bicubic
+(linear_upscaler.py), random and all-zero weights of the same shapes, and other networks' weights. The
+download's bounds against hostile servers are in test_downloads.py, the quality check in test_weights_quality.py.
 """
 from __future__ import annotations
 
-import http.server
+import dataclasses
+import hashlib
 import os
 import socket
-import threading
 from pathlib import Path
-from typing import Dict, Iterator, Tuple
 
 import cv2
 import pytest
 import torch
 
 from asid_arch.archs.asid_arch import asid, asid_d8
-from asid_arch.archs.asid_layouts import state_dict_to_reference
-from asid_arch.archs.omnisr_arch import OmniSR
+from asid_arch.download import DownloadLimits
 from asid_arch.utils.asid_errors import PretrainedWeightsError
-from asid_arch.weights import (BASE_URL_ENV, CACHE_DIR_ENV, RELEASED, WeightsDownloadError, fetch, released,
-                               resolve_model)
+from asid_arch.weights import (BASE_URL_ENV, CACHE_DIR_ENV, RELEASED, WeightsDownloadError, fetch, hash_record,
+                               released, resolve_model)
 
 from helpers import REPO, run_module, synthetic_image
 
 NAME = 'asid_x2'  # the smallest released network: the one served in these tests
 ENTRY = RELEASED[NAME]
-
-
-def saved(state: Dict[str, torch.Tensor], path: Path) -> bytes:
-    torch.save(state, path)
-    return path.read_bytes()
-
-
-@pytest.fixture(scope='module')
-def files(tmp_path_factory) -> Dict[str, bytes]:
-    """Checkpoint bytes: the right file for asid_x2, ASID-D8 x2 weights, Omni-SR weights (all released layout)."""
-    folder = tmp_path_factory.mktemp('weights')
-    torch.manual_seed(0)
-    return {'asid_x2': saved(state_dict_to_reference(asid(upscale=2).state_dict()), folder / 'a.pth'),
-            'asid_d8_x2': saved(state_dict_to_reference(asid_d8(upscale=2).state_dict()), folder / 'd.pth'),
-            'omnisr': saved(OmniSR(upscale=2).state_dict(), folder / 'o.pth')}
-
-
-class Mirror:
-    """``{path: (bytes, how)}`` served over HTTP; ``how``: 'whole', 'short' (a Content-Length larger than the body,
-    then the connection closed) or 'chunked-cut' (chunked transfer closed mid-body)."""
-
-    def __init__(self) -> None:
-        self.files: Dict[str, Tuple[bytes, str]] = {}
-        self.requests = []
-        mirror = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                mirror.requests.append(self.path)
-                body, how = mirror.files.get(self.path.lstrip('/'), (None, None))
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                if how == 'chunked-cut':
-                    self.send_header('Transfer-Encoding', 'chunked')
-                    self.end_headers()
-                    half = body[:len(body) // 2]
-                    self.wfile.write(f'{len(body):x}\r\n'.encode() + half)
-                else:
-                    self.send_header('Content-Length', str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body if how == 'whole' else body[:len(body) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f'http://127.0.0.1:{self.server.server_address[1]}/mirror'
-
-    def serve(self, name: str, body: bytes, how: str = 'whole') -> None:
-        self.files[f'mirror/{RELEASED[name].path}'] = (body, how)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def mirror(monkeypatch, tmp_path) -> Iterator[Mirror]:
-    server = Mirror()
-    monkeypatch.setenv(BASE_URL_ENV, server.url)
-    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / 'cache'))
-    yield server
-    server.stop()
+FAST = DownloadLimits(timeout_s=1.0, attempts=2, retry_pause_s=0.05, lock_wait_s=2.0)  # seconds, not minutes
 
 
 def closed_port_url() -> str:
@@ -123,11 +55,22 @@ def test_released_table_matches_the_factories():
                                                  'checkpoints/epoch0_ASID.pth')
 
 
-def test_download_then_cache_hit_without_the_server(mirror, files, tmp_path):
+def test_size_ranges_hold_real_size_files(files):
+    """A file of the released shapes (saved by torch.save) is inside its name's size range."""
+    low, high = ENTRY.size_range
+    assert low < len(files[NAME]) < high and low == ENTRY.parameters * 4
+    low, high = RELEASED['asid_d8_x2'].size_range
+    assert low < len(files['asid_d8_x2']) < high
+
+
+def test_download_then_cache_hit_without_the_server(mirror, files, tmp_path, capsys):
     mirror.serve(NAME, files[NAME])
-    path = fetch(NAME, progress=False)
+    path = fetch(NAME, progress=False, limits=FAST)
     assert path == tmp_path / 'cache' / ENTRY.file_name and path.read_bytes() == files[NAME]
-    assert cache_names(tmp_path / 'cache') == [ENTRY.file_name]  # no temporary left
+    record = hash_record(path)
+    assert cache_names(tmp_path / 'cache') == [ENTRY.file_name, record.name]  # no temporary left
+    assert record.read_text() == f'{hashlib.sha256(files[NAME]).hexdigest()}  {ENTRY.file_name}\n'
+    assert 'checked: on the check picture' in capsys.readouterr().err
     assert len(mirror.requests) == 1
     mirror.stop()
     assert fetch(NAME, progress=False) == path  # served from the cache: the server is gone
@@ -151,24 +94,37 @@ def test_from_pretrained_is_the_released_network_in_eval_mode(mirror, files):
 @pytest.mark.parametrize('how', ['short', 'chunked-cut'])
 def test_broken_transfer_leaves_nothing(mirror, files, tmp_path, how):
     mirror.serve(NAME, files[NAME], how)
-    with pytest.raises(PretrainedWeightsError) as err:
-        fetch(NAME, progress=False)
+    with pytest.raises(WeightsDownloadError) as err:
+        fetch(NAME, progress=False, limits=FAST)
     message = str(err.value)
-    assert '\n' not in message and mirror.url in message
+    assert '\n' not in message and mirror.url in message and 'nothing was kept' in message
+    assert '(2 attempts)' in message and len(mirror.requests) == 2  # retried once, then given up
     assert cache_names(tmp_path / 'cache') == []
-    if how == 'short':  # urllib hands a short body on silently: the check of the file refuses it
-        assert 'nothing was kept' in message and 'truncated' in message
-    else:
-        assert isinstance(err.value, WeightsDownloadError)
+    if how == 'short':
+        assert 'closed after' in message
 
 
-@pytest.mark.parametrize('served', ['asid_d8_x2', 'omnisr'])
+@pytest.mark.parametrize('served', ['asid_x3', 'asid_d8_x2', 'omnisr'])
 def test_file_of_another_network_is_refused(mirror, files, tmp_path, served):
     mirror.serve(NAME, files[served])
-    with pytest.raises(PretrainedWeightsError, match='nothing was kept') as err:
-        fetch(NAME, progress=False)
-    assert f'ASID x2 weights of {NAME}' in str(err.value)
-    assert ('ASID-D8' if served == 'asid_d8_x2' else 'Omni-SR') in str(err.value)
+    with pytest.raises(PretrainedWeightsError) as err:
+        fetch(NAME, progress=False, limits=FAST)
+    if served == 'asid_x3':  # inside asid_x2's size range: refused when it is loaded
+        assert 'nothing was kept' in str(err.value) and f'ASID x2 weights of {NAME}' in str(err.value)
+        assert 'holds ASID x3 weights' in str(err.value)
+    else:  # larger than asid_x2's size range: refused from the Content-Length
+        assert 'refused before reading it' in str(err.value) and len(mirror.requests) == 1
+    assert cache_names(tmp_path / 'cache') == []
+
+
+@pytest.mark.parametrize('served', ['zero', 'random'])
+def test_weights_of_the_right_shapes_that_do_not_upscale_are_refused(mirror, files, tmp_path, served):
+    """All-zero or random weights load strictly into ASID x2, but fall far below bicubic: nothing is cached."""
+    mirror.serve(NAME, files[served])
+    with pytest.raises(PretrainedWeightsError) as err:
+        fetch(NAME, progress=False, limits=FAST)
+    message = str(err.value)
+    assert 'bicubic' in message and 'nothing was kept' in message and '\n' not in message
     assert cache_names(tmp_path / 'cache') == []
 
 
@@ -181,19 +137,118 @@ def test_wrong_file_in_the_cache_is_refused_not_deleted(mirror, files, tmp_path)
     assert cached.exists() and not mirror.requests
 
 
+@pytest.mark.parametrize('swapped', ['zero', 'random', 'damaged'])
+def test_cache_changed_after_the_download_is_refused(mirror, files, tmp_path, swapped):
+    """The cached file is compared with the sha256 recorded at its download: a swapped or damaged file is
+    refused (and kept: the user decides), even when it would load."""
+    mirror.serve(NAME, files[NAME])
+    path = fetch(NAME, progress=False, limits=FAST)
+    body = files[NAME][:-1] + bytes([files[NAME][-1] ^ 1]) if swapped == 'damaged' else files[swapped]
+    path.write_bytes(body)
+    with pytest.raises(PretrainedWeightsError, match='is not the file checked when it was downloaded') as err:
+        fetch(NAME, progress=False, limits=FAST)
+    assert 'delete both files' in str(err.value) and path.read_bytes() == body and len(mirror.requests) == 1
+
+
+@pytest.mark.parametrize('placed', ['asid_x2', 'zero'])
+def test_file_placed_by_hand_is_checked_then_recorded(mirror, files, tmp_path, placed):
+    cached = tmp_path / 'cache' / ENTRY.file_name
+    cached.parent.mkdir()
+    cached.write_bytes(files[placed])
+    if placed == NAME:
+        assert fetch(NAME, progress=False) == cached
+        assert hash_record(cached).read_text().startswith(hashlib.sha256(files[NAME]).hexdigest())
+    else:
+        with pytest.raises(PretrainedWeightsError, match='bicubic'):
+            fetch(NAME, progress=False)
+        assert cached.exists() and not hash_record(cached).exists()
+    assert not mirror.requests
+
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='FIFOs are POSIX')
+def test_a_record_that_is_not_a_regular_file_is_never_opened_nor_replaced(mirror, files, tmp_path, capsys):
+    from asid_arch.utils.asid_files import path_kind
+
+    cached = tmp_path / 'cache' / ENTRY.file_name
+    cached.parent.mkdir()
+    cached.write_bytes(files[NAME])
+    os.mkfifo(hash_record(cached))  # opening it for reading would block
+    assert fetch(NAME, progress=False) == cached  # checked in full instead
+    assert path_kind(hash_record(cached)) == 'FIFO'
+    assert 'cannot record the sha256' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('pinned', ['right', 'wrong'])
+def test_pinned_sha256(mirror, files, tmp_path, monkeypatch, pinned):
+    digest = hashlib.sha256(files[NAME] + (b'' if pinned == 'right' else b'x')).hexdigest()
+    monkeypatch.setitem(RELEASED, NAME, dataclasses.replace(ENTRY, sha256=digest))
+    mirror.serve(NAME, files[NAME])
+    if pinned == 'right':
+        assert fetch(NAME, progress=False, limits=FAST).read_bytes() == files[NAME]
+    else:
+        with pytest.raises(PretrainedWeightsError, match=f'not the released {NAME} file.s {digest}'):
+            fetch(NAME, progress=False, limits=FAST)
+        assert cache_names(tmp_path / 'cache') == []
+
+
 def test_offline_error_names_the_url_and_where_to_place_the_file(monkeypatch, tmp_path):
     base = closed_port_url()
     monkeypatch.setenv(BASE_URL_ENV, base)
     with pytest.raises(WeightsDownloadError) as err:
-        fetch(NAME, tmp_path / 'cache', progress=False)
+        fetch(NAME, tmp_path / 'cache', progress=False, limits=FAST)
     message = str(err.value)
     assert f'{base}/{ENTRY.path}' in message and str(tmp_path / 'cache' / ENTRY.file_name) in message
+    assert 'connection refused' in message
     assert '\n' not in message and cache_names(tmp_path / 'cache') == []
 
 
 def test_missing_file_on_the_mirror(mirror):
     with pytest.raises(WeightsDownloadError, match='404'):
-        fetch(NAME, progress=False)
+        fetch(NAME, progress=False, limits=FAST)
+    assert len(mirror.requests) == 1  # not retried
+
+
+def test_cache_folder_that_is_a_file_is_named(mirror, tmp_path, monkeypatch):
+    (tmp_path / 'afile').write_text('x')
+    for cache, said in ((tmp_path / 'afile', 'is a regular file, not a folder'),
+                        (tmp_path / 'afile' / 'sub', f'cannot be made: {tmp_path / "afile"} is a regular file')):
+        monkeypatch.setenv(CACHE_DIR_ENV, str(cache))
+        with pytest.raises(WeightsDownloadError) as err:
+            fetch(NAME, progress=False, limits=FAST)
+        assert said in str(err.value) and CACHE_DIR_ENV in str(err.value) and 'File exists' not in str(err.value)
+    assert not mirror.requests
+
+
+def read_only_folder(path: Path) -> Path:
+    """A folder that cannot be written: a read-only tmpfs as root, mode 0555 otherwise (skipped if neither)."""
+    import subprocess
+
+    path.mkdir()
+    if os.geteuid() == 0:
+        done = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', str(path)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip('root without mount: no read-only folder to test with')
+    else:
+        path.chmod(0o555)
+    return path
+
+
+def test_read_only_cache_is_named_before_any_download(mirror, files, tmp_path, monkeypatch):
+    import subprocess
+
+    cache = read_only_folder(tmp_path / 'ro')
+    monkeypatch.setenv(CACHE_DIR_ENV, str(cache))
+    mirror.serve(NAME, files[NAME])
+    try:
+        with pytest.raises(WeightsDownloadError) as err:
+            fetch(NAME, progress=False, limits=FAST)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(['umount', str(cache)], check=True)
+    message = str(err.value)
+    assert f'cannot write {NAME} into the weights cache {cache}' in message
+    assert ('Read-only file system' in message or 'Permission denied' in message) and 'internet' not in message
+    assert not mirror.requests  # found before any download
 
 
 def test_resolve_model_paths_and_names(tmp_path, monkeypatch):
@@ -212,7 +267,18 @@ def test_asid_sr_by_name_end_to_end(mirror, files, tmp_path):
     done = run_module('asid_arch.cli.sr', ['tiny.png', '-o', 'out', '-m', NAME], tmp_path)
     assert done.returncode == 0, done.stderr
     assert cv2.imread(str(tmp_path / 'out' / 'tiny_x2.png')).shape == (24, 32, 3)
-    assert cache_names(tmp_path / 'cache') == [ENTRY.file_name]
+    assert cache_names(tmp_path / 'cache') == [ENTRY.file_name, hash_record(Path(ENTRY.file_name)).name]
+
+
+@pytest.mark.slow
+def test_asid_sr_zero_weights_by_name_exit_2(mirror, files, tmp_path):
+    """Issue 26: an all-zero state dict served for asid_x2 gave an all-black image and exit 0."""
+    mirror.serve(NAME, files['zero'])
+    cv2.imwrite(str(tmp_path / 'tiny.png'), synthetic_image(12, 16, 0))
+    done = run_module('asid_arch.cli.sr', ['tiny.png', '-o', 'out', '-m', NAME], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert 'Traceback' not in done.stderr and 'bicubic' in done.stderr
+    assert cache_names(tmp_path / 'cache') == [] and not (tmp_path / 'out').exists()
 
 
 @pytest.mark.slow
@@ -243,4 +309,4 @@ def test_pretrain_network_g_by_name(mirror, files, tmp_path, monkeypatch):
     with pytest.raises(OptionsError) as err:  # the benchmark data is absent here: only that is reported
         parse_options_safely(str(tmp_path), is_train=False)
     assert 'pretrain_network_g' not in str(err.value) and 'datasets:' in str(err.value)
-    assert cache_names(tmp_path / 'cache') == [ENTRY.file_name] and len(mirror.requests) == 1
+    assert cache_names(tmp_path / 'cache')[0] == ENTRY.file_name and len(mirror.requests) == 1

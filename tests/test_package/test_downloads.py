@@ -1,0 +1,154 @@
+"""The download's bounds (asid_arch.download, through asid_arch.weights.fetch) against a hostile mirror on
+127.0.0.1: headers then nothing, a trickle, a huge Content-Length, an endless body, a transient error, and a
+second process waiting for the cache's lock. Every case ends in seconds (small limits given as parameters or
+through the environment)."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+
+import cv2
+import pytest
+
+from asid_arch.download import (LOCK_WAIT_ENV, TIMEOUT_ENV, DownloadError, DownloadLimits, download, folder_lock,
+                                size_text)
+from asid_arch.weights import RELEASED, WeightsDownloadError, fetch
+
+from helpers import run_module, synthetic_image
+
+NAME = 'asid_x2'
+ENTRY = RELEASED[NAME]
+FAST = DownloadLimits(timeout_s=1.0, attempts=2, retry_pause_s=0.05, lock_wait_s=2.0)
+BOUND_S = 10.0  # each refused case below ends well within this (its limits add up to 2-4 s)
+
+
+def timed_fetch(**kwargs):
+    start = time.monotonic()
+    try:
+        fetch(NAME, progress=False, **kwargs)
+    except WeightsDownloadError as err:
+        return str(err), time.monotonic() - start
+    raise AssertionError('the download was accepted')
+
+
+def test_headers_then_nothing_times_out_and_is_retried(mirror, files, tmp_path):
+    mirror.serve(NAME, files[NAME], 'stall')
+    message, elapsed = timed_fetch(limits=FAST)
+    assert 'timed out' in message and '(2 attempts)' in message and len(mirror.requests) == 2
+    assert elapsed < BOUND_S and os.listdir(tmp_path / 'cache') == []
+
+
+def test_a_trickle_is_refused_below_the_minimum_rate(mirror, files, tmp_path):
+    """100 bytes every 0.25 s never stalls a read (timeout 1 s), but is far below the minimum rate."""
+    mirror.serve(NAME, files[NAME], 'drip')
+    message, elapsed = timed_fetch(limits=DownloadLimits(timeout_s=1.0, attempts=1))
+    assert 'too slow' in message and 'bytes/s' in message
+    assert elapsed < BOUND_S and os.listdir(tmp_path / 'cache') == []
+
+
+def test_a_huge_content_length_is_refused_before_reading(mirror, files, tmp_path):
+    mirror.serve(NAME, files[NAME], 'huge')
+    message, elapsed = timed_fetch(limits=FAST)
+    assert 'announces 2.79 GiB (3000000000 bytes)' in message and 'refused before reading it' in message
+    assert len(mirror.requests) == 1 and elapsed < BOUND_S and os.listdir(tmp_path / 'cache') == []
+
+
+def test_an_endless_body_is_cut_at_the_largest_size(mirror, files, tmp_path):
+    mirror.serve(NAME, files[NAME], 'endless')
+    message, elapsed = timed_fetch(limits=FAST)
+    assert f'more than {size_text(ENTRY.size_range[1])}' in message and 'nothing beyond that was written' in message
+    assert len(mirror.requests) == 1 and elapsed < BOUND_S and os.listdir(tmp_path / 'cache') == []
+
+
+def test_nothing_is_written_past_the_largest_size(mirror):
+    """The body goes to the file chunk by chunk; the chunk that would pass the bound is not written."""
+    body = bytes(range(256)) * 40  # 10 KB per round of the server
+    mirror.serve(NAME, body, 'endless')
+    out = io.BytesIO()
+    with pytest.raises(DownloadError, match=r'more than 48.83 KiB \(50000 bytes\)'):
+        download(f'{mirror.url}/{ENTRY.path}', out, (1000, 50_000), FAST, progress=False)
+    assert 0 < len(out.getvalue()) <= 50_000
+
+
+def test_a_transient_error_is_retried(mirror, files, tmp_path, capsys):
+    mirror.serve(NAME, files[NAME], 'fail-once')
+    assert fetch(NAME, progress=False, limits=FAST).read_bytes() == files[NAME]
+    assert 'HTTP 503' in capsys.readouterr().err and len(mirror.requests) == 2
+
+
+def test_limits_from_the_environment(monkeypatch):
+    monkeypatch.setenv(TIMEOUT_ENV, '1.5')
+    monkeypatch.setenv(LOCK_WAIT_ENV, '3')
+    limits = DownloadLimits.from_env()
+    assert (limits.timeout_s, limits.lock_wait_s) == (1.5, 3.0)
+    for bad in ('0', '-1', 'nan', 'inf', 'soon'):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(DownloadError, match=f'{TIMEOUT_ENV}=.* is not a positive number of seconds'):
+            DownloadLimits.from_env()
+
+
+HOLD_LOCK = '''import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print('held', flush=True)
+time.sleep(float(sys.argv[2]))
+'''
+
+
+def hold_lock(folder, seconds: float) -> subprocess.Popen:
+    """Another process holding the cache folder's lock for ``seconds``."""
+    holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK, str(folder), str(seconds)], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == 'held'
+    return holder
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='flock is POSIX')
+def test_waiting_for_another_process_is_said_and_bounded(mirror, files, tmp_path, capsys):
+    mirror.serve(NAME, files[NAME])
+    (tmp_path / 'cache').mkdir()
+    holder = hold_lock(tmp_path / 'cache', 30)
+    try:
+        message, elapsed = timed_fetch(limits=DownloadLimits(lock_wait_s=1.0))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert 'another process has been downloading released weights in' in message and LOCK_WAIT_ENV in message
+    assert 1.0 <= elapsed < BOUND_S and not mirror.requests
+    assert f'waiting for it (at most 1 s, {LOCK_WAIT_ENV})' in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='flock is POSIX')
+def test_the_lock_released_in_time_lets_the_download_go_on(mirror, files, tmp_path, capsys):
+    mirror.serve(NAME, files[NAME])
+    (tmp_path / 'cache').mkdir()
+    holder = hold_lock(tmp_path / 'cache', 0.5)
+    try:
+        assert fetch(NAME, progress=False, limits=FAST).read_bytes() == files[NAME]
+    finally:
+        holder.wait()
+    assert 'waiting for it' in capsys.readouterr().err
+
+
+def test_folder_lock_is_exclusive_between_open_files(tmp_path):
+    with folder_lock(tmp_path, 'testing', 1.0):
+        with pytest.raises(DownloadError, match='for over 0.3 s'):
+            with folder_lock(tmp_path, 'testing', 0.3):
+                pass
+
+
+@pytest.mark.slow
+def test_asid_sr_against_a_stalled_mirror_exits_2_in_bounded_time(mirror, files, tmp_path, monkeypatch):
+    """Issue 26: headers then nothing hung ``asid-sr -m asid_x2`` forever. ASID_DOWNLOAD_TIMEOUT=1: three attempts
+    (with 2 s and 4 s pauses) end the command in seconds with one line."""
+    mirror.serve(NAME, files[NAME], 'stall')
+    cv2.imwrite(str(tmp_path / 'tiny.png'), synthetic_image(12, 16, 0))
+    monkeypatch.setenv(TIMEOUT_ENV, '1')
+    done = run_module('asid_arch.cli.sr', ['tiny.png', '-o', 'out', '-m', NAME], tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert re.search(r'timed out after 0 bytes \(3 attempts\)', done.stderr) and 'Traceback' not in done.stderr
+    assert len(mirror.requests) == 3 and os.listdir(tmp_path / 'cache') == []
