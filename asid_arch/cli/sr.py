@@ -50,6 +50,7 @@ from typing import Callable, Dict, Iterator, List, NoReturn, Optional, Sequence,
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown, stop_on_signals
 from ..inference import MAX_OVERLAP, MIN_TILE, MemoryNeed, Upscaler, upscale_image
 from ..utils.asid_precision import PRECISIONS, precision_problem
+from ..utils.asid_files import TEMP_SUFFIX
 from ..utils.asid_tiling import RAMP_OVERLAP
 
 EXTENSIONS = ('png', 'same', 'jpg', 'webp', 'tif')
@@ -58,7 +59,6 @@ GB = 1e9
 DEFAULT_MAX_MEGAPIXELS = 400  # output pixels; 1.2 GB as 8-bit RGB
 MIN_MAX_MEGAPIXELS = 1e-6  # one pixel
 CHECK_PREFIX = '.asid-sr-check.'
-TEMPORARY_END = r'\.[a-z0-9_]{8}\.tmp'  # what an atomic write adds to '.{name}' (tempfile.mkstemp)
 
 
 class UsageError(Exception):
@@ -164,19 +164,20 @@ def check_output_folder(out_dir: Path) -> None:
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=CHECK_PREFIX, suffix='.tmp'):
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=CHECK_PREFIX, suffix=TEMP_SUFFIX):
             pass
     except OSError as err:
         raise UsageError(f'--output {shown(out_dir)}: cannot write there ({err.strerror or err})') from None
 
 
 def stale_temporary_pattern() -> re.Pattern:
-    """Names of the temporaries this command's writes leave when killed: ``.{output}.XXXXXXXX.tmp`` (an
-    output is ``{name}_x{scale}.{suffix}``) and the writability check's ``.asid-sr-check.XXXXXXXX.tmp``."""
+    """Names of the temporaries this command's writes leave when killed: ``.{output}.XXXXXXXX.asid.tmp`` (an
+    output is ``{name}_x{scale}.{suffix}``) and the writability check's ``.asid-sr-check.XXXXXXXX.asid.tmp``."""
     from ..images import WRITE_SUFFIXES
 
     suffixes = '|'.join(re.escape(s) for s in WRITE_SUFFIXES)
-    return re.compile(rf'\.(.+_x\d+({suffixes})|{re.escape(CHECK_PREFIX[1:-1])}){TEMPORARY_END}', re.IGNORECASE)
+    return re.compile(rf'\.(.+_x\d+({suffixes})|{re.escape(CHECK_PREFIX[1:-1])})\.[a-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}',
+                      re.IGNORECASE)
 
 
 @contextlib.contextmanager
