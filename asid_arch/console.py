@@ -8,19 +8,28 @@
   removed by the ``finally`` blocks of the writes in progress, and the command prints its summary.
 * :func:`shown` prints any path, also one whose name is not valid UTF-8 (``x\\xff.png``), without
   raising ``UnicodeEncodeError`` on the way.
+* :func:`command_session` wraps every command: a closed stdout or stderr (``asid-sr dir/ 2>&1 | head``)
+  never stops the work (what cannot be shown is dropped), and a Ctrl-C (or SIGTERM/SIGHUP inside
+  :func:`stop_on_signals`) that no inner summary handles ends the command with one line, never a traceback.
 
 This module imports nothing heavy: the commands use it before torch is loaded.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import os
 import signal
-from typing import Iterator, Union
+import sys
+from typing import Callable, Iterator, Optional, TextIO, TypeVar, Union
+
+Main = TypeVar('Main', bound=Callable)
 
 EXIT_OK = 0  # everything asked for was done
 EXIT_FAILED = 1  # the command ran and some of the work failed (each failure is named)
 EXIT_USAGE = 2  # the command could not start: arguments, model, option file
+GONE_ERRNOS = (errno.EPIPE, errno.EBADF, errno.ECONNRESET)  # the reader of an output stream is gone
 SIGNAL_EXIT_BASE = 128  # shell convention: stopped by signal N -> 128 + N
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGHUP') if hasattr(signal, name))
@@ -78,3 +87,74 @@ def shown(path: Union[str, bytes, os.PathLike]) -> str:
     file name, say) appear as ``\\xNN`` escapes."""
     text = os.fsencode(path).decode('utf-8', 'backslashreplace')
     return ''.join(f'\\x{ord(ch):02x}' if ch.isascii() and not ch.isprintable() else ch for ch in text)
+
+
+class SurvivingStream:
+    """A text stream (stdout, stderr) whose reader may go away: once a write or flush fails because the pipe
+    is closed (``| head``), the stream's file descriptor is pointed at ``os.devnull`` and everything later is
+    dropped, so that the work goes on and the interpreter's final flush does not fail either."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def _gone(self) -> None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._stream.fileno())
+            finally:
+                os.close(devnull)
+
+    def _guarded(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as err:
+            if err.errno not in GONE_ERRNOS:
+                raise
+        except ValueError:  # the stream itself was closed
+            pass
+        self._gone()
+        return None
+
+    def write(self, text: str) -> int:
+        self._guarded(self._stream.write, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def command_session(prog: str, stopped: str = '') -> Iterator[None]:
+    """The frame of a command's ``main``: stdout and stderr survive a reader that goes away
+    (:class:`SurvivingStream`), and a ``KeyboardInterrupt`` that reaches this level (Ctrl-C during the imports,
+    or in a command without a summary of its own) prints ``{prog}: stopped by Ctrl-C{stopped}`` and exits
+    with 130 (128 + N for a signal N that :func:`stop_on_signals` turned into :class:`Interrupted`). The
+    process's streams are restored on the way out."""
+    saved: Optional[tuple] = (sys.stdout, sys.stderr)
+    sys.stdout, sys.stderr = (SurvivingStream(s) if s is not None and not isinstance(s, SurvivingStream) else s
+                              for s in saved)
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        print(f'{prog}: stopped by {interrupt_name(err)}{stopped}', file=sys.stderr)
+        raise SystemExit(interrupt_exit_status(err)) from None
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        sys.stdout, sys.stderr = saved
+
+
+def command(prog: str, stopped: str = '') -> Callable[[Main], Main]:
+    """Decorator of a command's ``main``: it runs inside :func:`command_session` (``prog``, ``stopped``)."""
+    def decorate(main: Main) -> Main:
+        @functools.wraps(main)
+        def run(*args, **kwargs):
+            with command_session(prog, stopped):
+                return main(*args, **kwargs)
+        return run  # type: ignore[return-value]
+    return decorate

@@ -247,7 +247,13 @@ def _color_info(data: bytes, im) -> ColorInfo:
 
 def open_image(path: Union[str, Path]) -> ImageFile:
     """Read a file and describe it from its header (format, every frame's size and kind, colour
-    information); nothing is decoded yet. :class:`ImageError` if it is no readable image."""
+    information); nothing is decoded yet. :class:`ImageError` if it is no readable image (a FIFO or a device
+    is named as such, never opened: it would block, or never end)."""
+    from .utils.asid_files import path_kind
+
+    kind = path_kind(path)
+    if kind not in ('regular file', 'missing', 'folder'):
+        raise ImageError(f'a {kind}, not an image file')
     try:
         with open(path, 'rb') as f:
             data = f.read()

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence, Tuple
 
+from asid_arch.console import command
+
 if TYPE_CHECKING:  # numpy is imported with the work, after tune_cpu()
     import numpy as np
 
@@ -115,6 +117,7 @@ def write_comparison(row: Evaluated, path: Path) -> None:
     imwrite_atomic(path, figure, (cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION))
 
 
+@command('[demo]', '; run it again to continue (prepared data and saved checkpoints are kept)')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m asid_arch.cli.demo',
                                      description=__doc__.split('\n\n')[0].replace('``', "'"))

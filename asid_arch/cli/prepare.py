@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, stop_on_signals
+from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, command, interrupt_exit_status, interrupt_name, stop_on_signals
 from ..data.checks import (bench_folders, bench_sets, check_crop, check_name, check_name_lengths, check_out,
                            check_scales, check_sources_apart, train_folders, user_images)
 from ..data.prepare import (CROP_SIZE, DEMO_CROP, DEMO_STEP, LOCK_NAME, PARTIAL_PREFIX, STEP, THRESH, FolderBusy,
@@ -52,6 +52,7 @@ def add_verify_argument(parser: argparse.ArgumentParser) -> None:
                         'modification time cannot tell (reads every output once)')
 
 
+@command('asid-prepare', '; what was finished is kept: run the same command again to finish')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='asid-prepare', description=__doc__.split('\n\n')[0].replace('``', "'"))
     sub = parser.add_subparsers(dest='command', required=True)
@@ -97,8 +98,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name, folder in sets:
             sources = user_images(folder, '--hr')
             check_sources_apart(folder, bench_folders(args.out, name, args.scales)[1:])
-            check_name_lengths(args.out / name / f'GTmod{args.scales[0]}', [f'{output_key(p.stem)}.png' for p in sources],
-                               'rename that source image')
+            check_name_lengths(args.out / name / f'GTmod{args.scales[0]}',
+                               [f'{output_key(p.stem)}.png' for p in sources], 'rename that source image')
     else:
         check_crop(args.scales, DEMO_CROP, DEMO_STEP, THRESH)
         folders = ([args.out / 'source', args.out / 'source' / 'train', args.out / 'source' / 'val']

@@ -273,8 +273,8 @@ class Record:
         return None
 
     def holds(self, entry: Entry, rel: str) -> bool:
-        """The file ``rel`` of ``entry`` is still what was written: same size and modification time, and the same content
-        hash where these cannot tell (``verify``; the inode changed since; or written within
+        """The file ``rel`` of ``entry`` is still what was written: same size and modification time, and the same
+        content hash where these cannot tell (``verify``; the inode changed since; or written within
         :data:`MTIME_RESOLUTION_NS` of the record, so that a second write could have kept its time). A hash
         that matches again is recorded with the new change time (not hashed again next time)."""
         fp = entry.files[rel]

@@ -170,7 +170,8 @@ def remove_stale_temporaries(folder: Union[str, Path]) -> List[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir() if is_temporary(p.name) and path_kind(p, follow_symlinks=False) == 'regular file']
+    stale = [p for p in folder.iterdir()
+             if is_temporary(p.name) and path_kind(p, follow_symlinks=False) == 'regular file']
     for path in stale:
         with contextlib.suppress(OSError):
             path.unlink()

@@ -285,8 +285,8 @@ def test_link_named_as_given_and_checked_as_the_real_file(tmp_path, model_file, 
     # an output name that is a link to an input is never written through
     (tmp_path / 'holiday_x2.png').symlink_to('base.png')
     before = (tmp_path / 'base.png').read_bytes()
-    assert sr(tmp_path / 'holiday.png', '-o', tmp_path, '-m', model_file, '--overwrite') == 1
-    assert 'would overwrite an input' in capsys.readouterr().err
+    assert sr(tmp_path / 'holiday.png', '-o', tmp_path, '-m', model_file, '--overwrite') == 2  # before any work
+    assert 'holiday_x2.png is a symbolic link: only a regular file is ever replaced' in capsys.readouterr().err
     assert (tmp_path / 'base.png').read_bytes() == before and (tmp_path / 'holiday_x2.png').is_symlink()
 
 
