@@ -30,6 +30,7 @@ EXIT_OK = 0  # everything asked for was done
 EXIT_FAILED = 1  # the command ran and some of the work failed (each failure is named)
 EXIT_USAGE = 2  # the command could not start: arguments, model, option file
 GONE_ERRNOS = (errno.EPIPE, errno.EBADF, errno.ECONNRESET)  # the reader of an output stream is gone
+STREAM_FDS = (1, 2)  # the descriptors of stdout and stderr
 SIGNAL_EXIT_BASE = 128  # shell convention: stopped by signal N -> 128 + N
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGHUP') if hasattr(signal, name))
@@ -127,6 +128,21 @@ class SurvivingStream:
         return getattr(self._stream, name)
 
 
+def surviving(stream: Optional[TextIO], fd: int) -> SurvivingStream:
+    """``stream`` as a :class:`SurvivingStream`. None (descriptor ``fd`` was closed when the process started,
+    ``2>&-``): ``fd`` is opened on ``os.devnull`` first, so that no file the command opens later takes that number
+    and receives what is written to it."""
+    if isinstance(stream, SurvivingStream):
+        return stream
+    if stream is None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        stream = open(fd, 'w', closefd=False)
+    return SurvivingStream(stream)
+
+
 @contextlib.contextmanager
 def command_session(prog: str, stopped: str = '') -> Iterator[None]:
     """The frame of a command's ``main``: stdout and stderr survive a reader that goes away
@@ -135,8 +151,7 @@ def command_session(prog: str, stopped: str = '') -> Iterator[None]:
     with 130 (128 + N for a signal N that :func:`stop_on_signals` turned into :class:`Interrupted`). The
     process's streams are restored on the way out."""
     saved: Optional[tuple] = (sys.stdout, sys.stderr)
-    sys.stdout, sys.stderr = (SurvivingStream(s) if s is not None and not isinstance(s, SurvivingStream) else s
-                              for s in saved)
+    sys.stdout, sys.stderr = (surviving(stream, fd) for stream, fd in zip(saved, STREAM_FDS))
     try:
         yield
     except KeyboardInterrupt as err:
