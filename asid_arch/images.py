@@ -252,7 +252,7 @@ def open_image(path: Union[str, Path]) -> ImageFile:
     from .utils.asid_files import path_kind
 
     kind = path_kind(path)
-    if kind not in ('regular file', 'missing', 'folder'):
+    if kind in ('FIFO', 'character device', 'block device', 'socket', 'symbolic link loop', 'special file'):
         raise ImageError(f'a {kind}, not an image file')
     try:
         with open(path, 'rb') as f:

@@ -97,7 +97,8 @@ def collect_inputs(specs: Sequence[str]) -> Tuple[List[Path], List[str], List[st
             if kind == 'regular file':
                 found.append(candidate)
             elif kind != 'folder':
-                problems.append(f'{shown(candidate)}: a {kind}, not an image file: skipped')
+                article = 'an' if kind[0] in 'aeiou' else 'a'  # ('an unreadable path (Permission denied)')
+                problems.append(f'{shown(candidate)}: {article} {kind}, not an image file: skipped')
         return found
 
     paths, problems = [], []
