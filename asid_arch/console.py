@@ -128,6 +128,15 @@ class SurvivingStream:
         return getattr(self._stream, name)
 
 
+def close_progress_bars() -> None:
+    """Close the tqdm progress bars still open (the work they showed was interrupted), so that their last state
+    ends its line before the command's last message, and is not drawn again after it when they are collected."""
+    module = sys.modules.get('tqdm')
+    for bar in list(getattr(getattr(module, 'tqdm', None), '_instances', ())):
+        with contextlib.suppress(Exception):
+            bar.close()
+
+
 def surviving(stream: Optional[TextIO], fd: int) -> SurvivingStream:
     """``stream`` as a :class:`SurvivingStream`. None (descriptor ``fd`` was closed when the process started,
     ``2>&-``): ``fd`` is opened on ``os.devnull`` first, so that no file the command opens later takes that number
@@ -155,6 +164,7 @@ def command_session(prog: str, stopped: str = '') -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt as err:
+        close_progress_bars()
         print(f'{prog}: stopped by {interrupt_name(err)}{stopped}', file=sys.stderr)
         raise SystemExit(interrupt_exit_status(err)) from None
     finally:
