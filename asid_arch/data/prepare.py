@@ -308,10 +308,7 @@ def build_lmdb(subs: Dict[str, str], src: Path, lmdb_path: Path, record: Record,
         if isinstance(err, OSError):
             raise WriteError(f'cannot build {shown(lmdb_path)}: {err.strerror or err}') from None
         raise
-    files = {}
-    for name in LMDB_FILES:
-        files[lmdb_path / name] = fingerprint(lmdb_path / name,
-                                              file_sha256(lmdb_path / name) if name == 'meta_info.txt' else '')
+    files = {lmdb_path / name: fingerprint(lmdb_path / name, file_sha256(lmdb_path / name)) for name in LMDB_FILES}
     record.put(unit, recipe, files)
     return True
 

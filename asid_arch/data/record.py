@@ -281,7 +281,7 @@ class Record:
         st = regular_stat(self.out / rel)
         if st is None or (st.st_size, st.st_mtime_ns) != fp[:2]:
             return False
-        if not fp[2]:  # not hashed when written (an LMDB's data.mdb): size and time are all there is
+        if not fp[2]:  # not hashed when written (an LMDB's data.mdb, by older versions): size and time are all
             return True
         racy = fp[1] + MTIME_RESOLUTION_NS > self.written_ns
         if not (self.verify or racy or st.st_ctime_ns != fp[3]):

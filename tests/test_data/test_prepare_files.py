@@ -183,3 +183,19 @@ def test_names_longer_than_the_file_system_takes_are_refused_before_any_work(tmp
                         '--crop-size', '16', '--step', '16'], capsys)
     assert code == 2 and f'{long_stem}_s000.png: this output name is 257 bytes long' in err
     assert 'rename that source image' in err and not out.exists()
+
+
+def test_an_lmdb_damaged_in_place_is_built_again(tmp_path, capsys):
+    write_images(tmp_path / 'hr', 1, size=(48, 48))
+    out = tmp_path / 'out'
+    args = ['train', '--hr', tmp_path / 'hr', '--out', out, '--name', 't', '--scales', '2', '--crop-size', '16',
+            '--step', '16']
+    assert run(args, capsys)[0] == 0
+    data = out / 't_HR_sub.lmdb' / 'data.mdb'
+    st = data.stat()
+    with open(data, 'r+b') as f:  # same size, a few bytes of a value changed, the time set back
+        f.seek(st.st_size // 2)
+        f.write(b'\xff' * 16)
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+    code, _, err = run(args, capsys)
+    assert code == 0 and 't_HR_sub.lmdb: built again (t_HR_sub.lmdb/data.mdb was edited or deleted' in err
