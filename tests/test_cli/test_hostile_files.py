@@ -34,6 +34,7 @@ def sr(*args) -> int:
     return asid_sr([str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_inputs_that_are_not_regular_files_are_named_by_kind(tmp_path, model_file, capsys):
     cv2.imwrite(str(tmp_path / 'good.png'), synthetic_image(16, 16, 0))
     os.mkfifo(tmp_path / 'fifo.png')
