@@ -86,13 +86,6 @@ def name_max(folder: Union[str, Path]) -> int:
         return DEFAULT_NAME_MAX
 
 
-def name_too_long(folder: Union[str, Path], name: str) -> str:
-    """'' when a file ``name`` can be made in ``folder``; otherwise why not, in words (checked before any work,
-    so that a run does not stop half-way at the first file of that name)."""
-    length, limit = len(os.fsencode(name)), name_max(folder)
-    return f'is {length} bytes long, above the {limit} a file name may have there' if length > limit else ''
-
-
 def _temporary_prefix(path: Path) -> str:
     """``.{name}.`` for the temporary file of ``path``, the name shortened so that the whole temporary name
     fits the file system (an output whose name is near the limit is still written)."""
