@@ -11,21 +11,30 @@
 * :func:`progress_bar` is every progress bar of the package (and, through :func:`bars_of`, BasicSR's LMDB
   writer's): drawn on stderr when it is a terminal, not at all when it is a file or a pipe (a log, CI),
   where each redraw would add to one ever longer line.
+* :func:`command_session` wraps every command: a closed stdout or stderr (``asid-sr dir/ 2>&1 | head``)
+  never stops the work (what cannot be shown is dropped), and a Ctrl-C (or SIGTERM/SIGHUP inside
+  :func:`stop_on_signals`) that no inner summary handles ends the command with one line, never a traceback.
 
 This module imports nothing heavy: the commands use it before torch is loaded.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import os
 import signal
 import sys
 from types import ModuleType
-from typing import Iterable, Iterator, Optional, Union
+from typing import Callable, Iterable, Iterator, Optional, TextIO, TypeVar, Union
+
+Main = TypeVar('Main', bound=Callable)
 
 EXIT_OK = 0  # everything asked for was done
 EXIT_FAILED = 1  # the command ran and some of the work failed (each failure is named)
 EXIT_USAGE = 2  # the command could not start: arguments, model, option file
+GONE_ERRNOS = (errno.EPIPE, errno.EBADF, errno.ECONNRESET)  # the reader of an output stream is gone
+STREAM_FDS = (1, 2)  # the descriptors of stdout and stderr
 SIGNAL_EXIT_BASE = 128  # shell convention: stopped by signal N -> 128 + N
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGHUP') if hasattr(signal, name))
@@ -109,3 +118,98 @@ def bars_of(module: ModuleType) -> Iterator[None]:
         yield
     finally:
         module.tqdm = saved
+
+
+class SurvivingStream:
+    """A text stream (stdout, stderr) whose reader may go away: once a write or flush fails because the pipe
+    is closed (``| head``), the stream's file descriptor is pointed at ``os.devnull`` and everything later is
+    dropped, so that the work goes on and the interpreter's final flush does not fail either."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def _gone(self) -> None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._stream.fileno())
+            finally:
+                os.close(devnull)
+
+    def _guarded(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as err:
+            if err.errno not in GONE_ERRNOS:
+                raise
+        except ValueError:  # the stream itself was closed
+            pass
+        self._gone()
+        return None
+
+    def write(self, text: str) -> int:
+        self._guarded(self._stream.write, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def close_progress_bars() -> None:
+    """Close the tqdm progress bars still open (the work they showed was interrupted), so that their last state
+    ends its line before the command's last message, and is not drawn again after it when they are collected."""
+    module = sys.modules.get('tqdm')
+    for bar in list(getattr(getattr(module, 'tqdm', None), '_instances', ())):
+        with contextlib.suppress(Exception):
+            bar.close()
+
+
+def surviving(stream: Optional[TextIO], fd: int) -> SurvivingStream:
+    """``stream`` as a :class:`SurvivingStream`. None (descriptor ``fd`` was closed when the process started,
+    ``2>&-``): ``fd`` is opened on ``os.devnull`` first, so that no file the command opens later takes that number
+    and receives what is written to it."""
+    if isinstance(stream, SurvivingStream):
+        return stream
+    if stream is None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        stream = open(fd, 'w', closefd=False)
+    return SurvivingStream(stream)
+
+
+@contextlib.contextmanager
+def command_session(prog: str, stopped: str = '') -> Iterator[None]:
+    """The frame of a command's ``main``: stdout and stderr survive a reader that goes away
+    (:class:`SurvivingStream`), and a ``KeyboardInterrupt`` that reaches this level (Ctrl-C during the imports,
+    or in a command without a summary of its own) prints ``{prog}: stopped by Ctrl-C{stopped}`` and exits
+    with 130 (128 + N for a signal N that :func:`stop_on_signals` turned into :class:`Interrupted`). The
+    process's streams are restored on the way out."""
+    saved: Optional[tuple] = (sys.stdout, sys.stderr)
+    sys.stdout, sys.stderr = (surviving(stream, fd) for stream, fd in zip(saved, STREAM_FDS))
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        close_progress_bars()
+        print(f'{prog}: stopped by {interrupt_name(err)}{stopped}', file=sys.stderr)
+        raise SystemExit(interrupt_exit_status(err)) from None
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        sys.stdout, sys.stderr = saved
+
+
+def command(prog: str, stopped: str = '') -> Callable[[Main], Main]:
+    """Decorator of a command's ``main``: it runs inside :func:`command_session` (``prog``, ``stopped``)."""
+    def decorate(main: Main) -> Main:
+        @functools.wraps(main)
+        def run(*args, **kwargs):
+            with command_session(prog, stopped):
+                return main(*args, **kwargs)
+        return run  # type: ignore[return-value]
+    return decorate

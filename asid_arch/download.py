@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Tuple
 
+from .console import progress_bar
+
 TIMEOUT_ENV = 'ASID_DOWNLOAD_TIMEOUT'
 LOCK_WAIT_ENV = 'ASID_DOWNLOAD_LOCK_WAIT'
 DEFAULT_TIMEOUT_S = 20.0  # connect, or no byte at all, for this long: the attempt fails
@@ -175,11 +177,9 @@ def download(url: str, out: BinaryIO, size_range: Tuple[int, int], limits: Optio
     ``limits`` (default :meth:`DownloadLimits.from_env`); the body must be ``size_range[0]`` to
     ``size_range[1]`` bytes. Returns the number of bytes written; raises :class:`DownloadError` (the last
     attempt's reason and the number of attempts) when it cannot, OSError when ``out`` cannot be written."""
-    from tqdm import tqdm
-
     limits = limits or DownloadLimits.from_env()
-    with tqdm(total=None, unit='B', unit_scale=True, unit_divisor=1024, desc=label, file=sys.stderr,
-              disable=not progress, leave=False) as bar:
+    with progress_bar(total=None, unit='B', unit_scale=True, unit_divisor=1024, desc=label, disable=not progress,
+                      leave=False) as bar:
         for attempt in range(1, limits.attempts + 1):
             try:
                 _attempt(url, out, size_range, limits, bar)

@@ -247,7 +247,13 @@ def _color_info(data: bytes, im) -> ColorInfo:
 
 def open_image(path: Union[str, Path]) -> ImageFile:
     """Read a file and describe it from its header (format, every frame's size and kind, colour
-    information); nothing is decoded yet. :class:`ImageError` if it is no readable image."""
+    information); nothing is decoded yet. :class:`ImageError` if it is no readable image (a FIFO or a device
+    is named as such, never opened: it would block, or never end)."""
+    from .utils.asid_files import path_kind
+
+    kind = path_kind(path)
+    if kind in ('FIFO', 'character device', 'block device', 'socket', 'symbolic link loop', 'special file'):
+        raise ImageError(f'a {kind}, not an image file')
     try:
         with open(path, 'rb') as f:
             data = f.read()
@@ -404,7 +410,12 @@ def read_picture(path: Union[str, Path], max_pixels: Optional[int] = None, scale
     :class:`ImageError` naming its frame count, never cut to its first frame. ``max_pixels`` bounds the result's
     pixel count (the picture's, ``scale`` times larger per side) before anything is decoded; ``limit_hint`` ends
     that error message."""
-    image = open_image(path)
+    return single_picture(open_image(path), max_pixels, scale, limit_hint)
+
+
+def single_picture(image: ImageFile, max_pixels: Optional[int] = None, scale: int = 1,
+                   limit_hint: str = '') -> Picture:
+    """:func:`read_picture` of an image already read by :func:`open_image` (the caller keeps its bytes)."""
     if image.multi_frame:
         raise ImageError(f'{image.kind}: only single pictures are read here, and keeping one frame would '
                          'silently drop the others')

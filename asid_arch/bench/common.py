@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 SHARED_ENV = 'ASID_SHARED'  # the reference-data folder (golden files), as the test suite finds it
 STDERR_TAIL = 2000  # characters of a failed measurement's stderr shown
@@ -92,3 +92,25 @@ def no_grad_call(net, x):
 
     with torch.inference_mode():
         return net(x)
+
+
+def outputs_problem(out: Path, names: Sequence[str]) -> str:
+    """'' when the outputs ``names`` can be written in ``out``; otherwise the first that may not be replaced (only
+    a regular file is ever replaced: not a FIFO, a device, a folder, a link), in one line."""
+    from ..utils.asid_files import NotARegularFile, check_replaceable
+
+    for name in names:
+        try:
+            check_replaceable(out / name)
+        except NotARegularFile as err:
+            return str(err)
+    return ''
+
+
+def write_output(path: Path, data: Union[str, bytes]) -> None:
+    """Write a result file atomically (a reader sees the old file or the new one; only a regular file is
+    replaced)."""
+    from ..utils.asid_files import atomic_write
+
+    content = data.encode('utf-8') if isinstance(data, str) else data
+    atomic_write(path, lambda f: f.write(content))

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
+from ..console import command
 from .figures import BENCHMARK_SETS, DEFAULT_SIZES, FIGURE_SCALE, SPEED_FIGURES, ZOO_MODELS, parse_size
 
 # subcommand -> (module of asid_arch.bench, function taking the parsed arguments and returning the exit status)
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command('asid-bench')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse, then run the chosen subcommand; its exit status (0 done, 1 some work failed, 2 unusable arguments,
     model or file)."""

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, shown
+from .common import outputs_problem, write_output
 from .figures import PLOT_SET
 from .networks import ASID_FAMILY, checked_networks, prepared_pair
 from .published import PublishedFigure, published
 
 NOT_PUBLISHED = 'not published'
 NO_FIGURE = '-'
+PAPER_OUTPUTS = ('paper.md', 'paper.csv', 'paper_vs_published.png')
 CSV_FIELDS = ['model', 'scale', 'dataset', 'network', 'checkpoint', 'images', 'psnr', 'psnr_published', 'psnr_diff',
               'ssim', 'ssim_published', 'ssim_diff', 'source']
 
@@ -147,19 +150,20 @@ def write_paper_outputs(out: Path, rows: Sequence[Comparison], lines: Sequence[s
     from .common import machine
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / 'paper.md').write_text('\n'.join([f'Measured on: {machine()}', '', *lines]) + '\n')
-    with open(out / 'paper.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for r in rows:
-            ref = r.reference
-            writer.writerow({'model': r.model, 'scale': r.scale, 'dataset': r.dataset, 'network': r.network,
-                             'checkpoint': r.checkpoint, 'images': r.images, 'psnr': r.psnr, 'ssim': r.ssim,
-                             'psnr_published': '' if ref is None or ref.psnr is None else ref.psnr,
-                             'ssim_published': '' if ref is None or ref.ssim is None else ref.ssim,
-                             'psnr_diff': '' if r.psnr_diff is None else r.psnr_diff,
-                             'ssim_diff': '' if r.ssim_diff is None else r.ssim_diff,
-                             'source': '' if ref is None else str(ref.source)})
+    write_output(out / 'paper.md', '\n'.join([f'Measured on: {machine()}', '', *lines]) + '\n')
+    table = io.StringIO(newline='')
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for r in rows:
+        ref = r.reference
+        writer.writerow({'model': r.model, 'scale': r.scale, 'dataset': r.dataset, 'network': r.network,
+                         'checkpoint': r.checkpoint, 'images': r.images, 'psnr': r.psnr, 'ssim': r.ssim,
+                         'psnr_published': '' if ref is None or ref.psnr is None else ref.psnr,
+                         'ssim_published': '' if ref is None or ref.ssim is None else ref.ssim,
+                         'psnr_diff': '' if r.psnr_diff is None else r.psnr_diff,
+                         'ssim_diff': '' if r.ssim_diff is None else r.ssim_diff,
+                         'source': '' if ref is None else str(ref.source)})
+    write_output(out / 'paper.csv', table.getvalue())
     measured = [{'model': r.model, 'scale': r.scale, 'params': r.params, 'psnr': r.psnr,
                  'label': f'{r.model} (measured: {r.checkpoint})'} for r in rows if r.dataset == PLOT_SET]
     plots.psnr_vs_params(out / 'paper_vs_published.png', measured, sorted({r.scale for r in rows}))
@@ -168,6 +172,10 @@ def write_paper_outputs(out: Path, rows: Sequence[Comparison], lines: Sequence[s
 def paper(args: argparse.Namespace) -> int:
     """``asid-bench paper``: every argument and checkpoint checked before any image is measured."""
     device = args.device or 'cpu'
+    problem = outputs_problem(args.out, PAPER_OUTPUTS) if args.out is not None else ''
+    if problem:
+        print(f'asid-bench: error: {problem}', file=sys.stderr)
+        return EXIT_USAGE
     checked = checked_networks(args.checkpoint, args.datasets, args.sets)
     if checked is None:
         return EXIT_USAGE

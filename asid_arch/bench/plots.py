@@ -46,8 +46,21 @@ def psnr_vs_params(path: Path, measured: List[dict], scales: Sequence[int]) -> N
         ax.grid(alpha=0.3)
     fig.suptitle('PSNR vs parameters: hollow circles = published figures, stars = measured here')
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a figure as PNG atomically (:func:`~asid_arch.bench.common.write_output`) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from .common import write_output
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png', dpi=DPI)
     plt.close(fig)
+    write_output(path, buffer.getvalue())
 
 
 def latency_vs_resolution(path: Path, timing: List[dict], machine: str) -> None:
@@ -67,5 +80,4 @@ def latency_vs_resolution(path: Path, timing: List[dict], machine: str) -> None:
         ax.legend()
     fig.suptitle(f'Latency vs output resolution ({machine})', fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -23,10 +25,12 @@ from torch import nn
 
 from ..console import EXIT_OK, EXIT_USAGE, progress_bar
 from ..utils.asid_precision import torch_dtype
-from .common import in_fresh_process, machine, median_time, print_json
+from .common import in_fresh_process, machine, median_time, outputs_problem, print_json, write_output
 from .figures import MACS_OUTPUT, PLOT_SET
 from .memory import peak_rss_since_reset, reset_peak_rss
 from .networks import build_model, param_count
+
+ZOO_OUTPUTS = ('results.json', 'results.csv', 'results.md', 'psnr_vs_params.png', 'latency_vs_resolution.png')
 
 CSV_FIELDS = ['kind', 'model', 'scale', 'params', 'gmacs_720p', 'device', 'precision', 'output', 'output_mpix',
               'latency_s', 'peak_mem_mb', 'checkpoint', 'dataset', 'psnr', 'ssim']
@@ -133,14 +137,15 @@ def write_zoo_outputs(out: Path, static: List[dict], timing: List[dict], quality
 
     out.mkdir(parents=True, exist_ok=True)
     described = machine()
-    (out / 'results.json').write_text(json.dumps({'machine': described, 'models': static, 'timing': timing,
-                                                  'quality': quality}, indent=1))
-    with open(out / 'results.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for kind, rows in (('model', static), ('timing', timing), ('quality', quality)):
-            for row in rows:
-                writer.writerow({'kind': kind, **row})
+    write_output(out / 'results.json', json.dumps({'machine': described, 'models': static, 'timing': timing,
+                                                   'quality': quality}, indent=1))
+    table = io.StringIO(newline='')
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for kind, rows in (('model', static), ('timing', timing), ('quality', quality)):
+        for row in rows:
+            writer.writerow({'kind': kind, **row})
+    write_output(out / 'results.csv', table.getvalue())
     sizes = sorted({r['output'] for r in timing}, key=lambda s: math.prod(int(v) for v in s.split('x')))
     configs = sorted({(r['device'], r['precision']) for r in timing})
     lines = [f'Measured on: {described}', '']
@@ -160,7 +165,7 @@ def write_zoo_outputs(out: Path, static: List[dict], timing: List[dict], quality
         lines += ['', '| model | scale | checkpoint | data set | PSNR (Y) | SSIM (Y) |', '|---|---|---|---|---|---|']
         lines += [f"| {q['model']} | x{q['scale']} | {q['checkpoint']} | {q['dataset']} | {q['psnr']:.2f} | "
                   f"{q['ssim']:.4f} |" for q in quality]
-    (out / 'results.md').write_text('\n'.join(lines) + '\n')
+    write_output(out / 'results.md', '\n'.join(lines) + '\n')
     measured = [{'model': q['model'], 'scale': q['scale'], 'params': q['params'], 'psnr': q['psnr'],
                  'label': f"{q['model']} (measured: {q['checkpoint']})"} for q in quality if q['dataset'] == PLOT_SET]
     plots.psnr_vs_params(out / 'psnr_vs_params.png', measured, sorted({r['scale'] for r in static}))
@@ -174,6 +179,10 @@ def zoo(args: argparse.Namespace) -> int:
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     args.device = device
     args.precisions = args.precisions or (['fp32', 'bf16'] if device.startswith('cuda') else ['fp32'])
+    problem = outputs_problem(args.out, ZOO_OUTPUTS)
+    if problem:
+        print(f'asid-bench: error: {problem}', file=sys.stderr)
+        return EXIT_USAGE
     checked = checked_networks(args.checkpoint, args.datasets, args.sets, need_sets=False)
     if checked is None:
         return EXIT_USAGE

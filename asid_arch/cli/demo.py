@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence, Tuple
 
+from ..console import command
 from .usage import command_parser
 
 if TYPE_CHECKING:  # numpy is imported with the work, after tune_cpu()
@@ -116,6 +117,7 @@ def write_comparison(row: Evaluated, path: Path) -> None:
     imwrite_atomic(path, figure, (cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION))
 
 
+@command('[demo]', '; run it again to continue (prepared data and saved checkpoints are kept)')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = command_parser('python -m asid_arch.cli.demo', __doc__)
     parser.add_argument('-opt', type=Path, default=None, help=f'demo option file (default: the shipped {DEMO_OPTIONS})')

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import stat
 import sys
 import tempfile
 import time
@@ -26,8 +25,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown, stop_on_signals
+from ..console import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, command, interrupt_exit_status, interrupt_name, shown,
+                       stop_on_signals)
 from ..integrations.onnx import DEFAULT_OPSET, MIN_OPSET, check_onnx, newest_opset, onnx_model
+from ..utils.asid_files import TEMP_SUFFIX, NotARegularFile, check_readable_file, check_replaceable
 from .sr import add_channel_attention_argument
 from .usage import UsageError, command_parser
 
@@ -49,11 +50,11 @@ def read_check_image(path: Path) -> np.ndarray:
     from ..images import decode_file
 
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read, a device never end
-            raise UsageError(f'--check-image {shown(path)} is not a regular file')
+        check_readable_file(path, '--check-image')  # a FIFO would block the read, a device never end
         img = decode_file(path, cv2.IMREAD_COLOR)
     except OSError as err:
-        raise UsageError(f'--check-image {shown(path)} cannot be read ({err.strerror or err})') from None
+        raise UsageError(str(err) if isinstance(err, NotARegularFile) else
+                         f'--check-image {shown(path)} cannot be read ({err.strerror or err})') from None
     if img is None:
         raise UsageError(f'--check-image {shown(path)} is not a readable image')
     return (img[:, :, ::-1].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
@@ -66,13 +67,17 @@ def check_output(path: Path, overwrite: bool) -> None:
         raise UsageError(f'-o {shown(path)} is a folder: give the .onnx file to write')
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise UsageError(f'-o {shown(path)} exists: add --overwrite to replace it')
+    try:
+        check_replaceable(path, '-o')  # --overwrite replaces a regular file, never /dev/null, a FIFO or a link
+    except NotARegularFile as err:
+        raise UsageError(str(err)) from None
     folder = path.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
         raise UsageError(f'-o {shown(path)}: {shown(folder)} is not a folder')
     try:
-        fd, probe = tempfile.mkstemp(prefix='.asid-export.', suffix='.tmp', dir=folder)
+        fd, probe = tempfile.mkstemp(prefix='.asid-export.', suffix=TEMP_SUFFIX, dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
@@ -93,6 +98,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f'-o {shown(args.output)}: {err.strerror or err}') from None
 
 
+@command('asid-export', ': nothing written')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = command_parser('asid-export', __doc__)
     parser.add_argument('-m', '--model', type=Path, required=True, help='checkpoint of ASID or ASID-D8 (any layout), '

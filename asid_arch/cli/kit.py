@@ -17,7 +17,8 @@ BasicSR imports every ``*_arch.py`` and ``*_model.py`` it finds; those import th
 ``install`` records what it copied (``basicsr/.asid-kit-installed.json``: the SHA-256 of each file), so
 it can tell an older copy it installed itself (replaced) from a copy edited since, or one it has no
 record of (kept: nothing is installed without ``--force``, which saves that copy as ``<file>.orig``).
-A destination that is a link, a folder, read-only or unreadable is never written through.
+A destination that is a link, a folder, read-only or unreadable is never written through, nor one whose
+folder resolves outside the checkout (``basicsr/archs`` a symbolic link to another place).
 Exit status: 0 done (or, for ``check``, all copies current), 1 copies missing or different, or a copy
 could not be written, 2 nothing done: not a BasicSR checkout, or a destination asid-kit will not replace.
 """
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, FrozenSet, List, Optional, Sequence
 
-from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, shown
+from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, command, shown
 from .usage import command_parser
 
 PACKAGE = Path(__file__).resolve().parents[1]  # asid_arch/
@@ -155,11 +156,27 @@ def kit_file_state(src: Path, dst: Path, installed: Optional[str], earlier: Froz
     return KitFile(src, dst, OUTDATED, 'an older copy asid-kit installed, unchanged since')
 
 
+def outside_checkout(package: Path, folder: Path) -> str:
+    """'' when ``folder`` (of the checkout whose ``basicsr`` package folder is ``package``) is really inside that
+    checkout; otherwise where a symbolic link on the way sends it, in words."""
+    root, real = os.path.realpath(package.parent), os.path.realpath(folder)
+    if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+        return ''
+    return (f'its folder {shown(folder)} is {shown(real)} (a symbolic link on the way), outside the checkout '
+            f'{shown(root)}: asid-kit writes inside the checkout only; replace the link by a folder')
+
+
 def kit_status(package: Path) -> List[KitFile]:
-    """One :class:`KitFile` per kit file of the checkout's ``basicsr`` package folder ``package``."""
+    """One :class:`KitFile` per kit file of the checkout's ``basicsr`` package folder ``package``; a destination
+    whose folder resolves outside the checkout is :data:`BLOCKED`."""
     record = read_record(package)
-    return [kit_file_state(PACKAGE / src, package / dst, record.get(dst), EARLIER_VERSIONS.get(dst, frozenset()))
-            for src, dst in KIT_FILES.items()]
+    rows = []
+    for src, dst in KIT_FILES.items():
+        elsewhere = outside_checkout(package, (package / dst).parent)
+        rows.append(KitFile(PACKAGE / src, package / dst, BLOCKED, elsewhere) if elsewhere else
+                    kit_file_state(PACKAGE / src, package / dst, record.get(dst),
+                                   EARLIER_VERSIONS.get(dst, frozenset())))
+    return rows
 
 
 def free_backup(dst: Path) -> Path:
@@ -189,6 +206,9 @@ def install_kit(target: Path, dry_run: bool = False, force: bool = False) -> Lis
     install (or that was changed since) and ``force`` is not given."""
     package = basicsr_package(target)
     record_path = package / RECORD_NAME
+    elsewhere = outside_checkout(package, package)
+    if elsewhere:
+        raise Refused(f'{shown(record_path)}: {elsewhere}; nothing was installed')
     if os.path.lexists(record_path) and (os.path.islink(record_path) or not record_path.is_file()):
         raise Refused(f'{shown(record_path)} (where asid-kit records what it installed) is not a regular file: '
                       'move it away; nothing was installed')
@@ -233,6 +253,7 @@ def install_kit(target: Path, dry_run: bool = False, force: bool = False) -> Lis
     return lines
 
 
+@command('asid-kit', '; each file is written whole or not at all: run it again to finish')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = command_parser('asid-kit', __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)

@@ -14,12 +14,15 @@ BasicSR's library functions:
 Every step is resumable and knows what it made. ``{out}/.asid-prepare-record.jsonl`` holds, for
 every output, what it was made from (the content hash of its source image, or of the image it was
 cut from, or of every sub-image an LMDB holds), with which settings, and the size, modification
-time and hash of what was written. A re-run skips an output only when all of these still hold;
+time and hash of what was written. A re-run skips an output only when all of these still hold (the
+content hash is compared where size and time cannot tell, and for every output with ``--verify``);
 otherwise it makes it again and says why (source changed, settings changed, output edited or
 deleted, not in the record). Outputs of sources or scales no longer asked for are removed; other
 files found in the output folders are reported (exit 1), never used silently. The record is checked
 against the files, never trusted alone: a damaged or edited record only makes work be done again.
 Images are written atomically and an LMDB is built under a temporary name, renamed when complete.
+Only regular files are ever replaced; the temporaries of killed writes are removed from the output
+folders (files named ``.*.XXXXXXXX.asid.tmp`` only: nothing else of yours under ``--out`` is touched).
 
 Output names are the source's stem with every character other than ASCII letters, digits, '_' and
 '-' replaced by '_' (BasicSR's LMDB keys are ASCII, its meta_info.txt readers cut names at '.' and
@@ -30,19 +33,27 @@ arguments, 128 + N stopped by signal N (a one-line summary; a re-run finishes th
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, stop_on_signals
-from ..data.checks import (bench_folders, bench_sets, check_crop, check_name, check_out, check_scales,
-                           check_sources_apart, train_folders, user_images)
-from ..data.prepare import (CROP_SIZE, DEMO_CROP, DEMO_STEP, LOCK_NAME, STEP, THRESH, FolderBusy, exclusive_folder,
-                            prepare_bench, prepare_demo, prepare_train)
+from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, command, interrupt_exit_status, interrupt_name, stop_on_signals
+from ..data.checks import (bench_folders, bench_sets, check_crop, check_name, check_name_lengths, check_out,
+                           check_scales, check_sources_apart, train_folders, user_images)
+from ..data.prepare import (CROP_SIZE, DEMO_CROP, DEMO_STEP, LOCK_NAME, PARTIAL_PREFIX, STEP, THRESH, FolderBusy,
+                            exclusive_folder, output_key, prepare_bench, prepare_demo, prepare_train)
 from ..data.record import RECORD_NAME, Report, WriteError
 from .usage import command_parser
 
 
+def add_verify_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--verify', action='store_true',
+                        help='compare the content hash of every recorded output, not only where its size and '
+                        'modification time cannot tell (reads every output once)')
+
+
+@command('asid-prepare', '; what was finished is kept: run the same command again to finish')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = command_parser('asid-prepare', __doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -55,13 +66,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--step', type=int, default=STEP, help='HR sub-image step (default 240)')
     p.add_argument('--thresh', type=int, default=THRESH, help='keep a last crop if this many px remain (default 0)')
     p.add_argument('--no-lmdb', action='store_true', help='stop after the sub-images (disk-folder training)')
+    add_verify_argument(p)
     p = sub.add_parser('bench', help='benchmark sets: HR folders -> {set}/GTmod{s} + {set}/LRbicx{s}')
     p.add_argument('--hr', type=Path, nargs='+', required=True, help='HR folders, e.g. Set5/HR Set14/HR')
     p.add_argument('--out', type=Path, default=Path('datasets'), help='output root (default: datasets)')
     p.add_argument('--scales', type=int, nargs='+', default=[2, 3, 4])
+    add_verify_argument(p)
     p = sub.add_parser('demo', help="the CPU demo's data from scikit-image's bundled sample images")
     p.add_argument('--out', type=Path, default=Path('datasets/demo'))
     p.add_argument('--scales', type=int, nargs='+', default=[2])
+    add_verify_argument(p)
     args = parser.parse_args(argv)
 
     # every argument is checked before anything is written
@@ -69,31 +83,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == 'train':
         check_crop(args.scales, args.crop_size, args.step, args.thresh)
         check_name(args.name)
-        check_out(args.out, train_folders(args.out, args.name, args.scales), own_files)
-        user_images(args.hr, '--hr')
-        check_sources_apart(args.hr, train_folders(args.out, args.name, args.scales))
+        folders = train_folders(args.out, args.name, args.scales)
+        check_out(args.out, folders, own_files)
+        sources = user_images(args.hr, '--hr')
+        check_sources_apart(args.hr, folders)
+        check_name_lengths(args.out, [f'{PARTIAL_PREFIX}{f.name}' if f.suffix == '.lmdb' else f.name
+                                      for f in folders if f.parent == args.out], 'choose a shorter --name')
+        check_name_lengths(args.out / f'{args.name}_HR_sub', [f'{output_key(p.stem)}_s000.png' for p in sources],
+                           'rename that source image')
     elif args.command == 'bench':
         check_scales(args.scales)
         sets = bench_sets(args.hr)
-        check_out(args.out, [f for name, _ in sets for f in bench_folders(args.out, name, args.scales)], own_files)
+        folders = [f for name, _ in sets for f in bench_folders(args.out, name, args.scales)]
+        check_out(args.out, folders, own_files)
         for name, folder in sets:
-            user_images(folder, '--hr')
+            sources = user_images(folder, '--hr')
             check_sources_apart(folder, bench_folders(args.out, name, args.scales)[1:])
+            check_name_lengths(args.out / name / f'GTmod{args.scales[0]}',
+                               [f'{output_key(p.stem)}.png' for p in sources], 'rename that source image')
     else:
         check_crop(args.scales, DEMO_CROP, DEMO_STEP, THRESH)
-        check_out(args.out, [args.out / 'source'] + train_folders(args.out, 'demo_train', args.scales)
-                  + bench_folders(args.out, 'val', args.scales), own_files)
+        folders = ([args.out / 'source', args.out / 'source' / 'train', args.out / 'source' / 'val']
+                   + train_folders(args.out, 'demo_train', args.scales) + bench_folders(args.out, 'val', args.scales))
+        check_out(args.out, folders, own_files)
 
     report = Report()
     try:
-        with stop_on_signals(), exclusive_folder(args.out):
+        with stop_on_signals(), exclusive_folder(args.out, folders):
             if args.command == 'train':
                 prepare_train(args.hr, args.out, args.name, args.scales, args.crop_size, args.step, args.thresh,
-                              lmdb=not args.no_lmdb, report=report)
+                              lmdb=not args.no_lmdb, report=report, verify=args.verify)
             elif args.command == 'bench':
-                prepare_bench(args.hr, args.out, args.scales, report=report)
+                prepare_bench(args.hr, args.out, args.scales, report=report, verify=args.verify)
             else:
-                prepare_demo(args.out, args.scales, report=report)
+                prepare_demo(args.out, args.scales, report=report, verify=args.verify)
     except FolderBusy as err:
         print(f'asid-prepare: {err}', file=sys.stderr)
         return EXIT_USAGE

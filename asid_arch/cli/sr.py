@@ -47,9 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..console import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, progress_bar, shown,
-                       stop_on_signals)
+from ..console import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, command, interrupt_exit_status, interrupt_name, progress_bar,
+                       shown, stop_on_signals)
 from ..inference import MAX_OVERLAP, MIN_TILE, MemoryNeed, Upscaler, upscale_image
+from ..utils.asid_files import TEMP_SUFFIX, NotARegularFile, check_replaceable, name_max, path_kind
 from ..utils.asid_precision import PRECISIONS, precision_problem
 from ..utils.asid_tiling import RAMP_OVERLAP
 from .usage import UsageError, command_parser
@@ -60,7 +61,6 @@ GB = 1e9
 DEFAULT_MAX_MEGAPIXELS = 400  # output pixels; 1.2 GB as 8-bit RGB
 MIN_MAX_MEGAPIXELS = 1e-6  # one pixel
 CHECK_PREFIX = '.asid-sr-check.'
-TEMPORARY_END = r'\.[a-z0-9_]{8}\.tmp'  # what an atomic write adds to '.{name}' (tempfile.mkstemp)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,27 +78,41 @@ def collect_inputs(specs: Sequence[str]) -> Tuple[List[Path], List[str], List[st
     kept once, under the first name given, with a note."""
     from ..images import IMAGE_SUFFIXES
 
+    def files(candidates: Sequence[Path]) -> List[Path]:
+        """The regular files (or links to one) among ``candidates``; each other (a FIFO, a device, a broken
+        link, a link loop) is a problem named with its kind."""
+        found = []
+        for candidate in candidates:
+            kind = path_kind(candidate)
+            if kind == 'regular file':
+                found.append(candidate)
+            elif kind != 'folder':
+                article = 'an' if kind[0] in 'aeiou' else 'a'  # ('an unreadable path (Permission denied)')
+                problems.append(f'{shown(candidate)}: {article} {kind}, not an image file: skipped')
+        return found
+
     paths, problems = [], []
     for spec in specs:
         path = Path(spec)
-        if any(ch in spec for ch in '*?['):
-            matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True)) if Path(p).is_file()]
+        kind = path_kind(path)
+        if any(ch in spec for ch in '*?[') and kind == 'missing':
+            matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
             if not matches:
                 problems.append(f'{shown(spec)}: no file matches this pattern')
-            paths += matches
-        elif path.is_dir():
+            paths += files(matches)
+        elif kind == 'folder':
             try:
-                found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                found = files(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
             except OSError as err:
                 problems.append(f'{shown(spec)}: cannot list this folder ({err.strerror or err})')
                 continue
             if not found:
                 problems.append(f'{shown(spec)}: folder has no images')
             paths += found
-        elif path.is_file():
-            paths.append(path)
-        else:
+        elif kind == 'missing':
             problems.append(f'{shown(spec)}: no such file or folder')
+        else:
+            paths += files([path])
     unique: Dict[Tuple[int, int], Path] = {}
     notes = []
     for path in paths:
@@ -149,25 +163,46 @@ def output_name(given: Path, scale: int, ext: str, image=None) -> Tuple[str, str
     return f'{given.stem}_x{scale}{suffix}', note
 
 
+def check_outputs(paths: Sequence[Path], out_dir: Path, scale: int, ext: str, overwrite: bool) -> None:
+    """Before any image is read: every output name fits the output folder's file system, and (with
+    ``overwrite``) nothing but a regular file stands where an output goes; :class:`UsageError` naming them."""
+    limit = name_max(out_dir)
+    names = [output_name(path, scale, ext)[0] for path in paths]
+    long = [name for name in names if len(os.fsencode(name)) > limit]
+    if long:
+        raise UsageError(f'the output name {shown(long[0])} ({len(os.fsencode(long[0]))} bytes) is longer than the '
+                         f'{limit} bytes a file name may have in {shown(out_dir)}'
+                         + (f' (and {len(long) - 1} more)' if len(long) > 1 else '') + '; rename that input')
+    blocked = []
+    for name in names if overwrite else ():
+        try:
+            check_replaceable(out_dir / name)
+        except NotARegularFile as err:
+            blocked.append(str(err))
+    if blocked:
+        raise UsageError(blocked[0] + (f' (and {len(blocked) - 1} more)' if len(blocked) > 1 else ''))
+
+
 def check_output_folder(out_dir: Path) -> None:
     """Create ``out_dir`` and make sure a file can be written there, before any image is processed."""
     import tempfile
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=CHECK_PREFIX, suffix='.tmp'):
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=CHECK_PREFIX, suffix=TEMP_SUFFIX):
             pass
     except OSError as err:
         raise UsageError(f'--output {shown(out_dir)}: cannot write there ({err.strerror or err})') from None
 
 
 def stale_temporary_pattern() -> re.Pattern:
-    """Names of the temporaries this command's writes leave when killed: ``.{output}.XXXXXXXX.tmp`` (an
-    output is ``{name}_x{scale}.{suffix}``) and the writability check's ``.asid-sr-check.XXXXXXXX.tmp``."""
+    """Names of the temporaries this command's writes leave when killed: ``.{output}.XXXXXXXX.asid.tmp`` (an
+    output is ``{name}_x{scale}.{suffix}``) and the writability check's ``.asid-sr-check.XXXXXXXX.asid.tmp``."""
     from ..images import WRITE_SUFFIXES
 
     suffixes = '|'.join(re.escape(s) for s in WRITE_SUFFIXES)
-    return re.compile(rf'\.(.+_x\d+({suffixes})|{re.escape(CHECK_PREFIX[1:-1])}){TEMPORARY_END}', re.IGNORECASE)
+    end = rf'\.[a-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}'  # what an atomic write adds (tempfile.mkstemp's 8 characters)
+    return re.compile(rf'\.(.+_x\d+({suffixes})|{re.escape(CHECK_PREFIX[1:-1])}){end}', re.IGNORECASE)
 
 
 @contextlib.contextmanager
@@ -244,16 +279,16 @@ def existing_output(target: Path, inputs: set, overwrite: bool) -> Optional[int]
         return None
     try:
         st = os.stat(target)
-    except OSError:  # a dangling symbolic link: replaced by the file
+    except OSError:  # a dangling symbolic link, a link loop
         st = None
     if st is not None and (st.st_dev, st.st_ino) in inputs:
         raise ValueError(f'output {shown(target)} would overwrite an input image; choose another --output')
     if not overwrite:
         raise OutputExists(target)
-    if st is None:
-        return None
-    if stat.S_ISDIR(st.st_mode):
-        raise ValueError(f'output {shown(target)} is a folder')
+    try:
+        check_replaceable(target)  # only a regular file is ever replaced (not a FIFO, a device, a folder, a link)
+    except NotARegularFile as err:
+        raise ValueError(str(err)) from None
     if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(target, os.W_OK):
         raise ValueError(f'output {shown(target)} is read-only: not replaced (make it writable to replace it)')
     return stat.S_IMODE(st.st_mode)
@@ -298,6 +333,8 @@ def process(path: Path, batch: Batch) -> List[str]:
     image = open_image(path)
     name, note = output_name(path, s, args.ext, image)
     target = batch.out_dir / name
+    if len(os.fsencode(name)) > name_max(batch.out_dir):
+        raise ValueError(f'the output name {shown(name)} is longer than a file name may be in {shown(batch.out_dir)}')
     if name in batch.planned:
         raise ValueError(f'output {shown(name)} already comes from {shown(batch.planned[name])}')
     batch.planned[name] = path
@@ -434,6 +471,7 @@ def add_channel_attention_argument(parser: argparse.ArgumentParser) -> None:
                              "their missing position-bias tables and temperatures of exactly 1.0)")
 
 
+@command('asid-sr')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from ..tuning import tune_cpu
@@ -469,6 +507,7 @@ def run(args, out_dir: Path, tally: Tally, start: float) -> int:
         net, config = network_from_file(args.model, args.channel_attention)
         check_channels(config, args.model)
         check_output_folder(out_dir)
+        check_outputs(paths, out_dir, config.upscale, args.ext, args.overwrite)
     except (UsageError, PretrainedWeightsError) as err:
         print(f'asid-sr: error: {shown(str(err))}', file=sys.stderr)
         return EXIT_USAGE

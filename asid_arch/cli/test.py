@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from asid_arch.console import command
 from asid_arch.pipeline.arguments import exit_if_help
 
 
+@command('asid-test', ': results written so far are kept')
 def main(argv: Optional[Sequence[str]] = None) -> None:
     exit_if_help(argv, 'asid-test', "BasicSR's test pipeline with ASID registered; results go to ./results/<name>.")
     from asid_arch.tuning import tune_cpu

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from asid_arch.console import command
 from asid_arch.pipeline.arguments import exit_if_help
 
 
+@command('asid-train', '; run it again with --auto_resume to continue from the last saved checkpoint')
 def main(argv: Optional[Sequence[str]] = None) -> None:
     exit_if_help(argv, 'asid-train',
                  "BasicSR's training pipeline with ASID registered; experiments go to ./experiments/<name>.")

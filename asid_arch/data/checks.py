@@ -10,6 +10,10 @@ from typing import Iterable, List, NoReturn, Sequence, Tuple, Union
 
 from ..console import EXIT_USAGE, shown
 from ..images import IMAGE_SUFFIXES
+from ..utils.asid_files import name_max, path_kind
+
+LMDB_SUFFIX = '.lmdb'
+LMDB_CONTENTS = ('data.mdb', 'lock.mdb', 'meta_info.txt')  # what an LMDB of BasicSR's make_lmdb_from_imgs holds
 
 
 def usage_error(message: str) -> NoReturn:
@@ -109,11 +113,12 @@ def check_out(out: Path, folders: Iterable[Path], files: Iterable[Path] = ()) ->
             usage_error(f'--out {shown(out)} cannot be created: {shown(parent)} is not a writable folder')
     for folder in folders:
         if os.path.lexists(folder):
-            if not folder.is_dir():
+            if not folder.is_dir() or folder.suffix == LMDB_SUFFIX and folder.is_symlink():
                 usage_error(f'{shown(folder)} is in the way: an output folder goes there; move it away or choose '
                             'another --out')
             if not writable_folder(folder):
                 usage_error(f'{shown(folder)} is not writable')
+            check_folder_contents(folder)
     for path in files:
         if os.path.lexists(path):
             if os.path.islink(path) or not path.is_file():
@@ -122,9 +127,36 @@ def check_out(out: Path, folders: Iterable[Path], files: Iterable[Path] = ()) ->
                 usage_error(f'{shown(path)} cannot be read and written')
 
 
+def check_folder_contents(folder: Path) -> None:
+    """Nothing that is not a regular file stands where an output of ``folder`` goes (an image ``*.png`` of an
+    image folder; any entry of an LMDB folder, which is replaced whole): only regular files are ever replaced."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as err:
+        usage_error(f'{shown(folder)} cannot be listed ({err.strerror or err})')
+    for entry in entries:
+        if folder.suffix == LMDB_SUFFIX:
+            if entry.name not in LMDB_CONTENTS or not entry.is_file(follow_symlinks=False):
+                usage_error(f'{shown(entry.path)} is in the way: {shown(folder)} is an LMDB this command builds (and '
+                            f'replaces whole), which holds {", ".join(LMDB_CONTENTS)} only; move it away')
+        elif entry.name.lower().endswith('.png') and not entry.is_file(follow_symlinks=False):
+            usage_error(f'{shown(entry.path)} is a {path_kind(entry.path, follow_symlinks=False)} where an output '
+                        'image goes: only a regular file is ever replaced; move it away')
+
+
 def check_name(name: str) -> None:
     if not name or name.startswith('.') or '/' in name or os.sep in name or not utf8_name(name):
         usage_error(f"--name '{shown(name)}': give a plain folder-name prefix (UTF-8, no '/', not starting with '.')")
+
+
+def check_name_lengths(folder: Path, names: Iterable[str], hint: str) -> None:
+    """Every name a run makes in ``folder`` fits its file system (a name too long would stop the run half-way,
+    after other outputs were written); ``hint`` says what to shorten."""
+    limit = name_max(folder)
+    for name in names:
+        if len(os.fsencode(name)) > limit:
+            usage_error(f'{shown(folder / name)}: this output name is {len(os.fsencode(name))} bytes long, above the '
+                        f'{limit} a file name may have there; {hint}')
 
 
 def check_sources_apart(hr: Path, outputs: Iterable[Path], option: str = '--hr') -> None:

@@ -11,7 +11,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -19,8 +19,8 @@ import numpy as np
 from ..console import bars_of, progress_bar, shown
 from .checks import (bench_folders, bench_sets, check_crop, check_name, check_scales, check_sources_apart,
                      check_utf8_out, train_folders, user_images)
-from .record import (LMDB_FILES, REDO_INPUT, REDO_ORDER, Fingerprint, Record, Report, WriteError, file_state, note,
-                     report_foreign)
+from .record import (LMDB_FILES, REDO_INPUT, REDO_ORDER, Fingerprint, Record, Report, WriteError, file_sha256,
+                     file_state, fingerprint, note, report_foreign)
 
 PNG_COMPRESSION = 3  # BasicSR's extract_subimages default
 CROP_SIZE, STEP, THRESH = 480, 240, 0  # BasicSR's DIV2K sub-image convention (HR pixels)
@@ -31,7 +31,6 @@ DEMO_CROP, DEMO_STEP = 192, 96  # smaller crops than DIV2K's: the sample images 
 LOCK_NAME = '.asid-prepare.lock'
 PARTIAL_PREFIX = '.partial-'  # an LMDB being built; never used, removed by the next run
 MAX_HR_PIXELS = 400_000_000  # refuse, before decoding, an HR image larger than this
-HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a source image
 UNSAFE_KEY_CHARS = re.compile(r'[^A-Za-z0-9_-]')  # replaced by '_' in output names (LMDB keys)
 LMDB_PAGE = 4096  # an LMDB value larger than a page takes whole overflow pages
 LMDB_MAP_MARGIN = 2  # PNG of noise is slightly larger than the raw pixels (+ a filter byte per row)
@@ -45,15 +44,26 @@ LMDB_MAP_BASE = 1 << 24  # bytes for the LMDB's own pages
 # ----------------------------------------------------------------------------------------------
 
 
-def read_rgb8(path: Path) -> np.ndarray:
+def read_rgb8(path: Path) -> Tuple[np.ndarray, str]:
     """Read an image as 3-channel uint8 BGR (grayscale replicated, alpha dropped, 16-bit scaled, EXIF
-    orientation applied); raises ValueError (:class:`~asid_arch.images.ImageError`) if it is unreadable,
-    truncated or damaged."""
-    from ..images import read_picture, to_depth
+    orientation applied), with the sha256 of the bytes decoded; raises ValueError
+    (:class:`~asid_arch.images.ImageError`) if it is unreadable, truncated or damaged."""
+    from ..images import open_image, single_picture, to_depth
 
-    pic = read_picture(path, max_pixels=MAX_HR_PIXELS)
+    image = open_image(path)
+    pic = single_picture(image, max_pixels=MAX_HR_PIXELS)
     img = to_depth(pic.color, np.uint8)
-    return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
+    return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img, hashlib.sha256(image.data).hexdigest()
+
+
+def read_png(path: Path) -> Tuple[Optional[np.ndarray], str]:
+    """An image this command wrote (decoded as stored; None when it cannot be decoded) and the sha256 of the
+    bytes decoded."""
+    from ..utils.asid_files import check_readable_file
+
+    data = check_readable_file(path).read_bytes()
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    return img, hashlib.sha256(data).hexdigest()
 
 
 def write_png(path: Path, img: np.ndarray) -> Fingerprint:
@@ -62,18 +72,9 @@ def write_png(path: Path, img: np.ndarray) -> Fingerprint:
 
     try:
         data = imwrite_atomic(path, img, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
-        st = os.lstat(path)
+        return fingerprint(path, hashlib.sha256(data).hexdigest())
     except OSError as err:
         raise WriteError(f'cannot write {shown(path)}: {err.strerror or err}') from None
-    return st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def output_key(stem: str) -> str:
@@ -165,9 +166,13 @@ def make_hr_lr(sources: Sequence[Source], record: Record, targets: Dict[Path, Op
             report.skipped += 1
             continue
         try:
-            hr = mod_crop(read_rgb8(src.path), modulus)
+            hr, sha = read_rgb8(src.path)
+            hr = mod_crop(hr, modulus)
             if min(hr.shape[:2]) == 0:
                 raise ValueError(f'smaller than {modulus} px')
+            if sha != src.sha:  # what was decoded is not what was hashed when listed (and decided upon)
+                raise ValueError('it changed while this run was reading it: nothing made from it; run again once '
+                                 'it stays unchanged')
         except ValueError as err:
             report.fail(src.path, str(err))
             continue
@@ -200,8 +205,6 @@ def extract_subimages(inputs: Dict[str, str], src: Path, dst: Path, crop: int, s
                       record: Record, report: Report, desc: str, make: bool = True) -> Optional[Dict[str, str]]:
     """Cut every image ``{src}/{key}.png`` of ``inputs`` (key -> sha256 of that file) into ``{key}_s{001..}.png``
     crops in ``dst`` (row-major). Returns ``{crop stem: sha256}``; ``make`` as in :func:`make_hr_lr`."""
-    from ..images import decode_file  # (imports torch and BasicSR: not needed for --help)
-
     subs: Dict[str, str] = {}
     small = f'smaller than one {crop} px sub-image: it is in no sub-image and not in the LMDB'
     for key, sha in (progress_bar(inputs.items(), desc=desc, unit='img') if make else inputs.items()):
@@ -222,9 +225,13 @@ def extract_subimages(inputs: Dict[str, str], src: Path, dst: Path, crop: int, s
             return None
         path = src / f'{key}.png'
         try:
-            img = decode_file(path)
+            img, read = read_png(path)
         except OSError as err:
             report.fail(path, f'cannot be read ({err.strerror or err})')
+            continue
+        if read != sha:  # what is decoded must be what the record says this run wrote there
+            report.fail(path, 'changed since this run wrote it (by another program?): no sub-images made from it; '
+                              'run again')
             continue
         if img is None:
             report.fail(path, 'not a readable image')
@@ -302,10 +309,7 @@ def build_lmdb(subs: Dict[str, str], src: Path, lmdb_path: Path, record: Record,
         if isinstance(err, OSError):
             raise WriteError(f'cannot build {shown(lmdb_path)}: {err.strerror or err}') from None
         raise
-    files = {}
-    for name in LMDB_FILES:
-        size, mtime = file_state(lmdb_path / name)
-        files[lmdb_path / name] = (size, mtime, file_sha256(lmdb_path / name) if name == 'meta_info.txt' else '')
+    files = {lmdb_path / name: fingerprint(lmdb_path / name, file_sha256(lmdb_path / name)) for name in LMDB_FILES}
     record.put(unit, recipe, files)
     return True
 
@@ -328,9 +332,13 @@ class FolderBusy(Exception):
 
 
 @contextlib.contextmanager
-def exclusive_folder(out: Path) -> Iterator[None]:
+def exclusive_folder(out: Path, folders: Sequence[Path] = ()) -> Iterator[None]:
     """Hold ``{out}/.asid-prepare.lock`` for the run (it holds the holder's pid); :class:`FolderBusy` if another
-    run holds it. Two runs writing the same sub-images and LMDBs would trip over each other's files."""
+    run holds it. Two runs writing the same sub-images and LMDBs would trip over each other's files.
+
+    Once held, the temporaries that killed writes of this package left in ``out`` and in the run's output
+    ``folders`` are removed: those folders only (not the tree under ``out``, which may hold anything of the
+    user's), and only files named as the package's atomic writes name them."""
     import filelock
 
     out.mkdir(parents=True, exist_ok=True)
@@ -345,7 +353,7 @@ def exclusive_folder(out: Path) -> Iterator[None]:
         (out / LOCK_NAME).write_text(str(os.getpid()))
         from ..utils.asid_files import remove_stale_temporaries
 
-        for folder, _, _ in os.walk(out):  # no other run is writing here: leftovers of killed writes go
+        for folder in [out, *folders]:  # no other run is writing here: leftovers of killed writes go
             remove_stale_temporaries(folder)
         yield
     finally:
@@ -363,7 +371,7 @@ def recorded_scales(record: Record, pattern: str) -> List[int]:
 
 def prepare_train(hr: Path, out: Path, name: str, scales: Sequence[int], crop: int = CROP_SIZE, step: int = STEP,
                   thresh: int = THRESH, lmdb: bool = True, paths: Optional[Sequence[Path]] = None,
-                  report: Optional[Report] = None) -> Report:
+                  report: Optional[Report] = None, verify: bool = False) -> Report:
     """HR folder -> ``{out}/{name}_HR``, ``{name}_LR_bicubic/X{s}``, their ``_sub`` crops and LMDBs.
 
     Outputs of scales not asked for this time are kept only while they are exactly what this run would make
@@ -379,7 +387,7 @@ def prepare_train(hr: Path, out: Path, name: str, scales: Sequence[int], crop: i
     hr_dir, hr_sub = out / f'{name}_HR', out / f'{name}_HR_sub'
     lr_root = out / f'{name}_LR_bicubic'
     scope = re.compile(rf'^{re.escape(name)}_(HR|HR_sub|HR_sub\.lmdb|LR_bicubic|LR_bicubic_X\d+_sub\.lmdb)$')
-    with Record(out) as record:
+    with Record(out, verify) as record:
         sources = collect_sources(images, report, name)
         targets: Dict[Path, Optional[int]] = {hr_dir: None, **{lr_root / f'X{s}': s for s in scales}}
         made = make_hr_lr(sources, record, targets, modulus, report, desc=f'{name}: HR + bicubic LR')
@@ -430,7 +438,7 @@ def keep_scale(record: Record, sources: Sequence[Source], lr_root: Path, lmdb_pa
 
 
 def prepare_bench(hr_folders: Sequence[Path], out: Path, scales: Sequence[int],
-                  report: Optional[Report] = None) -> Report:
+                  report: Optional[Report] = None, verify: bool = False) -> Report:
     """Benchmark HR folders -> ``{out}/{set}/GTmod{s}`` + ``{out}/{set}/LRbicx{s}`` for each scale.
 
     Outputs of scales not asked for this time stay while they are still made from the same source images;
@@ -441,7 +449,7 @@ def prepare_bench(hr_folders: Sequence[Path], out: Path, scales: Sequence[int],
     images = {name: user_images(folder, '--hr') for name, folder in sets}  # every folder checked before any work
     for name, folder in sets:
         check_sources_apart(folder, bench_folders(out, name, scales)[1:])
-    with Record(out) as record:
+    with Record(out, verify) as record:
         for name, folder in sets:
             sources = collect_sources(images[name], report, name)
             for s in scales:
@@ -460,14 +468,14 @@ def prepare_bench(hr_folders: Sequence[Path], out: Path, scales: Sequence[int],
 
 
 def prepare_demo(out: Path, scales: Sequence[int] = (2, ), crop: int = DEMO_CROP, step: int = DEMO_STEP,
-                 report: Optional[Report] = None) -> Report:
+                 report: Optional[Report] = None, verify: bool = False) -> Report:
     """The CPU demo's data: scikit-image's bundled samples -> training LMDB + validation pairs."""
     check_crop(scales, crop, step, THRESH)
     check_utf8_out(out)
     report = Report() if report is None else report
     sources = out / 'source'
     samples = None
-    with Record(out) as record:
+    with Record(out, verify) as record:
         for split, names in (('train', DEMO_TRAIN), ('val', DEMO_VAL)):
             for name in names:
                 path = sources / split / f'{name}.png'
@@ -484,6 +492,6 @@ def prepare_demo(out: Path, scales: Sequence[int] = (2, ), crop: int = DEMO_CROP
                 record.put(unit, recipe, {path: write_png(path, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))})
         record.sweep(lambda unit: unit.split('/', 1)[0] == 'source', report)
         report_foreign([sources / 'train', sources / 'val'], record, report)
-    prepare_train(sources / 'train', out, 'demo_train', scales, crop, step, report=report)
-    prepare_bench([sources / 'val'], out, scales, report=report)
+    prepare_train(sources / 'train', out, 'demo_train', scales, crop, step, report=report, verify=verify)
+    prepare_bench([sources / 'val'], out, scales, report=report, verify=verify)
     return report

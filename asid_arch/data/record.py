@@ -2,12 +2,17 @@
 
 ``{out}/.asid-prepare-record.jsonl`` holds one line per unit of work (an HR/LR image, the sub-images of one
 image, an LMDB): the recipe (step, the content hash of the source or input, the settings) and the size,
-modification time and hash of every file it wrote. A re-run skips a unit only when all of these still
-hold; otherwise the unit is made again and the reason is counted in the :class:`Report`.
+modification time, hash and inode change time of every file it wrote. A re-run skips a unit only when all of
+these still hold; otherwise the unit is made again and the reason is counted in the :class:`Report`. Size
+and modification time are compared always; the content hash where they cannot tell: with ``--verify``,
+when the file's inode changed since it was written (its change time, which no program can set back, moved:
+a write followed by a reset of the modification time, a copy), and when the file was written so shortly
+before the record that a later write could have kept its modification time (:data:`MTIME_RESOLUTION_NS`).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -33,7 +38,10 @@ REDO_INPUT = 'input changed'
 REDO_EDITED = 'output edited or deleted'
 REDO_UNRECORDED = 'not in the record'
 REDO_ORDER = (REDO_SOURCE, REDO_SETTINGS, REDO_INPUT, REDO_EDITED, REDO_UNRECORDED)
-Fingerprint = Tuple[int, int, str]  # size, modification time (ns), sha256 of the content ('' when not hashed)
+HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a file
+MTIME_RESOLUTION_NS = 2_000_000_000  # the coarsest modification-time step of a common file system (FAT: 2 s)
+# size, modification time (ns), sha256 of the content ('' when not hashed), inode change time (ns; 0: not known)
+Fingerprint = Tuple[int, int, str, int]
 
 
 def note(message: str) -> None:
@@ -48,11 +56,34 @@ def listed(names: Sequence[str]) -> str:
 
 def file_state(path: Path) -> Optional[Tuple[int, int]]:
     """``(size, mtime_ns)`` of a regular file (not through a link), None when there is none."""
+    st = regular_stat(path)
+    return (st.st_size, st.st_mtime_ns) if st else None
+
+
+def regular_stat(path: Path) -> Optional[os.stat_result]:
+    """``os.lstat`` of a regular file, None when there is none (or something else stands there)."""
     try:
         st = os.lstat(path)
     except OSError:
         return None
-    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a regular file's content (a FIFO or a device is refused before it is opened)."""
+    from ..utils.asid_files import check_readable_file
+
+    digest = hashlib.sha256()
+    with open(check_readable_file(path), 'rb') as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(path: Path, sha: str) -> Fingerprint:
+    """The fingerprint of the regular file just written at ``path`` whose content has the hash ``sha``."""
+    st = os.lstat(path)
+    return st.st_size, st.st_mtime_ns, sha, st.st_ctime_ns
 
 
 class WriteError(Exception):
@@ -146,10 +177,10 @@ def parse_entry(line: bytes) -> Optional[Tuple[str, Optional[Entry]]]:
         return None
     checked = {}
     for rel, fp in files.items():
-        if not (safe_relative(rel) and isinstance(fp, list) and len(fp) == 3 and type(fp[0]) is int
-                and type(fp[1]) is int and isinstance(fp[2], str)):
+        if not (safe_relative(rel) and isinstance(fp, list) and len(fp) in (3, 4) and type(fp[0]) is int
+                and type(fp[1]) is int and isinstance(fp[2], str) and type(fp[-1]) is int):
             return None
-        checked[rel] = (fp[0], fp[1], fp[2])
+        checked[rel] = (fp[0], fp[1], fp[2], fp[3] if len(fp) == 4 else 0)  # (3: written before change times)
     return obj['unit'], Entry(recipe, checked)
 
 
@@ -173,12 +204,14 @@ class Record:
     One JSON line per finished unit, appended as soon as its files are written, so an interrupted run
     loses at most the unit in progress; the file is rewritten (atomically) without old lines at the end
     of a run. A line that is not a well-formed entry is ignored and counted (its unit is made again).
-    An entry counts only while every file it lists still has the recorded size and modification time.
+    An entry counts only while every file it lists still has the recorded size and modification time, and
+    the recorded content where these cannot tell (:meth:`holds`; every file with ``verify``).
     """
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, verify: bool = False) -> None:
         self.out = out
         self.path = out / RECORD_NAME
+        self.verify = verify
         self.entries: Dict[str, Entry] = {}
         self.used: set = set()  # units this run checked or made: the others in its scope are outdated
         self.ignored = 0
@@ -189,6 +222,8 @@ class Record:
             data = b''
         except OSError as err:
             raise WriteError(f'cannot read the record {shown(self.path)}: {err.strerror or err}') from None
+        st = regular_stat(self.path)
+        self.written_ns = st.st_mtime_ns if st else 0  # when the record was last written
         for line in data.split(b'\n'):
             if not line.strip():
                 continue
@@ -232,10 +267,32 @@ class Record:
             return '', ''
         if entry.recipe != recipe:
             return describe_change(entry.recipe, recipe)
-        for rel, fp in entry.files.items():
-            if file_state(self.out / rel) != fp[:2]:
+        for rel in entry.files:
+            if not self.holds(entry, rel):
                 return REDO_EDITED, f'{rel} was edited or deleted since it was made'
         return None
+
+    def holds(self, entry: Entry, rel: str) -> bool:
+        """The file ``rel`` of ``entry`` is still what was written: same size and modification time, and the same
+        content hash where these cannot tell (``verify``; the inode changed since; or written within
+        :data:`MTIME_RESOLUTION_NS` of the record, so that a second write could have kept its time). A hash
+        that matches again is recorded with the new change time (not hashed again next time)."""
+        fp = entry.files[rel]
+        st = regular_stat(self.out / rel)
+        if st is None or (st.st_size, st.st_mtime_ns) != fp[:2]:
+            return False
+        if not fp[2]:  # not hashed when written (an LMDB's data.mdb, by older versions): size and time are all
+            return True
+        racy = fp[1] + MTIME_RESOLUTION_NS > self.written_ns
+        if not (self.verify or racy or st.st_ctime_ns != fp[3]):
+            return True
+        try:
+            same = file_sha256(self.out / rel) == fp[2]
+        except OSError:
+            return False
+        if same:
+            entry.files[rel] = (*fp[:3], st.st_ctime_ns)
+        return same
 
     def use(self, unit: str) -> None:
         self.used.add(unit)

@@ -22,8 +22,10 @@ from typing import List, Mapping, Optional
 import torch
 
 from ..utils.asid_errors import first_line
+from ..utils.asid_files import name_max
 from .option_file import kind_of
 
+NAME_ROOM = len('train_debug__20260101_120000.log')  # what BasicSR adds to <name> in its longest file name
 # what BasicSR reads at the top level of an option file (and what parse_options adds)
 TOP_LEVEL_KEYS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_d', 'path',
                   'train', 'val', 'logger', 'dist_params', 'find_unused_parameters', 'use_static_graph', 'is_train',
@@ -216,6 +218,12 @@ def _check_name(name, problems: List[str]) -> None:
             or not name.isprintable()):
         problems.append(f'name: {name!r} must be a plain folder name (no / or \\, not . or .., not empty): it names '
                         'the folders experiments/<name> and results/<name>')
+        return
+    longest, limit = len(os.fsencode(name)) + NAME_ROOM, name_max('.')
+    if longest > limit:
+        problems.append(f'name: {len(os.fsencode(name))} bytes long: the log file train_<name>_<date>_<time>.log '
+                        f'(with --debug, debug_<name>) would be {longest} bytes, above the {limit} a file name may '
+                        f'have here; give a name of at most {limit - NAME_ROOM} bytes')
 
 
 def _check_num_gpu(opt: Mapping, problems: List[str]) -> None:

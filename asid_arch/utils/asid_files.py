@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import stat
 import tempfile
 import time
@@ -21,7 +22,9 @@ from .asid_errors import CheckpointSaveError
 
 SAVE_ATTEMPTS = 3  # as BasicSR: a transient write error is retried ...
 SAVE_RETRY_DELAY_S = 1.0  # ... after this pause
-TEMP_SUFFIX = '.tmp'  # atomic writes go to '.{name}.XXXX.tmp' beside the target
+TEMP_SUFFIX = '.asid.tmp'  # atomic writes go to '.{name}.XXXXXXXX.asid.tmp' beside the target (a name no one else uses)
+TEMP_NAME = re.compile(r'\..*\.[a-z0-9_]{8}' + re.escape(TEMP_SUFFIX), re.DOTALL)  # tempfile.mkstemp's 8 characters
+DEFAULT_NAME_MAX = 255  # bytes in one file name, where the file system does not say (Linux, macOS, Windows)
 BASICSR_LOGGER = 'basicsr'  # the logger BasicSR's get_root_logger() sets up (its log file and console)
 
 
@@ -71,6 +74,33 @@ def check_replaceable(path: Union[str, Path], what: str = 'output') -> None:
                               'choose another name')
 
 
+def name_max(folder: Union[str, Path]) -> int:
+    """The longest file name (in bytes) the file system of ``folder`` (or of the nearest folder above it that
+    exists) takes."""
+    folder = os.path.abspath(folder)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        return os.pathconf(folder, 'PC_NAME_MAX')
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer
+        return DEFAULT_NAME_MAX
+
+
+def _temporary_prefix(path: Path) -> str:
+    """``.{name}.`` for the temporary file of ``path``, the name shortened so that the whole temporary name
+    fits the file system (an output whose name is near the limit is still written)."""
+    room = name_max(path.parent) - len(os.fsencode(f'..XXXXXXXX{TEMP_SUFFIX}'))
+    name = path.name
+    while len(os.fsencode(name)) > room and name:
+        name = name[:-1]
+    return f'.{name}.'
+
+
+def is_temporary(name: str) -> bool:
+    """``name`` is that of a temporary file :func:`atomic_write` makes (``.{name}.XXXXXXXX.asid.tmp``)."""
+    return bool(TEMP_NAME.fullmatch(name))
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -97,17 +127,21 @@ def atomic_write(path: Union[str, Path], write: Callable[[object], None], overwr
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``.
 
     A reader (or a resumed run) sees the old file or the complete new one. The temporary name
-    starts with '.' and ends with '.tmp', so scanners looking for ``*.png``, ``*.pth`` or ``*.state``
-    never pick up a half-written file. The result gets the permissions a plain ``open(path, 'wb')``
-    would give (0666 less the umask), not the temporary file's 0600. ``overwrite=False``: a file that
-    exists at ``path`` (also one that appeared during the write) is kept, and FileExistsError raised.
-    ``check(temporary path)``, when given, runs on the complete file before the rename: what it raises
-    leaves nothing under ``path``.
-    Whatever happens (an error, Ctrl-C, SIGTERM as ``Interrupted``), no temporary file stays behind.
+    starts with '.' and ends with '.asid.tmp' (:func:`is_temporary`), so scanners looking for ``*.png``,
+    ``*.pth`` or ``*.state`` never pick up a half-written file, and the clean-up of killed writes
+    (:func:`remove_stale_temporaries`) never takes a file of someone else. The result gets the permissions
+    a plain ``open(path, 'wb')`` would give (0666 less the umask), not the temporary file's 0600.
+    ``overwrite=False``: a file that exists at ``path`` (also one that appeared during the write) is kept,
+    and FileExistsError raised. Only a regular file is ever replaced: anything else at ``path`` (a FIFO, a
+    device such as ``/dev/null``, a folder, a link) raises :class:`NotARegularFile`, before and after the
+    write. ``check(temporary path)``, when given, runs on the complete file before the rename: what it
+    raises leaves nothing under ``path``. Whatever happens (an error, Ctrl-C, SIGTERM as ``Interrupted``), no
+    temporary file stays behind.
     """
     path = Path(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=TEMP_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, 'wb') as f:
             write(f)
@@ -117,6 +151,7 @@ def atomic_write(path: Union[str, Path], write: Callable[[object], None], overwr
         if check is not None:
             check(Path(tmp))
         if overwrite:
+            check_replaceable(path)  # (what appeared there meanwhile)
             os.replace(tmp, path)
         else:
             _rename_new(tmp, path)
@@ -127,11 +162,14 @@ def atomic_write(path: Union[str, Path], write: Callable[[object], None], overwr
 
 
 def remove_stale_temporaries(folder: Union[str, Path]) -> List[Path]:
-    """Delete the temporary files that writes killed mid-way (``kill -9``, power loss) left in ``folder``."""
+    """Delete the temporary files that writes of :func:`atomic_write` killed mid-way (``kill -9``, power loss)
+    left in ``folder`` (that folder only): regular files named as :func:`is_temporary` says, nothing else (a
+    user's ``.thesis.docx.tmp`` stays)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir() if p.name.startswith('.') and p.name.endswith(TEMP_SUFFIX) and p.is_file()]
+    stale = [p for p in folder.iterdir()
+             if is_temporary(p.name) and path_kind(p, follow_symlinks=False) == 'regular file']
     for path in stale:
         with contextlib.suppress(OSError):
             path.unlink()
@@ -148,7 +186,7 @@ def save_checkpoint(obj: object, path: Union[str, Path], attempts: int = SAVE_AT
             atomic_write(path, lambda f: torch.save(obj, f))
             return
         except OSError as err:
-            if attempt == attempts:
+            if attempt == attempts or isinstance(err, NotARegularFile):  # (no use trying again)
                 raise CheckpointSaveError(
                     f'cannot write the checkpoint {path} ({err.strerror or err}; tried {attempts} times). Training '
                     'stopped: going on without checkpoints would lose the work. Free space or fix the '

@@ -285,8 +285,8 @@ def test_link_named_as_given_and_checked_as_the_real_file(tmp_path, model_file, 
     # an output name that is a link to an input is never written through
     (tmp_path / 'holiday_x2.png').symlink_to('base.png')
     before = (tmp_path / 'base.png').read_bytes()
-    assert sr(tmp_path / 'holiday.png', '-o', tmp_path, '-m', model_file, '--overwrite') == 1
-    assert 'would overwrite an input' in capsys.readouterr().err
+    assert sr(tmp_path / 'holiday.png', '-o', tmp_path, '-m', model_file, '--overwrite') == 2  # before any work
+    assert 'holiday_x2.png is a symbolic link: only a regular file is ever replaced' in capsys.readouterr().err
     assert (tmp_path / 'base.png').read_bytes() == before and (tmp_path / 'holiday_x2.png').is_symlink()
 
 
@@ -434,8 +434,8 @@ def test_stale_temporaries_removed_unless_another_run_holds_the_folder(tmp_path,
     cv2.imwrite(str(tmp_path / 'a.png'), synthetic_image(16, 16, 0))
     out = tmp_path / 'o'
     out.mkdir()
-    stale = ['.a_x2.png.k1ll3d_x.tmp', '.photo_x4.webp.abcdefgh.tmp', '.asid-sr-check.zz9z_z9z.tmp']
-    others = ['.notes.txt.abcdefgh.tmp', '.other.tmp', 'b_x2.png.abcdefgh.tmp']
+    stale = ['.a_x2.png.k1ll3d_x.asid.tmp', '.photo_x4.webp.abcdefgh.asid.tmp', '.asid-sr-check.zz9z_z9z.asid.tmp']
+    others = ['.notes.txt.abcdefgh.asid.tmp', '.other.tmp', 'b_x2.png.abcdefgh.asid.tmp', '.a_x2.png.abcdefgh.tmp']
     for name in stale + others:
         (out / name).write_bytes(b'half')
     fd = os.open(out, os.O_RDONLY)

@@ -56,10 +56,14 @@ def test_written_files_get_normal_permissions(tmp_path):
 
 
 def test_stale_temporaries_are_removed(tmp_path):
-    (tmp_path / '.net_g_5.pth.abc.tmp').write_bytes(b'half')
+    (tmp_path / '.net_g_5.pth.abc12_yz.asid.tmp').write_bytes(b'half')
     (tmp_path / 'net_g_4.pth').write_bytes(b'keep')
-    assert [p.name for p in asid_files.remove_stale_temporaries(tmp_path)] == ['.net_g_5.pth.abc.tmp']
-    assert [p.name for p in tmp_path.iterdir()] == ['net_g_4.pth']
+    users = ['.thesis.docx.tmp', '.net_g_5.pth.abc12_yz.tmp', '.x.ABCDEFGH.asid.tmp']  # not this package's names
+    for name in users:
+        (tmp_path / name).write_bytes(b'mine')
+    os.mkfifo(tmp_path / '.y.abcdefgh.asid.tmp')  # only regular files are removed
+    assert [p.name for p in asid_files.remove_stale_temporaries(tmp_path)] == ['.net_g_5.pth.abc12_yz.asid.tmp']
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(users + ['.y.abcdefgh.asid.tmp', 'net_g_4.pth'])
 
 
 @pytest.mark.slow
@@ -379,7 +383,7 @@ def test_two_prepare_runs_on_one_folder(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f'another asid-prepare run (pid {os.getpid()}) is working in {tmp_path / "out"}' in err
     assert (tmp_path / 'out' / 'set1' / 'GTmod2' / 'img00.png').read_bytes() == done
-    stale = tmp_path / 'out' / 'set1' / 'GTmod2' / '.img00.png.k1ll3d.tmp'  # left by a killed write
+    stale = tmp_path / 'out' / 'set1' / 'GTmod2' / '.img00.png.k1ll3d_x.asid.tmp'  # left by a killed write
     stale.write_bytes(b'half an image')
     assert asid_prepare(args) == 0
     assert not stale.exists() and (tmp_path / 'out' / 'set1' / 'GTmod2' / 'img00.png').is_file()

@@ -86,3 +86,35 @@ def test_lmdb_progress_is_not_drawn_into_a_log(tmp_path, capfd):
     assert not report.failed and (tmp_path / 'train' / 'bars_HR_sub.lmdb' / 'data.mdb').is_file()
     err = capfd.readouterr().err
     assert '\r' not in err and 'Write ' not in err, err[-400:]
+
+
+def test_a_stream_whose_reader_went_away_drops_what_is_written():
+    from asid_arch.console import SurvivingStream
+
+    read_end, write_end = os.pipe()
+    stream = SurvivingStream(os.fdopen(write_end, 'w'))
+    os.close(read_end)  # the reader is gone (`| head` exited)
+    assert stream.write('progress\n') == len('progress\n')
+    stream.flush()  # EPIPE: from now on the descriptor leads to os.devnull
+    stream.write('summary\n')
+    stream.flush()
+    assert os.path.samefile(f'/proc/self/fd/{write_end}', os.devnull)
+    stream.close()
+
+
+def test_a_command_ends_ctrl_c_with_one_line_and_130(capsys):
+    import sys
+
+    import pytest
+
+    from asid_arch.console import command
+
+    @command('asid-x', '; run it again')
+    def main() -> int:
+        raise KeyboardInterrupt
+
+    streams = (sys.stdout, sys.stderr)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 130 and (sys.stdout, sys.stderr) == streams
+    assert capsys.readouterr().err == 'asid-x: stopped by Ctrl-C; run it again\n'

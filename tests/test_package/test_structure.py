@@ -117,9 +117,10 @@ def test_every_command_is_a_module_with_main():
 # Floors: a module imports only from its own floor or the floors below (imports inside functions too)
 # ----------------------------------------------------------------------------------------------
 FLOORS = (
-    ('utils', 'console', 'tuning'),  # kit utilities, one-line messages, CPU settings: no other package module
+    ('utils', 'console', 'tuning', 'download'),  # kit utilities, messages, CPU settings, downloads: no other floor
     ('archs', 'metrics', 'images', 'image_writer'),  # the networks, the metric, image files
-    ('models', 'checkpoint', 'weights', 'inference', 'evaluation', 'integrations', 'data'),  # built on networks
+    # built on the networks
+    ('models', 'checkpoint', 'weights', 'weights_quality', 'inference', 'evaluation', 'integrations', 'data'),
     ('pipeline', ),  # BasicSR's train/test pipelines, set up safely
     ('cli', 'bench'),  # the commands
 )  # and the package itself (asid_arch/__init__.py: the lazy public names) on top

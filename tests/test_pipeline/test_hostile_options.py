@@ -205,6 +205,10 @@ CASES = [
     Case('name_backslash', 'train', edited(train_opt, setting('name', 'a\\b')), 'must be a plain'),
     Case('name_number', 'train', edited(train_opt, setting('name', 5)), 'name: 5 is not text'),
     Case('name_missing', 'train', edited(train_opt, removing('name')), 'name: missing'),
+    Case('name_too_long', 'train', edited(train_opt, setting('name', 'n' * 245)),
+         'name: 245 bytes long: the log file train_<name>_<date>_<time>.log'),
+    Case('name_too_long_test', 'test', edited(eval_opt, setting('name', 'n' * 230)),
+         'give a name of at most 223 bytes'),
     # 6. file-level mistakes
     Case('empty_file', 'train', text(''), 'empty: an option file is a mapping'),
     Case('comments_only', 'test', text('# nothing\n'), 'empty: an option file is a mapping'),
