@@ -33,6 +33,7 @@ NET_FIXED_BYTES = 40_000_000  # per pass: oneDNN scratch, the 16-px minimum padd
 # bf16 and fp16 activations take about half the bytes: 2.36 KB per LR pixel measured (48 channels, x2, bf16)
 PRECISION_FACTOR = {'fp32': 1.0, 'bf16': 0.6, 'fp16': 0.6}
 FLOAT_BYTES = 4
+DEFAULT_NUM_FEAT = 48  # ASID's width, for a network that does not say its own
 ACCUMULATOR_VALUES = 3 + 1 + 3  # per output pixel of a tile row: colour sums, weight sum, a finished-rows temporary
 ENCODER_COPIES = 3  # OpenCV's encoder: its growing buffer (up to twice the file) and the copy handed to Python
 PILLOW_BYTES_PER_PIXEL = 4  # Pillow holds RGB, RGBA and LA images as 4 bytes per pixel
@@ -43,6 +44,11 @@ def network_bytes(num_feat: int, scale: int, precision: str, pixels: int) -> int
     """Working set of one forward pass of ``pixels`` LR pixels (float32 output included), in bytes."""
     per_pixel = NET_BYTES_PER_FEATURE_PIXEL * num_feat + NET_BYTES_PER_PIXEL + NET_BYTES_PER_OUTPUT_PIXEL * scale**2
     return int(per_pixel * PRECISION_FACTOR[precision] * pixels + NET_FIXED_BYTES)
+
+
+def feature_channels(net) -> int:
+    """The width (feature channels) of an ASID network, for :func:`network_bytes`."""
+    return int(net.conv_first.out_channels) if hasattr(net, 'conv_first') else DEFAULT_NUM_FEAT
 
 
 def padded(side: int) -> int:
@@ -133,7 +139,7 @@ class Upscaler:
         self.max_memory = max_memory_bytes
         self.precision = precision
         self.dtype = torch_dtype(precision)
-        self.num_feat = int(net.conv_first.out_channels) if hasattr(net, 'conv_first') else 48
+        self.num_feat = feature_channels(net)
 
     def network_bytes(self, pixels: int) -> int:
         return network_bytes(self.num_feat, self.scale, self.precision, pixels)

@@ -31,7 +31,6 @@ DEMO_VAL = ('chelsea', 'coffee')
 DEMO_CROP, DEMO_STEP = 192, 96  # smaller crops than DIV2K's: the sample images are small
 LOCK_NAME = '.asid-prepare.lock'
 PARTIAL_PREFIX = '.partial-'  # an LMDB being built; never used, removed by the next run
-MAX_HR_PIXELS = 400_000_000  # refuse, before decoding, an HR image larger than this
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a source image
 UNSAFE_KEY_CHARS = re.compile(r'[^A-Za-z0-9_-]')  # replaced by '_' in output names (LMDB keys)
 LMDB_PAGE = 4096  # an LMDB value larger than a page takes whole overflow pages
@@ -50,11 +49,10 @@ def read_rgb8(path: Path) -> np.ndarray:
     """Read an image as 3-channel uint8 BGR (grayscale replicated, alpha dropped, 16-bit scaled, EXIF
     orientation applied); raises ValueError (:class:`~asid_arch.images.ImageError`) if it is unreadable,
     truncated or damaged."""
-    from ..images import read_picture, to_depth
+    from ..images import read_picture
+    from .checks import MAX_HR_PIXELS, hr_need
 
-    pic = read_picture(path, max_pixels=MAX_HR_PIXELS)
-    img = to_depth(pic.color, np.uint8)
-    return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
+    return read_picture(path, max_pixels=MAX_HR_PIXELS, need=hr_need).bgr8()
 
 
 def write_png(path: Path, img: np.ndarray) -> Fingerprint:
