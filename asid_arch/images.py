@@ -201,6 +201,8 @@ class ImageFile:
         with _open_pillow(self.data) as im:
             if self.format == 'TIFF' and self.multi_frame and not first_only:
                 return _tiff_pages(self.data, im)
+            if self.format == 'PNG' and self.multi_frame:
+                return _apng_frames(self.data, im, 1 if first_only else None)
             if self.format in FRAMES_SUFFIX and self.format != 'TIFF' and (self.multi_frame or self.format == 'GIF'):
                 return _animation_frames(im, self.frames[:1] if first_only else self.frames)
             return [_still(self.data, im)]
@@ -486,10 +488,34 @@ def _animation_frames(im, frames: Sequence[FrameInfo]) -> List[Picture]:
         pictures.append(Picture(np.ascontiguousarray(apply_orientation(color, orientation)),
                                 np.ascontiguousarray(apply_orientation(alpha, orientation)),
                                 float(duration) if duration is not None else None))
+    return _opaque_without_alpha(pictures)
+
+
+def _opaque_without_alpha(pictures: List[Picture]) -> List[Picture]:
+    """Frames without their alpha channel when every pixel of every frame is opaque."""
     if all(int(p.alpha.min()) == p.max_value for p in pictures):
         for pic in pictures:
             pic.alpha = None
     return pictures
+
+
+def _apng_frames(data: bytes, im, count: Optional[int]) -> List[Picture]:
+    """The frames of an APNG composed by :func:`asid_arch.apng.compose` (Pillow's own composing blends alpha
+    wrongly and does not undo dispose-previous frames)."""
+    from .apng import APNGError, compose
+
+    orientation = _orientation(im)
+    try:
+        frames = compose(data, count)
+    except APNGError as err:
+        raise ImageError(str(err)) from None
+    pictures = []
+    for k, frame in enumerate(frames):
+        color = frame.color if frame.color.ndim == 2 else frame.color[:, :, ::-1]
+        pictures.append(Picture(np.ascontiguousarray(apply_orientation(color, orientation)),
+                                np.ascontiguousarray(apply_orientation(frame.alpha, orientation)), frame.duration))
+        frames[k] = None
+    return _opaque_without_alpha(pictures)
 
 
 def read_picture(path: Union[str, Path], max_pixels: Optional[int] = None, scale: int = 1,
