@@ -28,15 +28,18 @@
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
+from .image_damage import PNG_SIGNATURE, unreadable_reason
 from .utils.asid_errors import first_line
 
 EXIF_ORIENTATION = 0x0112
@@ -58,11 +61,14 @@ FRAMES_SUFFIX = {'GIF': '.gif', 'WEBP': '.webp', 'PNG': '.png', 'TIFF': '.tif'}
 FRAMES_NAME = {'GIF': 'animated GIF', 'WEBP': 'animated WebP', 'PNG': 'animated PNG', 'TIFF': 'multi-page TIFF'}
 ICC_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff')
 ICC_HEADER_BYTES = 128
+ICC_MAX_BYTES = 32 << 20  # a larger profile is refused (real ones are at most a few MB)
 ICC_MAGIC, ICC_MAGIC_AT = b'acsp', slice(36, 40)
 ICC_SPACE_AT = slice(16, 20)  # the colour space the profile describes: 'RGB ', 'GRAY', 'CMYK', ...
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 PNG_IHDR_END = len(PNG_SIGNATURE) + 8 + 13 + 4  # signature, IHDR (length, type, 13 bytes, CRC)
+PNG_IHDR_TYPE_AT = slice(len(PNG_SIGNATURE) + 4, len(PNG_SIGNATURE) + 8)  # then width and height
+HEADER_PROBE_BYTES = 4096  # read to tell a file's format and sample layout
 PNG_BIT_DEPTH_AT = len(PNG_SIGNATURE) + 8 + 8  # IHDR: width (4), height (4), then the bit depth
+OPENCV_MAX_PIXELS = 1 << 30  # OpenCV's decoders refuse larger pictures (CV_IO_MAX_IMAGE_PIXELS)
 PNG_COLOR_CHUNKS = (b'cHRM', b'gAMA', b'sRGB')  # kept from a PNG input, with its iCCP (the ICC profile)
 PNG_GAMUT_CHUNKS = (b'cHRM', b'gAMA')  # the ones that say something other than "sRGB"
 PNG_ICC_NAME = b'ICC profile'
@@ -87,6 +93,11 @@ class Picture:
         if self.alpha is None:
             return self.color
         return self.interleaved if self.interleaved is not None else np.dstack([self.color, self.alpha])
+
+    def bgr8(self) -> np.ndarray:
+        """The colour as 3-channel 8-bit BGR: gray repeated, alpha dropped, 16 bits scaled (not clipped)."""
+        img = to_depth(self.color, np.uint8)
+        return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
 
     @property
     def gray(self) -> bool:
@@ -170,8 +181,10 @@ class ImageFile:
         """Pixels of the result, every frame counted."""
         return sum(f.width * f.height for f in self.frames) * scale * scale
 
-    def check_size(self, max_pixels: Optional[float], scale: int, limit_hint: str = '') -> None:
-        """:class:`ImageError` when the result (``scale`` times larger per side, every frame) exceeds ``max_pixels``."""
+    def check_size(self, max_pixels: Optional[float], scale: int, limit_hint: str = '',
+                   need: Optional[Callable[[int], float]] = None) -> None:
+        """:class:`ImageError` when the result (``scale`` times larger per side, every frame) exceeds ``max_pixels``;
+        ``need(input pixels)``: the bytes the work would take, said in the message."""
         pixels = self.output_pixels(scale)
         if max_pixels is None or pixels <= max_pixels:
             return
@@ -179,14 +192,17 @@ class ImageFile:
         frames = f' x {len(self.frames)} frames' if self.multi_frame else ''
         size = f'{pixels / 1e6:.1f} M pixels'
         result = f' give {size} at x{scale}' if scale > 1 else f' are {size}'
+        needs = f' (it would need about {need(self.output_pixels(1)) / 1e9:.1f} GB)' if need else ''
         raise ImageError(f'{first.width}x{first.height}{frames}{result}, above the limit of {max_pixels / 1e6:.1f} M'
-                         f'{limit_hint}')
+                         f'{needs}{limit_hint}')
 
     def decode(self, first_only: bool = False) -> List[Picture]:
         """Every frame (or only the first) as :class:`Picture`; :class:`ImageError` if damaged."""
         with _open_pillow(self.data) as im:
             if self.format == 'TIFF' and self.multi_frame and not first_only:
                 return _tiff_pages(self.data, im)
+            if self.format == 'PNG' and self.multi_frame:
+                return _apng_frames(self.data, im, 1 if first_only else None)
             if self.format in FRAMES_SUFFIX and self.format != 'TIFF' and (self.multi_frame or self.format == 'GIF'):
                 return _animation_frames(im, self.frames[:1] if first_only else self.frames)
             return [_still(self.data, im)]
@@ -197,17 +213,78 @@ def decode_file(path: Union[str, Path], flags: int = cv2.IMREAD_UNCHANGED) -> Op
     UTF-8 (OpenCV's own ``imread`` crashes the process on those). None when OpenCV cannot decode it."""
     with open(path, 'rb') as f:
         data = np.frombuffer(f.read(), np.uint8)
-    return cv2.imdecode(data, flags) if data.size else None
+    try:
+        return cv2.imdecode(data, flags) if data.size else None
+    except cv2.error:  # OpenCV's own limits (more than 2^30 pixels): an assertion, not None
+        return None
 
 
-def _open_pillow(data: bytes):
+def _opencv_decode(data: bytes, im, multi: bool = False):
+    """``cv2.imdecode`` (``imdecodemulti``) of ``data``; :class:`ImageError` naming the size when OpenCV
+    refuses it by its own limit (it raises an assertion there, where other failures give None)."""
+    buffer = np.frombuffer(data, np.uint8)
+    try:
+        return cv2.imdecodemulti(buffer, cv2.IMREAD_UNCHANGED) if multi else cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        raise ImageError(f'{im.width}x{im.height}: larger than the decoder takes ({OPENCV_MAX_PIXELS / 1e6:.0f} M '
+                         'pixels per picture)') from None
+
+
+@contextlib.contextmanager
+def _pillow_unbounded() -> Iterator[None]:
+    """Pillow without its pixel limit inside the block (our own limit applies, with our own message), restored
+    after it: a library never changes its host's settings for good."""
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = None  # our own limit applies, with our own message
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        return Image.open(io.BytesIO(data), formats=READ_FORMATS)
-    except (OSError, ValueError, SyntaxError, EOFError) as err:  # PIL's "cannot identify image file", bad headers
-        raise ImageError(f'not a readable image ({first_line(err)})') from None
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def _large_png_icc(data: bytes) -> Tuple[bytes, Optional[bytes]]:
+    """A PNG whose ICC profile (iCCP chunk) is larger than Pillow takes (``PngImagePlugin.MAX_TEXT_CHUNK``, its
+    limit for compressed text) as ``(the file without that chunk, the profile)``, read here up to
+    :data:`ICC_MAX_BYTES`; any other file as ``(data, None)``. :class:`ImageError` beyond that bound."""
+    from PIL import PngImagePlugin
+
+    pos = len(PNG_SIGNATURE)
+    for kind, body in png_chunks(data):
+        if kind == b'iCCP':
+            name_end = body.find(b'\0')
+            stream = zlib.decompressobj()
+            try:
+                icc = stream.decompress(body[name_end + 2:], ICC_MAX_BYTES)
+            except zlib.error:
+                return data, None  # damaged: Pillow drops it (no profile)
+            if stream.unconsumed_tail:
+                raise ImageError(f'its colour profile (iCCP chunk) is larger than {ICC_MAX_BYTES >> 20} MB '
+                                 'decompressed: refused')
+            if len(icc) <= PngImagePlugin.MAX_TEXT_CHUNK:
+                return data, None
+            return data[:pos] + data[pos + 12 + len(body):], icc
+        pos += 12 + len(body)
+    return data, None
+
+
+@contextlib.contextmanager
+def _open_pillow(data: bytes) -> Iterator[object]:
+    """Pillow's image of ``data`` (header read, nothing decoded), closed after the block; its ``info`` has the
+    ICC profile also where it is larger than Pillow reads. :class:`ImageError` naming what is wrong."""
+    from PIL import Image
+
+    pillow_data, icc = _large_png_icc(data)
+    with _pillow_unbounded():
+        try:
+            im = Image.open(io.BytesIO(pillow_data), formats=READ_FORMATS)
+        except (OSError, ValueError, SyntaxError, EOFError):  # PIL's "cannot identify image file", bad headers
+            raise ImageError(unreadable_reason(data)) from None
+        if icc is not None:
+            im.info['icc_profile'] = icc
+        with im:
+            yield im
 
 
 def _sample_bytes(data: bytes, im) -> int:
@@ -290,6 +367,24 @@ def open_image(path: Union[str, Path]) -> ImageFile:
     return ImageFile(data, fmt, frames, loop, color, extra, default_image)
 
 
+def header_size(path: Union[str, Path]) -> Tuple[int, int]:
+    """``(width, height)`` of an image file (its first picture) from its header, reading no more of it;
+    :class:`ImageError` naming what is wrong when it is no image read here."""
+    from PIL import Image
+
+    with open(path, 'rb') as f:
+        head = f.read(HEADER_PROBE_BYTES)
+        if head[:len(PNG_SIGNATURE)] == PNG_SIGNATURE and head[PNG_IHDR_TYPE_AT] == b'IHDR':
+            return struct.unpack('>II', head[PNG_IHDR_TYPE_AT.stop:PNG_IHDR_TYPE_AT.stop + 8])
+        f.seek(0)
+        with _pillow_unbounded():
+            try:
+                with Image.open(f, formats=READ_FORMATS) as im:
+                    return im.width, im.height
+            except (OSError, ValueError, SyntaxError, EOFError, struct.error):
+                raise ImageError(unreadable_reason(head)) from None
+
+
 def _orientation(im) -> int:
     try:
         return int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
@@ -324,10 +419,11 @@ def _load(im) -> None:
         raise ImageError(f'damaged image: {first_line(err)}') from None
 
 
-def _picture(img: Optional[np.ndarray], im, orientation: int) -> Picture:
-    """A :class:`Picture` from OpenCV's pixels of the frame ``im`` (Pillow, for its mode) is showing."""
+def _picture(img: Optional[np.ndarray], im, orientation: int, data: bytes) -> Picture:
+    """A :class:`Picture` from OpenCV's pixels of the frame ``im`` (Pillow, for its mode) is showing; ``data``
+    the file, to say what is wrong with it when OpenCV could not decode it."""
     if img is None or img.size == 0:
-        raise ImageError('not a readable image (corrupt, empty or unsupported format)')
+        raise ImageError(unreadable_reason(data))
     if img.dtype not in (np.uint8, np.uint16):
         raise ImageError(f'unsupported pixel type {img.dtype} (8-bit and 16-bit images are supported)')
     mode = im.mode
@@ -355,14 +451,14 @@ def _still(data: bytes, im) -> Picture:
     orientation = _orientation(im)
     if im.format != 'PNG':
         _load(im)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    picture = _picture(img, im, orientation)
+    img = _opencv_decode(data, im)
+    picture = _picture(img, im, orientation, data)
     im.close()  # Pillow's decoded copy is not needed any more
     return picture
 
 
 def _tiff_pages(data: bytes, im) -> List[Picture]:
-    ok, pages = cv2.imdecodemulti(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    ok, pages = _opencv_decode(data, im, multi=True)
     pages = list(pages) if ok else []
     if len(pages) != im.n_frames:
         raise ImageError(f'damaged image: {len(pages)} of {im.n_frames} TIFF pages readable')
@@ -370,7 +466,7 @@ def _tiff_pages(data: bytes, im) -> List[Picture]:
     for k, page in enumerate(pages):
         im.seek(k)
         _load(im)
-        pictures.append(_picture(page, im, int(im.tag_v2.get(TIFF_ORIENTATION, 1) or 1)))
+        pictures.append(_picture(page, im, int(im.tag_v2.get(TIFF_ORIENTATION, 1) or 1), data))
         pages[k] = None  # its pixels live on in the picture only
     return pictures
 
@@ -398,28 +494,52 @@ def _animation_frames(im, frames: Sequence[FrameInfo]) -> List[Picture]:
         pictures.append(Picture(np.ascontiguousarray(apply_orientation(color, orientation)),
                                 np.ascontiguousarray(apply_orientation(alpha, orientation)),
                                 float(duration) if duration is not None else None))
+    return _opaque_without_alpha(pictures)
+
+
+def _opaque_without_alpha(pictures: List[Picture]) -> List[Picture]:
+    """Frames without their alpha channel when every pixel of every frame is opaque."""
     if all(int(p.alpha.min()) == p.max_value for p in pictures):
         for pic in pictures:
             pic.alpha = None
     return pictures
 
 
+def _apng_frames(data: bytes, im, count: Optional[int]) -> List[Picture]:
+    """The frames of an APNG composed by :func:`asid_arch.apng.compose` (Pillow's own composing blends alpha
+    wrongly and does not undo dispose-previous frames)."""
+    from .apng import APNGError, compose
+
+    orientation = _orientation(im)
+    try:
+        frames = compose(data, count)
+    except APNGError as err:
+        raise ImageError(str(err)) from None
+    pictures = []
+    for k, frame in enumerate(frames):
+        color = frame.color if frame.color.ndim == 2 else frame.color[:, :, ::-1]
+        pictures.append(Picture(np.ascontiguousarray(apply_orientation(color, orientation)),
+                                np.ascontiguousarray(apply_orientation(frame.alpha, orientation)), frame.duration))
+        frames[k] = None
+    return _opaque_without_alpha(pictures)
+
+
 def read_picture(path: Union[str, Path], max_pixels: Optional[int] = None, scale: int = 1,
-                 limit_hint: str = '') -> Picture:
+                 limit_hint: str = '', need: Optional[Callable[[int], float]] = None) -> Picture:
     """Read an image that holds one picture (see the module docstring); an animation or a multi-page file is an
     :class:`ImageError` naming its frame count, never cut to its first frame. ``max_pixels`` bounds the result's
     pixel count (the picture's, ``scale`` times larger per side) before anything is decoded; ``limit_hint`` ends
-    that error message."""
-    return single_picture(open_image(path), max_pixels, scale, limit_hint)
+    that error message, which says what ``need(pixels)`` gives: the bytes the caller's work would take."""
+    return single_picture(open_image(path), max_pixels, scale, limit_hint, need)
 
 
 def single_picture(image: ImageFile, max_pixels: Optional[int] = None, scale: int = 1,
-                   limit_hint: str = '') -> Picture:
+                   limit_hint: str = '', need: Optional[Callable[[int], float]] = None) -> Picture:
     """:func:`read_picture` of an image already read by :func:`open_image` (the caller keeps its bytes)."""
     if image.multi_frame:
         raise ImageError(f'{image.kind}: only single pictures are read here, and keeping one frame would '
                          'silently drop the others')
-    image.check_size(max_pixels, scale, limit_hint)
+    image.check_size(max_pixels, scale, limit_hint, need)
     return image.decode(first_only=True)[0]
 
 

@@ -3,16 +3,19 @@ blended tiles. The command (arguments, files, the batch) is :mod:`asid_arch.cli.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .console import progress_bar
 from .utils.asid_precision import torch_dtype
 from .utils.asid_tiling import RAMP, RAMP_OVERLAP, tile_origins, tile_rows
 
 MAX_OVERLAP = 128  # LR px: an automatic tile is at least twice the overlap
 MIN_TILE = 32
 PROGRESS_MIN_TILES = 16  # a tile progress bar for images of at least this many tiles
+PROGRESS_MIN_FRAMES = 16  # a frame progress bar for animations and pages of at least this many pictures
+BATCH_PIXELS = 128 * 128  # small frames run through the network together, up to this many padded LR pixels a pass
 
 # ----------------------------------------------------------------------------------------------
 # Memory. The network's working set per forward pass, from VmHWM (peak resident memory) of one pass
@@ -32,6 +35,7 @@ NET_FIXED_BYTES = 40_000_000  # per pass: oneDNN scratch, the 16-px minimum padd
 # bf16 and fp16 activations take about half the bytes: 2.36 KB per LR pixel measured (48 channels, x2, bf16)
 PRECISION_FACTOR = {'fp32': 1.0, 'bf16': 0.6, 'fp16': 0.6}
 FLOAT_BYTES = 4
+DEFAULT_NUM_FEAT = 48  # ASID's width, for a network that does not say its own
 ACCUMULATOR_VALUES = 3 + 1 + 3  # per output pixel of a tile row: colour sums, weight sum, a finished-rows temporary
 ENCODER_COPIES = 3  # OpenCV's encoder: its growing buffer (up to twice the file) and the copy handed to Python
 PILLOW_BYTES_PER_PIXEL = 4  # Pillow holds RGB, RGBA and LA images as 4 bytes per pixel
@@ -44,6 +48,11 @@ def network_bytes(num_feat: int, scale: int, precision: str, pixels: int) -> int
     return int(per_pixel * PRECISION_FACTOR[precision] * pixels + NET_FIXED_BYTES)
 
 
+def feature_channels(net) -> int:
+    """The width (feature channels) of an ASID network, for :func:`network_bytes`."""
+    return int(net.conv_first.out_channels) if hasattr(net, 'conv_first') else DEFAULT_NUM_FEAT
+
+
 def padded(side: int) -> int:
     """The side the network runs on: a multiple of its window, at least the smallest padded size."""
     from .archs.asid_arch import MIN_PADDED_SIZE, WINDOW_SIZE
@@ -53,10 +62,12 @@ def padded(side: int) -> int:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """The tile (0: whole image) and the estimated peak memory beyond the fixed cost, with its parts."""
+    """The tile (0: whole image), the estimated peak memory beyond the fixed cost with its parts, and how many
+    whole pictures (frames, pages; colour and alpha each count) run through the network in one pass."""
     tile: int
     need: int
     parts: Dict[str, int]
+    batch: int = 1
 
     def describe(self) -> str:
         return ', '.join(f'{name} {size / 1e6:.0f} MB' for name, size in self.parts.items() if size)
@@ -81,27 +92,39 @@ def plan_memory(frames: Sequence, scale: int, file_bytes: int, network: Callable
     decode = file_bytes + DECODE_COPIES * inputs + PILLOW_BYTES_PER_PIXEL * h * w
     encode = outputs * (1 + ENCODER_COPIES) + (PILLOW_BYTES_PER_PIXEL * out_pixels if pillow else 0)
 
-    def run_cost(t: int) -> int:
-        """Peak while upscaling the biggest frame in tiles of ``t`` (0: whole)."""
+    pictures = sum(1 + f.alpha for f in frames)  # colour and alpha are each a network input
+
+    def run_cost(t: int, batch: int = 1) -> int:
+        """Peak while upscaling the biggest frame in tiles of ``t`` (0: whole), ``batch`` pictures a pass."""
         th, tw = (h, w) if t == 0 or t >= max(h, w) else (min(t, h), min(t, w))
-        prepared = th * tw * 3 * (sample + FLOAT_BYTES)  # the tile as contiguous RGB, then float
+        prepared = batch * th * tw * 3 * (sample + FLOAT_BYTES)  # the tile as contiguous RGB, then float
         tiled = (th, tw) != (h, w)
         accumulators = ACCUMULATOR_VALUES * FLOAT_BYTES * th * w * scale * scale if tiled else 0
         weights = FLOAT_BYTES * th * tw * scale * scale if tiled else 0
-        return inputs + outputs + prepared + network(padded(th) * padded(tw)) + accumulators + weights
+        return inputs + outputs + prepared + network(batch * padded(th) * padded(tw)) + accumulators + weights
 
-    def plan(t: int) -> MemoryPlan:
-        run = run_cost(t)
+    def plan(t: int, batch: int = 1) -> MemoryPlan:
+        run = run_cost(t, batch)
         need = max(decode, run, encode)
         parts = {'file': file_bytes, 'decoded image': inputs, 'result': outputs,
                  'network and tiles': run - inputs - outputs, 'encoder': encode - outputs}
-        return MemoryPlan(0 if t >= max(h, w) else t, need, parts)
+        return MemoryPlan(0 if t >= max(h, w) else t, need, parts, batch)
+
+    def batched(whole: MemoryPlan) -> MemoryPlan:
+        """The whole-picture plan with as many pictures a pass as :data:`BATCH_PIXELS` and the budget allow."""
+        batch = min(pictures, BATCH_PIXELS // (padded(h) * padded(w)))
+        while batch > 1:
+            candidate = plan(max(h, w), batch)
+            if candidate.need <= budget:
+                return candidate
+            batch //= 2
+        return whole
 
     if tile is not None:  # as asked: whole (0) or that tile
-        return plan(tile or max(h, w))
+        return batched(plan(max(h, w))) if not tile or tile >= max(h, w) else plan(tile)
     smallest = max(MIN_TILE, 2 * overlap)
     if plan(max(h, w)).need <= budget or smallest >= max(h, w):
-        return plan(max(h, w))
+        return batched(plan(max(h, w)))
     if plan(smallest).need > budget:
         return plan(smallest)  # the caller refuses it, naming what it needs
     low, high = smallest, max(h, w)  # largest fitting tile: the cost grows with the tile
@@ -132,7 +155,7 @@ class Upscaler:
         self.max_memory = max_memory_bytes
         self.precision = precision
         self.dtype = torch_dtype(precision)
-        self.num_feat = int(net.conv_first.out_channels) if hasattr(net, 'conv_first') else 48
+        self.num_feat = feature_channels(net)
 
     def network_bytes(self, pixels: int) -> int:
         return network_bytes(self.num_feat, self.scale, self.precision, pixels)
@@ -143,18 +166,30 @@ class Upscaler:
                            self.overlap, pillow)
 
     def _run(self, lr: np.ndarray, max_value: int):
-        """Network output (h*s, w*s, 3) float32 numpy in [0, 1] for an integer (h, w, 3) RGB tile."""
+        """Network output (h*s, w*s, 3) float32 numpy in [0, 1] for an integer (h, w, 3) RGB tile, or (B, h*s,
+        w*s, 3) for a (B, h, w, 3) batch."""
         torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).to(self.device, torch.float32)
-        x = x.div_(max_value)[None]
+        batch = lr if lr.ndim == 4 else lr[None]
+        x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(self.device, torch.float32)
+        x = x.div_(max_value)
         autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
         with torch.inference_mode(), autocast:
-            y = self.net(x)[0].float()
+            y = self.net(x).float()
             del x
             if not torch.isfinite(y).all():
                 raise ValueError(f'the network produced NaN or Inf values with the weights of {self.source}: '
                                  'the checkpoint is unusable')
-            return y.clamp_(0, 1).permute(1, 2, 0).cpu().numpy()
+            y = y.clamp_(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+            return y if lr.ndim == 4 else y[0]
+
+    def upscale_batch(self, jobs: Sequence[Tuple[np.ndarray, np.ndarray, bool]]) -> None:
+        """Several whole pictures of one shape and type in one network pass: each job is ``(src, dest,
+        reverse_channels)`` as in :meth:`upscale` (gray sources repeated to RGB)."""
+        rgb = np.stack([src if src.ndim == 3 else np.repeat(src[:, :, None], 3, axis=2) for src, _, _ in jobs])
+        out = self._run(rgb, np.iinfo(rgb.dtype).max)
+        del rgb
+        for (_, dest, reverse), values in zip(jobs, out):
+            _store(dest, slice(0, dest.shape[0]), values, reverse)
 
     def upscale(self, src: np.ndarray, dest: np.ndarray, reverse_channels: bool, tile: Optional[int] = None) -> None:
         """Super-resolve ``src`` ((H, W, 3) RGB or (H, W) gray, integer) into ``dest`` ((H*s, W*s, 3) or
@@ -162,17 +197,12 @@ class Upscaler:
         writes RGB results as BGR. ``tile``: 0 whole, N tiles of N px, None this upscaler's setting."""
         s = self.scale
         h, w = src.shape[:2]
-        max_in, max_out = np.iinfo(src.dtype).max, np.iinfo(dest.dtype).max
+        max_in = np.iinfo(src.dtype).max
         gray = src.ndim == 2
         rgb = (lambda a: np.repeat(a[:, :, None], 3, axis=2)) if gray else (lambda a: a)
 
         def store(rows: slice, values: np.ndarray) -> None:
-            """Float results in [0, 1] (an array of our own, changed in place) into ``dest`` rows."""
-            values = values.mean(axis=2) if dest.ndim == 2 else values[:, :, ::-1] if reverse_channels else values
-            np.multiply(values, max_out, out=values)
-            np.rint(values, out=values)
-            np.clip(values, 0, max_out, out=values)
-            dest[rows] = values
+            _store(dest, rows, values, reverse_channels)
 
         t = self.tile if tile is None else tile
         if t is None:
@@ -195,6 +225,17 @@ class Upscaler:
             bar.close()
 
 
+def _store(dest: np.ndarray, rows: slice, values: np.ndarray, reverse_channels: bool) -> None:
+    """Float results in [0, 1] (an array of our own, changed in place) into ``dest`` rows, as integers of its type
+    (gray: the mean of the three channels; ``reverse_channels``: RGB written as BGR)."""
+    max_out = np.iinfo(dest.dtype).max
+    values = values.mean(axis=2) if dest.ndim == 2 else values[:, :, ::-1] if reverse_channels else values
+    np.multiply(values, max_out, out=values)
+    np.rint(values, out=values)
+    np.clip(values, 0, max_out, out=values)
+    dest[rows] = values
+
+
 def _frame_of(src: np.ndarray):
     from .images import FrameInfo
 
@@ -213,6 +254,15 @@ def upscale_image(image, upscaler: Upscaler, plan: MemoryPlan) -> list:
     pictures = image.decode()
     image.data = b''  # the file's bytes are not needed any more
     results = []
+    bar = progress_bar(total=len(pictures), desc='frames', unit='frame', leave=False,
+                       disable=len(pictures) < PROGRESS_MIN_FRAMES)
+    jobs: List[Tuple[np.ndarray, np.ndarray, bool]] = []  # whole pictures waiting for a batch
+
+    def flush() -> None:
+        if jobs:
+            upscaler.upscale_batch(jobs)
+            jobs.clear()
+
     for k, pic in enumerate(pictures):
         h, w = pic.size
         channels = (1 if pic.gray else 3) + (pic.alpha is not None)
@@ -221,12 +271,23 @@ def upscale_image(image, upscaler: Upscaler, plan: MemoryPlan) -> list:
             color = full  # (H, W) gray or (H, W, 3)
         else:
             color = full[:, :, 0] if pic.gray else full[:, :, :3]
-        upscaler.upscale(pic.color if pic.gray else pic.color[:, :, ::-1], color, reverse_channels=True,
-                         tile=plan.tile)
+        work = [(pic.color if pic.gray else pic.color[:, :, ::-1], color, True)]
         alpha = None
         if pic.alpha is not None:
             alpha = full[:, :, -1]
-            upscaler.upscale(pic.alpha, alpha, reverse_channels=False, tile=plan.tile)
+            work.append((pic.alpha, alpha, False))
+        for src, dest, reverse in work:
+            if plan.batch <= 1:
+                upscaler.upscale(src, dest, reverse_channels=reverse, tile=plan.tile)
+                continue
+            if jobs and (jobs[0][0].shape[:2] != src.shape[:2] or jobs[0][0].dtype != src.dtype):
+                flush()  # a batch holds pictures of one shape and type
+            jobs.append((src, dest, reverse))
+            if len(jobs) >= plan.batch:
+                flush()
         results.append(Picture(color, alpha, pic.duration, full if channels > 1 else None))
-        pictures[k] = None  # the input picture is not needed any more
+        pictures[k] = None  # the input picture is not needed any more (a waiting batch holds its arrays)
+        bar.update()
+    flush()
+    bar.close()
     return results

@@ -54,7 +54,9 @@ def release_freed_memory() -> bool:
 
 def tune_cpu(keep_freed: bool = True) -> Dict[str, str]:
     """Apply the settings above (those the user has not chosen); returns what was set, for a log line.
-    Call it before torch is imported; ``keep_freed=False`` leaves malloc's default behaviour."""
+    Call it before torch is imported; ``keep_freed=False`` asks for :func:`release_freed_memory`: glibc's
+    default raises its mmap threshold each time a large block is freed, after which blocks of up to 32 MB stay
+    in the heap and the peak grows past what is in use (``asid-sr --max-memory`` would not hold)."""
     applied: Dict[str, str] = {}
     if 'THP_MEM_ALLOC_ENABLE' not in os.environ:
         os.environ['THP_MEM_ALLOC_ENABLE'] = applied['THP_MEM_ALLOC_ENABLE'] = '1'
@@ -62,4 +64,6 @@ def tune_cpu(keep_freed: bool = True) -> Dict[str, str]:
         os.environ['OMP_WAIT_POLICY'] = applied['OMP_WAIT_POLICY'] = 'PASSIVE'
     if keep_freed and os.environ.get('ASID_KEEP_FREED_MEMORY', '1') != '0' and keep_freed_memory():
         applied['malloc'] = 'keep freed memory'
+    elif not keep_freed and release_freed_memory():  # also fixes the mmap threshold (glibc's grows with use)
+        applied['malloc'] = 'return freed memory'
     return applied

@@ -16,6 +16,8 @@ from typing import Callable, List, Optional, Tuple
 from ..console import EXIT_OK, EXIT_USAGE, shown
 
 COFFEE_CROP = (slice(8, 392), slice(44, 556))  # a 512x384 crop of scikit-image's coffee (not a training image)
+MAX_PIXELS = 1_000_000  # of --image: its whole-image pass takes about 4.5 GB at x2 (inference.network_bytes)
+RESULT_COPIES = 4  # float64 copies of the result: whole, averaged, blended, their difference
 
 
 class SeamsError(ValueError):
@@ -28,20 +30,26 @@ def _timed(fn: Callable[[], object]) -> Tuple[object, float]:
     return out, time.perf_counter() - start
 
 
-def read_photo(image: Optional[Path]):
-    """The photo as RGB uint8: the coffee crop by default, else the user's file (byte-safe decoding)."""
+def read_photo(image: Optional[Path], upscaler=None):
+    """The photo as RGB uint8: the coffee crop by default, else the user's file, refused from its header above
+    :data:`MAX_PIXELS` (with the memory ``upscaler``'s network and the figures would need)."""
     if image is None:
         import skimage.data
 
         return skimage.data.coffee()[COFFEE_CROP]
-    import cv2
+    from ..images import ImageError, read_picture
 
-    from ..images import decode_file
+    def need(pixels: int) -> float:
+        return upscaler.network_bytes(pixels) + RESULT_COPIES * 3 * 8 * upscaler.scale ** 2 * pixels
 
-    bgr = decode_file(image, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SeamsError(f'--image {shown(image)}: not a readable image')
-    return bgr[:, :, ::-1].copy()
+    try:
+        if not image.is_file():  # a FIFO would block the read, a device never end
+            raise ImageError('not a regular file' if image.exists() else 'no such file')
+        pic = read_picture(image, MAX_PIXELS, need=need if upscaler else None,
+                           limit_hint=' for asid-bench seams, which runs the whole image through the network at once')
+    except (ImageError, OSError) as err:
+        raise SeamsError(f'--image {shown(image)}: {shown(str(err))}') from None
+    return pic.bgr8()[:, :, ::-1].copy()
 
 
 def seam_figures(checkpoint: Path, image: Optional[Path], tile: int, overlap_averaged: int,
@@ -55,8 +63,9 @@ def seam_figures(checkpoint: Path, image: Optional[Path], tile: int, overlap_ave
     from ..utils.asid_tiling import tile_forward
 
     net, config = network_from_file(checkpoint)
-    rgb = read_photo(image)
     s = config.upscale
+    upscaler = Upscaler(net, s, torch.device('cpu'), 'fp32', tile, overlap_blended, 0, str(checkpoint))
+    rgb = read_photo(image, upscaler)
     x = torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float().div(255)[None]
 
     def to8(t: torch.Tensor) -> np.ndarray:
@@ -65,7 +74,6 @@ def seam_figures(checkpoint: Path, image: Optional[Path], tile: int, overlap_ave
     with torch.inference_mode():
         whole, t_whole = _timed(lambda: to8(net(x)))
         averaged, t_avg = _timed(lambda: to8(tile_forward(net, x, s, tile, overlap_averaged)))
-    upscaler = Upscaler(net, s, torch.device('cpu'), 'fp32', tile, overlap_blended, 0, str(checkpoint))
     dest = np.empty((rgb.shape[0] * s, rgb.shape[1] * s, 3), np.uint8)
     _, t_blend = _timed(lambda: upscaler.upscale(rgb, dest, reverse_channels=False))
     lines = [f'{rgb.shape[1]}x{rgb.shape[0]} photo, {config.variant} x{s} from {shown(checkpoint)}; whole image '

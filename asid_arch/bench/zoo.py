@@ -31,6 +31,7 @@ from .memory import peak_rss_since_reset, reset_peak_rss
 from .networks import build_model, param_count
 
 ZOO_OUTPUTS = ('results.json', 'results.csv', 'results.md', 'psnr_vs_params.png', 'latency_vs_resolution.png')
+MAX_OUTPUT_PIXELS = 16_000_000  # of a --sizes entry: each is run whole (a 3840x2160 output is 8.3 M)
 
 CSV_FIELDS = ['kind', 'model', 'scale', 'params', 'gmacs_720p', 'device', 'precision', 'output', 'output_mpix',
               'latency_s', 'peak_mem_mb', 'checkpoint', 'dataset', 'psnr', 'ssim']
@@ -172,9 +173,33 @@ def write_zoo_outputs(out: Path, static: List[dict], timing: List[dict], quality
     plots.latency_vs_resolution(out / 'latency_vs_resolution.png', timing, described)
 
 
+def size_problem(sizes: Sequence[Tuple[int, int]], scales: Sequence[int]) -> str:
+    """Why an output size of ``--sizes`` cannot be measured at one of ``scales`` ('' when all can): its input
+    would be empty, or it is above :data:`MAX_OUTPUT_PIXELS` (the memory ASID would need is said)."""
+    from ..inference import DEFAULT_NUM_FEAT, network_bytes
+
+    for w, h in sizes:
+        for s in sorted(scales, reverse=True):
+            if w < s or h < s:
+                return (f'--sizes {w}x{h}: at x{s} the input would be {w // s}x{h // s} px (an output size is at least '
+                        f'{s}x{s} at x{s})')
+        if w * h > MAX_OUTPUT_PIXELS:
+            s = min(scales)
+            need = network_bytes(DEFAULT_NUM_FEAT, s, 'fp32', (w // s) * (h // s))
+            return (f'--sizes {w}x{h}: {w * h / 1e6:.0f} M output pixels, above the limit of '
+                    f'{MAX_OUTPUT_PIXELS / 1e6:.0f} M (each size runs whole: ASID at x{s} would need about '
+                    f'{need / 1e9:.0f} GB)')
+    return ''
+
+
 def zoo(args: argparse.Namespace) -> int:
-    """``asid-bench zoo``: every checkpoint is read and checked before any measurement starts."""
+    """``asid-bench zoo``: the sizes, then every checkpoint are checked before any measurement starts."""
     from .networks import checked_networks
+
+    problem = size_problem(args.sizes, args.scales)
+    if problem:
+        print(f'asid-bench: {problem}', file=sys.stderr)
+        return EXIT_USAGE
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     args.device = device

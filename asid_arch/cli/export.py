@@ -34,6 +34,8 @@ from .usage import UsageError, command_parser
 
 RANDOM_CHECK_SIZES = ((37, 45), (5, 7))  # not multiples of 8; the second edge-padded to 16 px in the graph
 DEFAULT_TOLERANCE = 1e-4
+CHECK_IMAGE_MAX_PIXELS = 1_000_000  # of --check-image: run whole by PyTorch and by onnxruntime (about 4.5 GB each)
+CHECK_RUNS = 2  # PyTorch's run and onnxruntime's, whose results are compared
 
 
 def sample_image() -> np.ndarray:
@@ -43,21 +45,26 @@ def sample_image() -> np.ndarray:
     return (skimage.data.astronaut()[100:196, 180:300].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
 
 
-def read_check_image(path: Path) -> np.ndarray:
-    """``--check-image`` as (1, 3, H, W) float32 RGB; :class:`UsageError` when it is not a readable image."""
-    import cv2
+def read_check_image(path: Path, net=None, scale: int = 1) -> np.ndarray:
+    """``--check-image`` as (1, 3, H, W) float32 RGB; :class:`UsageError` when it is not a readable image or has
+    more than :data:`CHECK_IMAGE_MAX_PIXELS` (checked from its header, with the memory that ``net`` at ``scale``
+    would need: PyTorch and onnxruntime each run it whole)."""
+    from ..images import ImageError, read_picture
+    from ..inference import feature_channels, network_bytes
 
-    from ..images import decode_file
+    def need(pixels: int) -> float:
+        return CHECK_RUNS * network_bytes(feature_channels(net), scale, 'fp32', pixels)
 
     try:
         check_readable_file(path, '--check-image')  # a FIFO would block the read, a device never end
-        img = decode_file(path, cv2.IMREAD_COLOR)
+        pic = read_picture(path, CHECK_IMAGE_MAX_PIXELS, need=need if net is not None else None,
+                           limit_hint=' for --check-image, which PyTorch and onnxruntime each run whole')
     except OSError as err:
         raise UsageError(str(err) if isinstance(err, NotARegularFile) else
                          f'--check-image {shown(path)} cannot be read ({err.strerror or err})') from None
-    if img is None:
-        raise UsageError(f'--check-image {shown(path)} is not a readable image')
-    return (img[:, :, ::-1].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
+    except ImageError as err:
+        raise UsageError(f'--check-image {shown(path)}: {shown(str(err))}') from None
+    return (pic.bgr8()[:, :, ::-1].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
 
 
 def check_output(path: Path, overwrite: bool) -> None:
@@ -131,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_arguments(args)
         args.model = resolve_model(args.model)  # a released name (asid_x4, ...): downloaded once, checked
         net, config = network_from_file(args.model, args.channel_attention)
-        real = read_check_image(args.check_image) if args.check_image else sample_image()
+        real = read_check_image(args.check_image, net, config.upscale) if args.check_image else sample_image()
     except (PretrainedWeightsError, UsageError) as err:
         print(f'asid-export: error: {err}', file=sys.stderr)
         return EXIT_USAGE

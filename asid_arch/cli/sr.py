@@ -339,7 +339,7 @@ def process(path: Path, batch: Batch) -> List[str]:
         raise ValueError(f'output {shown(name)} already comes from {shown(batch.planned[name])}')
     batch.planned[name] = path
     existing_output(target, batch.inputs, args.overwrite)
-    image.check_size(args.max_pixels * 1e6, s, ' (raise it with --max-pixels if the memory is there)')
+    image.check_size(args.max_pixels * 1e6, s, ' (--max-pixels counts every frame; raise it if the memory is there)')
     pillow = image.multi_frame or image.format == 'GIF' or name.lower().endswith('.gif') or any(
         f.color_channels == 1 and f.alpha for f in image.frames)
     plan = upscaler.plan(image.frames, len(image.data), pillow)

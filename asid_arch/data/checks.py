@@ -9,11 +9,32 @@ from pathlib import Path
 from typing import Iterable, List, NoReturn, Sequence, Tuple, Union
 
 from ..console import EXIT_USAGE, shown
-from ..images import IMAGE_SUFFIXES
+from ..images import IMAGE_SUFFIXES, ImageError, header_size
 from ..utils.asid_files import name_max, path_kind
 
 LMDB_SUFFIX = '.lmdb'
 LMDB_CONTENTS = ('data.mdb', 'lock.mdb', 'meta_info.txt')  # what an LMDB of BasicSR's make_lmdb_from_imgs holds
+MAX_HR_PIXELS = 100_000_000  # an HR image larger than this is refused from its header, before any work
+HR_BYTES_PER_PIXEL = 70  # peak memory per HR pixel: the file, the decoded image, the bicubic step (float copies)
+
+
+def hr_need(pixels: int) -> float:
+    """Bytes asid-prepare needs for an HR image of ``pixels`` (what the bicubic step holds at its peak)."""
+    return HR_BYTES_PER_PIXEL * pixels
+
+
+def check_hr_sizes(images: Sequence[Path], option: str) -> None:
+    """Exit 2 when an image of ``option`` is larger than :data:`MAX_HR_PIXELS` (its header says), naming the
+    memory it would need; unreadable files are left to the run, which names them."""
+    for path in images:
+        try:
+            width, height = header_size(path)
+        except (ImageError, OSError):
+            continue
+        if width * height > MAX_HR_PIXELS:
+            usage_error(f'{option} {shown(path)}: {width}x{height} is {width * height / 1e6:.1f} M pixels, above '
+                        f'asid-prepare\'s limit of {MAX_HR_PIXELS / 1e6:.0f} M (it would need about '
+                        f'{hr_need(width * height) / 1e9:.1f} GB)')
 
 
 def usage_error(message: str) -> NoReturn:
@@ -44,6 +65,7 @@ def user_images(folder: Path, option: str) -> List[Path]:
             subs = [p for p in sorted(folder.iterdir()) if p.is_dir() and list_images(p)]
         hint = f'; did you mean {shown(subs[0])}?' if subs else ''
         usage_error(f'{option} {shown(folder)} holds no images ({", ".join(sorted(IMAGE_SUFFIXES))}){hint}')
+    check_hr_sizes(images, option)
     return images
 
 

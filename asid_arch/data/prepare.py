@@ -30,7 +30,6 @@ DEMO_VAL = ('chelsea', 'coffee')
 DEMO_CROP, DEMO_STEP = 192, 96  # smaller crops than DIV2K's: the sample images are small
 LOCK_NAME = '.asid-prepare.lock'
 PARTIAL_PREFIX = '.partial-'  # an LMDB being built; never used, removed by the next run
-MAX_HR_PIXELS = 400_000_000  # refuse, before decoding, an HR image larger than this
 UNSAFE_KEY_CHARS = re.compile(r'[^A-Za-z0-9_-]')  # replaced by '_' in output names (LMDB keys)
 LMDB_PAGE = 4096  # an LMDB value larger than a page takes whole overflow pages
 LMDB_MAP_MARGIN = 2  # PNG of noise is slightly larger than the raw pixels (+ a filter byte per row)
@@ -49,9 +48,10 @@ def read_rgb8(path: Path) -> Tuple[np.ndarray, str]:
     orientation applied), with the sha256 of the bytes decoded; raises ValueError
     (:class:`~asid_arch.images.ImageError`) if it is unreadable, truncated or damaged."""
     from ..images import open_image, single_picture, to_depth
+    from .checks import MAX_HR_PIXELS, hr_need
 
     image = open_image(path)
-    pic = single_picture(image, max_pixels=MAX_HR_PIXELS)
+    pic = single_picture(image, max_pixels=MAX_HR_PIXELS, need=hr_need)
     img = to_depth(pic.color, np.uint8)
     return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img, hashlib.sha256(image.data).hexdigest()
 

@@ -15,6 +15,9 @@ from ..utils.asid_errors import first_line
 from .option_file import kind_of
 from .options_structure import check_structure
 
+Size = Tuple[int, int]
+MAX_WHOLE_LQ_PIXELS = 16_000_000  # LQ pixels of an image validated without val: tile (the network at once)
+WHOLE_NUM_FEAT, TILE_HINT = 48, 256  # ASID's width, for the memory a whole image needs; a tile size to suggest
 META_INFO_LINE = re.compile(r'^(\S+?)(?:\.png)? \((\d+),(\d+),(\d+)\)')
 MAX_PAIRS_READ = 1000  # image headers read per disk-folder dataset (evenly spread); the rest are named when read
 MODELS_TRAINING_ONE_NETWORK = ('ASIDModel', 'SRModel')  # one optimizer, one scheduler in their training states
@@ -73,7 +76,8 @@ def _check_dataset(phase: str, ds: Mapping, opt: Mapping, problems: List[str]) -
     scale = opt['scale']
     gt_size = ds.get('gt_size') if phase == 'train' else None
     if len(problems) == start and ds.get('type') == 'PairedImageDataset':
-        _check_data_files(phase, ds, scale, backend, gt_size, problems)
+        whole = phase != 'train' and not (opt.get('val') or {}).get('tile')
+        _check_data_files(phase, ds, scale, backend, gt_size, problems, whole)
     if gt_size is not None:
         from ..archs.asid_arch import WINDOW_SIZE
 
@@ -129,18 +133,34 @@ def _files(folder: str) -> List[str]:
     return sorted(e.name for e in os.scandir(folder) if not e.name.startswith('.') and e.is_file())
 
 
-def _image_size(path: str) -> Optional[Tuple[int, int]]:
-    """``(height, width)`` from an image file's header, None when it is not a readable image."""
-    from PIL import Image
+def _image_size(path: str) -> Tuple[Optional[Tuple[int, int]], str]:
+    """``((height, width), '')`` from an image file's header, ``(None, why)`` when it is not a readable image."""
+    from ..images import ImageError, header_size
 
     try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except Exception:  # Pillow raises many kinds for files that are not images
-        return None
+        width, height = header_size(path)
+    except (ImageError, OSError) as err:
+        return None, first_line(err)
+    return (height, width), ''
 
 
-Size = Tuple[int, int]
+def _too_large(path: str, size: Size, lq: bool, whole: bool, scale: int) -> str:
+    """Why an image is too large for the run ('' when it is not): OpenCV (BasicSR's reader) decodes at most
+    :data:`~asid_arch.images.OPENCV_MAX_PIXELS`; an LQ image validated whole at most :data:`MAX_WHOLE_LQ_PIXELS`."""
+    from ..images import OPENCV_MAX_PIXELS
+    from ..inference import network_bytes
+
+    pixels = size[0] * size[1]
+    shape = f'{path}: {size[1]}x{size[0]} ({pixels / 1e6:.1f} M pixels)'
+    if pixels > OPENCV_MAX_PIXELS:
+        return (f'{shape} is too large: BasicSR reads images with OpenCV, which decodes at most '
+                f'{OPENCV_MAX_PIXELS / 1e6:.1f} M pixels')
+    if lq and whole and pixels > MAX_WHOLE_LQ_PIXELS:
+        need = network_bytes(WHOLE_NUM_FEAT, scale, 'fp32', pixels)
+        return (f'{shape} is too large to validate whole (limit {MAX_WHOLE_LQ_PIXELS / 1e6:.0f} M LQ pixels; the '
+                f'network alone would need about {need / 1e9:.0f} GB): set val: tile: {{size: {TILE_HINT}}} to '
+                'validate in tiles')
+    return ''
 
 
 def _lmdb_pairs(where: str, gt_root: str, lq_root: str, problems: List[str]) -> List[Tuple[str, Size, Size]]:
@@ -196,33 +216,39 @@ def _folder_pairs(where: str, ds: Mapping, problems: List[str]) -> List[Tuple[st
     return pairs
 
 
-def _read_sizes(where: str, pairs: Sequence[Tuple[str, str, str]],
-                problems: List[str]) -> List[Tuple[str, Size, Size]]:
-    """Header sizes of the pairs (at most MAX_PAIRS_READ, evenly spread; the others are named when read)."""
+def _read_sizes(where: str, pairs: Sequence[Tuple[str, str, str]], problems: List[str], whole: bool,
+                scale: int) -> List[Tuple[str, Size, Size]]:
+    """Header sizes of the pairs (at most MAX_PAIRS_READ, evenly spread; the others are named when read);
+    ``whole``: images are validated without tiles."""
     if len(pairs) > MAX_PAIRS_READ:
         pairs = [pairs[i * len(pairs) // MAX_PAIRS_READ] for i in range(MAX_PAIRS_READ)]
-    sizes, unreadable = [], []
+    sizes, unreadable, large = [], [], []
     for name, gt_path, lq_path in pairs:
-        gt, lq = _image_size(gt_path), _image_size(lq_path)
+        (gt, gt_why), (lq, lq_why) = _image_size(gt_path), _image_size(lq_path)
         if gt is None or lq is None:
-            unreadable.append(gt_path if gt is None else lq_path)
-        else:
-            sizes.append((name, gt, lq))
+            unreadable.append(f'{gt_path}: {gt_why}' if gt is None else f'{lq_path}: {lq_why}')
+            continue
+        sizes.append((name, gt, lq))
+        large += [why for why in (_too_large(gt_path, gt, False, whole, scale),
+                                  _too_large(lq_path, lq, True, whole, scale)) if why]
     if unreadable:
         problems.append(f'{where}: {len(unreadable)} file(s) are not readable images (first: {unreadable[0]}); '
                         'BasicSR reads every file of dataroot_gt and dataroot_lq')
+    if large:
+        problems.append(f'{where}: {len(large)} image(s) too large (first: {large[0]})')
     return sizes
 
 
 def _check_data_files(phase: str, ds: Mapping, scale: int, backend: str, gt_size: Optional[int],
-                      problems: List[str]) -> None:
-    """GT and LQ paired as BasicSR pairs them, each pair ``scale`` apart, and the patch size against the images."""
+                      problems: List[str], whole: bool = False) -> None:
+    """GT and LQ paired as BasicSR pairs them, each pair ``scale`` apart, and the patch size against the images
+    (and their sizes against the limits; ``whole``: validated without tiles)."""
     where = f'datasets: {phase}'
     gt_root = ds['dataroot_gt']
     if backend == 'lmdb':
         sizes = _lmdb_pairs(where, gt_root, ds['dataroot_lq'], problems)
     else:
-        sizes = _read_sizes(where, _folder_pairs(where, ds, problems), problems)
+        sizes = _read_sizes(where, _folder_pairs(where, ds, problems), problems, whole, scale)
     if not sizes:
         return
     name, gt, lq = sizes[0]

@@ -118,7 +118,7 @@ def test_every_command_is_a_module_with_main():
 # ----------------------------------------------------------------------------------------------
 FLOORS = (
     ('utils', 'console', 'tuning', 'download'),  # kit utilities, messages, CPU settings, downloads: no other floor
-    ('archs', 'metrics', 'images', 'image_writer'),  # the networks, the metric, image files
+    ('archs', 'metrics', 'images', 'image_writer', 'image_damage', 'apng'),  # the networks, the metric, image files
     # built on the networks
     ('models', 'checkpoint', 'weights', 'weights_quality', 'inference', 'evaluation', 'integrations', 'data'),
     ('pipeline', ),  # BasicSR's train/test pipelines, set up safely
