@@ -49,7 +49,8 @@ from typing import Callable, Dict, Iterator, List, NoReturn, Optional, Sequence,
 
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, interrupt_exit_status, interrupt_name, shown, stop_on_signals
 from ..inference import MAX_OVERLAP, MIN_TILE, MemoryNeed, Upscaler, upscale_image
-from ..utils.asid_precision import PRECISIONS, precision_problem
+from ..utils.asid_precision import (PRECISION_CHOICES, PRECISIONS, describe_precision, precision_problem,
+                                    resolve_precision)
 from ..utils.asid_tiling import RAMP_OVERLAP
 
 EXTENSIONS = ('png', 'same', 'jpg', 'webp', 'tif')
@@ -227,8 +228,8 @@ def pick_device(name: str):
 
 
 def check_precision(precision: str, device) -> None:
-    """``--precision`` on ``device``, by the one precision rule (``utils.asid_precision.precision_problem``)."""
-    problem = precision_problem(precision, device)
+    """``--precision`` on ``device``, by the one precision rule (``utils.asid_precision``; ``auto`` as resolved)."""
+    problem = precision_problem(resolve_precision(precision, device), device)
     if problem:
         raise UsageError(f'--precision {problem}; use ' + ' or '.join(
             p for p in PRECISIONS if p != precision and not precision_problem(p, device)))
@@ -425,8 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='refuse images whose output (every frame counted) exceeds this '
                         f'(default {DEFAULT_MAX_MEGAPIXELS})')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
-    parser.add_argument('--precision', choices=list(PRECISIONS), default='fp32',
-                        help='fp32 (default); bf16 on CPUs and recent GPUs; fp16 on CUDA')
+    parser.add_argument('--precision', choices=list(PRECISION_CHOICES), default='auto',
+                        help='auto (default): bf16 for 8-bit images on CPUs with native bf16 (AVX512-BF16, AMX, Arm '
+                        'BF16), fp32 elsewhere; fp32; bf16 (emulated and slow on other CPUs); fp16 on CUDA')
     parser.add_argument('--ext', choices=list(EXTENSIONS), default='png',
                         help='output format (default png; "same" keeps the input format, JPEG -> PNG); '
                         'animations and multi-page TIFFs keep their kind')
@@ -488,7 +490,8 @@ def run(args, out_dir: Path, tally: Tally, start: float) -> int:
     tally.failed += len(problems)
     upscaler = Upscaler(net, config.upscale, device, args.precision, args.tile, args.tile_overlap,
                         args.max_memory * GB, str(args.model))
-    print(f'asid-sr: {config.variant} x{config.upscale} from {shown(args.model)} on {device.type} ({args.precision}), '
+    print(f'asid-sr: {config.variant} x{config.upscale} from {shown(args.model)} on {device.type} '
+          f'({describe_precision(args.precision, device)}), '
           f'{len(paths)} images', file=sys.stderr)
     if config.note:
         print(f'asid-sr: note: {shown(args.model)}: {config.note}', file=sys.stderr)
