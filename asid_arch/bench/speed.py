@@ -195,6 +195,8 @@ def speed(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.reference is not None:
         return compare(args)
+    if args.interleaved:
+        return interleaved_precisions(args)
     print(f'asid-bench speed on {machine()}')
     precisions = speed_precisions(args.precision)
     jobs = [(what, p) for p in precisions for what in ('x4', 'x2', 'step')] + [('step-fused', FULL_PRECISION)]
@@ -229,6 +231,57 @@ def speed(args: argparse.Namespace) -> int:
 def speed_one_command(args: argparse.Namespace) -> int:
     """``asid-bench _speed_one`` (internal): one speed figure, as a JSON line."""
     return print_json(speed_figure(args.what, args.precision, args.compile, args.repeats, args.warmup))
+
+
+def precisions_interleaved(what: str, precisions: List[str], rounds: int, warmup: int) -> dict:
+    """``what`` in each of ``precisions`` and the matrix-product ceilings, timed in turn in this one process
+    (``rounds`` rounds after ``warmup``): medians, the per-round speed-ups over fp32 and the ceiling shares."""
+    from ..archs.asid_arch import asid
+
+    runs = {}
+    for precision in precisions:
+        torch.manual_seed(0)
+        runs[precision] = figure_workload(what, asid(FIGURE_SCALE[what]), precision)
+    for precision in precisions:
+        a = torch.rand(CEILING_SIDE, CEILING_SIDE, dtype=torch_dtype(precision))
+        runs[f'ceiling {precision}'] = (lambda a=a: torch.mm(a, a))
+    times = interleaved_times(runs, rounds, warmup)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    result = {'what': what, 'seconds': {p: median[p] for p in precisions},
+              'ceiling_gflops': {p: 2 * CEILING_SIDE**3 / median[f'ceiling {p}'] / 1e9 for p in precisions},
+              'speedup': {p: sorted(f / t for f, t in zip(times[FULL_PRECISION], times[p])) for p in precisions}}
+    if what in FIGURE_INPUT:
+        gflop = executed_gflop(what)
+        result['share'] = {p: gflop / median[p] / result['ceiling_gflops'][p] for p in precisions}
+    return result
+
+
+def interleaved_precisions(args: argparse.Namespace) -> int:
+    """``asid-bench speed --interleaved``: each figure in fp32 and the chosen precision, interleaved in one
+    process per figure, with the matrix-product ceilings measured in the same rounds."""
+    precisions = speed_precisions(args.precision)
+    print(f'asid-bench speed --interleaved on {machine()}: {" and ".join(precisions)}, {args.repeats} rounds')
+    for what in ('x4', 'x2', 'step'):
+        try:
+            fig = in_fresh_process(['_precisions', '--what', what, '--precisions', *precisions, '--repeats',
+                                    str(args.repeats), '--warmup', str(args.warmup)], f'{what} precisions')
+        except RuntimeError as err:
+            print(f'asid-bench: {err}', file=sys.stderr)
+            return EXIT_FAILED
+        for p in precisions:
+            ups = fig['speedup'][p]
+            line = (f"{FIGURE_LABEL[what]} {p}: {fig['seconds'][p]:.3f} s, {statistics.median(ups):.2f}x fp32 "
+                    f"(rounds {ups[0]:.2f}-{ups[-1]:.2f}x)")
+            if 'share' in fig:
+                line += (f", {100 * fig['share'][p]:.0f}% of the {p} matrix-product ceiling "
+                         f"({fig['ceiling_gflops'][p]:.0f} GFLOP/s)")
+            print(line)
+    return EXIT_OK
+
+
+def precisions_command(args: argparse.Namespace) -> int:
+    """``asid-bench _precisions`` (internal): one figure in several precisions, interleaved, as a JSON line."""
+    return print_json(precisions_interleaved(args.what, args.precisions, args.repeats, args.warmup))
 
 
 def ceiling_command(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ def test_onednn_linear_matches_f_linear(bias):
     w = torch.randn(20, 36, requires_grad=True)
     b = torch.randn(20, requires_grad=True) if bias else None
     inputs = [x, w] + ([b] if bias else [])
-    assert ops._onednn_linear_applies(x, w)
+    assert ops._onednn_dtype(x, w) == torch.float32
     fast, ref = ops.linear(x, w, b), F.linear(x, w, b)
     assert (fast - ref).abs().max().item() < 1e-5
     for g_fast, g_ref in zip(grads(fast, inputs), grads(ref, inputs)):
@@ -115,9 +115,14 @@ def test_fused_epilogues_are_probed_and_optional(monkeypatch):
 
 def test_linear_takes_the_portable_path_where_it_must():
     w = torch.randn(4, 3)
-    assert not ops._onednn_linear_applies(torch.randn(2, 3, dtype=torch.float64), w.double())
+    assert ops._onednn_dtype(torch.randn(2, 3, dtype=torch.float64), w.double()) is None
+    with torch.autocast('cpu', dtype=torch.float16):
+        assert ops._onednn_dtype(torch.randn(2, 3), w) is None
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        assert not ops._onednn_linear_applies(torch.randn(2, 3), w)
+        assert ops._onednn_dtype(torch.randn(2, 3, dtype=torch.float64), w.double()) is None
+        # bfloat16 autocast computes the product in bfloat16: oneDNN's where it runs bfloat16
+        expected = torch.bfloat16 if torch.bfloat16 in ops._ONEDNN_DTYPES else None
+        assert ops._onednn_dtype(torch.randn(2, 3), w) == expected
 
 
 @pytest.mark.parametrize('width', [12, 36, 48])
