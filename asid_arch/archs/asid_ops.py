@@ -3,9 +3,9 @@ epilogues, a LayerNorm with a faster weight gradient) and the autograd functions
 
 Kit file (``basicsr/archs/asid_ops.py`` in a BasicSR checkout): it imports only torch. Every function here
 gives the plain PyTorch operation's values (to the rounding of its dtype) and takes the plain operation wherever
-its fast path does not apply: float64 (the golden checks), autocast to other dtypes than bfloat16, CUDA,
+its fast path does not apply: float64 (the golden checks), autocast, CUDA,
 tracing, scripting, ``torch.compile`` and export see only standard PyTorch operations. The fast paths run in
-float32 and, where this CPU's oneDNN runs it, in bfloat16 (a network cast to it, or CPU autocast to it).
+float32 and, where this CPU's oneDNN runs it, in bfloat16 (a network cast to it).
 """
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ _ONEDNN_LINEAR = _onednn_kernel('_linear_pointwise')  # matrix product with a fu
 _ONEDNN_CONV = _onednn_kernel('_convolution_pointwise')  # convolution with a fused epilogue
 
 
-def _eager_cpu(x: Tensor, autocast: bool = False) -> bool:
-    """Where this file's hand-made CPU paths may run: an eager CPU tensor (outside autocast unless ``autocast``).
-    Tracing, scripting, torch.compile and export see only standard PyTorch operations."""
-    return (x.device.type == 'cpu' and (autocast or not torch.is_autocast_enabled('cpu'))
-            and not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+def _eager_cpu(x: Tensor) -> bool:
+    """Where this file's hand-made CPU paths may run: an eager CPU tensor outside autocast. Tracing,
+    scripting, torch.compile and export see only standard PyTorch operations."""
+    return (x.device.type == 'cpu' and not torch.is_autocast_enabled('cpu') and not torch.jit.is_scripting()
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
 
 
 # the probes' tolerance per dtype: float32 rounding, and bfloat16's 8-bit mantissa on values in [0, 4)
@@ -70,16 +70,12 @@ _ONEDNN_DTYPES = (torch.float32, ) + ((torch.bfloat16, ) if _FUSED_EPILOGUES and
 
 def _onednn_dtype(x: Tensor, weight: Tensor) -> Optional[torch.dtype]:
     """The dtype in which the oneDNN paths compute ``x`` with ``weight``, or None where ``F.linear`` and the plain
-    operations must run. Eager CPU float32, and bfloat16 where oneDNN runs it (a network cast to bfloat16, or
-    float32 under CPU autocast to bfloat16: the dtype autocast would compute the product in); float64 (the golden
-    checks), other autocast dtypes, CUDA, tracing, scripting, torch.compile and export take the plain path."""
-    if _ONEDNN_LINEAR is None or not _eager_cpu(x, autocast=True):
+    operations must run: eager CPU float32, and bfloat16 where oneDNN runs it (a network cast to bfloat16: one
+    dtype end to end). Float64 (the golden checks), autocast, CUDA, tracing, scripting, torch.compile and export
+    take the plain path. (Under bfloat16 autocast these paths made the training step about 1% faster, within
+    the noise: not kept.)"""
+    if _ONEDNN_LINEAR is None or not _eager_cpu(x):
         return None
-    if torch.is_autocast_enabled('cpu'):
-        dtype = torch.get_autocast_dtype('cpu')
-        eligible = dtype in _ONEDNN_DTYPES and x.dtype in (torch.float32, dtype) and weight.dtype in (torch.float32,
-                                                                                                       dtype)
-        return dtype if eligible else None
     return x.dtype if x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype else None
 
 
@@ -102,7 +98,6 @@ class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
         x, weight = ctx.saved_tensors
-        grad = grad.to(x.dtype)  # a float32 consumer of a bfloat16 output (autocast) sends a float32 gradient
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_x = _ONEDNN_LINEAR(grad, weight.t().contiguous(), None, 'none', [], '')
@@ -119,13 +114,10 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, gelu: bool 
 
     On the CPU in float32 or bfloat16 (:func:`_onednn_dtype`) this runs oneDNN's matrix product (faster than the
     default ``mm`` for these tall, narrow shapes) with the residual addition fused into it, and the GELU too when
-    no gradient is needed; the results agree with ``F.linear`` to the dtype's rounding. Under CPU autocast to
-    bfloat16 the operands are cast as autocast casts them (the result is bfloat16, as ``F.linear``'s would be).
-    Other cases take ``F.linear``.
+    no gradient is needed; the results agree with ``F.linear`` to the dtype's rounding. Other cases take
+    ``F.linear``.
     """
     dtype = _onednn_dtype(x, weight)
-    if dtype is not None:
-        x, weight, bias = x.to(dtype), weight.to(dtype), (None if bias is None else bias.to(dtype))
     fuse_residual = (_FUSED_EPILOGUES and residual is not None and not gelu and residual.is_contiguous()
                      and residual.dtype == dtype)
     if dtype is None:
@@ -219,7 +211,7 @@ class _LayerNormFunction(torch.autograd.Function):
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """``F.layer_norm(x, (d,), weight, bias, eps)`` over the last axis (see :class:`_LayerNormFunction`)."""
     slow_weight_grad = x.shape[-1] % LN_FAST_WEIGHT_GRAD_MULTIPLE != 0
-    if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and _eager_cpu(x, autocast=True):
+    if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and _eager_cpu(x):
         return _LayerNormFunction.apply(x, weight, bias, eps)
     return F.layer_norm(x, weight.shape, weight, bias, eps)
 
