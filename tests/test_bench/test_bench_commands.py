@@ -86,14 +86,15 @@ def test_speed_prints_quoted_reference_times_without_ratio(monkeypatch, capsys):
     from asid_arch.bench import speed as bench
 
     monkeypatch.setattr(bench, 'in_fresh_process', lambda args, what: {
-        'label': f'figure {args[2]} {args[4]}' if args[0] == '_speed_one' else '', 'seconds': 0.5, 'peak_rss_mb': 100.0, 'gflops': 100.0})
+        'label': f'figure {args[2]} {args[4]}' if args[0] == '_speed_one' else '', 'seconds': 0.5,
+        'peak_rss_mb': 100.0, 'gflops': 100.0})
     monkeypatch.setattr(bench, 'golden_errors', lambda dtype, compile_model: ['skipped'])
     assert asid_bench(['speed', '--precision', 'fp32']) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('figure')]
     assert len(lines) == 4
     share = 100 * bench.executed_gflop('x4') / 0.5 / 100.0
-    assert lines[0] == (f'figure x4 fp32: 0.500 s, peak 100 MB above start; {share:.0f} GFLOP/s executed, {share:.0f}% '
-                        'of the fp32 matrix-product ceiling (100 GFLOP/s)')
+    assert lines[0] == (f'figure x4 fp32: 0.500 s, peak 100 MB above start; {share:.0f} GFLOP/s executed, '
+                        f'{share:.0f}% of the fp32 matrix-product ceiling (100 GFLOP/s)')
     assert not any('speed-up' in line or 'x)' in line or 'quoted' in line for line in lines)
 
 
