@@ -86,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--repeats', type=_positive, default=3)
     p.add_argument('--warmup', type=_count, default=1)
     p.add_argument('--device', help='cpu, cuda, cuda:N (default: cuda where available)')
-    p.add_argument('--precisions', nargs='+', choices=PRECISIONS,
-                   help='default: fp32, and bf16 on a GPU or a CPU with native bf16')
+    p.add_argument('--precisions', nargs='+', choices=PRECISIONS, help='default: fp32 (and bf16 on a GPU)')
     p.add_argument('--checkpoint', nargs='*', default=[], help=CHECKPOINT_HELP)
     p.add_argument('--datasets', type=Path, default=Path('datasets'), help=DATASETS_HELP + ' (default: datasets)')
     p.add_argument('--sets', nargs='+', default=list(BENCHMARK_SETS))

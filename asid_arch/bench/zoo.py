@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..console import EXIT_OK, EXIT_USAGE
-from ..utils.asid_precision import resolve_precision, torch_dtype
+from ..utils.asid_precision import torch_dtype
 from .common import in_fresh_process, machine, median_time, print_json
 from .figures import MACS_OUTPUT, PLOT_SET
 from .memory import peak_rss_since_reset, reset_peak_rss
@@ -175,9 +175,7 @@ def zoo(args: argparse.Namespace) -> int:
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     args.device = device
-    # default: fp32, and bf16 on a GPU or (the one precision rule's auto) on a CPU with native bf16
-    native = resolve_precision('auto', torch.device(device)) != 'fp32'
-    args.precisions = args.precisions or (['fp32', 'bf16'] if device.startswith('cuda') or native else ['fp32'])
+    args.precisions = args.precisions or (['fp32', 'bf16'] if device.startswith('cuda') else ['fp32'])
     checked = checked_networks(args.checkpoint, args.datasets, args.sets, need_sets=False)
     if checked is None:
         return EXIT_USAGE
