@@ -142,13 +142,18 @@ class SurvivingStream:
         except OSError as err:
             if err.errno not in GONE_ERRNOS:
                 raise
-        except ValueError:  # the stream itself was closed
-            pass
+        except ValueError:
+            if not getattr(self._stream, 'closed', False):  # an encoding error is no closed stream
+                raise
         self._gone()
         return None
 
     def write(self, text: str) -> int:
-        self._guarded(self._stream.write, text)
+        try:
+            self._guarded(self._stream.write, text)
+        except UnicodeEncodeError:  # (a file name that is not valid UTF-8): written with escapes, never dropped
+            encoding = getattr(self._stream, 'encoding', None) or 'utf-8'
+            self._guarded(self._stream.write, text.encode(encoding, 'backslashreplace').decode(encoding))
         return len(text)
 
     def flush(self) -> None:

@@ -2,13 +2,14 @@
 blended tiles. The command (arguments, files, the batch) is :mod:`asid_arch.cli.sr`."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .console import progress_bar
-from .utils.asid_precision import torch_dtype
+from .utils.asid_precision import casts_network, resolve_precision, torch_dtype
 from .utils.asid_tiling import RAMP, RAMP_OVERLAP, tile_origins, tile_rows
 
 MAX_OVERLAP = 128  # LR px: an automatic tile is at least twice the overlap
@@ -153,12 +154,25 @@ class Upscaler:
         self.scale, self.device, self.overlap, self.source = scale, device, overlap, source
         self.tile = tile  # None: automatic (from the memory budget), 0: whole, >0: that tile
         self.max_memory = max_memory_bytes
-        self.precision = precision
-        self.dtype = torch_dtype(precision)
+        self.precision = precision  # a name of PRECISION_CHOICES: auto picks per image depth (_network)
+        # the memory plan assumes the precision of the deepest images (16-bit: float32 under auto)
+        self.plan_precision = resolve_precision(precision, device, np.iinfo(np.uint16).bits)
+        self._networks: Dict[str, tuple] = {}  # precision -> (network, dtype, cast to it)
         self.num_feat = feature_channels(net)
 
+    def _network(self, sample_bits: int) -> tuple:
+        """``(network, dtype, cast)`` for images of ``sample_bits`` bits: bf16 on the CPU runs a bf16 copy of the
+        network (one dtype end to end); other precisions run the float32 network (under autocast)."""
+        precision = resolve_precision(self.precision, self.device, sample_bits)
+        if precision not in self._networks:
+            cast = casts_network(precision, self.device)
+            dtype = torch_dtype(precision)
+            net = copy.deepcopy(self.net).to(dtype) if cast else self.net
+            self._networks[precision] = (net, dtype, cast)
+        return self._networks[precision]
+
     def network_bytes(self, pixels: int) -> int:
-        return network_bytes(self.num_feat, self.scale, self.precision, pixels)
+        return network_bytes(self.num_feat, self.scale, self.plan_precision, pixels)
 
     def plan(self, frames: Sequence, file_bytes: int, pillow: bool) -> MemoryPlan:
         """:func:`plan_memory` for this network and settings (``--max-memory``, ``--tile``, ``--tile-overlap``)."""
@@ -169,12 +183,14 @@ class Upscaler:
         """Network output (h*s, w*s, 3) float32 numpy in [0, 1] for an integer (h, w, 3) RGB tile, or (B, h*s,
         w*s, 3) for a (B, h, w, 3) batch."""
         torch = self.torch
+        net, dtype, cast = self._network(int(max_value).bit_length())
         batch = lr if lr.ndim == 4 else lr[None]
         x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(self.device, torch.float32)
         x = x.div_(max_value)
-        autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
-        with torch.inference_mode(), autocast:
-            y = self.net(x).float()
+        x = x.to(dtype) if cast else x
+        mixed = not cast and dtype != torch.float32  # fp16 on CUDA, bf16 on a GPU: autocast
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=mixed):
+            y = net(x).float()
             del x
             if not torch.isfinite(y).all():
                 raise ValueError(f'the network produced NaN or Inf values with the weights of {self.source}: '

@@ -2,9 +2,10 @@
 epilogues, a LayerNorm with a faster weight gradient) and the autograd functions behind them.
 
 Kit file (``basicsr/archs/asid_ops.py`` in a BasicSR checkout): it imports only torch. Every function here
-gives the plain PyTorch operation's values (to float32 rounding) and takes the plain operation wherever
-its fast path does not apply: float64 (the golden checks), autocast, CUDA, tracing, scripting,
-``torch.compile`` and export see only standard PyTorch operations.
+gives the plain PyTorch operation's values (to the rounding of its dtype) and takes the plain operation wherever
+its fast path does not apply: float64 (the golden checks), autocast, CUDA,
+tracing, scripting, ``torch.compile`` and export see only standard PyTorch operations. The fast paths run in
+float32 and, where this CPU's oneDNN runs it, in bfloat16 (a network cast to it).
 """
 from __future__ import annotations
 
@@ -34,32 +35,48 @@ def _eager_cpu(x: Tensor) -> bool:
             and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
 
 
-def _onednn_linear_applies(x: Tensor, weight: Tensor) -> bool:
-    """oneDNN linear for eager CPU float32 only: float64 (the golden checks), autocast, CUDA, tracing,
-    scripting, torch.compile and export all take ``F.linear``."""
-    return _ONEDNN_LINEAR is not None and x.dtype == torch.float32 and weight.dtype == torch.float32 and _eager_cpu(x)
+# the probes' tolerance per dtype: float32 rounding, and bfloat16's 8-bit mantissa on values in [0, 4)
+_PROBE_ATOL = {torch.float32: 1e-5, torch.bfloat16: 4e-2}
 
 
-def _fused_epilogues_work() -> bool:
-    """Whether oneDNN's fused calls made below (linear + residual, depth-wise convolution + GELU or
-    product) exist in this torch build and give the plain operations' values: tried once on tiny
-    tensors, since these internal operators and their signatures differ between torch versions."""
+def _fused_epilogues_work(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether oneDNN's calls made below (linear, linear + residual, depth-wise convolution + GELU or
+    product) exist in this torch build and give the plain operations' values in ``dtype``: tried once on
+    tiny tensors, since these internal operators and their signatures differ between torch versions (and
+    bfloat16 needs a CPU whose oneDNN runs it)."""
     if _ONEDNN_LINEAR is None or _ONEDNN_CONV is None:
         return False
     try:
-        cpu32 = {'device': 'cpu', 'dtype': torch.float32}  # whatever defaults the importer set
-        x = torch.rand(1, 4, 5, 5, **cpu32).contiguous(memory_format=torch.channels_last)
-        w, w_dw, nhwc, same = torch.rand(4, 4, **cpu32), torch.rand(4, 1, 3, 3, **cpu32), x.permute(0, 2, 3, 1), [1, 1]
+        cpu = {'device': 'cpu', 'dtype': dtype}  # whatever defaults the importer set
+        x = torch.rand(1, 4, 5, 5, **cpu).contiguous(memory_format=torch.channels_last)
+        w, w_dw, nhwc, same = torch.rand(4, 4, **cpu), torch.rand(4, 1, 3, 3, **cpu), x.permute(0, 2, 3, 1), [1, 1]
         conv = F.conv2d(x, w_dw, padding=1, groups=4)
-        pairs = [(_ONEDNN_LINEAR.binary(nhwc, nhwc, w, None, 'add'), F.linear(nhwc, w) + nhwc),
+        pairs = [(_ONEDNN_LINEAR(nhwc, w, None, 'none', [], ''), F.linear(nhwc, w)),
+                 (_ONEDNN_LINEAR.binary(nhwc, nhwc, w, None, 'add'), F.linear(nhwc, w) + nhwc),
                  (_ONEDNN_CONV(x, w_dw, None, same, same, same, 4, 'gelu', [], 'none'), F.gelu(conv)),
                  (_ONEDNN_CONV.binary(x, x, w_dw, None, same, same, same, 4, 'mul', None, None, [], None), conv * x)]
-        return all(torch.allclose(fast, plain, atol=1e-5) for fast, plain in pairs)
+        return all(fast.dtype == dtype and torch.allclose(fast.float(), plain.float(), atol=_PROBE_ATOL[dtype])
+                   for fast, plain in pairs)
     except (AttributeError, RuntimeError, TypeError):
         return False
 
 
 _FUSED_EPILOGUES = _fused_epilogues_work()
+# the dtypes whose eager CPU tensors take the oneDNN paths: float32, and bfloat16 where oneDNN runs it
+# (a network cast to bfloat16 then keeps one dtype and the NHWC layout from its first to its last layer)
+_ONEDNN_DTYPES = (torch.float32, ) + ((torch.bfloat16, ) if _FUSED_EPILOGUES and _fused_epilogues_work(
+    torch.bfloat16) else ())
+
+
+def _onednn_dtype(x: Tensor, weight: Tensor) -> Optional[torch.dtype]:
+    """The dtype in which the oneDNN paths compute ``x`` with ``weight``, or None where ``F.linear`` and the plain
+    operations must run: eager CPU float32, and bfloat16 where oneDNN runs it (a network cast to bfloat16: one
+    dtype end to end). Float64 (the golden checks), autocast, CUDA, tracing, scripting, torch.compile and export
+    take the plain path. (Under bfloat16 autocast these paths made the training step about 1% faster, within
+    the noise: not kept.)"""
+    if _ONEDNN_LINEAR is None or not _eager_cpu(x):
+        return None
+    return x.dtype if x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype else None
 
 
 def _needs_grad(*tensors: Optional[Tensor]) -> bool:
@@ -95,12 +112,15 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, gelu: bool 
            residual: Optional[Tensor] = None) -> Tensor:
     """``F.linear(x, weight, bias)`` over the last axis, then exact GELU if ``gelu``, then ``+ residual``.
 
-    On the CPU in float32 this runs oneDNN's matrix product (faster than the default ``mm`` for these
-    tall, narrow shapes) with the residual addition fused into it, and the GELU too when no gradient
-    is needed; the results agree with ``F.linear`` to float32 rounding. Other cases take ``F.linear``.
+    On the CPU in float32 or bfloat16 (:func:`_onednn_dtype`) this runs oneDNN's matrix product (faster than the
+    default ``mm`` for these tall, narrow shapes) with the residual addition fused into it, and the GELU too when
+    no gradient is needed; the results agree with ``F.linear`` to the dtype's rounding. Other cases take
+    ``F.linear``.
     """
-    fuse_residual = _FUSED_EPILOGUES and residual is not None and not gelu and residual.is_contiguous()
-    if not _onednn_linear_applies(x, weight):
+    dtype = _onednn_dtype(x, weight)
+    fuse_residual = (_FUSED_EPILOGUES and residual is not None and not gelu and residual.is_contiguous()
+                     and residual.dtype == dtype)
+    if dtype is None:
         y = F.linear(x, weight, bias)
     elif _needs_grad(x, weight, bias, residual):
         y = _OneDNNLinear.apply(x, weight, bias, residual if fuse_residual else None)
@@ -123,7 +143,8 @@ def depthwise_conv3x3(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, 
     the product is fused into oneDNN's convolution: one pass over the feature map fewer.
     """
     groups = x.shape[1]
-    fused = (_FUSED_EPILOGUES and x.dtype == torch.float32 and _eager_cpu(x)
+    fused = (_FUSED_EPILOGUES and x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype and _eager_cpu(x)
+             and (bias is None or bias.dtype == x.dtype) and (multiply is None or multiply.dtype == x.dtype)
              and not _needs_grad(x, weight, bias, multiply) and not (gelu and multiply is not None)
              and x.is_contiguous(memory_format=torch.channels_last)
              and (multiply is None or multiply.is_contiguous(memory_format=torch.channels_last)))

@@ -3,7 +3,8 @@
     asid-bench zoo     [--models ASID ASID-D8 SwinIR-light Omni-SR] [--scales 2 3 4] [--sizes 1280x720 ...]
                        [--checkpoint ASID:2=path.pth ...] [--datasets DIR] [--out bench_out]
     asid-bench paper   --checkpoint ASID:2=path.pth ... --datasets DIR [--sets Set5 Urban100 ...] [--out DIR]
-    asid-bench speed   [--compile] [--bf16] [--repeats 5] [--warmup 5] [--reference neosr/archs/asid_arch.py]
+    asid-bench speed   [--compile] [--precision auto] [--interleaved] [--repeats 5] [--warmup 5]
+                       [--reference neosr/archs/asid_arch.py]
     asid-bench seams   -m checkpoint.pth [--image photo.png] [--tile PX]
     asid-bench data    -opt options/train/ASID/train_ASID_SRx2_scratch.yml [--workers 0 1 2 6]
     asid-bench onnx    [--repeats 5]
@@ -35,6 +36,8 @@ DISPATCH: Dict[str, Tuple[str, str]] = {
     'profile': ('profile', 'profile_command'),
     '_worker': ('zoo', 'worker_command'),
     '_speed_one': ('speed', 'speed_one_command'),
+    '_ceiling': ('speed', 'ceiling_command'),
+    '_precisions': ('speed', 'precisions_command'),
     '_interleaved': ('speed', 'interleaved_command'),
     '_reference_alone': ('speed', 'reference_alone_command'),
     '_data_one': ('data', 'data_one_command'),
@@ -42,6 +45,7 @@ DISPATCH: Dict[str, Tuple[str, str]] = {
 PUBLIC = tuple(name for name in DISPATCH if not name.startswith('_'))
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 SPEED_PRECISIONS = ('fp32', 'bf16')
+SPEED_CHOICES = ('auto', ) + SPEED_PRECISIONS  # auto: utils.asid_precision.resolve_precision
 DATASETS_HELP = 'root of the benchmark sets prepared by `asid-prepare bench` ({set}/GTmod{s}, {set}/LRbicx{s})'
 CHECKPOINT_HELP = 'MODEL:SCALE=PATH, e.g. ASID:2=net_g_latest.pth (ASID weights decide their own width and IDBs)'
 
@@ -103,7 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="untimed runs first: a process's first training steps grow its heap (page faults); the "
                         'figures are for the steady state')
     p.add_argument('--compile', action='store_true', help='torch.compile the model first')
-    p.add_argument('--bf16', action='store_true', help='also bfloat16 autocast (opt-in: changes float results)')
+    p.add_argument('--precision', choices=SPEED_CHOICES, default='auto',
+                   help='the figures in fp32 and in this precision: auto (default) is bf16 on CPUs with native bf16 '
+                   '(AVX512-BF16, AMX, Arm BF16), fp32 elsewhere; bf16 runs inference on a bf16 copy of the network '
+                   'and the training step under bf16 autocast (train: amp: bf16)')
+    p.add_argument('--interleaved', action='store_true',
+                   help='each figure in fp32 and --precision timed in turn in one process, with the matrix-product '
+                   'ceilings: medians, per-round speed-ups and ceiling shares (the framing for a shared machine)')
     p.add_argument('--reference', type=Path, metavar='FILE',
                    help="neosr/archs/asid_arch.py of a neosr checkout (its pe=True, flash_attn=False build is the "
                         "authors' architecture): time it beside the package in one process, interleaved, and alone")
@@ -149,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--repeats', type=_positive, default=5)
     p.add_argument('--warmup', type=_count, default=5)
     p.add_argument('--compile', action='store_true')
+    p = sub.add_parser('_precisions')
+    p.add_argument('--what', choices=list(FIGURE_SCALE), required=True)
+    p.add_argument('--precisions', nargs='+', choices=SPEED_PRECISIONS, required=True)
+    p.add_argument('--repeats', type=_positive, default=5)
+    p.add_argument('--warmup', type=_count, default=2)
+    p = sub.add_parser('_ceiling')
+    p.add_argument('--precision', choices=SPEED_PRECISIONS, default='fp32')
+    p.add_argument('--warmup', type=_count, default=3)
     for name in ('_interleaved', '_reference_alone'):
         p = sub.add_parser(name)
         p.add_argument('--what', choices=list(FIGURE_SCALE), required=True)

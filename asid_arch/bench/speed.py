@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from ..utils.asid_precision import torch_dtype
+from ..utils.asid_precision import FULL_PRECISION, casts_network, resolve_precision, torch_dtype
 from .common import in_fresh_process, interleaved_times, machine, median_time, missing_file, print_json, shared_folder
 from .figures import FIGURE_INPUT, FIGURE_LABEL, FIGURE_SCALE, STEP_BATCH, STEP_LR_PATCH
 from .memory import peak_rss_since_reset, reset_peak_rss
@@ -28,17 +28,21 @@ from .reference import REFERENCE_HINT, load_reference
 
 STEP_LR = 5e-4  # the training recipe's learning rate (the step's time does not depend on it)
 PLAIN_PROCESS_ENV = {'ASID_KEEP_FREED_MEMORY': '0'}  # the reference alone: glibc malloc defaults
+CPU = torch.device('cpu')
+CEILING_SIDE = 1024  # square matrix products of this side give the matrix-product ceiling
+CEILING_REPEATS = 20
 
 
 def figure_workload(what: str, net: nn.Module, precision: str, fused: bool = False) -> Callable[[], object]:
     """One timed unit of ``what`` (``x4``, ``x2`` inference or the x2 training ``step``, Adam ``fused`` or
     not) on ``net``."""
     dtype = torch_dtype(precision)
-    autocast = torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32)
+    cast = what in FIGURE_INPUT and casts_network(precision, CPU)  # inference as asid-sr runs it
+    autocast = torch.autocast('cpu', dtype=dtype, enabled=not cast and dtype != torch.float32)
     if what in FIGURE_INPUT:
         w, h = FIGURE_INPUT[what]
-        x = torch.rand(1, 3, h, w)
-        net.eval()
+        x = torch.rand(1, 3, h, w, dtype=dtype if cast else torch.float32)
+        net.eval().to(x.dtype)
 
         def infer():
             with torch.inference_mode(), autocast:
@@ -69,8 +73,8 @@ def speed_figure(what: str, precision: str, compile_model: bool, repeats: int, w
     torch.manual_seed(0)
     net = asid(FIGURE_SCALE[kind])
     if kind == 'step':
-        precision = 'fp32'
-        label = (f'training step ASID x2, batch {STEP_BATCH}, {STEP_LR_PATCH}x{STEP_LR_PATCH} LR, fp32, '
+        amp = '' if precision == FULL_PRECISION else ' (autocast)'
+        label = (f'training step ASID x2, batch {STEP_BATCH}, {STEP_LR_PATCH}x{STEP_LR_PATCH} LR, {precision}{amp}, '
                  f'Adam{"(fused=True)" if fused else ""}')
     else:
         net = torch.compile(net, dynamic=False) if compile_model else net
@@ -79,6 +83,30 @@ def speed_figure(what: str, precision: str, compile_model: bool, repeats: int, w
                  f'{" compiled" if compile_model else ""}')
     seconds = median_time(figure_workload(kind, net, precision, fused), repeats, warmup)
     return {'label': label, 'seconds': seconds, 'peak_rss_mb': (peak_rss_since_reset() - base) / 2**20}
+
+
+def executed_gflop(what: str) -> float:
+    """GFLOP (2 per multiply-accumulate) that the inference figure ``what`` executes: counted on the meta device,
+    with the folded attention projection as it runs (``asid-bench zoo`` counts the architecture's, unfolded)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..archs.asid_arch import asid
+
+    w, h = FIGURE_INPUT[what]
+    with torch.device('meta'):
+        net, x = asid(FIGURE_SCALE[what]), torch.empty(1, 3, h, w)
+        with FlopCounterMode(display=False) as counter:
+            net(x)
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_ceiling(precision: str, repeats: int, warmup: int) -> dict:
+    """The matrix-product ceiling of this machine in ``precision``: GFLOP/s of square products of side
+    :data:`CEILING_SIDE` (the best case of the kernels the network's products run on)."""
+    a = torch.rand(CEILING_SIDE, CEILING_SIDE, dtype=torch_dtype(precision))
+    b = torch.rand(CEILING_SIDE, CEILING_SIDE, dtype=a.dtype)
+    seconds = median_time(lambda: torch.mm(a, b), repeats, warmup)
+    return {'precision': precision, 'gflops': 2 * CEILING_SIDE**3 / seconds / 1e9}
 
 
 def golden_errors(dtype: torch.dtype, compile_model: bool) -> List[str]:
@@ -96,9 +124,11 @@ def golden_errors(dtype: torch.dtype, compile_model: bool) -> List[str]:
         net.load_state_dict(g['state_dict'])
         if compile_model:  # a fresh, static-shape compile per file (dynamic recompiles mis-crop; see README)
             torch._dynamo.reset()
+        cast = dtype == torch.bfloat16  # a bf16 copy of the network, as asid-sr runs it on the CPU
+        net.to(dtype if cast else torch.float32)
         run = torch.compile(net, dynamic=False) if compile_model else net
-        x = g['input'].float()
-        autocast = torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32)
+        x = g['input'].to(dtype if cast else torch.float32)
+        autocast = torch.autocast('cpu', dtype=dtype, enabled=not cast and dtype != torch.float32)
         with torch.inference_mode(), autocast:
             out = tile_forward(run, x, g['scale'], g['tile'], g['tile_overlap']) if 'tile' in g else run(x)
         lines.append(f'{path.name}: max abs diff {(out.double() - g["output"]).abs().max().item():.2e}')
@@ -131,7 +161,7 @@ def reference_alone(what: str, reference: Path, repeats: int, warmup: int) -> di
 def compare_with_reference(args: argparse.Namespace) -> int:
     """``asid-bench speed --reference FILE``: both framings of the speed-up, each figure in a fresh process."""
     print(f'asid-bench speed --reference {args.reference} on {machine()}')
-    precisions = ['fp32'] + (['bf16'] if args.bf16 else [])
+    precisions = speed_precisions(args.precision)
     try:
         for what in args.figures:
             for precision in precisions:
@@ -152,6 +182,12 @@ def compare_with_reference(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def speed_precisions(precision: str) -> List[str]:
+    """fp32 (the baseline) and ``precision`` (``auto`` resolved by the one precision rule), each once."""
+    chosen = resolve_precision(precision, CPU)
+    return [FULL_PRECISION] + ([chosen] if chosen != FULL_PRECISION else [])
+
+
 def speed(args: argparse.Namespace) -> int:
     """``asid-bench speed``: each figure in a fresh process (a kept heap would carry one figure's peak into
     the next)."""
@@ -159,9 +195,19 @@ def speed(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.reference is not None:
         return compare_with_reference(args)
+    if args.interleaved:
+        return interleaved_precisions(args)
     print(f'asid-bench speed on {machine()}')
-    precisions = ['fp32'] + (['bf16'] if args.bf16 else [])
-    jobs = [(what, p) for p in precisions for what in ('x4', 'x2')] + [('step', 'fp32'), ('step-fused', 'fp32')]
+    precisions = speed_precisions(args.precision)
+    jobs = [(what, p) for p in precisions for what in ('x4', 'x2', 'step')] + [('step-fused', FULL_PRECISION)]
+    try:
+        ceilings = {p: in_fresh_process(['_ceiling', '--precision', p], f'{p} matrix products')['gflops']
+                    for p in precisions}
+    except RuntimeError as err:
+        print(f'asid-bench: {err}', file=sys.stderr)
+        return EXIT_FAILED
+    for p in precisions:
+        print(f'{p} matrix-product ceiling ({CEILING_SIDE}x{CEILING_SIDE} products): {ceilings[p]:.0f} GFLOP/s')
     for what, precision in jobs:
         try:
             fig = in_fresh_process(['_speed_one', '--what', what, '--precision', precision, '--repeats',
@@ -170,7 +216,12 @@ def speed(args: argparse.Namespace) -> int:
         except RuntimeError as err:
             print(f'asid-bench: {err}', file=sys.stderr)
             return EXIT_FAILED
-        print(f"{fig['label']}: {fig['seconds']:.3f} s, peak {fig['peak_rss_mb']:.0f} MB above start")
+        share = ''
+        if what in FIGURE_INPUT:
+            rate = executed_gflop(what) / fig['seconds']
+            share = (f"; {rate:.0f} GFLOP/s executed, {100 * rate / ceilings[precision]:.0f}% of the {precision} "
+                     f"matrix-product ceiling ({ceilings[precision]:.0f} GFLOP/s)")
+        print(f"{fig['label']}: {fig['seconds']:.3f} s, peak {fig['peak_rss_mb']:.0f} MB above start{share}")
     for precision in precisions:
         for line in golden_errors(torch_dtype(precision), args.compile):
             print(f'golden {precision}{" compiled" if args.compile else ""}: {line}')
@@ -180,6 +231,62 @@ def speed(args: argparse.Namespace) -> int:
 def speed_one_command(args: argparse.Namespace) -> int:
     """``asid-bench _speed_one`` (internal): one speed figure, as a JSON line."""
     return print_json(speed_figure(args.what, args.precision, args.compile, args.repeats, args.warmup))
+
+
+def precisions_interleaved(what: str, precisions: List[str], rounds: int, warmup: int) -> dict:
+    """``what`` in each of ``precisions`` and the matrix-product ceilings, timed in turn in this one process
+    (``rounds`` rounds after ``warmup``): medians, the per-round speed-ups over fp32 and the ceiling shares."""
+    from ..archs.asid_arch import asid
+
+    runs = {}
+    for precision in precisions:
+        torch.manual_seed(0)
+        runs[precision] = figure_workload(what, asid(FIGURE_SCALE[what]), precision)
+    for precision in precisions:
+        a = torch.rand(CEILING_SIDE, CEILING_SIDE, dtype=torch_dtype(precision))
+        runs[f'ceiling {precision}'] = (lambda a=a: torch.mm(a, a))
+    times = interleaved_times(runs, rounds, warmup)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    result = {'what': what, 'seconds': {p: median[p] for p in precisions},
+              'ceiling_gflops': {p: 2 * CEILING_SIDE**3 / median[f'ceiling {p}'] / 1e9 for p in precisions},
+              'speedup': {p: sorted(f / t for f, t in zip(times[FULL_PRECISION], times[p])) for p in precisions}}
+    if what in FIGURE_INPUT:
+        gflop = executed_gflop(what)
+        result['share'] = {p: gflop / median[p] / result['ceiling_gflops'][p] for p in precisions}
+    return result
+
+
+def interleaved_precisions(args: argparse.Namespace) -> int:
+    """``asid-bench speed --interleaved``: each figure in fp32 and the chosen precision, interleaved in one
+    process per figure, with the matrix-product ceilings measured in the same rounds."""
+    precisions = speed_precisions(args.precision)
+    print(f'asid-bench speed --interleaved on {machine()}: {" and ".join(precisions)}, {args.repeats} rounds')
+    for what in ('x4', 'x2', 'step'):
+        try:
+            fig = in_fresh_process(['_precisions', '--what', what, '--precisions', *precisions, '--repeats',
+                                    str(args.repeats), '--warmup', str(args.warmup)], f'{what} precisions')
+        except RuntimeError as err:
+            print(f'asid-bench: {err}', file=sys.stderr)
+            return EXIT_FAILED
+        for p in precisions:
+            ups = fig['speedup'][p]
+            line = (f"{FIGURE_LABEL[what]} {p}: {fig['seconds'][p]:.3f} s, {statistics.median(ups):.2f}x fp32 "
+                    f"(rounds {ups[0]:.2f}-{ups[-1]:.2f}x)")
+            if 'share' in fig:
+                line += (f", {100 * fig['share'][p]:.0f}% of the {p} matrix-product ceiling "
+                         f"({fig['ceiling_gflops'][p]:.0f} GFLOP/s)")
+            print(line)
+    return EXIT_OK
+
+
+def precisions_command(args: argparse.Namespace) -> int:
+    """``asid-bench _precisions`` (internal): one figure in several precisions, interleaved, as a JSON line."""
+    return print_json(precisions_interleaved(args.what, args.precisions, args.repeats, args.warmup))
+
+
+def ceiling_command(args: argparse.Namespace) -> int:
+    """``asid-bench _ceiling`` (internal): the matrix-product ceiling in one precision, as a JSON line."""
+    return print_json(matmul_ceiling(args.precision, CEILING_REPEATS, args.warmup))
 
 
 def interleaved_command(args: argparse.Namespace) -> int:

@@ -51,7 +51,8 @@ from ..console import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, command, interrupt_exit
                        shown, stop_on_signals)
 from ..inference import MAX_OVERLAP, MIN_TILE, MemoryNeed, Upscaler, upscale_image
 from ..utils.asid_files import TEMP_SUFFIX, NotARegularFile, check_replaceable, name_max, path_kind
-from ..utils.asid_precision import PRECISIONS, precision_problem
+from ..utils.asid_precision import (PRECISION_CHOICES, PRECISIONS, describe_precision, precision_problem,
+                                    resolve_precision)
 from ..utils.asid_tiling import RAMP_OVERLAP
 from .usage import UsageError, command_parser
 
@@ -253,8 +254,8 @@ def pick_device(name: str):
 
 
 def check_precision(precision: str, device) -> None:
-    """``--precision`` on ``device``, by the one precision rule (``utils.asid_precision.precision_problem``)."""
-    problem = precision_problem(precision, device)
+    """``--precision`` on ``device``, by the one precision rule (``utils.asid_precision``; ``auto`` as resolved)."""
+    problem = precision_problem(resolve_precision(precision, device), device)
     if problem:
         raise UsageError(f'--precision {problem}; use ' + ' or '.join(
             p for p in PRECISIONS if p != precision and not precision_problem(p, device)))
@@ -451,8 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='refuse images whose output (every frame counted) exceeds this '
                         f'(default {DEFAULT_MAX_MEGAPIXELS})')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
-    parser.add_argument('--precision', choices=list(PRECISIONS), default='fp32',
-                        help='fp32 (default); bf16 on CPUs and recent GPUs; fp16 on CUDA')
+    parser.add_argument('--precision', choices=list(PRECISION_CHOICES), default='auto',
+                        help='auto (default): bf16 for 8-bit images on CPUs with native bf16 (AVX512-BF16, AMX, Arm '
+                        'BF16), fp32 elsewhere; fp32; bf16 (emulated and slow on other CPUs); fp16 on CUDA')
     parser.add_argument('--ext', choices=list(EXTENSIONS), default='png',
                         help='output format (default png; "same" keeps the input format, JPEG -> PNG); '
                         'animations and multi-page TIFFs keep their kind')
@@ -516,7 +518,8 @@ def run(args, out_dir: Path, tally: Tally, start: float) -> int:
     tally.failed += len(problems)
     upscaler = Upscaler(net, config.upscale, device, args.precision, args.tile, args.tile_overlap,
                         args.max_memory * GB, str(args.model))
-    print(f'asid-sr: {config.variant} x{config.upscale} from {shown(args.model)} on {device.type} ({args.precision}), '
+    print(f'asid-sr: {config.variant} x{config.upscale} from {shown(args.model)} on {device.type} '
+          f'({describe_precision(args.precision, device)}), '
           f'{len(paths)} images', file=sys.stderr)
     if config.note:
         print(f'asid-sr: note: {shown(args.model)}: {config.note}', file=sys.stderr)

@@ -50,8 +50,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from ..archs import asid_arch, omnisr_arch  # noqa: F401  (registers ASID, ASID-D8 and OmniSR: build_network)
 from ..archs.asid_layouts import resolve_variant_options
 from ..metrics import asid_metric  # noqa: F401  (registers calculate_psnr_matlab)
-from ..utils.asid_checkpoint_format import printable
-from ..utils.asid_errors import PretrainedWeightsError, TrainingDiverged
+from ..utils.asid_errors import PretrainedWeightsError, TrainingDiverged, printable
 from ..utils.asid_files import remove_stale_temporaries, save_checkpoint
 from ..utils.asid_precision import autocast_dtype, compile_arguments
 from ..utils.asid_tiling import PROTOCOL_OVERLAP, PROTOCOL_TILE, tile_forward

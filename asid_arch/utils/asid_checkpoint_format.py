@@ -26,7 +26,7 @@ from typing import BinaryIO, Callable, Dict, List, Mapping, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .asid_errors import PretrainedWeightsError, first_line
+from .asid_errors import PretrainedWeightsError, first_line, printable
 
 MAX_KEYS_LISTED = 8  # key names shown in an error message
 
@@ -463,9 +463,3 @@ def key_list(keys: Sequence[str]) -> str:
     keys = sorted(keys)
     more = f' and {len(keys) - MAX_KEYS_LISTED} more' if len(keys) > MAX_KEYS_LISTED else ''
     return ', '.join(keys[:MAX_KEYS_LISTED]) + more
-
-
-def printable(path: Union[str, Path]) -> str:
-    """``path`` for a message, also when its name is not valid UTF-8 (as ``asid_arch.console.shown``, which
-    this kit file cannot import)."""
-    return os.fsencode(path).decode('utf-8', 'backslashreplace')

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional, Union
 
-from .asid_errors import CheckpointSaveError
+from .asid_errors import CheckpointSaveError, printable
 
 SAVE_ATTEMPTS = 3  # as BasicSR: a transient write error is retried ...
 SAVE_RETRY_DELAY_S = 1.0  # ... after this pause
@@ -60,8 +60,8 @@ def check_readable_file(path: Union[str, Path], what: str = 'file') -> Path:
     ``/dev/zero`` never ends, and neither is a file the package could use."""
     kind = path_kind(path)
     if kind != 'regular file':
-        raise NotARegularFile(f'{what} {os.fspath(path)} is a {kind}, not a regular file' if kind != 'missing'
-                              else f'{what} {os.fspath(path)} does not exist')
+        raise NotARegularFile(f'{what} {printable(path)} is a {kind}, not a regular file' if kind != 'missing'
+                              else f'{what} {printable(path)} does not exist')
     return Path(path)
 
 
@@ -70,7 +70,7 @@ def check_replaceable(path: Union[str, Path], what: str = 'output') -> None:
     :class:`NotARegularFile` naming what stands there. Only regular files are ever replaced by the package."""
     kind = path_kind(path, follow_symlinks=False)
     if kind not in ('missing', 'regular file'):
-        raise NotARegularFile(f'{what} {os.fspath(path)} is a {kind}: only a regular file is ever replaced; '
+        raise NotARegularFile(f'{what} {printable(path)} is a {kind}: only a regular file is ever replaced; '
                               'choose another name')
 
 

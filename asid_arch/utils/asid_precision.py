@@ -3,7 +3,8 @@
 Kit file (``basicsr/utils/asid_precision.py`` in a BasicSR checkout): the standard library at import (torch
 is imported by the functions that need it, so that a command's ``--help`` can list :data:`PRECISIONS`
 without it). ``train: amp:`` (:func:`autocast_dtype`) and ``asid-sr --precision`` (``asid_arch.inference``)
-both ask :func:`precision_problem`.
+both ask :func:`precision_problem`; ``asid-sr`` and ``asid-bench`` resolve ``auto`` by :func:`resolve_precision`:
+bf16 where the CPU computes it natively (:func:`cpu_has_bf16`), float32 elsewhere.
 """
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ PRECISIONS = (FULL_PRECISION, 'bf16', 'fp16')  # the names users give, full prec
 DTYPE_NAMES = {'fp32': 'float32', 'bf16': 'bfloat16', 'fp16': 'float16'}  # -> torch dtypes
 AMP_OFF = (None, False, 'none', FULL_PRECISION, '~')  # train: amp: values meaning full precision
 FP16_DEVICE_TYPES = ('cuda', )  # where fp16 runs (and, in training, its GradScaler)
+AUTO = 'auto'  # the machine's choice (:func:`resolve_precision`)
+PRECISION_CHOICES = (AUTO, ) + PRECISIONS  # what ``--precision`` accepts
+# torch.cpu.get_capabilities() keys of bfloat16 arithmetic in hardware: x86 AVX512-BF16 and AMX-BF16,
+# Arm BF16 (NEON) and SVE-BF16; without them PyTorch and oneDNN emulate bfloat16 with float32 instructions
+NATIVE_BF16_CAPABILITIES = ('avx512_bf16', 'amx_bf16', 'bf16', 'sve_bf16')
+# bfloat16 keeps 8 significant bits: enough for images of 8 bits per sample, not for deeper ones, which
+# ``auto`` runs in float32 (their output would otherwise carry about 8 bits of the network's result)
+BF16_SAMPLE_BITS = 8
 
 
 def torch_dtype(precision: str):
@@ -28,11 +37,43 @@ def torch_dtype(precision: str):
 
 
 def cpu_has_bf16() -> bool:
-    """True where the CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere PyTorch emulates it."""
+    """True where the CPU computes bfloat16 natively, asked as PyTorch asks: oneDNN runs bfloat16 kernels here
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) and ``torch.cpu.get_capabilities()`` lists bfloat16
+    instructions (:data:`NATIVE_BF16_CAPABILITIES`). Elsewhere PyTorch emulates bfloat16, far slower than float32."""
     import torch
 
-    checks = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    try:
+        onednn = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        capabilities = torch.cpu.get_capabilities()
+    except (AttributeError, RuntimeError):  # a torch build without these queries: no claim of native bf16
+        return False
+    return onednn and any(capabilities.get(name) is True for name in NATIVE_BF16_CAPABILITIES)
+
+
+def resolve_precision(precision: str, device, sample_bits: int = BF16_SAMPLE_BITS) -> str:
+    """``precision`` (a name of :data:`PRECISION_CHOICES`) on ``device`` (a ``torch.device``) for images of
+    ``sample_bits`` bits per sample, as a name of :data:`PRECISIONS`: ``auto`` is bf16 on a CPU with native
+    bfloat16 (:func:`cpu_has_bf16`) for images of up to :data:`BF16_SAMPLE_BITS` bits, fp32 elsewhere (CPUs
+    that would emulate it, GPUs, 16-bit images); the other names are themselves."""
+    if precision != AUTO:
+        return precision
+    native = device.type == 'cpu' and sample_bits <= BF16_SAMPLE_BITS and cpu_has_bf16()
+    return 'bf16' if native else FULL_PRECISION
+
+
+def describe_precision(precision: str, device) -> str:
+    """What ``precision`` (``auto`` included) runs on ``device``, for a command's log line."""
+    if precision != AUTO:
+        return precision
+    low, deep = resolve_precision(AUTO, device), resolve_precision(AUTO, device, 2 * BF16_SAMPLE_BITS)
+    return f'auto: {low}' + (f', {deep} for images deeper than {BF16_SAMPLE_BITS} bits' if deep != low else '')
+
+
+def casts_network(precision: str, device) -> bool:
+    """Whether inference in ``precision`` on ``device`` casts the network and its input to that dtype (one dtype
+    end to end, on the network's own CPU fast paths) rather than running float32 weights under autocast: bf16
+    on the CPU. fp16 (CUDA) keeps autocast, which holds the normalisations in float32."""
+    return precision == 'bf16' and device.type == 'cpu'
 
 
 def precision_problem(precision: str, device) -> Optional[str]:

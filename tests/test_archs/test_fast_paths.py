@@ -31,7 +31,7 @@ def test_onednn_linear_matches_f_linear(bias):
     w = torch.randn(20, 36, requires_grad=True)
     b = torch.randn(20, requires_grad=True) if bias else None
     inputs = [x, w] + ([b] if bias else [])
-    assert ops._onednn_linear_applies(x, w)
+    assert ops._onednn_dtype(x, w) == torch.float32
     fast, ref = ops.linear(x, w, b), F.linear(x, w, b)
     assert (fast - ref).abs().max().item() < 1e-5
     for g_fast, g_ref in zip(grads(fast, inputs), grads(ref, inputs)):
@@ -115,9 +115,13 @@ def test_fused_epilogues_are_probed_and_optional(monkeypatch):
 
 def test_linear_takes_the_portable_path_where_it_must():
     w = torch.randn(4, 3)
-    assert not ops._onednn_linear_applies(torch.randn(2, 3, dtype=torch.float64), w.double())
+    assert ops._onednn_dtype(torch.randn(2, 3, dtype=torch.float64), w.double()) is None
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        assert not ops._onednn_linear_applies(torch.randn(2, 3), w)
+        assert ops._onednn_dtype(torch.randn(2, 3), w) is None
+    # a network cast to bfloat16 keeps it on oneDNN where oneDNN runs bfloat16; mixed dtypes take F.linear
+    expected = torch.bfloat16 if torch.bfloat16 in ops._ONEDNN_DTYPES else None
+    assert ops._onednn_dtype(torch.randn(2, 3, dtype=torch.bfloat16), w.bfloat16()) == expected
+    assert ops._onednn_dtype(torch.randn(2, 3, dtype=torch.bfloat16), w) is None
 
 
 @pytest.mark.parametrize('width', [12, 36, 48])
@@ -164,3 +168,38 @@ def test_reverse_add_equals_reverse_then_add(partition):
     reverse = {'meso': arch.window_reverse, 'global': arch.grid_reverse}[partition]
     reverse_add = {'meso': arch.window_reverse_add, 'global': arch.grid_reverse_add}[partition]
     assert torch.equal(reverse_add(x, tokens, p), x + reverse(tokens, p, b, h, w))
+
+
+@pytest.mark.skipif(torch.bfloat16 not in ops._ONEDNN_DTYPES, reason="this CPU's oneDNN does not run bfloat16")
+def test_bfloat16_network_stays_on_the_onednn_paths_in_one_dtype(monkeypatch):
+    """A network cast to bfloat16 runs oneDNN's kernels (fused epilogues included) with bfloat16 activations end
+    to end, and agrees with the plain PyTorch operations in bfloat16 to bfloat16 rounding."""
+    torch.manual_seed(0)
+    net = ASID(upscale=2, num_feat=16, num_blocks=1).eval().to(torch.bfloat16)
+    x = torch.rand(1, 3, 16, 24, dtype=torch.bfloat16)
+    dtypes = set()
+
+    def record(module, inputs, output):
+        dtypes.update(t.dtype for t in (output if isinstance(output, tuple) else (output, )) if torch.is_tensor(t))
+    hooks = [m.register_forward_hook(record) for m in net.modules()]
+    calls = {'linear': 0}
+    real_linear = ops._ONEDNN_LINEAR
+
+    class Counted:
+        def __call__(self, *args):
+            calls['linear'] += 1
+            return real_linear(*args)
+
+        def binary(self, *args):
+            calls['linear'] += 1
+            return real_linear.binary(*args)
+
+    with torch.no_grad():
+        monkeypatch.setattr(ops, '_ONEDNN_LINEAR', Counted())
+        fast = net(x)
+        monkeypatch.setattr(ops, '_ONEDNN_DTYPES', (torch.float32, ))
+        plain = net(x)
+    for hook in hooks:
+        hook.remove()
+    assert calls['linear'] > 0 and dtypes == {torch.bfloat16} and fast.dtype == torch.bfloat16
+    assert (fast.float() - plain.float()).abs().max().item() < 0.05

@@ -85,14 +85,35 @@ def test_speed_prints_quoted_reference_times_without_ratio(monkeypatch, capsys):
     measures it here.)"""
     from asid_arch.bench import speed as bench
 
-    monkeypatch.setattr(bench, 'in_fresh_process',
-                        lambda args, what: {'label': f'figure {args[2]}', 'seconds': 0.5, 'peak_rss_mb': 100.0})
+    monkeypatch.setattr(bench, 'in_fresh_process', lambda args, what: {
+        'label': f'figure {args[2]} {args[4]}' if args[0] == '_speed_one' else '', 'seconds': 0.5,
+        'peak_rss_mb': 100.0, 'gflops': 100.0})
     monkeypatch.setattr(bench, 'golden_errors', lambda dtype, compile_model: ['skipped'])
-    assert asid_bench(['speed']) == 0
+    assert asid_bench(['speed', '--precision', 'fp32']) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('figure')]
     assert len(lines) == 4
-    assert lines[0] == 'figure x4: 0.500 s, peak 100 MB above start'
+    share = 100 * bench.executed_gflop('x4') / 0.5 / 100.0
+    assert lines[0] == (f'figure x4 fp32: 0.500 s, peak 100 MB above start; {share:.0f} GFLOP/s executed, '
+                        f'{share:.0f}% of the fp32 matrix-product ceiling (100 GFLOP/s)')
     assert not any('speed-up' in line or 'x)' in line or 'quoted' in line for line in lines)
+
+
+@pytest.mark.parametrize('native', [True, False])
+def test_speed_precision_auto_follows_the_precision_rule(monkeypatch, capsys, native):
+    """``asid-bench speed`` (``--precision auto``): float32 figures, and bf16 ones where the CPU has native bf16."""
+    from asid_arch.bench import speed as bench
+    from asid_arch.utils import asid_precision
+
+    asked = []
+    monkeypatch.setattr(asid_precision, 'cpu_has_bf16', lambda: native)
+    monkeypatch.setattr(bench, 'in_fresh_process', lambda args, what: asked.append(args) or {
+        'label': 'figure', 'seconds': 0.5, 'peak_rss_mb': 100.0, 'gflops': 100.0})
+    monkeypatch.setattr(bench, 'golden_errors', lambda dtype, compile_model: ['skipped'])
+    assert asid_bench(['speed']) == 0
+    figures = {(args[2], args[4]) for args in asked if args[0] == '_speed_one'}
+    expected = {('x4', 'fp32'), ('x2', 'fp32'), ('step', 'fp32'), ('step-fused', 'fp32')}
+    assert figures == expected | ({('x4', 'bf16'), ('x2', 'bf16'), ('step', 'bf16')} if native else set())
+    assert sum(args[0] == '_ceiling' for args in asked) == (2 if native else 1)
 
 
 @pytest.mark.slow

@@ -128,7 +128,7 @@ def test_animated_gif_sub_rectangle_frames_transparency_and_loop(tmp_path, neare
 def test_apng_every_frame_exact(tmp_path, model_file):
     frames = [Image.fromarray(synthetic_image(18, 22, k)[:, :, ::-1].copy()) for k in range(3)]
     frames[0].save(tmp_path / 'a.png', save_all=True, append_images=frames[1:], duration=[40, 50, 60], loop=2)
-    assert sr(tmp_path / 'a.png', '-o', tmp_path / 'o', '-m', model_file) == 0
+    assert sr(tmp_path / 'a.png', '-o', tmp_path / 'o', '-m', model_file, '--precision', 'fp32') == 0
     got, loop = frames_of(tmp_path / 'o' / 'a_x2.png')
     assert [d for _, d in got] == [40, 50, 60] and loop == 2
     for (pixels, _), frame in zip(got, frames):
@@ -381,11 +381,13 @@ def test_budget_decides_tiles_and_refuses_what_cannot_fit(tmp_path, model_file, 
     rgb = synthetic_image(96, 120, 0)
     cv2.imwrite(str(tmp_path / 'a.png'), rgb)
     # a budget the whole image fits: the network's exact output
-    assert sr(tmp_path / 'a.png', '-o', tmp_path / 'whole', '-m', model_file, '--max-memory', '2') == 0
+    assert sr(tmp_path / 'a.png', '-o', tmp_path / 'whole', '-m', model_file, '--max-memory', '2',
+              '--precision', 'fp32') == 0
     whole = cv2.imread(str(tmp_path / 'whole' / 'a_x2.png'))
     assert np.array_equal(whole, network_output(model_file, rgb[:, :, ::-1].copy())[:, :, ::-1])
     # a budget that needs tiles: close to whole, not identical
-    assert sr(tmp_path / 'a.png', '-o', tmp_path / 'tiled', '-m', model_file, '--max-memory', '0.06') == 0
+    assert sr(tmp_path / 'a.png', '-o', tmp_path / 'tiled', '-m', model_file, '--max-memory', '0.06',
+              '--precision', 'fp32') == 0
     tiled = cv2.imread(str(tmp_path / 'tiled' / 'a_x2.png'))
     assert not np.array_equal(tiled, whole) and np.abs(tiled.astype(int) - whole).mean() < 3
     # too small for even the smallest tile, or for --tile 0: refused before decoding, with what it needs

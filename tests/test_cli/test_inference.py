@@ -93,7 +93,8 @@ def test_asid_sr_on_every_kind_of_image(tmp_path, images, model_file, capsys):
 def test_asid_sr_matches_the_network(tmp_path, model_file):
     rgb = synthetic_image(24, 24, 3)
     cv2.imwrite(str(tmp_path / 'a.png'), rgb)
-    assert asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'o'), '-m', str(model_file), '--tile', '0']) == 0
+    assert asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'o'), '-m', str(model_file), '--tile', '0',
+                    '--precision', 'fp32']) == 0
     net, _ = network_from_file(model_file)
     x = torch.from_numpy(rgb[:, :, ::-1].transpose(2, 0, 1).copy()).float().div(255)[None]
     with torch.no_grad():
@@ -124,7 +125,8 @@ def test_asid_sr_usage_errors(tmp_path, model_file, capsys):
 
 def test_asid_sr_bf16_on_cpu(tmp_path, model_file):
     cv2.imwrite(str(tmp_path / 'a.png'), synthetic_image(24, 32, 0))
-    assert asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'fp32'), '-m', str(model_file)]) == 0
+    assert asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'fp32'), '-m', str(model_file), '--precision',
+                    'fp32']) == 0
     assert asid_sr([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'bf16'), '-m', str(model_file), '--precision',
                     'bf16']) == 0
     fp32 = cv2.imread(str(tmp_path / 'fp32' / 'a_x2.png')).astype(float)

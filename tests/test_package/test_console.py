@@ -118,3 +118,15 @@ def test_a_command_ends_ctrl_c_with_one_line_and_130(capsys):
         main()
     assert exit_info.value.code == 130 and (sys.stdout, sys.stderr) == streams
     assert capsys.readouterr().err == 'asid-x: stopped by Ctrl-C; run it again\n'
+
+
+def test_a_message_that_cannot_be_encoded_is_written_with_escapes_and_the_stream_stays():
+    """A path that is not valid UTF-8 in a message: escaped, and later messages still arrive (the stream is not
+    taken for closed)."""
+    from asid_arch.console import SurvivingStream
+
+    buffer = io.BytesIO()
+    stream = SurvivingStream(io.TextIOWrapper(buffer, encoding='utf-8', write_through=True))
+    stream.write('asid-export: error: d\udcff is a folder\n')
+    stream.write('next line\n')
+    assert buffer.getvalue() == b'asid-export: error: d\\udcff is a folder\nnext line\n'

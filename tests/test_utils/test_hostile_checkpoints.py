@@ -613,7 +613,7 @@ def test_check_image_that_is_no_image_file(tmp_path, capsys, export_parts):
     odd.mkdir()
     err = export_error(['-m', str(tmp_path / 'm.pth'), '-o', str(tmp_path / 'm.onnx'), '--check-image', str(odd)],
                        capsys)
-    assert err.endswith('d\\xff is not a regular file')
+    assert err.endswith('d\\xff is a folder, not a regular file')
     cv2.imwrite(str(tmp_path / 'one.png'), synthetic_image(1, 1, 0))
     from asid_arch.cli.export import main as asid_export
 
