@@ -514,13 +514,12 @@ def export_parts(monkeypatch, tmp_path):
     from asid_arch.cli import export
 
     parts = {'diff': 0.0, 'inputs': None}
-    monkeypatch.setattr(export, 'onnx_model', lambda net, opset=18: b'model bytes')
 
-    def check(net, model, inputs):
+    def build(net, args, inputs):
         parts['inputs'] = inputs
-        return {name: parts['diff'] for name in inputs}
+        return b'model bytes', [], {'onnxruntime': {name: parts['diff'] for name in inputs}}
 
-    monkeypatch.setattr(export, 'check_onnx', check)
+    monkeypatch.setattr(export, 'build_onnx', build)
     torch.save({'params': tiny_net().state_dict()}, tmp_path / 'm.pth')
     return parts
 
@@ -625,8 +624,7 @@ def test_check_image_that_is_no_image_file(tmp_path, capsys, export_parts):
 SIGNAL_SCRIPT = '''
 import os, signal, sys
 from asid_arch.cli import export
-export.onnx_model = lambda net, opset=18: b'model bytes'
-export.check_onnx = lambda net, model, inputs: {name: 0.0 for name in inputs}
+export.build_onnx = lambda net, args, inputs: (b'model bytes', [], {'onnxruntime': {n: 0.0 for n in inputs}})
 os.fsync = lambda fd: os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # stopped while the file is written
 sys.exit(export.main(['-m', 'm.pth', '-o', 'm.onnx']))
 '''
