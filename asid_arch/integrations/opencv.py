@@ -35,12 +35,11 @@ def opencv_version() -> Optional[str]:
 
 
 def load_net(model: Path):
-    """``cv2.dnn.readNetFromONNX`` on ``model``: the network, on OpenCV's CPU backend."""
+    """``cv2.dnn.readNetFromONNX`` on ``model``: the network, on OpenCV's own (CPU) backend."""
     import cv2
 
     net = cv2.dnn.readNetFromONNX(str(model))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
     return net
 
 

@@ -46,7 +46,7 @@ def tiny_export():
 
 def parity_inputs():
     rng = np.random.default_rng(3)
-    return {f'{b}x{h}x{w}': rng.random((b, 3, h, w), np.float32) for b, h, w in PARITY_SHAPES}
+    return {f'{b}x{h}x{w}': rng.random((b, c, h, w), np.float32) for b, c, h, w in PARITY_SHAPES}
 
 
 def expected_outputs(net, inputs):
