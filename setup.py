@@ -51,7 +51,7 @@ setup(
     ],
     extras_require={
         'bench': ['matplotlib'],
-        'onnx': ['onnx', 'onnxruntime', 'onnxscript'],
+        'onnx': ['onnx', 'onnxruntime', 'onnxscript', 'onnxslim'],
         'spandrel': ['spandrel>=0.4'],
         'test': ['pytest', 'pytest-xdist'],
     },

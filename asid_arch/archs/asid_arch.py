@@ -152,7 +152,10 @@ class ASID(nn.Module):
         for block in self.blocks:
             feat = block(feat, attns)
         feat = self.conv_after_body(feat) + feat0
-        return self.upsampler(feat)[..., :h * self.upscale, :w * self.upscale].contiguous()
+        # narrow, not slicing: its length is exactly H*s (an exported graph's output dims resolve to
+        # s*height and s*width instead of min(...) of the padded size); same values
+        out = self.upsampler(feat)
+        return out.narrow(-2, 0, h * self.upscale).narrow(-1, 0, w * self.upscale).contiguous()
 
     @staticmethod
     def convert_state_dict(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
@@ -628,9 +631,22 @@ class ESA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         c1 = self.squeeze(x)
-        m = F.max_pool2d(self.down(c1), kernel_size=ESA_POOL_KERNEL, stride=ESA_POOL_STRIDE)
-        m = F.interpolate(self.refine(m), size=x.shape[-2:], mode='bilinear', align_corners=False)
+        m = self.refine(F.max_pool2d(self.down(c1), kernel_size=ESA_POOL_KERNEL, stride=ESA_POOL_STRIDE))
+        if torch.compiler.is_exporting():
+            m = widen_single_pixel_sides(m)
+        m = F.interpolate(m, size=x.shape[-2:], mode='bilinear', align_corners=False)
         return x * torch.sigmoid(self.expand(self.skip(c1, residual=m)))
+
+
+def widen_single_pixel_sides(m: Tensor) -> Tensor:
+    """``m`` with a side of 1 px replicated to 2 px (other sides unchanged), for the ONNX export of ESA's
+    upsampling. ``(B, C, h, w) -> (B, C, h', w')``. Bilinear resizing of two equal rows gives that row
+    again (to float32 rounding), so the output is the same; but OpenCV 5.0's linear ``Resize`` is wrong for
+    a 1-px-high input that is wider than 1 px (errors of 1e-2 on random maps, found against onnxruntime),
+    which ESA meets where the padded image is 16 px high. Integer arithmetic, no branch: ``2 // (n + 1)``
+    is 1 for ``n = 1`` and 0 for ``n >= 2``, for every size the exported graph sees."""
+    h, w = m.shape[-2:]
+    return F.pad(m, (0, 2 // (w + 1), 0, 2 // (h + 1)), mode='replicate')
 
 
 # ----------------------------------------------------------------------------------------------

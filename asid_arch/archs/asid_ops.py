@@ -9,6 +9,7 @@ float32 and, where this CPU's oneDNN runs it, in bfloat16 (a network cast to it)
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -79,6 +80,20 @@ def _onednn_dtype(x: Tensor, weight: Tensor) -> Optional[torch.dtype]:
     return x.dtype if x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype else None
 
 
+SQRT_2 = math.sqrt(2.0)
+
+
+def exact_gelu(x: Tensor) -> Tensor:
+    """Exact GELU, ``x * Phi(x)``. Eager, traced and compiled code runs ``F.gelu``. Under ``torch.export``
+    (the ONNX export) it is written out as ``(x * (1 + erf(x / sqrt 2))) * 0.5``: the exporter's own
+    decomposition, ``x * (0.5 * (1 + erf(x / sqrt 2)))``, makes opencv-python 5.0's ``readNetFromONNX``
+    die with SIGSEGV (its GELU fusion half-matches it), while this order is fused into OpenCV's GELU
+    layer. Halving is exact in floating point, so both orders give the same values bit for bit."""
+    if torch.compiler.is_exporting():
+        return x * (1 + torch.erf(x / SQRT_2)) * 0.5
+    return F.gelu(x)
+
+
 def _needs_grad(*tensors: Optional[Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -131,7 +146,7 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, gelu: bool 
     else:
         y = _ONEDNN_LINEAR(x, weight, bias, 'gelu' if gelu else 'none', [], 'none' if gelu else '')
         gelu = False  # applied by the kernel
-    y = F.gelu(y) if gelu else y
+    y = exact_gelu(y) if gelu else y
     return y if residual is None else y + residual
 
 
@@ -155,7 +170,7 @@ def depthwise_conv3x3(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, 
         return _ONEDNN_CONV(x, weight, bias, [1, 1], [1, 1], [1, 1], groups, 'gelu' if gelu else 'none', [],
                             'none' if gelu else '')
     y = F.conv2d(x, weight, bias, padding=1, groups=groups)
-    y = F.gelu(y) if gelu else y
+    y = exact_gelu(y) if gelu else y
     return y if multiply is None else y * multiply
 
 

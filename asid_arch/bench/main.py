@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--iters', type=_positive, default=3, help='iterations per phase')
     p.add_argument('--rounds', type=_positive, default=3, help='alternations of step-alone and fed phases')
 
-    p = sub.add_parser('onnx', help='onnxruntime vs PyTorch eager on the exported ASID (x4 and x2 figures)')
+    p = sub.add_parser('onnx', help='onnxruntime and OpenCV DNN vs PyTorch eager on the exported ASID (x4, x2)')
     p.add_argument('--repeats', type=_positive, default=5)
     p.add_argument('--warmup', type=_count, default=2)
 

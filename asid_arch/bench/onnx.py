@@ -1,5 +1,11 @@
-"""``asid-bench onnx``: the exported ASID run by onnxruntime against PyTorch eager, interleaved in one
-process (the x4 320x180 and x2 640x360 figures, fp32, random weights of the released configuration)."""
+"""``asid-bench onnx``: the exported ASID run by onnxruntime and by OpenCV's DNN module against PyTorch eager,
+interleaved in one process (the x4 320x180 and x2 640x360 figures, fp32, random weights of the released
+configuration). Interleaving gives each runtime the same machine state, so the ratios hold on a shared,
+loaded machine where the absolute times drift.
+
+OpenCV runs in this process only after a child process has loaded and run the same file (a native crash in
+OpenCV's importer would otherwise end the benchmark); where it cannot, its column says why.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,16 +17,20 @@ from ..console import EXIT_OK
 from .common import interleaved_times, machine, no_grad_call
 from .figures import FIGURE_INPUT, FIGURE_LABEL, FIGURE_SCALE
 
+RUNTIMES = ('eager', 'onnxruntime', 'opencv')  # the columns, in the order they run in each round
 
-def onnx_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict:
-    """ASID exported by ``asid-export``'s exporter into ``folder`` and run by onnxruntime (CPU provider,
-    default threads) against PyTorch eager, interleaved in this process."""
+
+def runtimes_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict:
+    """ASID exported by ``asid-export``'s exporter into ``folder``, run by onnxruntime (CPU provider, default
+    threads) and OpenCV DNN (CPU backend) against PyTorch eager, interleaved in this process: median seconds
+    per runtime and each runtime's largest difference to eager."""
     import numpy as np
     import onnxruntime
     import torch
 
     from ..archs.asid_arch import asid
-    from ..integrations.onnx import export_onnx
+    from ..integrations.onnx import INPUT_NAME, export_onnx
+    from ..integrations.opencv import OpenCVCrash, load_net, opencv_version, run_net, run_opencv_isolated
 
     scale, (w, h) = FIGURE_SCALE[what], FIGURE_INPUT[what]
     torch.manual_seed(0)
@@ -29,24 +39,45 @@ def onnx_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict:
     start = time.perf_counter()
     export_onnx(net, path)
     export_s = time.perf_counter() - start
-    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     x = torch.rand(1, 3, h, w)
-    runs = {'eager': lambda: no_grad_call(net, x), 'onnxruntime': lambda: session.run(None, {'lr': x.numpy()})[0]}
-    diff = float(np.abs(runs['onnxruntime']() - runs['eager']().numpy()).max())
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    runs = {'eager': lambda: no_grad_call(net, x).numpy(),
+            'onnxruntime': lambda: session.run(None, {INPUT_NAME: x.numpy()})[0]}
+    figure = {'label': FIGURE_LABEL[what] + ' fp32', 'export_s': export_s, 'opencv_note': ''}
+    if opencv_version() is None:
+        figure['opencv_note'] = 'cv2.dnn not installed'
+    else:
+        try:
+            run_opencv_isolated(path, {'probe': x[..., :24, :24].numpy()})
+            cv_net = load_net(path)
+            runs['opencv'] = lambda: run_net(cv_net, x.numpy())
+        except OpenCVCrash as err:
+            figure['opencv_note'] = str(err)
+    expected = runs['eager']()
+    for name, run in runs.items():
+        figure[f'{name}_diff'] = float(np.abs(run() - expected).max())
     times = interleaved_times(runs, rounds, warmup)
-    return {'label': FIGURE_LABEL[what] + ' fp32', 'eager_s': statistics.median(times['eager']),
-            'onnxruntime_s': statistics.median(times['onnxruntime']), 'max_abs_diff': diff, 'export_s': export_s}
+    for name in runs:
+        figure[f'{name}_s'] = statistics.median(times[name])
+    return figure
 
 
 def onnx(args: argparse.Namespace) -> int:
     """``asid-bench onnx``: the x4 and x2 figures, each exported into a temporary folder (removed after)."""
     import tempfile
 
-    print(f'asid-bench onnx on {machine()}')
+    from ..integrations.opencv import opencv_version
+
+    print(f'asid-bench onnx on {machine()}; OpenCV {opencv_version()}; medians of {args.repeats} interleaved rounds')
     with tempfile.TemporaryDirectory() as folder:
         for what in FIGURE_INPUT:
-            fig = onnx_vs_eager(what, args.repeats, args.warmup, Path(folder))
-            print(f"{fig['label']}: PyTorch eager {fig['eager_s']:.3f} s, onnxruntime {fig['onnxruntime_s']:.3f} s "
-                  f"(eager/onnxruntime {fig['eager_s'] / fig['onnxruntime_s']:.2f}x), max abs diff "
-                  f"{fig['max_abs_diff']:.1e}; export took {fig['export_s']:.0f} s", flush=True)
+            fig = runtimes_vs_eager(what, args.repeats, args.warmup, Path(folder))
+            cells = []
+            for name in RUNTIMES:
+                if f'{name}_s' in fig:
+                    cells.append(f"{name} {fig[f'{name}_s']:.3f} s ({fig['eager_s'] / fig[f'{name}_s']:.2f}x eager, "
+                                 f"max abs diff {fig[f'{name}_diff']:.1e})")
+                else:
+                    cells.append(f"{name} not run: {fig['opencv_note']}")
+            print(f"{fig['label']}: " + '; '.join(cells) + f"; export took {fig['export_s']:.0f} s", flush=True)
     return EXIT_OK

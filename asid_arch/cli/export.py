@@ -1,15 +1,20 @@
-"""``asid-export``: an ASID checkpoint to ONNX with dynamic height and width, checked by onnxruntime.
+"""``asid-export``: an ASID checkpoint to ONNX with dynamic batch, height and width, checked by onnxruntime
+and OpenCV's DNN module before anything is written.
 
-    asid-export -m ASID_x4.pth -o asid_x4.onnx [--check-image photo.png] [--overwrite]
+    asid-export -m ASID_x4.pth -o asid_x4.onnx [--half] [--check-image photo.png] [--overwrite]
 
-The graph takes ``lr`` (1, 3, H, W) float32 RGB in [0, 1], any H, W >= 1 (sides under 16 px are
-edge-padded inside the graph, as the PyTorch network does), and returns ``sr`` (1, 3, H*s, W*s).
-After export, onnxruntime runs it on random inputs (one of them small enough for the edge padding)
-and on a real image (``--check-image``, default a scikit-image sample), and the largest difference
-to PyTorch is reported; above ``--tolerance`` (1e-4) the command fails and writes nothing. Only a
-checked graph is written, atomically (a temporary file beside the target, renamed); an existing
-file is replaced only with ``--overwrite``. The file is self-contained (weights inside, no
-``.onnx.data`` sidecar). Needs onnx, onnxruntime and onnxscript: the project's ``.venv`` has them
+The graph takes ``lr`` (B, 3, H, W) float32 RGB in [0, 1], any B, H, W >= 1 (sides under 16 px are
+edge-padded inside the graph, as the PyTorch network does), and returns ``sr`` (B, 3, H*s, W*s), dims that
+shape inference resolves to ``s*height`` and ``s*width``; the graph is simplified by onnxslim. ``--half``
+computes in float16 with float32 input and output. After export, onnxruntime runs it on random inputs (a
+batch of two, and sides small enough for the edge padding) and on a real image (``--check-image``, default
+a scikit-image sample), and so does OpenCV's DNN module, in a child process (a crash there is reported,
+never fatal to this command); the largest differences to PyTorch float32 are printed. Above
+``--tolerance`` (default 1e-4; 2e-2 with ``--half``) the command fails and writes nothing.
+
+Only a checked graph is written, atomically (a temporary file beside the target, renamed); an existing file
+is replaced only with ``--overwrite``. The file is self-contained (weights inside, no ``.onnx.data``
+sidecar). Needs onnx, onnxruntime, onnxscript and onnxslim: the project's ``.venv`` has them
 (``requirements.txt``); elsewhere ``pip install -e '.[onnx]'`` from a checkout of this repository.
 """
 from __future__ import annotations
@@ -21,19 +26,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..console import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, command, interrupt_exit_status, interrupt_name, shown,
                        stop_on_signals)
-from ..integrations.onnx import DEFAULT_OPSET, MIN_OPSET, check_onnx, newest_opset, onnx_model
+from ..integrations.onnx import DEFAULT_OPSET, MIN_OPSET, check_onnx, newest_opset, node_count, onnx_model
 from ..utils.asid_files import TEMP_SUFFIX, NotARegularFile, check_readable_file, check_replaceable
 from .sr import add_channel_attention_argument
 from .usage import UsageError, command_parser
 
-RANDOM_CHECK_SIZES = ((37, 45), (5, 7))  # not multiples of 8; the second edge-padded to 16 px in the graph
-DEFAULT_TOLERANCE = 1e-4
+# (batch, height, width): not multiples of 8 or 16; 5x7 and 1x1 edge-padded to 16 px in the graph; 16x40, whose
+# ESA map is 1 px high before its upsampling (asid_arch.archs.asid_arch.widen_single_pixel_sides)
+RANDOM_CHECK_SHAPES = ((2, 37, 45), (1, 5, 7), (1, 1, 1), (1, 16, 40))
+TOLERANCES = {'float32': 1e-4, 'float16': 2e-2}  # largest accepted difference to PyTorch float32, by --half
+NEEDS = ('onnx', 'onnxruntime', 'onnxscript', 'onnxslim')  # the extra asid_arch[onnx]
+
 CHECK_IMAGE_MAX_PIXELS = 1_000_000  # of --check-image: run whole by PyTorch and by onnxruntime (about 4.5 GB each)
 CHECK_RUNS = 2  # PyTorch's run and onnxruntime's, whose results are compared
 
@@ -93,16 +102,68 @@ def check_output(path: Path, overwrite: bool) -> None:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Every argument that can be checked before the model is read; :class:`UsageError` otherwise."""
-    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+    if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance >= 0):
         raise UsageError(f'--tolerance must be a finite number >= 0, got {args.tolerance}')
     newest = newest_opset()
     if not MIN_OPSET <= args.opset <= newest:
-        raise UsageError(f'--opset {args.opset}: the exporter writes opsets {MIN_OPSET} to {newest} (the newest the '
-                         'installed onnx knows); older ones would need a conversion that fails for this network')
+        raise UsageError(f'--opset {args.opset}: the exporter writes opsets {MIN_OPSET} to {newest} (the newest '
+                         'the installed onnx knows); older ones would need a conversion that fails for this network')
     try:
         check_output(args.output, args.overwrite)
     except OSError as err:  # a folder on the way that cannot be searched
         raise UsageError(f'-o {shown(args.output)}: {err.strerror or err}') from None
+
+
+def missing_package() -> Optional[str]:
+    """The first package of the extra asid_arch[onnx] that does not import, else None."""
+    for name in NEEDS:
+        try:
+            __import__(name)
+        except ImportError:
+            return name
+    return None
+
+
+def check_inputs(real: np.ndarray) -> Dict[str, np.ndarray]:
+    """The parity-check inputs: random ones (:data:`RANDOM_CHECK_SHAPES`) and the real image, by name."""
+    rng = np.random.default_rng(0)
+    inputs = {f'{h}x{w}' + (f' (batch {b})' if b > 1 else ''): rng.random((b, 3, h, w), np.float32)
+              for b, h, w in RANDOM_CHECK_SHAPES}
+    inputs[f'image {real.shape[2]}x{real.shape[3]}'] = real
+    return inputs
+
+
+def build_onnx(net, args: argparse.Namespace,
+               inputs: Dict[str, np.ndarray]) -> Tuple[bytes, List[str], Dict[str, Dict[str, float]]]:
+    """The ONNX file's bytes, and the report lines of its checks by onnxruntime and OpenCV (OpenCV's failures
+    are reported, not raised: the file is still right for onnxruntime)."""
+    from ..integrations.opencv import OpenCVCrash, opencv_version, run_opencv_isolated
+
+    model = onnx_model(net, args.opset, half=args.half)
+    lines = [f'{node_count(model)} nodes, inputs and outputs float32' + (', float16 inside' if args.half else '')]
+    diffs = {'onnxruntime': check_onnx(net, model, inputs)}
+    if opencv_version() is None:
+        lines.append('OpenCV DNN not checked: cv2.dnn is not installed')
+        return model, lines, diffs
+    with tempfile.TemporaryDirectory(prefix='asid-export-') as folder:
+        path = Path(folder) / 'model.onnx'
+        path.write_bytes(model)
+        try:
+            outputs = run_opencv_isolated(path, inputs)
+        except OpenCVCrash as err:
+            lines.append(f'note: {err}: this file is for onnxruntime; OpenCV cannot use it')
+            return model, lines, diffs
+    diffs['OpenCV DNN'] = {name: max_abs_diff(net, inputs[name], out) for name, out in outputs.items()}
+    return model, lines, diffs
+
+
+def max_abs_diff(net, array: np.ndarray, got: np.ndarray) -> float:
+    """Largest difference between ``got`` and PyTorch's output on ``array`` (inf if the shapes differ)."""
+    import torch
+
+    with torch.no_grad():
+        expected = net(torch.from_numpy(array)).numpy()
+    return float(np.abs(got - expected).max()) if got.shape == expected.shape else math.inf
 
 
 @command('asid-export', ': nothing written')
@@ -111,12 +172,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('-m', '--model', type=Path, required=True, help='checkpoint of ASID or ASID-D8 (any layout), '
                         'or the name of released weights (asid_x4, ...: downloaded once into a cache)')
     parser.add_argument('-o', '--output', type=Path, required=True, help='ONNX file to write')
+    parser.add_argument('--half', action='store_true', help='a graph computing in float16 (input and output float32)')
     parser.add_argument('--overwrite', action='store_true', help='replace --output if it exists')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset, >= {MIN_OPSET} '
                         f'(default {DEFAULT_OPSET})')
     parser.add_argument('--check-image', type=Path, help='real image for the parity check (default: a sample)')
-    parser.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE,
-                        help=f'largest accepted difference, >= 0 (default {DEFAULT_TOLERANCE:g})')
+    parser.add_argument('--tolerance', type=float, default=None,
+                        help='largest accepted difference to PyTorch float32, >= 0 (default '
+                        f"{TOLERANCES['float32']:g}; {TOLERANCES['float16']:g} with --half)")
     add_channel_attention_argument(parser)
     args = parser.parse_args(argv)
     from ..tuning import tune_cpu
@@ -126,13 +189,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..utils.asid_errors import PretrainedWeightsError
     from ..weights import resolve_model
 
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as err:
-        print(f"asid-export: {err.name} is not installed: pip install -e '.[onnx]' from a checkout of asid_arch "
-              '(or pip install onnx onnxruntime onnxscript)', file=sys.stderr)
+    missing = missing_package()
+    if missing:
+        print(f"asid-export: {missing} is not installed: pip install -e '.[onnx]' from a checkout of asid_arch "
+              f'(or pip install {" ".join(NEEDS)})', file=sys.stderr)
         return EXIT_USAGE
     try:
         check_arguments(args)
@@ -142,18 +202,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (PretrainedWeightsError, UsageError) as err:
         print(f'asid-export: error: {err}', file=sys.stderr)
         return EXIT_USAGE
-    rng = np.random.default_rng(0)
-    inputs = {f'{h}x{w}': rng.random((1, 3, h, w), np.float32) for h, w in RANDOM_CHECK_SIZES}  # one line
-    image_name = f'image {real.shape[2]}x{real.shape[3]}'
-    inputs[image_name] = real
+    precision = 'float16' if args.half else 'float32'
+    tolerance = TOLERANCES[precision] if args.tolerance is None else args.tolerance
+    inputs = check_inputs(real)
     target = shown(args.output)
     with stop_on_signals():
         try:
             start = time.time()
             try:
-                model = onnx_model(net, args.opset)
-                diffs = check_onnx(net, model, inputs)
-            except Exception as err:  # the exporter or onnxruntime failed: nothing is written
+                model, lines, results = build_onnx(net, args, inputs)
+            except Exception as err:  # the exporter or a runtime failed: nothing is written
                 print(f'asid-export: failed: {config.variant} x{config.upscale}: {type(err).__name__}: '
                       f'{(str(err).strip().splitlines() or [""])[0][:300]}; {target} not written', file=sys.stderr)
                 return EXIT_FAILED
@@ -161,12 +219,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f'asid-export: {config.variant} x{config.upscale}: exported and checked ({seconds:.1f} s)')
             if config.note:
                 print(f'asid-export: note: {shown(args.model)}: {config.note}')
-            image = diffs.pop(image_name)
-            print(f'asid-export: onnxruntime vs PyTorch, random {", ".join(diffs)}: max abs diff '
-                  f'{max(diffs.values()):.2e}')
-            print(f'asid-export: onnxruntime vs PyTorch, {image_name}: max abs diff {image:.2e}')
-            if max(image, *diffs.values()) > args.tolerance:
-                print(f'asid-export: difference above the tolerance {args.tolerance:g}: {target} not written',
+            for line in lines:
+                print(f'asid-export: {line}')
+            worst = 0.0
+            for runtime, diffs in results.items():
+                random = {name: diff for name, diff in diffs.items() if not name.startswith('image')}
+                image = {name: diff for name, diff in diffs.items() if name.startswith('image')}
+                print(f'asid-export: {runtime} vs PyTorch, random {", ".join(random)}: max abs diff '
+                      f'{max(random.values()):.2e}')
+                for name, diff in image.items():
+                    print(f'asid-export: {runtime} vs PyTorch, {name}: max abs diff {diff:.2e}')
+                worst = max(worst, *diffs.values())
+            if not worst <= tolerance:
+                print(f'asid-export: difference above the tolerance {tolerance:g}: {target} not written',
                       file=sys.stderr)
                 return EXIT_FAILED
             from ..utils.asid_files import atomic_write

@@ -484,7 +484,8 @@ def exported(tmp_path_factory):
 def test_export_checks_a_one_pixel_image(exported):
     folder, result = exported
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
-    assert 'image 1x1: max abs diff' in result.stdout and 'random 37x45, 5x7: max abs diff' in result.stdout
+    assert 'image 1x1: max abs diff' in result.stdout
+    assert 'onnxruntime vs PyTorch, random 37x45 (batch 2), 5x7, 1x1, 16x40: max abs diff' in result.stdout
     assert 'neosr defaults' in result.stdout  # the variant read off the weights
     assert 'Traceback' not in result.stdout + result.stderr and result.stderr.strip() == '', result.stderr[-2000:]
     assert sorted(p.name for p in folder.iterdir()) == ['m.onnx', 'm.pth', 'one.png']
@@ -514,13 +515,12 @@ def export_parts(monkeypatch, tmp_path):
     from asid_arch.cli import export
 
     parts = {'diff': 0.0, 'inputs': None}
-    monkeypatch.setattr(export, 'onnx_model', lambda net, opset=18: b'model bytes')
 
-    def check(net, model, inputs):
+    def build(net, args, inputs):
         parts['inputs'] = inputs
-        return {name: parts['diff'] for name in inputs}
+        return b'model bytes', [], {'onnxruntime': {name: parts['diff'] for name in inputs}}
 
-    monkeypatch.setattr(export, 'check_onnx', check)
+    monkeypatch.setattr(export, 'build_onnx', build)
     torch.save({'params': tiny_net().state_dict()}, tmp_path / 'm.pth')
     return parts
 
@@ -625,8 +625,7 @@ def test_check_image_that_is_no_image_file(tmp_path, capsys, export_parts):
 SIGNAL_SCRIPT = '''
 import os, signal, sys
 from asid_arch.cli import export
-export.onnx_model = lambda net, opset=18: b'model bytes'
-export.check_onnx = lambda net, model, inputs: {name: 0.0 for name in inputs}
+export.build_onnx = lambda net, args, inputs: (b'model bytes', [], {'onnxruntime': {n: 0.0 for n in inputs}})
 os.fsync = lambda fd: os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # stopped while the file is written
 sys.exit(export.main(['-m', 'm.pth', '-o', 'm.onnx']))
 '''
