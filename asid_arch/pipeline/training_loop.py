@@ -133,8 +133,8 @@ def train_pipeline(root_path: str) -> None:
     """
     import basicsr.train as bt
     from basicsr.models import build_model
-    from basicsr.utils import AvgTimer, MessageLogger, get_env_info, get_root_logger, get_time_str, make_exp_dirs
-    from basicsr.utils import mkdir_and_rename
+    from basicsr.utils import (AvgTimer, MessageLogger, get_env_info, get_root_logger, get_time_str, make_exp_dirs,
+                               mkdir_and_rename)
     from basicsr.utils.options import dict2str
 
     opt, args = bt.parse_options(root_path, is_train=True)
