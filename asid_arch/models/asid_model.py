@@ -54,7 +54,8 @@ from ..utils.asid_checkpoint_format import printable
 from ..utils.asid_errors import PretrainedWeightsError, TrainingDiverged
 from ..utils.asid_files import remove_stale_temporaries, save_checkpoint
 from ..utils.asid_precision import autocast_dtype, compile_arguments
-from ..utils.asid_random import gather_random_states, preserved_random_states, restore_random_states
+from ..utils.asid_random import (gather_random_states, preserved_random_states, random_states_problem,
+                                 restore_random_states)
 from ..utils.asid_tiling import PROTOCOL_OVERLAP, PROTOCOL_TILE, tile_forward
 from ..utils.asid_weights import dtype_mismatches, match_weights, resolve_variant_options, weights_for
 
@@ -155,13 +156,17 @@ class ASIDModel(SRModel):
             self.scaler.load_state_dict(resume_state['scaler'])
         states = resume_state.get('random_states')
         world_size, rank = self.opt.get('world_size', 1), self.opt.get('rank', 0)
-        if isinstance(states, list) and len(states) == world_size:
+        if not isinstance(states, list):
+            why = 'none'
+        elif len(states) != world_size:
+            why = f'{len(states)} rank(s), this run has {world_size}'
+        else:
+            why = random_states_problem(states[rank])
+        if why is None:
             restore_random_states(states[rank])
         else:
-            get_root_logger().warning(
-                'The training state holds no random states for this run '
-                f'({"none" if not isinstance(states, list) else f"{len(states)} rank(s), this run has {world_size}"})'
-                ': the random sequence starts from manual_seed, not where the saved run was.')
+            get_root_logger().warning(f'The training state holds no random states for this run ({why}): the random '
+                                      'sequence starts from manual_seed, not where the saved run was.')
 
     def validation(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:
         """BasicSR's validation; whatever it draws at random leaves the training's random sequence unchanged."""

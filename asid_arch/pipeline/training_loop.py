@@ -169,7 +169,7 @@ def train_pipeline(root_path: str) -> None:
     prefetcher = _prefetcher(opt, train_loader, logger)
 
     logger.info(f'Start training from epoch: {start_epoch}, iter: {current_iter}'
-                f'{f", batch {position} of the epoch" if position else ""}')
+                f'{f" (after batch {position} of the epoch)" if position else ""}')
     data_timer, iter_timer = AvgTimer(), AvgTimer()
     start_time = time.time()
     save_freq, print_freq = opt['logger']['save_checkpoint_freq'], opt['logger']['print_freq']

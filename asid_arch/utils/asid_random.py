@@ -27,6 +27,8 @@ import torch.distributed as dist
 NUMPY_SEED_MODULUS = 2**32  # numpy.random.seed takes 32-bit seeds
 TORCH_SEED_MODULUS = 2**63  # torch.Generator.manual_seed takes int64 seeds
 SEED_BYTES = 8
+PYTHON_STATE_LEN = 625  # random.getstate()[1]: 624 words and the position
+NUMPY_KEYS_LEN = 624  # numpy's MT19937 key
 SAMPLE_STREAM = 1  # sample seeds derive from (seed, SAMPLE_STREAM, epoch, position); other uses take other streams
 
 
@@ -114,6 +116,32 @@ def restore_random_states(states: Dict[str, object]) -> None:
     torch.set_rng_state(states['torch'].cpu())
     if states.get('cuda') is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(states['cuda'].cpu())
+
+
+def random_states_problem(states: object) -> Optional[str]:
+    """Why ``states`` (read from a training state) is not what :func:`capture_random_states` writes, or None."""
+    if not isinstance(states, dict):
+        return f'not a dict but {type(states).__name__}'
+    python, numpy, cpu = states.get('python'), states.get('numpy'), states.get('torch')
+    if not (isinstance(python, dict) and isinstance(python.get('state'), list)
+            and len(python['state']) == PYTHON_STATE_LEN and all(isinstance(v, int) for v in python['state'])):
+        return 'python: not a random.getstate() of Mersenne Twister'
+    if not (isinstance(numpy, dict) and isinstance(numpy.get('keys'), list) and len(numpy['keys']) == NUMPY_KEYS_LEN
+            and isinstance(numpy.get('pos'), int) and 0 <= numpy['pos'] <= NUMPY_KEYS_LEN):
+        return 'numpy: not a numpy.random.get_state() of MT19937'
+    for key in ('torch', 'cuda'):
+        value = cpu if key == 'torch' else states.get('cuda')
+        if (key == 'torch' or value is not None) and not (isinstance(value, torch.Tensor)
+                                                          and value.dtype == torch.uint8 and value.dim() == 1):
+            return f'{key}: not a generator state (a 1-D uint8 tensor)'
+    try:  # the values themselves: the generators accept them (on a scratch generator, nothing changed here)
+        random.Random().setstate((python['version'], tuple(python['state']), python.get('gauss')))
+        np.random.RandomState().set_state((numpy['name'], np.asarray(numpy['keys'], dtype=np.uint32), numpy['pos'],
+                                           numpy['has_gauss'], numpy['cached_gaussian']))
+        torch.Generator().set_state(cpu.cpu())
+    except (TypeError, ValueError, KeyError, OverflowError, RuntimeError) as err:
+        return f'rejected by the generator ({type(err).__name__})'
+    return None
 
 
 def gather_random_states() -> List[Dict[str, object]]:
