@@ -36,13 +36,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..console import EXIT_FAILED, EXIT_USAGE
+from ..console import EXIT_FAILED, EXIT_REQUEUE, EXIT_USAGE
 from .arguments import basicsr_parser
 from .datasets import CheckedDataset, DataReadError
 from .option_file import OptionFileError, apply_overrides, options_from_text, read_option_text
 from .options_check import training_state_problem, validate_options
 from .options_structure import OptionsError, check_structure
-from .training_loop import EXIT_REQUEUE, TrainingStopped, train_pipeline
+from .training_loop import TrainingStopped, train_pipeline
 
 RANDOM_SEED_RANGE = (1, 10000)  # BasicSR's seed when the option file gives none
 DEBUG_PREFIX = 'debug_'  # --debug: BasicSR's debug mode (short intervals, no tensorboard)
@@ -258,7 +258,7 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     User mistakes end with one clear message, not a traceback: exit status 2 for what stops a run
     before it starts (option file, options, training state, pretrained weights), 1 for a run that fails
     on the way (data that cannot be read, a diverged loss, a checkpoint that cannot be written),
-    :data:`~asid_arch.pipeline.training_loop.EXIT_REQUEUE` (75) for a training stopped by SIGTERM or SIGUSR1 after
+    :data:`~asid_arch.console.EXIT_REQUEUE` (75) for a training stopped by SIGTERM or SIGUSR1 after
     saving the iteration it was in.
     """
     from ..utils.asid_errors import CheckpointSaveError, PretrainedWeightsError, TrainingDiverged

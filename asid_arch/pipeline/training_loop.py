@@ -14,6 +14,7 @@ checkpoints and validation are called as they are); what differs:
   (atomically; existing checkpoints are untouched), one line is logged, and the process exits with
   :data:`EXIT_REQUEUE` (:class:`TrainingStopped`). Further signals meanwhile are ignored. Under DDP the ranks
   agree after every iteration on whether any of them was signalled, so all stop at the same iteration.
+* ``train: deterministic: true`` selects deterministic GPU kernels (:func:`configure_determinism`).
 * The run ends when ``total_iter`` iterations are done (BasicSR's epoch count assumes ``drop_last=False``
   and can stop a run short of it) and does not load a batch it will not train on.
 """
@@ -29,11 +30,12 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from ..utils.asid_random import derived_seed
+from ..console import EXIT_REQUEUE
+from ..utils.asid_random import TORCH_SEED_MODULUS, derived_seed
 
 STOP_SIGNALS = ('SIGTERM', 'SIGUSR1')  # what SLURM (--signal, preemption, scancel) and cloud schedulers send
-EXIT_REQUEUE = 75  # sysexits' EX_TEMPFAIL: stopped by a signal, the state of the last iteration saved; run again
 LOADER_SEED_STREAM = 2  # the data loader's own generator: derived from (manual_seed, LOADER_SEED_STREAM, rank)
+CUBLAS_DETERMINISTIC_WORKSPACE = ':4096:8'  # what cuBLAS needs for deterministic results (CUDA >= 10.2)
 RESUME_KEYS = ('epoch_position', 'manual_seed', 'batch_size', 'world_size')  # what this loop adds to a state
 
 
@@ -82,6 +84,20 @@ class StopRequests:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             signum = int(flag.item())
         return signum or None
+
+
+def configure_determinism(train_opt: dict) -> None:
+    """BasicSR's setting (``cudnn.benchmark``: the fastest kernels, picked by timing them, so a GPU run may differ
+    from its repetition), or with ``train: deterministic: true`` deterministic kernels: cuDNN deterministic and
+    not benchmarked, ``torch.use_deterministic_algorithms`` (a warning where an operation has no deterministic
+    kernel) and cuBLAS's deterministic workspace (unless ``CUBLAS_WORKSPACE_CONFIG`` is set). CPUs are
+    deterministic at a fixed thread count either way."""
+    deterministic = bool(train_opt.get('deterministic'))
+    if deterministic:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', CUBLAS_DETERMINISTIC_WORKSPACE)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def _prefetcher(opt: dict, train_loader, logger):
@@ -139,7 +155,7 @@ def train_pipeline(root_path: str) -> None:
 
     opt, args = bt.parse_options(root_path, is_train=True)
     opt['root_path'] = root_path
-    torch.backends.cudnn.benchmark = True  # as BasicSR (see docs/training.md for exact runs on GPUs)
+    configure_determinism(opt['train'])
 
     resume_state = bt.load_resume_state(opt)
     if resume_state is None:
@@ -159,7 +175,7 @@ def train_pipeline(root_path: str) -> None:
     start_epoch, current_iter, position = _resume_point(resume_state, opt, batch_size, logger)
     train_sampler.set_seed(opt['manual_seed'])
     loader_generator = torch.Generator()
-    loader_generator.manual_seed(derived_seed(opt['manual_seed'], LOADER_SEED_STREAM, opt['rank']) % 2**63)
+    loader_generator.manual_seed(derived_seed(opt['manual_seed'], LOADER_SEED_STREAM, opt['rank']) % TORCH_SEED_MODULUS)
     train_loader.generator = loader_generator  # iterators draw their worker seed here, not from the global generator
 
     model = build_model(opt)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from asid_arch.pipeline.training_loop import EXIT_REQUEUE
+from asid_arch.console import EXIT_REQUEUE
 
 from helpers import make_tiny_data, run_python, tiny_train_options, write_yaml
 

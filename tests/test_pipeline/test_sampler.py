@@ -3,6 +3,7 @@ skips without loading, augmentation as a pure function of the key, random states
 from __future__ import annotations
 
 import io
+import os
 import random
 
 import numpy as np
@@ -136,3 +137,26 @@ def test_a_training_state_with_a_bad_position_is_refused():
     assert training_state_problem(dict(state, epoch_position=3), {}, compare_network=False) is None
     for key, value in (('epoch_position', -1), ('epoch_position', '3'), ('batch_size', 0), ('random_states', {})):
         assert key in training_state_problem(dict(state, **{key: value}), {}, compare_network=False)
+
+
+def test_deterministic_option_selects_deterministic_kernels(monkeypatch, tmp_path):
+    from asid_arch.pipeline.options_structure import check_structure
+    from asid_arch.pipeline.training_loop import configure_determinism
+
+    monkeypatch.delenv('CUBLAS_WORKSPACE_CONFIG', raising=False)
+    cudnn = torch.backends.cudnn
+    saved = cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled()
+    try:
+        configure_determinism({'deterministic': True})
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        assert torch.are_deterministic_algorithms_enabled() and os.environ['CUBLAS_WORKSPACE_CONFIG']
+        configure_determinism({})
+        assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic  # BasicSR's
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+        torch.use_deterministic_algorithms(saved[2])
+    opt = tiny_train_options('det', tmp_path, tmp_path, **{'train.deterministic': 'yes'})
+    assert any('train: deterministic' in p for p in check_structure(opt, True))
+    opt['train']['deterministic'] = True
+    assert not any('deterministic' in p for p in check_structure(opt, True))
