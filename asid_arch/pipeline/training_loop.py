@@ -21,11 +21,12 @@ checkpoints and validation are called as they are); what differs:
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
 import signal
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -84,6 +85,16 @@ class StopRequests:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             signum = int(flag.item())
         return signum or None
+
+
+def _worker_init(worker_id: int, then: Optional[Callable[[int], None]] = None) -> None:
+    """A data-loader worker ignores the stop signals (SLURM and a shell's ``kill -- -PGID`` signal every process of
+    the job; a worker that died of it would fail the main process before it saves), then BasicSR's init."""
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if then is not None:
+        then(worker_id)
 
 
 def configure_determinism(train_opt: dict) -> None:
@@ -177,6 +188,7 @@ def train_pipeline(root_path: str) -> None:
     loader_generator = torch.Generator()
     loader_generator.manual_seed(derived_seed(opt['manual_seed'], LOADER_SEED_STREAM, opt['rank']) % TORCH_SEED_MODULUS)
     train_loader.generator = loader_generator  # iterators draw their worker seed here, not from the global generator
+    train_loader.worker_init_fn = functools.partial(_worker_init, then=train_loader.worker_init_fn)
 
     model = build_model(opt)
     if resume_state:
