@@ -42,7 +42,7 @@ from .datasets import CheckedDataset, DataReadError
 from .option_file import OptionFileError, apply_overrides, options_from_text, read_option_text
 from .options_check import training_state_problem, validate_options
 from .options_structure import OptionsError, check_structure
-from .training_loop import TrainingStopped, train_pipeline
+from .training_loop import EmptyEpoch, TrainingStopped, train_pipeline
 
 RANDOM_SEED_RANGE = (1, 10000)  # BasicSR's seed when the option file gives none
 DEBUG_PREFIX = 'debug_'  # --debug: BasicSR's debug mode (short intervals, no tensorboard)
@@ -277,7 +277,7 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
         _leave_process_group()
         print(f'{prog}: {err}', file=sys.stderr)
         sys.exit(EXIT_REQUEUE)
-    except (OptionFileError, OptionsError, TrainingStateError, PretrainedWeightsError) as err:
+    except (OptionFileError, OptionsError, TrainingStateError, PretrainedWeightsError, EmptyEpoch) as err:
         print(f'{prog}: {err}', file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except DataReadError as err:

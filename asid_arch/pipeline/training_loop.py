@@ -50,6 +50,10 @@ class TrainingStopped(Exception):
         self.iteration = iteration
 
 
+class EmptyEpoch(ValueError):
+    """An epoch holds no full batch (fewer samples per process than ``batch_size_per_gpu``): nothing would train."""
+
+
 class StopRequests:
     """While active (``with``), SIGTERM and SIGUSR1 are recorded instead of ending the process; the first one
     counts (:attr:`signum`, :attr:`received_at`), later ones are ignored. Handlers are restored on leaving."""
@@ -209,8 +213,9 @@ def train_pipeline(root_path: str) -> None:
             prefetcher.reset()
             train_data = prefetcher.next()
             if train_data is None and position == 0:
-                raise ValueError(f'datasets: train: an epoch holds no batch of {batch_size} samples '
-                                 f'({len(train_sampler)} samples for this process)')
+                raise EmptyEpoch(f'datasets: train: an epoch holds no batch of {batch_size} samples '
+                                 f'({len(train_sampler)} samples for this process): lower batch_size_per_gpu or '
+                                 'raise dataset_enlarge_ratio')
             while train_data is not None:
                 data_timer.record()
                 current_iter += 1

@@ -172,3 +172,10 @@ def test_another_seed_gives_other_weights(data, reference, tmp_path):
     ours = torch.load(experiment(tmp_path) / 'models/net_g_latest.pth', weights_only=True)['params']
     theirs = torch.load(experiment(reference) / 'models/net_g_latest.pth', weights_only=True)['params']
     assert max_abs_difference(ours, theirs) > 0
+
+
+@pytest.mark.slow
+def test_an_epoch_without_a_full_batch_stops_with_one_line(data, tmp_path):
+    result = train(tmp_path, options(data, **{'datasets.train.batch_size_per_gpu': SUB_IMAGES + 1}))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f'an epoch holds no batch of {SUB_IMAGES + 1} samples' in result.stderr.splitlines()[-1]
