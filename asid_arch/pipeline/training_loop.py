@@ -80,6 +80,14 @@ class StopRequests:
         for name, handler in self._previous.items():
             signal.signal(getattr(signal, name), handler)
 
+    def summary(self, signum: int, iteration: int, epoch: int, position: int) -> str:
+        """The line logged once the iteration a signal interrupted is saved (with the time since this rank got it)."""
+        waited = '' if self.received_at is None else \
+            f', {time.perf_counter() - self.received_at:.2f} s after the signal'
+        return (f'{signal.Signals(signum).name}: stopped after iteration {iteration} (epoch {epoch}, batch '
+                f'{position}); its network and training state are saved{waited}. Exit status {EXIT_REQUEUE}: run '
+                'again with --auto_resume to continue.')
+
     def agreed(self, device: torch.device) -> Optional[int]:
         """The signal to stop on, the same on every rank (the largest signal number any rank received), or None."""
         signum = self.signum or 0
@@ -207,63 +215,61 @@ def train_pipeline(root_path: str) -> None:
     save_freq, print_freq = opt['logger']['save_checkpoint_freq'], opt['logger']['print_freq']
     val_freq = opt['val']['val_freq'] if opt.get('val') is not None else None
     epoch = start_epoch
-    with StopRequests() as stop:
-        while current_iter < total_iters:
-            train_sampler.set_epoch(epoch, start=position * batch_size)
-            prefetcher.reset()
-            train_data = prefetcher.next()
-            if train_data is None and position == 0:
-                raise EmptyEpoch(f'datasets: train: an epoch holds no batch of {batch_size} samples '
-                                 f'({len(train_sampler)} samples for this process): lower batch_size_per_gpu or '
-                                 'raise dataset_enlarge_ratio')
-            while train_data is not None:
-                data_timer.record()
-                current_iter += 1
-                position += 1
-                model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
-                model.feed_data(train_data)
-                model.optimize_parameters(current_iter)
-                iter_timer.record()
-                if current_iter == 1:
-                    msg_logger.reset_start_time()
-                if current_iter % print_freq == 0:
-                    log_vars = {'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
-                                'time': iter_timer.get_avg_time(), 'data_time': data_timer.get_avg_time()}
-                    log_vars.update(model.get_current_log())
-                    msg_logger(log_vars)
-                saved = current_iter % save_freq == 0
-                if saved:
-                    logger.info('Saving models and training states.')
-                    _save(model, epoch, current_iter, position, opt, batch_size)
-                if val_freq is not None and current_iter % val_freq == 0:
-                    if len(val_loaders) > 1:
-                        logger.warning('Multiple validation datasets are *only* supported by SRModel.')
-                    for val_loader in val_loaders:
-                        model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
-                signum = stop.agreed(model.device)
-                if signum is not None:
-                    if not saved:
-                        _save(model, epoch, current_iter, position, opt, batch_size)
-                    waited = time.perf_counter() - stop.received_at if stop.received_at is not None else None
-                    logger.info(f'{signal.Signals(signum).name}: stopped after iteration {current_iter} (epoch '
-                                f'{epoch}, batch {position}); its network and training state are saved'
-                                f'{f", {waited:.2f} s after the signal" if waited is not None else ""}. Exit status '
-                                f'{EXIT_REQUEUE}: run again with --auto_resume to continue.')
-                    raise TrainingStopped(signum, current_iter)
-                if current_iter >= total_iters:
-                    break
-                data_timer.start()
-                iter_timer.start()
+    try:
+        with StopRequests() as stop:
+            while current_iter < total_iters:
+                train_sampler.set_epoch(epoch, start=position * batch_size)
+                prefetcher.reset()
                 train_data = prefetcher.next()
-            epoch += 1
-            position = 0
+                if train_data is None and position == 0:
+                    raise EmptyEpoch(f'datasets: train: an epoch holds no batch of {batch_size} samples '
+                                     f'({len(train_sampler)} samples for this process): lower batch_size_per_gpu or '
+                                     'raise dataset_enlarge_ratio')
+                while train_data is not None:
+                    data_timer.record()
+                    current_iter += 1
+                    position += 1
+                    model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
+                    model.feed_data(train_data)
+                    model.optimize_parameters(current_iter)
+                    iter_timer.record()
+                    if current_iter == 1:
+                        msg_logger.reset_start_time()
+                    if current_iter % print_freq == 0:
+                        log_vars = {'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
+                                    'time': iter_timer.get_avg_time(), 'data_time': data_timer.get_avg_time()}
+                        log_vars.update(model.get_current_log())
+                        msg_logger(log_vars)
+                    saved = current_iter % save_freq == 0
+                    if saved:
+                        logger.info('Saving models and training states.')
+                        _save(model, epoch, current_iter, position, opt, batch_size)
+                    if val_freq is not None and current_iter % val_freq == 0:
+                        if len(val_loaders) > 1:
+                            logger.warning('Multiple validation datasets are *only* supported by SRModel.')
+                        for val_loader in val_loaders:
+                            model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
+                    signum = stop.agreed(model.device)
+                    if signum is not None:
+                        if not saved:
+                            _save(model, epoch, current_iter, position, opt, batch_size)
+                        logger.info(stop.summary(signum, current_iter, epoch, position))
+                        raise TrainingStopped(signum, current_iter)
+                    if current_iter >= total_iters:
+                        break
+                    data_timer.start()
+                    iter_timer.start()
+                    train_data = prefetcher.next()
+                epoch += 1
+                position = 0
 
-        consumed_time = str(datetime.timedelta(seconds=int(time.time() - start_time)))
-        logger.info(f'End of training. Time consumed: {consumed_time}')
-        logger.info('Save the latest model.')
-        model.save(epoch=-1, current_iter=-1)  # -1 stands for the latest
-        if opt.get('val') is not None:
-            for val_loader in val_loaders:
-                model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
-    if tb_logger:
-        tb_logger.close()
+            consumed_time = str(datetime.timedelta(seconds=int(time.time() - start_time)))
+            logger.info(f'End of training. Time consumed: {consumed_time}')
+            logger.info('Save the latest model.')
+            model.save(epoch=-1, current_iter=-1)  # -1 stands for the latest
+            if opt.get('val') is not None:
+                for val_loader in val_loaders:
+                    model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
+    finally:  # also when stopped by a signal
+        if tb_logger:
+            tb_logger.close()
