@@ -57,7 +57,7 @@ class EmptyEpoch(ValueError):
 
 class StopRequests:
     """While active (``with``), SIGTERM and SIGUSR1 are recorded instead of ending the process; the first one
-    counts (:attr:`signum`, :attr:`received_at`), later ones are ignored. Handlers are restored on leaving."""
+    counts (``signum``, ``received_at``), later ones are ignored. Handlers are restored on leaving."""
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
