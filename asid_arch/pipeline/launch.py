@@ -23,6 +23,7 @@ only; plain ``basicsr/train.py`` knows file paths alone).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import sys
@@ -59,6 +60,26 @@ def init_dist_any_device(launcher: str, backend: str = 'nccl', **kwargs) -> None
     if mp.get_start_method(allow_none=True) is None:
         mp.set_start_method('spawn')
     dist.init_process_group(backend='gloo')
+
+
+def leave_process_group() -> None:
+    """End this process's part in the process group of a finished run, so that it exits 0 on every rank.
+
+    The ranks first wait for each other (rank 0 validates alone at the end; a rank that left earlier would
+    break its collectives). Then the garbage of the finished run is collected *before* the group is
+    destroyed: the model's ``DistributedDataParallel`` wrapper holds the process group, and the model sits
+    in reference cycles (its hooks refer to it), so ``destroy_process_group`` alone drops the registry's
+    reference only, and gloo's worker and transport threads stay alive into interpreter shutdown, where
+    tearing them down at an arbitrary point aborted the process (SIGABRT, "terminate called without an
+    active exception") now and then after "End of training". Collected here, the group's destructor joins
+    its threads while the interpreter is whole. Without a process group this does nothing.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    gc.collect()  # the finished run's DDP wrappers: the last references to the group but the registry's
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def _state_iteration(name: str) -> Optional[int]:
@@ -250,11 +271,7 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     pipeline = basicsr.train.train_pipeline if pipeline_name == 'train' else basicsr.test.test_pipeline
     try:
         pipeline(os.getcwd())
-        if dist.is_available() and dist.is_initialized():
-            # BasicSR returns without shutting the process group down: a rank that exits while
-            # another still validates aborts in the backend's teardown. Leave together, cleanly.
-            dist.barrier()
-            dist.destroy_process_group()
+        leave_process_group()
     except (OptionFileError, OptionsError, TrainingStateError, PretrainedWeightsError) as err:
         print(f'{prog}: {err}', file=sys.stderr)
         sys.exit(EXIT_USAGE)
