@@ -2,7 +2,8 @@
 
 * Exit statuses: 0 the result is complete, 1 some work failed (each failure named), 2 the command
   could not start (bad arguments, unusable model or option file), 128 + N stopped by signal N
-  (130 for Ctrl-C, 143 for SIGTERM) after printing what was done.
+  (130 for Ctrl-C, 143 for SIGTERM) after printing what was done; 75 (asid-train only) stopped by SIGTERM
+  or SIGUSR1 after saving the iteration it was in: run it again (``--auto_resume``) to continue.
 * :func:`stop_on_signals` turns SIGTERM (and SIGHUP) into :class:`Interrupted`, a ``KeyboardInterrupt``,
   so that a command stopped by ``kill`` unwinds like one stopped by Ctrl-C: temporary files are
   removed by the ``finally`` blocks of the writes in progress, and the command prints its summary.
@@ -21,6 +22,7 @@ from typing import Iterator, Union
 EXIT_OK = 0  # everything asked for was done
 EXIT_FAILED = 1  # the command ran and some of the work failed (each failure is named)
 EXIT_USAGE = 2  # the command could not start: arguments, model, option file
+EXIT_REQUEUE = 75  # sysexits' EX_TEMPFAIL: asid-train stopped on a signal with its state saved; run it again
 SIGNAL_EXIT_BASE = 128  # shell convention: stopped by signal N -> 128 + N
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGHUP') if hasattr(signal, name))

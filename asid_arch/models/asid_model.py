@@ -19,6 +19,9 @@ where BasicSR's model scanner imports it. What differs from ``SRModel``:
   ``network_g: position_bias / channel_attention: auto`` read off those weights;
 * a loss that becomes NaN or infinite stops the run before the optimizer step (the weights and
   the last checkpoint stay as they were) with :class:`TrainingDiverged`;
+* exact resume: the training state also holds every rank's random states (``utils/asid_random.py``), restored
+  per rank by ``resume_training``, and whatever the training loop sets in ``resume_extras`` (asid-train: the
+  position in the epoch and the seed); validation leaves the random sequence of training as it was;
 * mixed precision (``train: amp: bf16 | fp16``, ``utils/asid_precision.py``): autocast for the network's
   forward pass in training and validation; the loss, the gradients and the optimizer state stay float32;
   fp16 (CUDA only) scales the loss with a ``GradScaler`` whose state is saved with the training state and
@@ -51,6 +54,8 @@ from ..utils.asid_checkpoint_format import printable
 from ..utils.asid_errors import PretrainedWeightsError, TrainingDiverged
 from ..utils.asid_files import remove_stale_temporaries, save_checkpoint
 from ..utils.asid_precision import autocast_dtype, compile_arguments
+from ..utils.asid_random import (gather_random_states, preserved_random_states, random_states_problem,
+                                 restore_random_states)
 from ..utils.asid_tiling import PROTOCOL_OVERLAP, PROTOCOL_TILE, tile_forward
 from ..utils.asid_weights import dtype_mismatches, match_weights, resolve_variant_options, weights_for
 
@@ -69,6 +74,8 @@ class ASIDModel(SRModel):
         resolved = resolve_variant_options(opt)
         if resolved:
             get_root_logger().info(resolved)
+        self.resume_extras: dict = {}  # entries the training loop adds to the next training state
+        self._random_states = None
         super().__init__(opt)
 
     # -- training -------------------------------------------------------------------------------
@@ -143,10 +150,28 @@ class ASIDModel(SRModel):
                                    f'{time.perf_counter() - start:.1f} s')
 
     def resume_training(self, resume_state: dict) -> None:
-        """Optimizers and schedulers (BasicSR), plus the fp16 grad scaler's state."""
+        """Optimizers and schedulers (BasicSR), the fp16 grad scaler's state, and this rank's random states."""
         super().resume_training(resume_state)
         if self.scaler.is_enabled() and resume_state.get('scaler'):
             self.scaler.load_state_dict(resume_state['scaler'])
+        states = resume_state.get('random_states')
+        world_size, rank = self.opt.get('world_size', 1), self.opt.get('rank', 0)
+        if not isinstance(states, list):
+            why = 'none'
+        elif len(states) != world_size:
+            why = f'{len(states)} rank(s), this run has {world_size}'
+        else:
+            why = random_states_problem(states[rank])
+        if why is None:
+            restore_random_states(states[rank])
+        else:
+            get_root_logger().warning(f'The training state holds no random states for this run ({why}): the random '
+                                      'sequence starts from manual_seed, not where the saved run was.')
+
+    def validation(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:
+        """BasicSR's validation; whatever it draws at random leaves the training's random sequence unchanged."""
+        with preserved_random_states():
+            super().validation(dataloader, current_iter, tb_logger, save_img)
 
     def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
         net = net.to(self.device)
@@ -166,6 +191,13 @@ class ASIDModel(SRModel):
         return optimizer_cls(params, lr, **kwargs)
 
     # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, epoch: int, current_iter: int) -> None:
+        """SRModel's save (network with its EMA, training state); every rank's random states are gathered first
+        (a collective under DDP: BasicSR's loop calls ``save`` on every rank)."""
+        if current_iter != -1:
+            self._random_states = gather_random_states()
+        super().save(epoch, current_iter)
+
     @master_only
     def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
         """BasicSR's ``net_g_{iter}.pth`` (``{param_key: state_dict}``), written atomically; raises
@@ -191,6 +223,9 @@ class ASIDModel(SRModel):
         scaler = getattr(self, 'scaler', None)
         if scaler is not None and scaler.is_enabled():
             state['scaler'] = scaler.state_dict()
+        if self._random_states is not None:
+            state['random_states'] = self._random_states
+        state.update(self.resume_extras)
         save_checkpoint(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def load_network(self, net: torch.nn.Module, load_path: str, strict: bool = True, param_key='params') -> None:

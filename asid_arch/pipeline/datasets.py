@@ -7,16 +7,21 @@ builds in :class:`CheckedDataset`: a sample that cannot be loaded raises :class:
 whose message names the dataset, the LMDB and key (or the file) and the reason. Only the failing
 sample is examined again, so the normal path costs nothing. The wrapper is a plain picklable
 dataset, so it also works in data-loader workers that are spawned rather than forked.
+
+A training sampler (:class:`asid_arch.pipeline.sampler.SeededSampler`) gives :class:`CheckedDataset` keys
+``(index, seed)``: the sample is loaded with ``random``, NumPy and torch seeded from ``seed``
+(:func:`asid_arch.utils.asid_random.seeded`), so its augmentation does not depend on the process that loads it.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
 from ..utils.asid_errors import first_line
+from ..utils.asid_random import seeded
 
 DATA_READ_ERROR_MARK = 'DataReadError: '  # how the class shows in a data-loader worker's re-raised traceback
 
@@ -50,9 +55,14 @@ class CheckedDataset(Dataset):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: Union[int, Tuple[int, int]]):
+        """Sample ``key``: an index, or ``(index, seed)`` to load it with the random generators seeded from ``seed``."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         try:
-            return self.dataset[index]
+            if seed is None:
+                return self.dataset[index]
+            with seeded(seed):
+                return self.dataset[index]
         except Exception as err:
             raise DataReadError(self._describe(index, err)) from None
 

@@ -14,7 +14,10 @@ own behaviour:
   gloo and the CPU. A training state that loads but does not fit the run is refused by name;
 * ``build_dataset``: every dataset is wrapped so that a sample that cannot be read (a damaged LMDB
   value, a broken image file) stops the run naming it (:mod:`asid_arch.pipeline_data`);
-* ``copy_opt_file``: the experiment folder gets the text that was read, not a second read of the path.
+* ``copy_opt_file``: the experiment folder gets the text that was read, not a second read of the path;
+* ``EnlargedSampler`` (training): :class:`asid_arch.pipeline.sampler.SeededSampler`, and asid-train runs
+  :func:`asid_arch.pipeline.training_loop.train_pipeline` instead of BasicSR's loop: exact resume, and
+  SIGTERM/SIGUSR1 save the iteration they interrupt (exit status 75, see docs/training.md).
 
 ``path: pretrain_network_g`` may name released weights (``asid_x4``, ...: :mod:`asid_arch.weights`):
 the name becomes the cached file, downloaded and checked on first use (with asid-train / asid-test
@@ -34,13 +37,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..console import EXIT_FAILED, EXIT_USAGE
+from ..console import EXIT_FAILED, EXIT_REQUEUE, EXIT_USAGE
 from ..utils.asid_files import NotARegularFile, atomic_write, check_readable_file, path_kind
 from .arguments import basicsr_parser
 from .datasets import CheckedDataset, DataReadError
 from .option_file import OptionFileError, apply_overrides, options_from_text, read_option_text
 from .options_check import training_state_problem, validate_options
 from .options_structure import OptionsError, check_structure
+from .training_loop import TrainingStopped, train_pipeline
 
 RANDOM_SEED_RANGE = (1, 10000)  # BasicSR's seed when the option file gives none
 DEBUG_PREFIX = 'debug_'  # --debug: BasicSR's debug mode (short intervals, no tensorboard)
@@ -224,6 +228,10 @@ def parse_options_safely(root_path: str, is_train: bool = True) -> Tuple[dict, a
     opt['rank'], opt['world_size'] = get_dist_info()
     if opt.get('manual_seed') is None:
         opt['manual_seed'] = random.randint(*RANDOM_SEED_RANGE)
+        if opt['dist']:  # one seed for all ranks: they split one sample order
+            chosen = [opt['manual_seed']]
+            dist.broadcast_object_list(chosen, src=0)
+            opt['manual_seed'] = chosen[0]
     set_random_seed(opt['manual_seed'] + opt['rank'])
 
     opt['auto_resume'] = args.auto_resume
@@ -293,20 +301,26 @@ def prepare_basicsr() -> None:
     import basicsr.train
     import basicsr.utils.options
 
+    from .sampler import SeededSampler
+
     basicsr.utils.options.init_dist = init_dist_any_device
     basicsr.train.load_resume_state = load_resume_state_any_device
     for pipeline in (basicsr.train, basicsr.test):
         pipeline.parse_options = parse_options_safely
         pipeline.build_dataset = build_checked_dataset
     basicsr.train.copy_opt_file = copy_option_text
+    basicsr.train.EnlargedSampler = SeededSampler
 
 
 def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
-    """Run ``basicsr.train.train_pipeline`` or ``basicsr.test.test_pipeline`` in the current folder.
+    """Run asid-train's :func:`~asid_arch.pipeline.training_loop.train_pipeline` or ``basicsr.test.test_pipeline``
+    in the current folder.
 
     User mistakes end with one clear message, not a traceback: exit status 2 for what stops a run
     before it starts (option file, options, training state, pretrained weights), 1 for a run that fails
-    on the way (data that cannot be read, a diverged loss, a checkpoint that cannot be written).
+    on the way (data that cannot be read, a diverged loss, a checkpoint that cannot be written),
+    :data:`~asid_arch.console.EXIT_REQUEUE` (75) for a training stopped by SIGTERM or SIGUSR1 after
+    saving the iteration it was in.
     """
     from ..utils.asid_errors import CheckpointSaveError, PretrainedWeightsError, TrainingDiverged
 
@@ -316,10 +330,14 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     import basicsr.test
     import basicsr.train
 
-    pipeline = basicsr.train.train_pipeline if pipeline_name == 'train' else basicsr.test.test_pipeline
+    pipeline = train_pipeline if pipeline_name == 'train' else basicsr.test.test_pipeline
     try:
         pipeline(os.getcwd())
         leave_process_group()
+    except TrainingStopped as err:  # every rank stopped after the same iteration
+        leave_process_group()
+        print(f'{prog}: {err}', file=sys.stderr)
+        sys.exit(EXIT_REQUEUE)
     except (OptionFileError, OptionsError, TrainingStateError, PretrainedWeightsError) as err:
         print(f'{prog}: {err}', file=sys.stderr)
         sys.exit(EXIT_USAGE)

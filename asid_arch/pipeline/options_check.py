@@ -426,6 +426,13 @@ def training_state_problem(state: object, opt: Mapping, compare_network: bool = 
         return f"{not_state} ({len(state['optimizers'])} optimizer(s) but {len(state['schedulers'])} scheduler(s))"
     if state.get('scaler') is not None and not isinstance(state['scaler'], Mapping):
         return f'{not_state} (scaler is not a grad-scaler state)'
+    for key in ('epoch_position', 'manual_seed', 'batch_size', 'world_size'):  # asid-train's (training_loop.py)
+        value = state.get(key)
+        if key in state and (isinstance(value, bool) or not isinstance(value, int) or (key != 'manual_seed' and (
+                value < 0 or (key in ('batch_size', 'world_size') and value == 0)))):
+            return f'{not_state} ({key}: {repr(value)[:60]})'
+    if 'random_states' in state and not isinstance(state['random_states'], list):
+        return f"{not_state} (random_states is not a list, one entry per rank)"
     model_type = opt.get('model_type')
     if compare_network and model_type in MODELS_TRAINING_ONE_NETWORK:
         if len(state['optimizers']) != 1:

@@ -342,6 +342,9 @@ def _check_train_structure(opt: Mapping, train: Mapping, problems: List[str]) ->
             problems.append(f'train: warmup_iter: {warmup} is not shorter than train: total_iter: '
                             f"{train['total_iter']}: the learning rate would ramp up for the whole run and never "
                             'reach optim_g: lr (use warmup_iter: -1 for no warm-up)')
+    deterministic = train.get('deterministic')  # asid-train's (pipeline/training_loop.py)
+    if deterministic is not None and not isinstance(deterministic, bool):
+        problems.append(f'train: deterministic: {deterministic!r} must be true or false')
     ema = train.get('ema_decay')
     if ema is not None and _number(problems, 'train: ema_decay', ema, minimum=0) and ema >= 1:
         problems.append(f'train: ema_decay: {ema} must be below 1 (0: off; e.g. 0.999)')

@@ -90,6 +90,11 @@ def state_fifo(run: Path, experiment: Path) -> Path:
     return run.parent / 'pipe.state'
 
 
+def state_with_fifo_weights(run: Path, experiment: Path) -> Path:
+    fifo(experiment / 'models' / 'net_g_4.pth')
+    return experiment / 'training_states' / '4.state'
+
+
 AUTO = ('--auto_resume', )
 CASES = [
     # item 6: what blocks when opened is refused by its kind
@@ -102,8 +107,7 @@ CASES = [
     Case('fifo_resume_state', resume_from(state_fifo), 2, 'pipe.state is a FIFO, not a regular file'),
     Case('device_resume_state', resume_from(lambda run, exp: Path('/dev/zero')), 2,
          'path: resume_state: /dev/zero is a character device, not a regular file'),
-    Case('fifo_weights_resume_state', resume_from(
-        lambda run, exp: (fifo(exp / 'models' / 'net_g_4.pth'), exp / 'training_states' / '4.state')[1]), 2,
+    Case('fifo_weights_resume_state', resume_from(state_with_fifo_weights), 2,
          'net_g_4.pth are a FIFO, not a regular file'),
     # item 15: a schedule shorter than the run; optimizer tensors of other shapes
     Case('cosine_periods_short', plain(**{'train.scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [2, 1],

@@ -1,0 +1,252 @@
+"""asid-train's training loop: BasicSR 1.4.2's ``train_pipeline``, resumable exactly and stoppable without loss.
+
+The steps, the log and the experiment folder are BasicSR's (its options, loggers, data loaders, model,
+checkpoints and validation are called as they are); what differs:
+
+* **Exact resume.** The training sampler is :class:`asid_arch.pipeline.sampler.SeededSampler`: each sample's
+  augmentation is a pure function of (``manual_seed``, epoch, position), whatever the number of workers or
+  the prefetch mode. A training state also holds the epoch's position (batches consumed), the seed, and every
+  rank's random states (``ASIDModel``); a resumed run restores them and starts the interrupted epoch at the
+  next batch without loading the ones before. The data loader's own seed draws use a generator of their own,
+  so opening an epoch's iterator does not move the global random sequence; validation does not either.
+* **Preemption without loss.** SIGTERM or SIGUSR1 (SLURM's ``--signal``, ``scancel``, a spot instance going
+  away) lets the current iteration end, then the network and the training state of *that* iteration are saved
+  (atomically; existing checkpoints are untouched), one line is logged, and the process exits with
+  :data:`EXIT_REQUEUE` (:class:`TrainingStopped`). Further signals meanwhile are ignored. Under DDP the ranks
+  agree after every iteration on whether any of them was signalled, so all stop at the same iteration.
+* ``train: deterministic: true`` selects deterministic GPU kernels (:func:`configure_determinism`).
+* The run ends when ``total_iter`` iterations are done (BasicSR's epoch count assumes ``drop_last=False``
+  and can stop a run short of it) and does not load a batch it will not train on.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import signal
+import time
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from ..console import EXIT_REQUEUE
+from ..utils.asid_random import TORCH_SEED_MODULUS, derived_seed
+
+STOP_SIGNALS = ('SIGTERM', 'SIGUSR1')  # what SLURM (--signal, preemption, scancel) and cloud schedulers send
+LOADER_SEED_STREAM = 2  # the data loader's own generator: derived from (manual_seed, LOADER_SEED_STREAM, rank)
+CUBLAS_DETERMINISTIC_WORKSPACE = ':4096:8'  # what cuBLAS needs for deterministic results (CUDA >= 10.2)
+RESUME_KEYS = ('epoch_position', 'manual_seed', 'batch_size', 'world_size')  # what this loop adds to a state
+
+
+class TrainingStopped(Exception):
+    """The run stopped on a signal after saving the iteration it had finished; resume with ``--auto_resume``."""
+
+    def __init__(self, signum: int, iteration: int) -> None:
+        super().__init__(f'stopped by {signal.Signals(signum).name} after iteration {iteration}; its network and '
+                         'training state are saved: run again with --auto_resume to continue')
+        self.signum = signum
+        self.iteration = iteration
+
+
+class StopRequests:
+    """While active (``with``), SIGTERM and SIGUSR1 are recorded instead of ending the process; the first one
+    counts (:attr:`signum`, :attr:`received_at`), later ones are ignored. Handlers are restored on leaving."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self.received_at: Optional[float] = None
+        self._previous = {}
+
+    def _record(self, signum: int, frame) -> None:
+        if self.signum is None:
+            self.signum, self.received_at = signum, time.perf_counter()
+
+    def __enter__(self) -> 'StopRequests':
+        for name in STOP_SIGNALS:
+            if hasattr(signal, name):
+                try:
+                    self._previous[name] = signal.signal(getattr(signal, name), self._record)
+                except ValueError:  # not the main thread: signals stay as they were
+                    pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, handler in self._previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+    def agreed(self, device: torch.device) -> Optional[int]:
+        """The signal to stop on, the same on every rank (the largest signal number any rank received), or None."""
+        signum = self.signum or 0
+        if dist.is_available() and dist.is_initialized():
+            flag = torch.tensor([signum], dtype=torch.int64,
+                                device=device if dist.get_backend() == 'nccl' else torch.device('cpu'))
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag.item())
+        return signum or None
+
+
+def configure_determinism(train_opt: dict) -> None:
+    """BasicSR's setting (``cudnn.benchmark``: the fastest kernels, picked by timing them, so a GPU run may differ
+    from its repetition), or with ``train: deterministic: true`` deterministic kernels: cuDNN deterministic and
+    not benchmarked, ``torch.use_deterministic_algorithms`` (a warning where an operation has no deterministic
+    kernel) and cuBLAS's deterministic workspace (unless ``CUBLAS_WORKSPACE_CONFIG`` is set). CPUs are
+    deterministic at a fixed thread count either way."""
+    deterministic = bool(train_opt.get('deterministic'))
+    if deterministic:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', CUBLAS_DETERMINISTIC_WORKSPACE)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def _prefetcher(opt: dict, train_loader, logger):
+    from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
+
+    prefetch_mode = opt['datasets']['train'].get('prefetch_mode')
+    if prefetch_mode is None or prefetch_mode == 'cpu':
+        return CPUPrefetcher(train_loader)
+    if prefetch_mode == 'cuda':
+        logger.info(f'Use {prefetch_mode} prefetch dataloader')
+        if opt['datasets']['train'].get('pin_memory') is not True:
+            raise ValueError('Please set pin_memory=True for CUDAPrefetcher.')
+        return CUDAPrefetcher(train_loader, opt)
+    raise ValueError(f"Wrong prefetch_mode {prefetch_mode}. Supported ones are: None, 'cuda', 'cpu'.")
+
+
+def _resume_point(resume_state: Optional[dict], opt: dict, batch_size: int, logger) -> tuple:
+    """(epoch, iteration, batches of that epoch already trained on) to start from; the run's seed set from the state."""
+    if not resume_state:
+        return 0, 0, 0
+    epoch, iteration = resume_state['epoch'], resume_state['iter']
+    logger.info(f'Resuming training from epoch: {epoch}, iter: {iteration}.')
+    position = resume_state.get('epoch_position')
+    if resume_state.get('manual_seed') is not None and resume_state['manual_seed'] != opt['manual_seed']:
+        logger.info(f"manual_seed {resume_state['manual_seed']} of the training state continues the run "
+                    f"(the options give {opt['manual_seed']})")
+        opt['manual_seed'] = resume_state['manual_seed']
+    same_split = (resume_state.get('batch_size'), resume_state.get('world_size')) == (batch_size, opt['world_size'])
+    if position is None or not same_split:
+        why = ('it was not saved by asid-train' if position is None else
+               f"its batch size x processes ({resume_state.get('batch_size')} x {resume_state.get('world_size')}) "
+               f"differ from this run's ({batch_size} x {opt['world_size']})")
+        logger.warning(f'The training state holds no usable position in its epoch ({why}): epoch {epoch} starts '
+                       'again from its first batch, and the run will not be the one that was interrupted.')
+        return epoch, iteration, 0
+    return epoch, iteration, position
+
+
+def _save(model, epoch: int, iteration: int, position: int, opt: dict, batch_size: int) -> None:
+    """The network (with its EMA) and the training state of ``iteration``, with the position in its epoch."""
+    model.resume_extras = dict(zip(RESUME_KEYS, (position, opt['manual_seed'], batch_size, opt['world_size'])))
+    model.save(epoch, iteration)
+
+
+def train_pipeline(root_path: str) -> None:
+    """BasicSR's ``train_pipeline`` (same options, folders, log and checkpoints), resumable exactly; see the module.
+
+    Raises :class:`TrainingStopped` after saving when SIGTERM or SIGUSR1 arrived.
+    """
+    import basicsr.train as bt
+    from basicsr.models import build_model
+    from basicsr.utils import (AvgTimer, MessageLogger, get_env_info, get_root_logger, get_time_str, make_exp_dirs,
+                               mkdir_and_rename)
+    from basicsr.utils.options import dict2str
+
+    opt, args = bt.parse_options(root_path, is_train=True)
+    opt['root_path'] = root_path
+    configure_determinism(opt['train'])
+
+    resume_state = bt.load_resume_state(opt)
+    if resume_state is None:
+        make_exp_dirs(opt)
+        if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
+            mkdir_and_rename(os.path.join(opt['root_path'], 'tb_logger', opt['name']))
+    bt.copy_opt_file(args.opt, opt['path']['experiments_root'])
+
+    log_file = os.path.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
+    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
+    logger.info(get_env_info())
+    logger.info(dict2str(opt))
+    tb_logger = bt.init_tb_loggers(opt)
+
+    train_loader, train_sampler, val_loaders, _, total_iters = bt.create_train_val_dataloader(opt, logger)
+    batch_size = train_loader.batch_size
+    start_epoch, current_iter, position = _resume_point(resume_state, opt, batch_size, logger)
+    train_sampler.set_seed(opt['manual_seed'])
+    loader_generator = torch.Generator()
+    loader_generator.manual_seed(derived_seed(opt['manual_seed'], LOADER_SEED_STREAM, opt['rank']) % TORCH_SEED_MODULUS)
+    train_loader.generator = loader_generator  # iterators draw their worker seed here, not from the global generator
+
+    model = build_model(opt)
+    if resume_state:
+        model.resume_training(resume_state)  # optimizers, schedulers, grad scaler, this rank's random states
+    msg_logger = MessageLogger(opt, current_iter, tb_logger)
+    prefetcher = _prefetcher(opt, train_loader, logger)
+
+    logger.info(f'Start training from epoch: {start_epoch}, iter: {current_iter}'
+                f'{f" (after batch {position} of the epoch)" if position else ""}')
+    data_timer, iter_timer = AvgTimer(), AvgTimer()
+    start_time = time.time()
+    save_freq, print_freq = opt['logger']['save_checkpoint_freq'], opt['logger']['print_freq']
+    val_freq = opt['val']['val_freq'] if opt.get('val') is not None else None
+    epoch = start_epoch
+    with StopRequests() as stop:
+        while current_iter < total_iters:
+            train_sampler.set_epoch(epoch, start=position * batch_size)
+            prefetcher.reset()
+            train_data = prefetcher.next()
+            if train_data is None and position == 0:
+                raise ValueError(f'datasets: train: an epoch holds no batch of {batch_size} samples '
+                                 f'({len(train_sampler)} samples for this process)')
+            while train_data is not None:
+                data_timer.record()
+                current_iter += 1
+                position += 1
+                model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
+                model.feed_data(train_data)
+                model.optimize_parameters(current_iter)
+                iter_timer.record()
+                if current_iter == 1:
+                    msg_logger.reset_start_time()
+                if current_iter % print_freq == 0:
+                    log_vars = {'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
+                                'time': iter_timer.get_avg_time(), 'data_time': data_timer.get_avg_time()}
+                    log_vars.update(model.get_current_log())
+                    msg_logger(log_vars)
+                saved = current_iter % save_freq == 0
+                if saved:
+                    logger.info('Saving models and training states.')
+                    _save(model, epoch, current_iter, position, opt, batch_size)
+                if val_freq is not None and current_iter % val_freq == 0:
+                    if len(val_loaders) > 1:
+                        logger.warning('Multiple validation datasets are *only* supported by SRModel.')
+                    for val_loader in val_loaders:
+                        model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
+                signum = stop.agreed(model.device)
+                if signum is not None:
+                    if not saved:
+                        _save(model, epoch, current_iter, position, opt, batch_size)
+                    waited = time.perf_counter() - stop.received_at if stop.received_at is not None else None
+                    logger.info(f'{signal.Signals(signum).name}: stopped after iteration {current_iter} (epoch '
+                                f'{epoch}, batch {position}); its network and training state are saved'
+                                f'{f", {waited:.2f} s after the signal" if waited is not None else ""}. Exit status '
+                                f'{EXIT_REQUEUE}: run again with --auto_resume to continue.')
+                    raise TrainingStopped(signum, current_iter)
+                if current_iter >= total_iters:
+                    break
+                data_timer.start()
+                iter_timer.start()
+                train_data = prefetcher.next()
+            epoch += 1
+            position = 0
+
+        consumed_time = str(datetime.timedelta(seconds=int(time.time() - start_time)))
+        logger.info(f'End of training. Time consumed: {consumed_time}')
+        logger.info('Save the latest model.')
+        model.save(epoch=-1, current_iter=-1)  # -1 stands for the latest
+        if opt.get('val') is not None:
+            for val_loader in val_loaders:
+                model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
+    if tb_logger:
+        tb_logger.close()

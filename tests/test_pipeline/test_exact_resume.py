@@ -1,0 +1,171 @@
+"""asid-train resumes exactly: a run killed after a checkpoint, or stopped by SIGTERM/SIGUSR1 between checkpoints,
+then resumed with ``--auto_resume``, ends bit-identical to the run that was never stopped; the data workers' count
+does not change the weights.
+
+Runs are real (asid-train in a subprocess, one thread, tiny ASID, 12 sub-images in batches of 4: an epoch is 3
+iterations, so the runs cross epochs, checkpoints and validations). The stops come from a driver at known points,
+never raced: SIGKILL right after a named checkpoint file is written; SIGTERM/SIGUSR1 sent by the process to itself
+at the end of a given iteration's optimizer step (a second one while that iteration's state is being written).
+"""
+from __future__ import annotations
+
+import math
+import re
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from asid_arch.console import EXIT_REQUEUE
+
+from helpers import make_tiny_data, run_python, tiny_train_options, write_yaml
+
+ITERATIONS = 12
+CHECKPOINT_EVERY = 4
+VALIDATE_EVERY = 5
+BATCH = 4
+SUB_IMAGES = 12  # make_tiny_data's one 96x120 image in 48 px sub-images, step 24
+BATCHES_PER_EPOCH = SUB_IMAGES // BATCH
+NAME = 'exact'
+
+# argv: mode target asid-train-arguments...; mode 'kill' (SIGKILL after the file `target` is saved), 'SIGTERM' or
+# 'SIGUSR1' (sent at the end of iteration `target`'s step, and again while that iteration's .state is saved), 'run'
+DRIVER = textwrap.dedent('''
+    import os, signal, sys
+    from asid_arch.models import asid_model
+
+    mode, target = sys.argv[1], sys.argv[2]
+    real_save, real_step = asid_model.save_checkpoint, asid_model.ASIDModel.optimize_parameters
+
+    def save(obj, path, *args, **kwargs):
+        name = os.path.basename(str(path))
+        if mode.startswith('SIG') and name == f'{target}.state':
+            os.kill(os.getpid(), getattr(signal, mode))  # a second signal while saving
+        real_save(obj, path, *args, **kwargs)
+        if mode == 'kill' and name == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def step(self, current_iter):
+        real_step(self, current_iter)
+        if mode.startswith('SIG') and current_iter == int(target):
+            os.kill(os.getpid(), getattr(signal, mode))
+
+    asid_model.save_checkpoint = save
+    asid_model.ASIDModel.optimize_parameters = step
+    from asid_arch.cli.train import main
+    main(sys.argv[3:])
+''')
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    return make_tiny_data(tmp_path_factory.mktemp('resumedata'), train_images=1, val_images=1)
+
+
+def options(data: Path, **overrides) -> dict:
+    settings = {'logger.save_checkpoint_freq': CHECKPOINT_EVERY, 'val.val_freq': VALIDATE_EVERY,
+                'train.ema_decay': 0.9, 'datasets.train.batch_size_per_gpu': BATCH, 'manual_seed': 7}
+    settings.update(overrides)
+    return tiny_train_options(NAME, data / 'train', data / 'valsrc', iters=ITERATIONS, **settings)
+
+
+def train(folder: Path, opt: dict, mode: str = 'run', target='-', resume: bool = False):
+    folder.mkdir(exist_ok=True)
+    yml = write_yaml(folder / 'exact.yml', opt)
+    return run_python(DRIVER, [mode, str(target), '-opt', str(yml), *(['--auto_resume'] if resume else [])], folder)
+
+
+def experiment(folder: Path) -> Path:
+    return folder / 'experiments' / NAME
+
+
+def max_abs_difference(a, b) -> float:
+    """The largest absolute difference between two loaded checkpoints (inf where their structure differs)."""
+    if isinstance(a, torch.Tensor):
+        if not isinstance(b, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
+            return math.inf
+        return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or a.keys() != b.keys():
+            return math.inf
+        return max([max_abs_difference(a[k], b[k]) for k in a], default=0.0)
+    if isinstance(a, (list, tuple)):
+        if not isinstance(b, (list, tuple)) or len(a) != len(b):
+            return math.inf
+        return max([max_abs_difference(x, y) for x, y in zip(a, b)], default=0.0)
+    return 0.0 if a == b else math.inf
+
+
+def assert_same_end(folder: Path, reference: Path) -> None:
+    """The final network (params and EMA) and the final training state equal the reference's, bit for bit."""
+    for rel in ('models/net_g_latest.pth', f'training_states/{ITERATIONS}.state'):
+        ours = torch.load(experiment(folder) / rel, weights_only=True)
+        theirs = torch.load(experiment(reference) / rel, weights_only=True)
+        assert max_abs_difference(ours, theirs) == 0, rel
+    net = torch.load(experiment(folder) / 'models/net_g_latest.pth', weights_only=True)
+    assert set(net) == {'params', 'params_ema'}
+
+
+def iterations_logged(log: str) -> list:
+    return [int(v) for v in re.findall(r'iter:\s*(\d+),', log)]
+
+
+@pytest.fixture(scope='module')
+def reference(data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp('uninterrupted')
+    result = train(folder, options(data))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert iterations_logged(result.stderr) == list(range(1, ITERATIONS + 1))
+    return folder
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_then_auto_resume_is_bit_identical(data, reference, tmp_path):
+    killed = train(tmp_path, options(data), 'kill', f'{CHECKPOINT_EVERY}.state')
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (experiment(tmp_path) / 'models' / 'net_g_latest.pth').exists()
+    resumed = train(tmp_path, options(data), resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert iterations_logged(resumed.stderr) == list(range(CHECKPOINT_EVERY + 1, ITERATIONS + 1))
+    assert_same_end(tmp_path, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signame, stop_at', [('SIGTERM', 7), ('SIGUSR1', 9)])  # 9: an epoch's last batch
+def test_signal_between_checkpoints_saves_that_iteration_and_resumes_bit_identical(data, reference, tmp_path,
+                                                                                   signame, stop_at):
+    assert stop_at % CHECKPOINT_EVERY  # between checkpoints
+    stopped = train(tmp_path, options(data), signame, stop_at)
+    assert stopped.returncode == EXIT_REQUEUE, stopped.stderr[-3000:]
+    assert f'{signame}: stopped after iteration {stop_at} ' in stopped.stderr
+    states = sorted(p.name for p in (experiment(tmp_path) / 'training_states').iterdir())
+    assert states == sorted([f'{i}.state' for i in range(CHECKPOINT_EVERY, stop_at, CHECKPOINT_EVERY)]
+                            + [f'{stop_at}.state'])  # the older checkpoints untouched, no temporary left
+    assert (experiment(tmp_path) / 'models' / f'net_g_{stop_at}.pth').exists()
+    state = torch.load(experiment(tmp_path) / 'training_states' / f'{stop_at}.state', weights_only=True)
+    assert state['iter'] == stop_at and state['epoch_position'] == (stop_at - 1) % BATCHES_PER_EPOCH + 1
+    resumed = train(tmp_path, options(data), resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert iterations_logged(resumed.stderr) == list(range(stop_at + 1, ITERATIONS + 1))
+    assert_same_end(tmp_path, reference)
+
+
+@pytest.mark.slow
+def test_two_workers_and_cpu_prefetch_give_the_weights_of_zero_workers(data, reference, tmp_path):
+    opt = options(data, **{'datasets.train.num_worker_per_gpu': 2, 'datasets.train.prefetch_mode': 'cpu',
+                           'datasets.train.num_prefetch_queue': 2})
+    result = train(tmp_path, opt)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_end(tmp_path, reference)
+
+
+@pytest.mark.slow
+def test_another_seed_gives_other_weights(data, reference, tmp_path):
+    """The equalities above are not vacuous: the seed reaches the weights."""
+    result = train(tmp_path, options(data, manual_seed=8))
+    assert result.returncode == 0, result.stderr[-3000:]
+    ours = torch.load(experiment(tmp_path) / 'models/net_g_latest.pth', weights_only=True)['params']
+    theirs = torch.load(experiment(reference) / 'models/net_g_latest.pth', weights_only=True)['params']
+    assert max_abs_difference(ours, theirs) > 0
