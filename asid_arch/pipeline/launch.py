@@ -331,13 +331,14 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     import basicsr.train
 
     pipeline = train_pipeline if pipeline_name == 'train' else basicsr.test.test_pipeline
+    stopped = None
     try:
-        pipeline(os.getcwd())
+        try:
+            pipeline(os.getcwd())
+        except TrainingStopped as err:  # every rank stopped after the same iteration
+            stopped = str(err)
+        # left outside the handler: an exception's traceback holds the run's frames, the model among them
         leave_process_group()
-    except TrainingStopped as err:  # every rank stopped after the same iteration
-        leave_process_group()
-        print(f'{prog}: {err}', file=sys.stderr)
-        sys.exit(EXIT_REQUEUE)
     except (OptionFileError, OptionsError, TrainingStateError, PretrainedWeightsError) as err:
         print(f'{prog}: {err}', file=sys.stderr)
         sys.exit(EXIT_USAGE)
@@ -350,3 +351,6 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     except OSError as err:  # a folder or log that cannot be written, a file that vanished: named by the error
         print(f'{prog}: {err}', file=sys.stderr)
         sys.exit(EXIT_FAILED)
+    if stopped is not None:
+        print(f'{prog}: {stopped}', file=sys.stderr)
+        sys.exit(EXIT_REQUEUE)

@@ -32,6 +32,7 @@ KILL_AFTER = 4  # a node is killed once the state of this iteration is on disk (
 SIGNAL_AT = 6  # SIGUSR1 is sent once this iteration is logged: between two checkpoints
 JOB_TIMEOUT_S = 420  # one two-node job of ITERS iterations (four Python processes on a shared 2-core machine)
 NODE_LOSS_TIMEOUT_S = 120  # the nodes left end within this once one is gone or signalled
+SEPARATE_STORES = 'TORCH_DISABLE_SHARE_RDZV_TCP_STORE'  # torchrun's opt-out of one store for every round
 SIGNALS_TO_HANDLE = ['--signals-to-handle', 'SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1']  # torchrun passes these on
 POLL_S = 0.2
 READ_ONLY_MOUNT = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"'
@@ -97,6 +98,8 @@ class Job:
             cmd = ['unshare', '-m', 'sh', '-c', READ_ONLY_MOUNT, str(self.run), *cmd]
         env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
                    PYTHONDONTWRITEBYTECODE='1')
+        if self.elastic:  # a new store per rendezvous round: the restarted workers find no stale keys of the
+            env[SEPARATE_STORES] = '1'  # workers they replace (with torchrun's shared store they waited forever)
         log = open(self.logs / f'node{rank}_{len(self.nodes)}.log', 'w')
         with log:
             process = subprocess.Popen(cmd, cwd=self.run, env=env, stdout=log, stderr=subprocess.STDOUT,
