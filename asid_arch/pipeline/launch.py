@@ -44,7 +44,7 @@ from .datasets import CheckedDataset, DataReadError
 from .option_file import OptionFileError, apply_overrides, options_from_text, read_option_text
 from .options_check import training_state_problem, validate_options
 from .options_structure import OptionsError, check_structure
-from .training_loop import TrainingStopped, train_pipeline
+from .training_loop import EmptyEpoch, TrainingStopped, train_pipeline
 
 RANDOM_SEED_RANGE = (1, 10000)  # BasicSR's seed when the option file gives none
 DEBUG_PREFIX = 'debug_'  # --debug: BasicSR's debug mode (short intervals, no tensorboard)
@@ -339,7 +339,7 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
             stopped = str(err)
         # left outside the handler: an exception's traceback holds the run's frames, the model among them
         leave_process_group()
-    except (OptionFileError, OptionsError, TrainingStateError, PretrainedWeightsError) as err:
+    except (OptionFileError, OptionsError, TrainingStateError, PretrainedWeightsError, EmptyEpoch) as err:
         print(f'{prog}: {err}', file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except DataReadError as err:

@@ -21,11 +21,12 @@ checkpoints and validation are called as they are); what differs:
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
 import signal
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -47,6 +48,10 @@ class TrainingStopped(Exception):
                          'training state are saved: run again with --auto_resume to continue')
         self.signum = signum
         self.iteration = iteration
+
+
+class EmptyEpoch(ValueError):
+    """An epoch holds no full batch (fewer samples per process than ``batch_size_per_gpu``): nothing would train."""
 
 
 class StopRequests:
@@ -75,6 +80,14 @@ class StopRequests:
         for name, handler in self._previous.items():
             signal.signal(getattr(signal, name), handler)
 
+    def summary(self, signum: int, iteration: int, epoch: int, position: int) -> str:
+        """The line logged once the iteration a signal interrupted is saved (with the time since this rank got it)."""
+        waited = '' if self.received_at is None else \
+            f', {time.perf_counter() - self.received_at:.2f} s after the signal'
+        return (f'{signal.Signals(signum).name}: stopped after iteration {iteration} (epoch {epoch}, batch '
+                f'{position}); its network and training state are saved{waited}. Exit status {EXIT_REQUEUE}: run '
+                'again with --auto_resume to continue.')
+
     def agreed(self, device: torch.device) -> Optional[int]:
         """The signal to stop on, the same on every rank (the largest signal number any rank received), or None."""
         signum = self.signum or 0
@@ -84,6 +97,16 @@ class StopRequests:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             signum = int(flag.item())
         return signum or None
+
+
+def _worker_init(worker_id: int, then: Optional[Callable[[int], None]] = None) -> None:
+    """A data-loader worker ignores the stop signals (SLURM and a shell's ``kill -- -PGID`` signal every process of
+    the job; a worker that died of it would fail the main process before it saves), then BasicSR's init."""
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if then is not None:
+        then(worker_id)
 
 
 def configure_determinism(train_opt: dict) -> None:
@@ -177,6 +200,7 @@ def train_pipeline(root_path: str) -> None:
     loader_generator = torch.Generator()
     loader_generator.manual_seed(derived_seed(opt['manual_seed'], LOADER_SEED_STREAM, opt['rank']) % TORCH_SEED_MODULUS)
     train_loader.generator = loader_generator  # iterators draw their worker seed here, not from the global generator
+    train_loader.worker_init_fn = functools.partial(_worker_init, then=train_loader.worker_init_fn)
 
     model = build_model(opt)
     if resume_state:
@@ -191,62 +215,61 @@ def train_pipeline(root_path: str) -> None:
     save_freq, print_freq = opt['logger']['save_checkpoint_freq'], opt['logger']['print_freq']
     val_freq = opt['val']['val_freq'] if opt.get('val') is not None else None
     epoch = start_epoch
-    with StopRequests() as stop:
-        while current_iter < total_iters:
-            train_sampler.set_epoch(epoch, start=position * batch_size)
-            prefetcher.reset()
-            train_data = prefetcher.next()
-            if train_data is None and position == 0:
-                raise ValueError(f'datasets: train: an epoch holds no batch of {batch_size} samples '
-                                 f'({len(train_sampler)} samples for this process)')
-            while train_data is not None:
-                data_timer.record()
-                current_iter += 1
-                position += 1
-                model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
-                model.feed_data(train_data)
-                model.optimize_parameters(current_iter)
-                iter_timer.record()
-                if current_iter == 1:
-                    msg_logger.reset_start_time()
-                if current_iter % print_freq == 0:
-                    log_vars = {'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
-                                'time': iter_timer.get_avg_time(), 'data_time': data_timer.get_avg_time()}
-                    log_vars.update(model.get_current_log())
-                    msg_logger(log_vars)
-                saved = current_iter % save_freq == 0
-                if saved:
-                    logger.info('Saving models and training states.')
-                    _save(model, epoch, current_iter, position, opt, batch_size)
-                if val_freq is not None and current_iter % val_freq == 0:
-                    if len(val_loaders) > 1:
-                        logger.warning('Multiple validation datasets are *only* supported by SRModel.')
-                    for val_loader in val_loaders:
-                        model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
-                signum = stop.agreed(model.device)
-                if signum is not None:
-                    if not saved:
-                        _save(model, epoch, current_iter, position, opt, batch_size)
-                    waited = time.perf_counter() - stop.received_at if stop.received_at is not None else None
-                    logger.info(f'{signal.Signals(signum).name}: stopped after iteration {current_iter} (epoch '
-                                f'{epoch}, batch {position}); its network and training state are saved'
-                                f'{f", {waited:.2f} s after the signal" if waited is not None else ""}. Exit status '
-                                f'{EXIT_REQUEUE}: run again with --auto_resume to continue.')
-                    raise TrainingStopped(signum, current_iter)
-                if current_iter >= total_iters:
-                    break
-                data_timer.start()
-                iter_timer.start()
+    try:
+        with StopRequests() as stop:
+            while current_iter < total_iters:
+                train_sampler.set_epoch(epoch, start=position * batch_size)
+                prefetcher.reset()
                 train_data = prefetcher.next()
-            epoch += 1
-            position = 0
+                if train_data is None and position == 0:
+                    raise EmptyEpoch(f'datasets: train: an epoch holds no batch of {batch_size} samples '
+                                     f'({len(train_sampler)} samples for this process): lower batch_size_per_gpu or '
+                                     'raise dataset_enlarge_ratio')
+                while train_data is not None:
+                    data_timer.record()
+                    current_iter += 1
+                    position += 1
+                    model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
+                    model.feed_data(train_data)
+                    model.optimize_parameters(current_iter)
+                    iter_timer.record()
+                    if current_iter == 1:
+                        msg_logger.reset_start_time()
+                    if current_iter % print_freq == 0:
+                        log_vars = {'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
+                                    'time': iter_timer.get_avg_time(), 'data_time': data_timer.get_avg_time()}
+                        log_vars.update(model.get_current_log())
+                        msg_logger(log_vars)
+                    saved = current_iter % save_freq == 0
+                    if saved:
+                        logger.info('Saving models and training states.')
+                        _save(model, epoch, current_iter, position, opt, batch_size)
+                    if val_freq is not None and current_iter % val_freq == 0:
+                        if len(val_loaders) > 1:
+                            logger.warning('Multiple validation datasets are *only* supported by SRModel.')
+                        for val_loader in val_loaders:
+                            model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
+                    signum = stop.agreed(model.device)
+                    if signum is not None:
+                        if not saved:
+                            _save(model, epoch, current_iter, position, opt, batch_size)
+                        logger.info(stop.summary(signum, current_iter, epoch, position))
+                        raise TrainingStopped(signum, current_iter)
+                    if current_iter >= total_iters:
+                        break
+                    data_timer.start()
+                    iter_timer.start()
+                    train_data = prefetcher.next()
+                epoch += 1
+                position = 0
 
-        consumed_time = str(datetime.timedelta(seconds=int(time.time() - start_time)))
-        logger.info(f'End of training. Time consumed: {consumed_time}')
-        logger.info('Save the latest model.')
-        model.save(epoch=-1, current_iter=-1)  # -1 stands for the latest
-        if opt.get('val') is not None:
-            for val_loader in val_loaders:
-                model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
-    if tb_logger:
-        tb_logger.close()
+            consumed_time = str(datetime.timedelta(seconds=int(time.time() - start_time)))
+            logger.info(f'End of training. Time consumed: {consumed_time}')
+            logger.info('Save the latest model.')
+            model.save(epoch=-1, current_iter=-1)  # -1 stands for the latest
+            if opt.get('val') is not None:
+                for val_loader in val_loaders:
+                    model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
+    finally:  # also when stopped by a signal
+        if tb_logger:
+            tb_logger.close()

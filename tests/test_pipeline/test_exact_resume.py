@@ -4,8 +4,9 @@ does not change the weights.
 
 Runs are real (asid-train in a subprocess, one thread, tiny ASID, 12 sub-images in batches of 4: an epoch is 3
 iterations, so the runs cross epochs, checkpoints and validations). The stops come from a driver at known points,
-never raced: SIGKILL right after a named checkpoint file is written; SIGTERM/SIGUSR1 sent by the process to itself
-at the end of a given iteration's optimizer step (a second one while that iteration's state is being written).
+never raced: SIGKILL right after a named checkpoint file is written; SIGTERM/SIGUSR1 sent to the run's whole process
+group (data-loader workers included, as SLURM and ``kill -- -PGID`` do) at the end of a given iteration's optimizer
+step, and again while that iteration's state is being written.
 """
 from __future__ import annotations
 
@@ -31,18 +32,20 @@ BATCHES_PER_EPOCH = SUB_IMAGES // BATCH
 NAME = 'exact'
 
 # argv: mode target asid-train-arguments...; mode 'kill' (SIGKILL after the file `target` is saved), 'SIGTERM' or
-# 'SIGUSR1' (sent at the end of iteration `target`'s step, and again while that iteration's .state is saved), 'run'
+# 'SIGUSR1' (sent to the process group at the end of iteration `target`'s step, and again while that iteration's
+# .state is saved), 'run'
 DRIVER = textwrap.dedent('''
     import os, signal, sys
     from asid_arch.models import asid_model
 
+    os.setpgrp()  # a process group of its own: the run and its data-loader workers
     mode, target = sys.argv[1], sys.argv[2]
     real_save, real_step = asid_model.save_checkpoint, asid_model.ASIDModel.optimize_parameters
 
     def save(obj, path, *args, **kwargs):
         name = os.path.basename(str(path))
         if mode.startswith('SIG') and name == f'{target}.state':
-            os.kill(os.getpid(), getattr(signal, mode))  # a second signal while saving
+            os.killpg(0, getattr(signal, mode))  # a second signal while saving
         real_save(obj, path, *args, **kwargs)
         if mode == 'kill' and name == target:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -50,7 +53,7 @@ DRIVER = textwrap.dedent('''
     def step(self, current_iter):
         real_step(self, current_iter)
         if mode.startswith('SIG') and current_iter == int(target):
-            os.kill(os.getpid(), getattr(signal, mode))
+            os.killpg(0, getattr(signal, mode))
 
     asid_model.save_checkpoint = save
     asid_model.ASIDModel.optimize_parameters = step
@@ -133,11 +136,11 @@ def test_sigkill_after_a_checkpoint_then_auto_resume_is_bit_identical(data, refe
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('signame, stop_at', [('SIGTERM', 7), ('SIGUSR1', 9)])  # 9: an epoch's last batch
+@pytest.mark.parametrize('signame, stop_at, workers', [('SIGTERM', 7, 2), ('SIGUSR1', 9, 0)])  # 9: an epoch's end
 def test_signal_between_checkpoints_saves_that_iteration_and_resumes_bit_identical(data, reference, tmp_path,
-                                                                                   signame, stop_at):
+                                                                                   signame, stop_at, workers):
     assert stop_at % CHECKPOINT_EVERY  # between checkpoints
-    stopped = train(tmp_path, options(data), signame, stop_at)
+    stopped = train(tmp_path, options(data, **{'datasets.train.num_worker_per_gpu': workers}), signame, stop_at)
     assert stopped.returncode == EXIT_REQUEUE, stopped.stderr[-3000:]
     assert f'{signame}: stopped after iteration {stop_at} ' in stopped.stderr
     states = sorted(p.name for p in (experiment(tmp_path) / 'training_states').iterdir())
@@ -169,3 +172,10 @@ def test_another_seed_gives_other_weights(data, reference, tmp_path):
     ours = torch.load(experiment(tmp_path) / 'models/net_g_latest.pth', weights_only=True)['params']
     theirs = torch.load(experiment(reference) / 'models/net_g_latest.pth', weights_only=True)['params']
     assert max_abs_difference(ours, theirs) > 0
+
+
+@pytest.mark.slow
+def test_an_epoch_without_a_full_batch_stops_with_one_line(data, tmp_path):
+    result = train(tmp_path, options(data, **{'datasets.train.batch_size_per_gpu': SUB_IMAGES + 1}))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f'an epoch holds no batch of {SUB_IMAGES + 1} samples' in result.stderr.splitlines()[-1]
