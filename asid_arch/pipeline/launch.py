@@ -138,19 +138,19 @@ def load_resume_state_any_device(opt: dict):
             if kind != 'regular file':
                 raise TrainingStateError(f'{where} is a {kind}, not a training state file; move it out of '
                                          'training_states/')
-            missing = _unusable_network_file(opt, _state_iteration(name), where)
-            if missing is not None:
-                # (printed, not logged: BasicSR's logger must first be set up by the pipeline, with its file)
-                print(f'asid-train: warning: {path} has no network weights ({missing} is missing); resuming from '
-                      'an older state', file=sys.stderr)
-                skipped.append(f'{name}: {missing} is missing')
-                continue
             try:
                 state = torch.load(path, map_location=location, weights_only=True)
             except Exception as err:  # truncated, empty: damage, skipped
+                # (printed, not logged: BasicSR's logger must first be set up by the pipeline, with its file)
                 print(f'asid-train: warning: {path} cannot be loaded ({type(err).__name__}); resuming from an older '
                       'state', file=sys.stderr)
                 skipped.append(f'{name}: cannot be loaded ({type(err).__name__})')
+                continue
+            missing = _unusable_network_file(opt, _state_iteration(name), where)
+            if missing is not None and training_state_problem(state, opt, compare_network=False) is None:
+                print(f'asid-train: warning: {path} has no network weights ({missing} is missing); resuming from '
+                      'an older state', file=sys.stderr)
+                skipped.append(f'{name}: {missing} is missing')
                 continue
             # a file that loads but does not fit this run is not damage: an older state would not fit either
             return _checked_state(state, path, opt, where)
@@ -181,8 +181,8 @@ def _checked_state(state: object, path: str, opt: dict, where: str):
     problem = training_state_problem(state, opt, compare_network=False)
     if problem is None:
         missing = _unusable_network_file(opt, state['iter'], where)
-        if missing is not None:
-            problem = f'has no network weights: {missing} is missing'
+        if missing is not None:  # (another network's state is named as such first)
+            problem = training_state_problem(state, opt) or f'has no network weights: {missing} is missing'
     if problem is None:
         opt['path']['resume_state'] = path
         check_resume(opt, state['iter'])  # network_g's weights: models/net_g_<iter>.pth
