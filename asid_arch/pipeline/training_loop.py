@@ -25,6 +25,7 @@ import functools
 import logging
 import os
 import signal
+import threading
 import time
 from typing import Callable, Optional
 
@@ -99,12 +100,22 @@ class StopRequests:
         return signum or None
 
 
+def _exit_on_parent_signal(parent: int, signums: tuple) -> None:
+    """A worker's thread: a stop signal from the main process (the loader or ``multiprocessing`` ending the worker)
+    ends the worker; one from anyone else (SLURM, ``kill -- -PGID``) is dropped."""
+    while True:
+        if signal.sigwaitinfo(signums).si_pid == parent:
+            os._exit(0)
+
+
 def _worker_init(worker_id: int, then: Optional[Callable[[int], None]] = None) -> None:
-    """A data-loader worker ignores the stop signals (SLURM and a shell's ``kill -- -PGID`` signal every process of
-    the job; a worker that died of it would fail the main process before it saves), then BasicSR's init."""
-    for name in STOP_SIGNALS:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    """A data-loader worker leaves stop signals to the main process: SLURM and a shell's ``kill -- -PGID`` signal
+    every process of the job, and a worker that died of it would fail the main process before it saves. The
+    signals are blocked and taken by a thread that obeys only the main process. Then BasicSR's init."""
+    signums = tuple(getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name))
+    if hasattr(signal, 'sigwaitinfo'):  # Linux; elsewhere the worker keeps the default
+        signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+        threading.Thread(target=_exit_on_parent_signal, args=(os.getppid(), signums), daemon=True).start()
     if then is not None:
         then(worker_id)
 

@@ -35,17 +35,20 @@ NAME = 'exact'
 # 'SIGUSR1' (sent to the process group at the end of iteration `target`'s step, and again while that iteration's
 # .state is saved), 'run'
 DRIVER = textwrap.dedent('''
-    import os, signal, sys
+    import os, signal, subprocess, sys
     from asid_arch.models import asid_model
 
     os.setpgrp()  # a process group of its own: the run and its data-loader workers
     mode, target = sys.argv[1], sys.argv[2]
     real_save, real_step = asid_model.save_checkpoint, asid_model.ASIDModel.optimize_parameters
 
+    def signal_group():  # as SLURM or a shell would: from another process (workers obey their parent alone)
+        subprocess.run(['kill', '-s', mode[3:], '--', f'-{os.getpgrp()}'])
+
     def save(obj, path, *args, **kwargs):
         name = os.path.basename(str(path))
         if mode.startswith('SIG') and name == f'{target}.state':
-            os.killpg(0, getattr(signal, mode))  # a second signal while saving
+            signal_group()  # a second signal while saving
         real_save(obj, path, *args, **kwargs)
         if mode == 'kill' and name == target:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -53,7 +56,7 @@ DRIVER = textwrap.dedent('''
     def step(self, current_iter):
         real_step(self, current_iter)
         if mode.startswith('SIG') and current_iter == int(target):
-            os.killpg(0, getattr(signal, mode))
+            signal_group()
 
     asid_model.save_checkpoint = save
     asid_model.ASIDModel.optimize_parameters = step
