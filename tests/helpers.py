@@ -2,6 +2,7 @@
 data and option files for pipeline tests (seconds on a CPU), and child-process runners."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -109,6 +110,43 @@ def run_module(module: str, args: list, cwd: Path, timeout: int = 600, launcher:
                OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED='1')
     cmd = [sys.executable, *(launcher or []), '-m', module, *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# Runs cases of the entry points in ONE process (one import of torch and BasicSR for all): each case is
+# ``main(argv)`` of ``asid_arch.cli.<module>`` in its own folder; its exit status, stderr and the folder's
+# listing afterwards are recorded ('escaped' when an exception escaped main)
+ENTRY_POINT_DRIVER = r'''
+import contextlib, io, json, os, sys, traceback
+spec_file, result_file = sys.argv[1:3]  # (the entry points set sys.argv)
+cases = json.loads(open(spec_file).read())
+results = {}
+for case in cases:
+    os.chdir(case['cwd'])
+    module = __import__('asid_arch.cli.' + case['module'], fromlist=['main'])
+    err, out, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            module.main(case['argv'])
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 'escaped'
+    results[case['id']] = {'code': code, 'stderr': err.getvalue(), 'cwd': sorted(os.listdir(case['cwd']))}
+open(result_file, 'w').write(json.dumps(results))
+'''
+
+
+def run_entry_points(specs: list, folder: Path, timeout: int = 900) -> dict:
+    """Every case of ``specs`` (``{id, module, cwd, argv}``) run by :data:`ENTRY_POINT_DRIVER` in one child
+    process: ``{id: {code, stderr, cwd}}``."""
+    spec_file, result_file = folder / 'cases.json', folder / 'results.json'
+    spec_file.write_text(json.dumps(specs))
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + str(REPO / 'tests'), OMP_NUM_THREADS='1')
+    done = subprocess.run([sys.executable, '-c', ENTRY_POINT_DRIVER, str(spec_file), str(result_file)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0 and result_file.exists(), (done.returncode, done.stdout[-2000:], done.stderr[-3000:])
+    return json.loads(result_file.read_text())
 
 
 def run_python(code: str, args: list, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

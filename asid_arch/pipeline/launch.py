@@ -26,17 +26,19 @@ only; plain ``basicsr/train.py`` knows file paths alone).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import sys
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..console import EXIT_FAILED, EXIT_REQUEUE, EXIT_USAGE
+from ..utils.asid_files import NotARegularFile, atomic_write, check_readable_file, path_kind
 from .arguments import basicsr_parser
 from .datasets import CheckedDataset, DataReadError
 from .option_file import OptionFileError, apply_overrides, options_from_text, read_option_text
@@ -65,40 +67,105 @@ def init_dist_any_device(launcher: str, backend: str = 'nccl', **kwargs) -> None
     dist.init_process_group(backend='gloo')
 
 
+def leave_process_group() -> None:
+    """End this process's part in the process group of a finished run, so that it exits 0 on every rank.
+
+    The ranks first wait for each other (rank 0 validates alone at the end; a rank that left earlier would
+    break its collectives). Then the garbage of the finished run is collected *before* the group is
+    destroyed: the model's ``DistributedDataParallel`` wrapper holds the process group, and the model sits
+    in reference cycles (its hooks refer to it), so ``destroy_process_group`` alone drops the registry's
+    reference only, and gloo's worker and transport threads stay alive into interpreter shutdown, where
+    tearing them down at an arbitrary point aborted the process (SIGABRT, "terminate called without an
+    active exception") now and then after "End of training". Collected here, the group's destructor joins
+    its threads while the interpreter is whole. Without a process group this does nothing.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    gc.collect()  # the finished run's DDP wrappers: the last references to the group but the registry's
+    dist.destroy_process_group()
+    gc.collect()
+
+
 def _state_iteration(name: str) -> Optional[int]:
     stem = name[:-len('.state')] if name.endswith('.state') else ''
     return int(stem) if stem.isdigit() else None
 
 
+def _network_files(opt: dict, iteration: int) -> List[str]:
+    """The weights files a training state of ``iteration`` resumes with: ``models/net_<name>_<iter>.pth`` of each
+    ``network_*`` not listed in ``path: ignore_resume_networks`` (what BasicSR's ``check_resume`` sets)."""
+    ignored = opt['path'].get('ignore_resume_networks') or []
+    return [os.path.join(opt['path']['models'], f"net_{key[len('network_'):]}_{iteration}.pth")
+            for key in opt if key.startswith('network_') and key not in ignored]
+
+
+def _unusable_network_file(opt: dict, iteration: int, where: str) -> Optional[str]:
+    """The first missing network file of a state (its path), or None; a path that is there but is not a regular
+    file (a FIFO would block the reader, a device never ends) raises :class:`TrainingStateError` naming its kind."""
+    for path in _network_files(opt, iteration):
+        kind = path_kind(path)
+        if kind == 'missing':
+            return path
+        if kind != 'regular file':
+            raise TrainingStateError(f'{where}: its network weights {path} are a {kind}, not a regular file; '
+                                     'replace it with the weights saved with that state, or remove both')
+    return None
+
+
 def load_resume_state_any_device(opt: dict):
     """BasicSR's ``load_resume_state``, mapping the state to the CPU when there is no GPU.
 
-    With ``--auto_resume`` it takes the newest training state that loads: a damaged newest state
-    (truncated by a full disk, say) is skipped with a warning naming it, and the one before is used.
-    A state that cannot resume this run (given by ``path: resume_state`` and unreadable; or, given either
-    way, not a BasicSR training state, or another network's) stops the run before it starts
-    (:class:`TrainingStateError`).
+    With ``--auto_resume`` it takes the newest complete pair, a training state that loads and the network
+    weights saved with it (``models/net_g_<iter>.pth``): a damaged newest state (truncated by a full disk,
+    say) or one whose weights are missing is skipped with a warning naming it, and the one before is used;
+    when states are there but none is complete, the run stops (nothing is started over). A state that
+    cannot resume this run (given by ``path: resume_state`` and unreadable or without its weights; or,
+    given either way, not a BasicSR training state, or another network's) stops the run before it starts
+    (:class:`TrainingStateError`). What is not a regular file (a FIFO, a device, a folder named like a
+    state or its weights) is refused by its kind before it is opened: reading a FIFO blocks forever.
     """
     location = f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu'
     if opt['auto_resume']:
         state_dir = os.path.join('experiments', opt['name'], 'training_states')
         names = sorted((n for n in (os.listdir(state_dir) if os.path.isdir(state_dir) else [])
                         if _state_iteration(n) is not None), key=_state_iteration, reverse=True)
+        skipped = []
         for name in names:
             path = os.path.join(state_dir, name)
+            where = f'--auto_resume: {path}'
+            kind = path_kind(path)
+            if kind != 'regular file':
+                raise TrainingStateError(f'{where} is a {kind}, not a training state file; move it out of '
+                                         'training_states/')
             try:
                 state = torch.load(path, map_location=location, weights_only=True)
             except Exception as err:  # truncated, empty: damage, skipped
                 # (printed, not logged: BasicSR's logger must first be set up by the pipeline, with its file)
                 print(f'asid-train: warning: {path} cannot be loaded ({type(err).__name__}); resuming from an older '
                       'state', file=sys.stderr)
+                skipped.append(f'{name}: cannot be loaded ({type(err).__name__})')
+                continue
+            missing = _unusable_network_file(opt, _state_iteration(name), where)
+            if missing is not None and training_state_problem(state, opt, compare_network=False) is None:
+                print(f'asid-train: warning: {path} has no network weights ({missing} is missing); resuming from '
+                      'an older state', file=sys.stderr)
+                skipped.append(f'{name}: {missing} is missing')
                 continue
             # a file that loads but does not fit this run is not damage: an older state would not fit either
-            return _checked_state(state, path, opt, f'--auto_resume: {path}')
+            return _checked_state(state, path, opt, where)
+        if skipped:
+            raise TrainingStateError(f'--auto_resume: none of the {len(skipped)} training state(s) in {state_dir} '
+                                     f'can resume the run ({"; ".join(skipped[:3])}); restore the missing files, '
+                                     'or move training_states/ aside to start over')
         return None
     path = opt['path'].get('resume_state')
     if not path:
         return None
+    try:
+        check_readable_file(path, 'path: resume_state:')
+    except NotARegularFile as err:
+        raise TrainingStateError(str(err)) from None
     try:
         state = torch.load(path, map_location=location, weights_only=True)
     except Exception as err:
@@ -112,6 +179,10 @@ def _checked_state(state: object, path: str, opt: dict, where: str):
     from basicsr.utils import check_resume
 
     problem = training_state_problem(state, opt, compare_network=False)
+    if problem is None:
+        missing = _unusable_network_file(opt, state['iter'], where)
+        if missing is not None:  # (another network's state is named as such first)
+            problem = training_state_problem(state, opt) or f'has no network weights: {missing} is missing'
     if problem is None:
         opt['path']['resume_state'] = path
         check_resume(opt, state['iter'])  # network_g's weights: models/net_g_<iter>.pth
@@ -205,8 +276,6 @@ def copy_option_text(opt_file: str, experiments_root: str) -> None:
     on top; the text that was parsed is written (the path may be a pipe, or have changed since)."""
     from basicsr.utils.dist_util import get_dist_info
 
-    from ..utils.asid_files import atomic_write
-
     if get_dist_info()[0] != 0:
         return
     text = _option_texts.get(opt_file)
@@ -243,14 +312,6 @@ def prepare_basicsr() -> None:
     basicsr.train.EnlargedSampler = SeededSampler
 
 
-def _leave_process_group() -> None:
-    """After a run that ended on every rank: leave the process group together (BasicSR returns without shutting it
-    down, and a rank that exits while another still validates aborts in the backend's teardown)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     """Run asid-train's :func:`~asid_arch.pipeline.training_loop.train_pipeline` or ``basicsr.test.test_pipeline``
     in the current folder.
@@ -270,13 +331,14 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     import basicsr.train
 
     pipeline = train_pipeline if pipeline_name == 'train' else basicsr.test.test_pipeline
+    stopped = None
     try:
-        pipeline(os.getcwd())
-        _leave_process_group()
-    except TrainingStopped as err:  # every rank stopped after the same iteration
-        _leave_process_group()
-        print(f'{prog}: {err}', file=sys.stderr)
-        sys.exit(EXIT_REQUEUE)
+        try:
+            pipeline(os.getcwd())
+        except TrainingStopped as err:  # every rank stopped after the same iteration
+            stopped = str(err)
+        # left outside the handler: an exception's traceback holds the run's frames, the model among them
+        leave_process_group()
     except (OptionFileError, OptionsError, TrainingStateError, PretrainedWeightsError, EmptyEpoch) as err:
         print(f'{prog}: {err}', file=sys.stderr)
         sys.exit(EXIT_USAGE)
@@ -289,3 +351,6 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     except OSError as err:  # a folder or log that cannot be written, a file that vanished: named by the error
         print(f'{prog}: {err}', file=sys.stderr)
         sys.exit(EXIT_FAILED)
+    if stopped is not None:
+        print(f'{prog}: {stopped}', file=sys.stderr)
+        sys.exit(EXIT_REQUEUE)

@@ -12,6 +12,7 @@ import re
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 from ..utils.asid_errors import first_line
+from ..utils.asid_files import NotARegularFile, check_readable_file, path_kind
 from .option_file import kind_of
 from .options_structure import check_structure
 
@@ -59,20 +60,29 @@ def _check_dataset(phase: str, ds: Mapping, opt: Mapping, problems: List[str]) -
         if root is None:
             continue
         where = f'datasets: {phase}: {key}'
-        if not os.path.isdir(root):
+        kind = path_kind(root)
+        if kind == 'missing':
             problems.append(f'{where}: {root} does not exist (prepare it with asid-prepare)')
+        elif kind != 'folder':
+            problems.append(f'{where}: {root} is a {kind}, not a folder (prepare the data with asid-prepare)')
         elif backend == 'lmdb':
             if not str(root).endswith('.lmdb'):
                 problems.append(f'{where}: {root} must be an LMDB folder ending in .lmdb (io_backend: lmdb)')
-            missing = [name for name in ('data.mdb', 'meta_info.txt') if not os.path.isfile(os.path.join(root, name))]
-            for name in missing:
-                problems.append(f'{where}: {root} has no {name}: not a complete LMDB (re-run asid-prepare)')
+            missing = False
+            for name in ('data.mdb', 'meta_info.txt'):
+                kind = path_kind(os.path.join(root, name))
+                missing = missing or kind != 'regular file'
+                if kind == 'missing':
+                    problems.append(f'{where}: {root} has no {name}: not a complete LMDB (re-run asid-prepare)')
+                elif kind != 'regular file':
+                    problems.append(f'{where}: {root}: its {name} is a {kind}, not a regular file: not an LMDB '
+                                    '(rebuild it with asid-prepare)')
             damage = None if missing else lmdb_damage(root)
             if damage:
                 problems.append(f'{where}: {damage}')
     meta = ds.get('meta_info_file')
-    if meta and not os.path.isfile(meta):
-        problems.append(f'datasets: {phase}: meta_info_file: {meta} does not exist')
+    if meta:
+        _readable_file(f'datasets: {phase}: meta_info_file:', meta, problems)
     scale = opt['scale']
     gt_size = ds.get('gt_size') if phase == 'train' else None
     if len(problems) == start and ds.get('type') == 'PairedImageDataset':
@@ -87,6 +97,15 @@ def _check_dataset(phase: str, ds: Mapping, opt: Mapping, problems: List[str]) -
         elif isinstance(window, int) and window > 0 and (gt_size // scale) % window:
             problems.append(f'datasets: train: gt_size: {gt_size} gives LR patches of {gt_size // scale} px, '
                             f'not a multiple of the window size {window} (use a multiple of {scale * window})')
+
+
+def _readable_file(where: str, path: str, problems: List[str]) -> None:
+    """A problem naming ``path`` unless it is a regular file: what is there instead (a FIFO, a device, a folder),
+    or that nothing is; found without opening it (:func:`asid_arch.utils.asid_files.check_readable_file`)."""
+    try:
+        check_readable_file(path, where)
+    except NotARegularFile as err:
+        problems.append(str(err))
 
 
 def lmdb_damage(root: str) -> Optional[str]:
@@ -333,8 +352,8 @@ def validate_options(opt: Mapping, is_train: bool = True) -> List[str]:
     for key in ('pretrain_network_g', 'resume_state'):
         value = opt['path'].get(key)
         # pretrained weights that exist but are no regular file (a folder, a FIFO) are described by _check_pretrained
-        if value and not os.path.isfile(value) and not (key == 'pretrain_network_g' and os.path.exists(value)):
-            problems.append(f'path: {key}: {value} does not exist')
+        if value and (key == 'resume_state' or path_kind(value) == 'missing'):
+            _readable_file(f'path: {key}:', value, problems)
     if not any(p.startswith('network_g') for p in problems):
         _check_pretrained(opt, problems)
     return problems
@@ -350,8 +369,9 @@ def check_training_data(opt: Mapping) -> List[str]:
     return problems
 
 
-def _trainable_parameters(opt: Mapping) -> Optional[int]:
-    """How many parameter tensors ``network_g`` trains (what its optimizer state holds); None if it cannot be built."""
+def _trainable_parameters(opt: Mapping) -> Optional[list]:
+    """``(name, parameter)`` of each parameter ``network_g`` trains, in the order its optimizer holds them (BasicSR
+    gives the optimizer ``named_parameters()`` that require gradients); None if it cannot be built."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
     from ..archs.asid_layouts import resolve_variant_options
@@ -363,16 +383,55 @@ def _trainable_parameters(opt: Mapping) -> Optional[int]:
         net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
     except Exception:
         return None
-    return sum(1 for p in net.parameters() if p.requires_grad)
+    return [(name, p) for name, p in net.named_parameters() if p.requires_grad]
+
+
+def _optimizer_state_problem(optim: Mapping, params: list, opt: Mapping) -> Optional[str]:
+    """Why the optimizer state ``optim`` would fail at the first step of ``network_g``'s optimizer, or None.
+
+    The state's tensors are checked by trial, as resuming uses them: a throwaway optimizer of ``train: optim_g``
+    over the network's parameters loads a copy of the state and takes one step on zero gradients (Adam's moments
+    of another shape, for instance, load without complaint and fail there). The message names the first
+    parameter whose state has another shape, where one has.
+    """
+    import torch
+
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    optim_opt = dict(opt['train']['optim_g'])
+    gpu = opt.get('num_gpu') not in (0, None) and torch.cuda.is_available()  # where the run's optimizer steps
+    params = [(name, torch.nn.Parameter(p.detach().to('cuda' if gpu else 'cpu'))) for name, p in params]
+    try:
+        optimizer = MODEL_REGISTRY.get(opt['model_type']).get_optimizer(
+            None, optim_opt.pop('type'), [p for _, p in params], **copy.deepcopy(optim_opt))
+    except Exception:  # an optimizer the option check names, or one that needs its model: not tried here
+        return None
+    try:
+        optimizer.load_state_dict(copy.deepcopy(dict(optim)))
+        for _, p in params:
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+        return None
+    except Exception as err:
+        failure = first_line(err)
+    ids = [i for group in optim['param_groups'] for i in group['params']]
+    for (name, param), pid in zip(params, ids):
+        for key, value in (optim['state'].get(pid) or {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                return (f'is the state of another network: its optimizer holds {key} of shape {tuple(value.shape)} '
+                        f'for network_g\'s {name} of shape {tuple(param.shape)} (was network_g changed since it was '
+                        'saved?)')
+    return f'holds an optimizer state that train: optim_g cannot step with ({failure})'
 
 
 def training_state_problem(state: object, opt: Mapping, compare_network: bool = True) -> Optional[str]:
     """Why ``state`` (a loaded ``.state`` file) cannot resume this run, or None.
 
     It must be a BasicSR training state (epoch, iter, optimizer and scheduler states) and, for the
-    models that train one network, hold one optimizer with as many parameters as ``network_g`` trains:
-    BasicSR would otherwise fail in ``resume_training`` (``KeyError: 'param_groups'``, a size mismatch)
-    after the run started. ``compare_network=False`` checks the state's own structure only.
+    models that train one network, hold one optimizer with as many parameters as ``network_g`` trains,
+    whose state tensors fit them (:func:`_optimizer_state_problem`): BasicSR would otherwise fail in
+    ``resume_training`` (``KeyError: 'param_groups'``, a size mismatch) or at the first step, after the
+    run started. ``compare_network=False`` checks the state's own structure only.
     """
     not_state = 'is not a BasicSR training state'
     if not isinstance(state, Mapping):
@@ -405,8 +464,10 @@ def training_state_problem(state: object, opt: Mapping, compare_network: bool = 
         if len(state['optimizers']) != 1:
             return f"holds {len(state['optimizers'])} optimizer states; {model_type} trains one network (optim_g)"
         held = sum(len(g['params']) for g in state['optimizers'][0]['param_groups'])
-        expected = _trainable_parameters(opt)
-        if expected is not None and held != expected:
+        params = _trainable_parameters(opt)
+        if params is not None and held != len(params):
             return (f'is the state of another network: its optimizer holds {held} parameter tensors, network_g trains '
-                    f'{expected} (was network_g changed since it was saved?)')
+                    f'{len(params)} (was network_g changed since it was saved?)')
+        if params is not None:
+            return _optimizer_state_problem(state['optimizers'][0], params, opt)
     return None

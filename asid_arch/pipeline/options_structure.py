@@ -363,7 +363,7 @@ def _check_train_structure(opt: Mapping, train: Mapping, problems: List[str]) ->
     scheduler = _section(problems, train, 'scheduler', 'train: scheduler', True,
                          ' (type: MultiStepLR, milestones: [...], gamma: 0.5)')
     if scheduler is not None:
-        _check_scheduler(scheduler, problems)
+        _check_scheduler(scheduler, problems, train['total_iter'] if total_ok else None)
     if opt.get('model_type') in MODELS_WITH_KNOWN_KEYS:
         losses = [key for key in ('pixel_opt', 'perceptual_opt') if train.get(key) is not None]
         if not losses:
@@ -411,7 +411,9 @@ def _check_optimizer(model_type: object, optim: Mapping, problems: List[str]) ->
                         f'train: optim_g: {otype} with {model_type}: {message}')
 
 
-def _check_scheduler(scheduler: Mapping, problems: List[str]) -> None:
+def _check_scheduler(scheduler: Mapping, problems: List[str], total_iter: Optional[int]) -> None:
+    """The scheduler built on trial; CosineAnnealingRestartLR's ``periods`` must cover ``train: total_iter``
+    (past their sum it has no learning rate to give: BasicSR fails there with a TypeError, mid-run)."""
     from basicsr.models import lr_scheduler
 
     stype = scheduler.get('type')
@@ -428,6 +430,11 @@ def _check_scheduler(scheduler: Mapping, problems: List[str]) -> None:
         cls(torch.optim.SGD([_trial_parameter()], lr=1.0), **copy.deepcopy(args))
     except Exception as err:
         problems.append(f'train: scheduler: {stype}: {first_line(err)}')
+        return
+    if cosine and total_iter is not None and sum(args['periods']) < total_iter:
+        problems.append(f"train: scheduler: periods: {args['periods']} add up to {sum(args['periods'])} iterations, "
+                        f'fewer than train: total_iter: {int(total_iter)}: {stype} has no learning rate past the end '
+                        'of its periods (lengthen the last period, or shorten total_iter)')
 
 
 def _check_loss(key: str, loss: Mapping, problems: List[str]) -> None:

@@ -1,20 +1,18 @@
 """Hostile option files and data through asid-train / asid-test (issue 17).
 
-Most cases fail before any work: they run in ONE helper process (``DRIVER``: each case is ``main(argv)``
-of ``asid_arch.cli.train`` or ``asid_arch.cli.test`` in its own empty folder, its exit status, stderr and any
-escaping traceback recorded), so that the table costs one import of torch and BasicSR. Each case must
-end with exit status 2, a message naming the key, no traceback and no experiments/ or results/ folder.
+Most cases fail before any work: they run in ONE helper process (``helpers.run_entry_points``: each case
+is ``main(argv)`` of ``asid_arch.cli.train`` or ``asid_arch.cli.test`` in its own empty folder, its exit
+status, stderr and any escaping traceback recorded), so that the table costs one import of torch and
+BasicSR. Each case must end with exit status 2, a message naming the key, no traceback and no
+experiments/ or results/ folder.
 What needs a run of its own (a truncated LMDB would kill the helper with SIGBUS if the check were
 missing; damaged data stops a run that started) runs as ``python -m asid_arch.cli.train``.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple
 
@@ -26,31 +24,11 @@ from asid_arch.pipeline.option_file import MAX_OPTION_FILE_BYTES, OptionFileErro
 from asid_arch.pipeline.options_check import lmdb_damage
 from asid_arch.pipeline.options_structure import check_structure
 
-from helpers import REPO, run_module, tiny_train_options, write_yaml
+from helpers import REPO, run_entry_points, run_module, tiny_train_options, write_yaml
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 PNG_HEADER_BYTES = 41  # signature (8) + IHDR chunk (33): what a header reader needs
 MARKER = 'code_ran'  # a file the option files' commands would create
-DRIVER = r'''
-import contextlib, io, json, os, sys, traceback
-spec_file, result_file = sys.argv[1:3]  # (the entry points set sys.argv)
-cases = json.loads(open(spec_file).read())
-results = {}
-for case in cases:
-    os.chdir(case['cwd'])
-    module = __import__('asid_arch.cli.' + case['module'], fromlist=['main'])
-    err, out, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            module.main(case['argv'])
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-            code = 'escaped'
-    results[case['id']] = {'code': code, 'stderr': err.getvalue(), 'cwd': sorted(os.listdir(case['cwd']))}
-open(result_file, 'w').write(json.dumps(results))
-'''
 
 
 def train_opt(data: Path, **overrides) -> dict:
@@ -404,13 +382,7 @@ def table(data, tmp_path_factory) -> Dict[str, dict]:
             (case_dir / 'run' / folder).mkdir(exist_ok=True)
         specs.append({'id': case.id, 'module': case.module, 'cwd': str(case_dir / 'run'),
                       'argv': ['-opt', str(opt_path), *case.args]})
-    spec_file, result_file = root / 'cases.json', root / 'results.json'
-    spec_file.write_text(json.dumps(specs))
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + str(REPO / 'tests'), OMP_NUM_THREADS='1')
-    done = subprocess.run([sys.executable, '-c', DRIVER, str(spec_file), str(result_file)], env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0 and result_file.exists(), (done.returncode, done.stdout[-2000:], done.stderr[-3000:])
-    return json.loads(result_file.read_text())
+    return run_entry_points(specs, root)
 
 
 @pytest.mark.slow
