@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 ARCH, LAYOUTS = 'asid_arch/archs/asid_arch.py', 'asid_arch/archs/asid_layouts.py'
 TILING, FILES = 'asid_arch/utils/asid_tiling.py', 'asid_arch/utils/asid_files.py'
-WEIGHTS = 'asid_arch/utils/asid_weights.py'
+WEIGHTS = 'asid_arch/utils/asid_weights_loading.py'
 MODEL = 'asid_arch/models/asid_model.py'
 
 MUTANTS = [
@@ -65,20 +65,20 @@ MUTANTS = [
     ('loss-isnan', MODEL, [('not torch.isfinite(value).all()', 'torch.isnan(value).any()')], ['tests/test_models/test_faults.py']),
     ('nan-weights-accepted', WEIGHTS, [('bad = [k for k, v in state.items() if v.is_floating_point() and not '
                                         'torch.isfinite(v).all()]', 'bad = []')], ['tests/test_cli/test_reliability.py']),
-    ('exif-6-wrong-way', 'asid_arch/images.py', [('if orientation == 6:\n        return np.rot90(img, -1)',
+    ('exif-6-wrong-way', 'asid_arch/image_reader.py', [('if orientation == 6:\n        return np.rot90(img, -1)',
                                                   'if orientation == 6:\n        return np.rot90(img, 1)')],
      ['tests/test_cli/test_reliability.py']),
-    ('sixteen-bit-by-256', 'asid_arch/images.py', [('UINT16_PER_UINT8 = 257', 'UINT16_PER_UINT8 = 256')],
+    ('sixteen-bit-by-256', 'asid_arch/image_reader.py', [('UINT16_PER_UINT8 = 257', 'UINT16_PER_UINT8 = 256')],
      ['tests/test_cli/test_reliability.py', 'tests/test_cli/test_image_depth.py', 'tests/test_cli/test_hostile_images.py']),
     ('ramp-blend', TILING, [('w[:before] = (np.arange(before, dtype=np.float32) + 0.5) / before',
                              'w[:before] = (np.arange(before, dtype=np.float32) + 1) / before')],
      ['tests/test_utils/test_tiling.py']),
     ('outputs-overwritten', 'asid_arch/cli/sr.py', [('    if not overwrite:\n        raise OutputExists(target)\n',
                                                         '')], ['tests/test_cli/test_hostile_images.py']),
-    ('warmup-unchecked', 'asid_arch/pipeline/options_structure.py', [("if total_ok and warmup >= train['total_iter']:",
+    ('warmup-unchecked', 'asid_arch/pipeline/options_values.py', [("if total_ok and warmup >= train['total_iter']:",
                                                          "if total_ok and warmup > 10 * train['total_iter']:")],
      ['tests/test_pipeline/test_hostile_options.py']),
-    ('name-dotdot', 'asid_arch/pipeline/options_structure.py', [("name.strip() in ('', '.', '..')", "name.strip() in ('', '.')")],
+    ('name-dotdot', 'asid_arch/pipeline/options_values.py', [("name.strip() in ('', '.', '..')", "name.strip() in ('', '.')")],
      ['tests/test_pipeline/test_hostile_options.py']),
     ('prepare-recipe-ignored', 'asid_arch/data/record.py', [('if entry.recipe != recipe:', 'if False:')],
      ['tests/test_data/test_hostile_prepare.py']),

@@ -10,10 +10,10 @@ first use; using one registers what its module defines in BasicSR's registries (
 
 The authors' released weights, by name, as a network in eval mode::
 
-    net = asid_arch.from_pretrained('asid_x4')  # downloaded once, checked (asid_arch.checkpoint)
+    net = asid_arch.from_pretrained('asid_x4')  # downloaded once, checked (asid_arch.from_weights)
 
 The package's commands tune the process for CPU work before they import torch
-(:func:`asid_arch.tuning.tune_cpu`); a script of your own may call ``asid_arch.tune_cpu()`` first thing.
+(:func:`asid_arch.cpu_settings.tune_cpu`); a script of your own may call ``asid_arch.tune_cpu()`` first thing.
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ _HOMES: Dict[str, str] = {  # public name -> the module that defines it
     'state_dict_to_reference': 'archs.asid_layouts',
     'OmniSR': 'archs.omnisr_arch',
     'ASIDModel': 'models.asid_model',
-    'from_pretrained': 'checkpoint',
+    'from_pretrained': 'from_weights',
     'tile_forward': 'utils.asid_tiling',
-    'tune_cpu': 'tuning',
+    'tune_cpu': 'cpu_settings',
 }
 __all__ = list(_HOMES)
 

@@ -11,7 +11,7 @@ import torch
 from .utils import asid_compat  # noqa: F401  isort: skip  (first: the torchvision alias BasicSR 1.4.2 needs)
 from basicsr.utils import img2tensor, tensor2img
 
-from .images import decode_file
+from .image_reader import decode_file
 
 
 def super_resolve(net: torch.nn.Module, lr: np.ndarray, device: str = 'cpu') -> np.ndarray:

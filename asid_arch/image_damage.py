@@ -1,7 +1,7 @@
 """Why a file is not a readable image, said by name: the format its signature names when it is not one of the
 formats read here (OpenEXR, JPEG 2000, HEIF, PSD, ...), the sample layout of a TIFF that no reader here decodes
 (floating point, 5 samples per pixel, 16-bit gray + alpha), or the damage in a PNG (a chunk whose CRC does not
-match, a file that ends inside a chunk). Used by :mod:`asid_arch.images` where a decoder only says "cannot
+match, a file that ends inside a chunk). Used by :mod:`asid_arch.image_reader` where a decoder only says "cannot
 identify" or returns nothing."""
 from __future__ import annotations
 

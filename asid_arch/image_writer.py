@@ -1,6 +1,6 @@
 """Writing pictures: the encoders (8/16-bit PNG and TIFF, JPEG, WebP, BMP, PPM/PGM, GIF; animations and pages as
 the same kind of file), the colour information kept from the input (ICC profile; a PNG's gAMA, cHRM and sRGB
-chunks) inserted into the encoded bytes, and atomic writes. Reading is :mod:`asid_arch.images`."""
+chunks) inserted into the encoded bytes, and atomic writes. Reading is :mod:`asid_arch.image_reader`."""
 from __future__ import annotations
 
 import io
@@ -12,9 +12,13 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from .images import (EIGHT_BIT_FORMATS, ICC_SUFFIXES, NO_ALPHA_FORMATS, PNG_ICC_NAME, PNG_IHDR_END, WRITE_SUFFIXES,
-                     ColorInfo, ImageError, Picture, to_depth)
+from .image_reader import ICC_SUFFIXES, PNG_ICC_NAME, PNG_IHDR_END, ColorInfo, ImageError, Picture, to_depth
 from .utils.asid_files import atomic_write
+
+# Written formats: their suffixes, those that hold 8 bits per channel only, those without alpha.
+WRITE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.ppm', '.pgm', '.gif')
+EIGHT_BIT_FORMATS = ('.jpg', '.jpeg', '.webp', '.bmp', '.ppm', '.gif')  # formats that hold 8 bits per channel only
+NO_ALPHA_FORMATS = ('.jpg', '.jpeg', '.bmp', '.ppm', '.pgm')
 
 JPEG_SOI, JPEG_APP0, JPEG_APP2 = b'\xff\xd8', 0xE0, 0xE2
 JPEG_ICC_MARKER = b'ICC_PROFILE\0'
@@ -212,7 +216,7 @@ def encoder(pictures: Sequence[Picture], suffix: str, color: ColorInfo = ColorIn
     """A function writing ``pictures`` as one file of format ``suffix`` (several pictures: an animation or
     pages, which only GIF, PNG, WebP and TIFF hold), and notes on the conversions made (colours kept or not,
     depth); :class:`ImageError` when the format cannot hold them. ``loop`` and ``default_image``: see
-    :class:`asid_arch.images.ImageFile`."""
+    :class:`asid_arch.image_reader.ImageFile`."""
     suffix = suffix.lower()
     if suffix not in WRITE_SUFFIXES:
         raise ImageError(f'cannot write {suffix or "files without a suffix"} (formats written: '

@@ -21,7 +21,7 @@ BATCH_PIXELS = 128 * 128  # small frames run through the network together, up to
 # ----------------------------------------------------------------------------------------------
 # Memory. The network's working set per forward pass, from VmHWM (peak resident memory) of one pass
 # per tile size in a fresh process, with the allocator settings asid-sr runs with
-# (tuning.tune_cpu(keep_freed=False): blocks over 128 KB come from mmap and go back when freed). It grows
+# (cpu_settings.tune_cpu(keep_freed=False): blocks over 128 KB come from mmap and go back when freed). It grows
 # with the LR pixels of a tile, by NET_BYTES_PER_FEATURE_PIXEL per feature channel (activations of the
 # wide layers), NET_BYTES_PER_PIXEL (the six shared 64 x 64 attention maps per window, the input) and
 # NET_BYTES_PER_OUTPUT_PIXEL per output pixel (upsampler, pixel shuffle, float32 result). Measured:
@@ -80,7 +80,7 @@ class MemoryNeed(ValueError):
 
 def plan_memory(frames: Sequence, scale: int, file_bytes: int, network: Callable[[int], int], budget: float,
                 tile: Optional[int] = None, overlap: int = RAMP_OVERLAP, pillow: bool = False) -> MemoryPlan:
-    """The tile to run ``frames`` (:class:`~asid_arch.images.FrameInfo`) at ``scale`` in ``budget`` bytes:
+    """The tile to run ``frames`` (:class:`~asid_arch.image_reader.FrameInfo`) at ``scale`` in ``budget`` bytes:
     0 (whole) if that fits, else the largest tile that does (``tile`` None), or ``tile`` as given (0: whole).
     ``network(pixels)`` is the network's working set for a tile of that many LR pixels; ``pillow``: the
     result is encoded through Pillow (animations, gray + alpha, GIF), which holds its own copy.
@@ -253,7 +253,7 @@ def _store(dest: np.ndarray, rows: slice, values: np.ndarray, reverse_channels: 
 
 
 def _frame_of(src: np.ndarray):
-    from .images import FrameInfo
+    from .image_reader import FrameInfo
 
     return FrameInfo(src.shape[1], src.shape[0], 1 if src.ndim == 2 else 3, False, src.dtype.itemsize)
 
@@ -262,9 +262,9 @@ def _frame_of(src: np.ndarray):
 # One image
 # ----------------------------------------------------------------------------------------------
 def upscale_image(image, upscaler: Upscaler, plan: MemoryPlan) -> list:
-    """Every picture of ``image`` (an :class:`~asid_arch.images.ImageFile`) super-resolved: colour and alpha
+    """Every picture of ``image`` (an :class:`~asid_arch.image_reader.ImageFile`) super-resolved: colour and alpha
     go into one interleaved array per picture (what the encoder takes, no copy to join them)."""
-    from .images import Picture
+    from .image_reader import Picture
 
     s = upscaler.scale
     pictures = image.decode()

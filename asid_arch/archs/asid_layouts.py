@@ -2,7 +2,7 @@
 package's keys, and what the weights tell about the variant they were trained as.
 
 Kit file (``basicsr/archs/asid_layouts.py`` in a BasicSR checkout): it imports torch and the kit files
-``../utils/asid_weights.py`` and ``../utils/asid_errors.py`` (to read the weights an ``auto`` variant option
+``../utils/asid_weights_loading.py`` and ``../utils/asid_errors.py`` (to read the weights an ``auto`` variant option
 is resolved from). Omni-SR's key map (``omnisr_arch.py``) is built from the name parts shared with ASID
 defined here.
 """
@@ -14,7 +14,7 @@ from typing import AbstractSet, Dict, List, Mapping, Optional, Sequence, Tuple
 from torch import Tensor
 
 from ..utils.asid_errors import PretrainedWeightsError
-from ..utils.asid_weights import read_weights
+from ..utils.asid_weights_loading import read_weights
 
 # (released suffix, project suffix) inside the pieces shared with Omni-SR
 LM_NAME_PARTS = (('fn.0.', 'conv_in.'), ('fn.2.', 'dwconv.'), ('fn.4.gate.1.', 'se.fc1.'), ('fn.4.gate.3.', 'se.fc2.'),

@@ -29,7 +29,7 @@ def data_share(opt_path: Path, workers: int, iters: int, rounds: int) -> dict:
     from basicsr.data import build_dataloader, build_dataset
 
     from ..archs.asid_arch import ASID
-    from ..pipeline.option_file import read_option_file
+    from ..pipeline.options_reading import read_option_file
 
     opt = read_option_file(opt_path)  # checked by `data` before this process started
     ds_opt = dict(opt['datasets']['train'], phase='train', scale=opt['scale'], num_worker_per_gpu=workers)
@@ -82,8 +82,8 @@ def data(args: argparse.Namespace) -> int:
     """``asid-bench data``: the option file checked first, then each worker count in a fresh process."""
     if missing_file(args.opt, '-opt', OPTION_HINT):
         return EXIT_USAGE
-    from ..pipeline.option_file import OptionFileError, read_option_file
-    from ..pipeline.options_check import check_training_data
+    from ..pipeline.options_files import check_training_data
+    from ..pipeline.options_reading import OptionFileError, read_option_file
 
     try:
         problems = check_training_data(read_option_file(args.opt))

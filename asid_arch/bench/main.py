@@ -10,7 +10,7 @@
     asid-bench onnx    [--repeats 5]
     asid-bench profile [--what step|x4|x2] [--reference neosr/archs/asid_arch.py]
 
-Each subcommand's module says what it measures (``asid_arch/bench/{zoo,paper,speed,seams,data,onnx,
+Each subcommand's module says what it measures (``asid_arch/bench/{comparison,paper,speed,seams,data,onnx,
 profile}.py``). The subcommands whose names start with ``_`` are internal: one figure in a fresh
 process, its result as a JSON line. Only the chosen subcommand's module is imported, after parsing.
 """
@@ -27,14 +27,14 @@ from .figures import BENCHMARK_SETS, DEFAULT_SIZES, FIGURE_SCALE, SPEED_FIGURES,
 
 # subcommand -> (module of asid_arch.bench, function taking the parsed arguments and returning the exit status)
 DISPATCH: Dict[str, Tuple[str, str]] = {
-    'zoo': ('zoo', 'zoo'),
+    'zoo': ('comparison', 'zoo'),
     'paper': ('paper', 'paper'),
     'speed': ('speed', 'speed'),
     'seams': ('seams', 'seams'),
     'data': ('data', 'data'),
     'onnx': ('onnx', 'onnx'),
     'profile': ('profile', 'profile_command'),
-    '_worker': ('zoo', 'worker_command'),
+    '_worker': ('comparison', 'worker_command'),
     '_speed_one': ('speed', 'speed_one_command'),
     '_ceiling': ('speed', 'ceiling_command'),
     '_precisions': ('speed', 'precisions_command'),
@@ -188,7 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse, then run the chosen subcommand; its exit status (0 done, 1 some work failed, 2 unusable arguments,
     model or file)."""
     args = build_parser().parse_args(argv)
-    from ..tuning import tune_cpu
+    from ..cpu_settings import tune_cpu
 
     tune_cpu()  # as every command that runs a network (the figures are measured with it; before torch)
     from ..utils.asid_compat import install_torchvision_alias

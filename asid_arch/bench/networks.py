@@ -13,7 +13,7 @@ from torch import nn
 
 from ..console import shown
 from ..utils.asid_errors import PretrainedWeightsError
-from ..utils.asid_weights import BASICSR_PARAM_KEYS, match_weights, read_weights, weights_for
+from ..utils.asid_weights_loading import BASICSR_PARAM_KEYS, match_weights, read_weights, weights_for
 from .figures import ZOO_MODELS
 
 SWINIR_WINDOW = 8
@@ -100,7 +100,7 @@ def load_checked(model: str, scale: int, path: Path):
     loading (safe ``torch.load``, NaN/Inf, every key, shape and kind of number matched strictly).
     ASID weights decide their own network (width, IDBs, variant); the others load into the released
     configuration. A :class:`PretrainedWeightsError` with a one-line reason otherwise."""
-    from ..checkpoint import network_from_file
+    from ..from_weights import network_from_file
 
     if not path.is_file():
         raise PretrainedWeightsError(f'{shown(path)}: no such file')

@@ -37,7 +37,7 @@ def read_photo(image: Optional[Path], upscaler=None):
         import skimage.data
 
         return skimage.data.coffee()[COFFEE_CROP]
-    from ..images import ImageError, read_picture
+    from ..image_reader import ImageError, read_picture
 
     def need(pixels: int) -> float:
         return upscaler.network_bytes(pixels) + RESULT_COPIES * 3 * 8 * upscaler.scale ** 2 * pixels
@@ -58,7 +58,7 @@ def seam_figures(checkpoint: Path, image: Optional[Path], tile: int, overlap_ave
     import numpy as np
     import torch
 
-    from ..checkpoint import network_from_file
+    from ..from_weights import network_from_file
     from ..inference import Upscaler
     from ..utils.asid_tiling import tile_forward
 

@@ -123,11 +123,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('-opt', type=Path, default=None, help=f'demo option file (default: the shipped {DEMO_OPTIONS})')
     args = parser.parse_args(argv)
 
-    from asid_arch.tuning import tune_cpu
+    from asid_arch.cpu_settings import tune_cpu
 
     tune_cpu()  # before torch is imported
-    from asid_arch.pipeline.option_file import OptionFileError, read_option_file, shipped_option_file
-    from asid_arch.pipeline.options_structure import check_structure
+    from asid_arch.pipeline.options_reading import OptionFileError, read_option_file, shipped_option_file
+    from asid_arch.pipeline.options_values import check_structure
 
     try:
         args.opt = args.opt or shipped_option_file(DEMO_OPTIONS)

@@ -58,7 +58,7 @@ def read_check_image(path: Path, net=None, scale: int = 1) -> np.ndarray:
     """``--check-image`` as (1, 3, H, W) float32 RGB; :class:`UsageError` when it is not a readable image or has
     more than :data:`CHECK_IMAGE_MAX_PIXELS` (checked from its header, with the memory that ``net`` at ``scale``
     would need: PyTorch and onnxruntime each run it whole)."""
-    from ..images import ImageError, read_picture
+    from ..image_reader import ImageError, read_picture
     from ..inference import feature_channels, network_bytes
 
     def need(pixels: int) -> float:
@@ -182,12 +182,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         f"{TOLERANCES['float32']:g}; {TOLERANCES['float16']:g} with --half)")
     add_channel_attention_argument(parser)
     args = parser.parse_args(argv)
-    from ..tuning import tune_cpu
+    from ..cpu_settings import tune_cpu
 
     tune_cpu()  # before torch is imported
-    from ..checkpoint import network_from_file
+    from ..from_weights import network_from_file
+    from ..released import resolve_model
     from ..utils.asid_errors import PretrainedWeightsError
-    from ..weights import resolve_model
 
     missing = missing_package()
     if missing:

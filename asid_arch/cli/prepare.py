@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, command, interrupt_exit_status, interrupt_name, stop_on_signals
-from ..data.checks import (bench_folders, bench_sets, check_crop, check_name, check_name_lengths, check_out,
-                           check_scales, check_sources_apart, train_folders, user_images)
 from ..data.prepare import (CROP_SIZE, DEMO_CROP, DEMO_STEP, LOCK_NAME, PARTIAL_PREFIX, STEP, THRESH, FolderBusy,
                             exclusive_folder, output_key, prepare_bench, prepare_demo, prepare_train)
+from ..data.prepare_arguments import (bench_folders, bench_sets, check_crop, check_name, check_name_lengths, check_out,
+                                      check_scales, check_sources_apart, train_folders, user_images)
 from ..data.record import RECORD_NAME, Report, WriteError
 from .usage import command_parser
 

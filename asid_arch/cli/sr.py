@@ -1,7 +1,7 @@
 """``asid-sr``: super-resolve your own images with a trained ASID checkpoint.
 
     asid-sr photo.jpg shots/ 'scans/*.png' -o upscaled/ --model ASID_x4.pth
-    asid-sr photo.jpg -o upscaled/ -m asid_x4      (released weights by name: asid_arch.weights)
+    asid-sr photo.jpg -o upscaled/ -m asid_x4      (released weights by name: asid_arch.released)
 
 * Inputs: files, folders (their images, not recursive) and glob patterns. A file reached under two
   names (a symbolic link beside its target) is upscaled once; outputs are named after the name given.
@@ -77,7 +77,7 @@ def collect_inputs(specs: Sequence[str]) -> Tuple[List[Path], List[str], List[st
     """Expand files, folders and globs into image paths, as named (input order kept); returns
     ``(paths, problems, notes)``. A file reached twice (also under another name, a symbolic link) is
     kept once, under the first name given, with a note."""
-    from ..images import IMAGE_SUFFIXES
+    from ..image_reader import IMAGE_SUFFIXES
 
     def files(candidates: Sequence[Path]) -> List[Path]:
         """The regular files (or links to one) among ``candidates``; each other (a FIFO, a device, a broken
@@ -132,7 +132,7 @@ def collect_inputs(specs: Sequence[str]) -> Tuple[List[Path], List[str], List[st
 
 def check_same_ext(paths: Sequence[Path]) -> None:
     """``--ext same``: every input must have a suffix of a format written here (before any work)."""
-    from ..images import WRITE_SUFFIXES
+    from ..image_writer import WRITE_SUFFIXES
 
     bad = [p for p in paths if p.suffix.lower() not in WRITE_SUFFIXES]
     if bad:
@@ -143,10 +143,10 @@ def check_same_ext(paths: Sequence[Path]) -> None:
 
 
 def output_name(given: Path, scale: int, ext: str, image=None) -> Tuple[str, str]:
-    """``(file name, note)`` of the output of ``given`` (an :class:`~asid_arch.images.ImageFile` once read):
+    """``(file name, note)`` of the output of ``given`` (an :class:`~asid_arch.image_reader.ImageFile` once read):
     ``{name}_x{scale}`` plus the suffix of ``--ext`` (``same``: the input's, JPEG -> PNG). A multi-frame image
     keeps its kind (GIF, WebP, PNG, TIFF), the only formats here that hold frames."""
-    from ..images import FRAMES_SUFFIX
+    from ..image_reader import FRAMES_SUFFIX
 
     suffix = given.suffix.lower() if ext == 'same' else f'.{ext}'
     if suffix in ('.jpg', '.jpeg') and ext == 'same':
@@ -199,7 +199,7 @@ def check_output_folder(out_dir: Path) -> None:
 def stale_temporary_pattern() -> re.Pattern:
     """Names of the temporaries this command's writes leave when killed: ``.{output}.XXXXXXXX.asid.tmp`` (an
     output is ``{name}_x{scale}.{suffix}``) and the writability check's ``.asid-sr-check.XXXXXXXX.asid.tmp``."""
-    from ..images import WRITE_SUFFIXES
+    from ..image_writer import WRITE_SUFFIXES
 
     suffixes = '|'.join(re.escape(s) for s in WRITE_SUFFIXES)
     end = rf'\.[a-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}'  # what an atomic write adds (tempfile.mkstemp's 8 characters)
@@ -322,10 +322,10 @@ class Batch:
 
 def process(path: Path, batch: Batch) -> List[str]:
     """Read, super-resolve and write one image; returns the notes to print (after it is written). Raises
-    :class:`OutputExists` (skipped), :class:`~asid_arch.images.ImageError`, :class:`MemoryNeed` and other
+    :class:`OutputExists` (skipped), :class:`~asid_arch.image_reader.ImageError`, :class:`MemoryNeed` and other
     errors naming what went wrong (a failed image)."""
+    from ..image_reader import ImageError, open_image
     from ..image_writer import write_image
-    from ..images import ImageError, open_image
 
     args, upscaler, s = batch.args, batch.upscaler, batch.upscaler.scale
     if os.path.getsize(path) > upscaler.max_memory:
@@ -476,7 +476,7 @@ def add_channel_attention_argument(parser: argparse.ArgumentParser) -> None:
 @command('asid-sr')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..tuning import tune_cpu
+    from ..cpu_settings import tune_cpu
 
     tune_cpu(keep_freed=False)  # --max-memory is a bound: freed memory goes back to the system
     tally = Tally()
@@ -493,9 +493,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run(args, out_dir: Path, tally: Tally, start: float) -> int:
     """The command after its arguments are parsed (``main`` turns Ctrl-C and SIGTERM into the summary)."""
-    from ..checkpoint import network_from_file
+    from ..from_weights import network_from_file
+    from ..released import resolve_model
     from ..utils.asid_errors import PretrainedWeightsError
-    from ..weights import resolve_model
 
     try:
         if args.tile and args.tile_overlap >= args.tile:

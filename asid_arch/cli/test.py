@@ -13,7 +13,7 @@ from asid_arch.pipeline.arguments import exit_if_help
 @command('asid-test', ': results written so far are kept')
 def main(argv: Optional[Sequence[str]] = None) -> None:
     exit_if_help(argv, 'asid-test', "BasicSR's test pipeline with ASID registered; results go to ./results/<name>.")
-    from asid_arch.tuning import tune_cpu
+    from asid_arch.cpu_settings import tune_cpu
 
     tune_cpu()  # before torch is imported
     from asid_arch.pipeline.launch import run_pipeline  # registers ASID, Omni-SR and ASIDModel

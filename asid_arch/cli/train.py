@@ -16,7 +16,7 @@ from asid_arch.pipeline.arguments import exit_if_help
 def main(argv: Optional[Sequence[str]] = None) -> None:
     exit_if_help(argv, 'asid-train',
                  "BasicSR's training pipeline with ASID registered; experiments go to ./experiments/<name>.")
-    from asid_arch.tuning import tune_cpu
+    from asid_arch.cpu_settings import tune_cpu
 
     tune_cpu()  # before torch is imported
     from asid_arch.pipeline.launch import run_pipeline  # registers ASID, Omni-SR and ASIDModel

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from ..console import bars_of, progress_bar, shown
-from .checks import (bench_folders, bench_sets, check_crop, check_name, check_scales, check_sources_apart,
-                     check_utf8_out, train_folders, user_images)
+from .prepare_arguments import (bench_folders, bench_sets, check_crop, check_name, check_scales, check_sources_apart,
+                                check_utf8_out, train_folders, user_images)
 from .record import (LMDB_FILES, REDO_INPUT, REDO_ORDER, Fingerprint, Record, Report, WriteError, file_sha256,
                      file_state, fingerprint, note, report_foreign)
 
@@ -46,9 +46,9 @@ LMDB_MAP_BASE = 1 << 24  # bytes for the LMDB's own pages
 def read_rgb8(path: Path) -> Tuple[np.ndarray, str]:
     """Read an image as 3-channel uint8 BGR (grayscale replicated, alpha dropped, 16-bit scaled, EXIF
     orientation applied), with the sha256 of the bytes decoded; raises ValueError
-    (:class:`~asid_arch.images.ImageError`) if it is unreadable, truncated or damaged."""
-    from ..images import open_image, single_picture, to_depth
-    from .checks import MAX_HR_PIXELS, hr_need
+    (:class:`~asid_arch.image_reader.ImageError`) if it is unreadable, truncated or damaged."""
+    from ..image_reader import open_image, single_picture, to_depth
+    from .prepare_arguments import MAX_HR_PIXELS, hr_need
 
     image = open_image(path)
     pic = single_picture(image, max_pixels=MAX_HR_PIXELS, need=hr_need)
@@ -318,7 +318,7 @@ def lmdb_map_size(first: Path, count: int) -> int:
     """An LMDB size that holds ``count`` images of the first one's shape however they compress. BasicSR's own
     estimate (10 x the first image's PNG) fails with MapFullError when that image is flat and others are not;
     the map is reserved address space, not disk space."""
-    from ..images import decode_file
+    from ..image_reader import decode_file
 
     img = decode_file(first)
     if img is None:

@@ -32,8 +32,8 @@ except ImportError as err:  # the optional extra is not installed
 
 from ..archs.asid_arch import ASID
 from ..archs.omnisr_arch import omnisr_state_dict_to_reference
-from ..checkpoint import network_from_state
-from ..utils.asid_weights import check_tensors
+from ..from_weights import network_from_state
+from ..utils.asid_weights_loading import check_tensors
 
 ASID_ID = 'ASID'
 OMNISR_PACKAGE_ID = 'OmniSR (asid_arch keys)'

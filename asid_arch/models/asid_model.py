@@ -14,7 +14,7 @@ where BasicSR's model scanner imports it. What differs from ``SRModel``:
   :class:`~asid_arch.utils.asid_errors.CheckpointSaveError` (BasicSR logs "Just ignore it." and trains on
   without checkpoints);
 * stale temporaries of a killed run removed from the experiment's folders at start;
-* ``pretrain_network_g`` loaded safely (``utils/asid_weights.py``: what the file declares is checked before
+* ``pretrain_network_g`` loaded safely (``utils/asid_weights_loading.py``: what the file declares is checked before
   torch reads it, then ``weights_only``), any key layout the network knows converted *before* the key
   comparison, every problem reported as one :class:`PretrainedWeightsError` naming the file;
   ``network_g: position_bias / channel_attention: auto`` read off those weights;
@@ -59,7 +59,7 @@ from ..utils.asid_precision import autocast_dtype, compile_arguments
 from ..utils.asid_random import (gather_random_states, preserved_random_states, random_states_problem,
                                  restore_random_states)
 from ..utils.asid_tiling import PROTOCOL_OVERLAP, PROTOCOL_TILE, tile_forward
-from ..utils.asid_weights import dtype_mismatches, match_weights, weights_for
+from ..utils.asid_weights_loading import dtype_mismatches, match_weights, weights_for
 
 LOSS_ATTRIBUTES = ('cri_pix', 'cri_perceptual')  # SRModel's loss modules
 

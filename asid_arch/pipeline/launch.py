@@ -5,9 +5,9 @@ Our entry points replace a few BasicSR functions, in memory and for this process
 own behaviour:
 
 * ``parse_options`` (:func:`parse_options_safely`): the option file is read once, as data only
-  (:mod:`asid_arch.pipeline.option_file`: no tag that builds Python objects, no duplicate keys, bounded
+  (:mod:`asid_arch.pipeline.options_reading`: no tag that builds Python objects, no duplicate keys, bounded
   sizes), ``--force_yml`` entries are applied as YAML values to existing keys (BasicSR ``exec``-s
-  them), and the options are checked (:mod:`asid_arch.pipeline.options_check`) before BasicSR's processing
+  them), and the options are checked (:mod:`asid_arch.pipeline.options_files`) before BasicSR's processing
   indexes them and again, fully, before any folder is made;
 * ``init_dist`` and ``load_resume_state``: BasicSR 1.4.2 assumes CUDA there (``torch.cuda.set_device``
   and NCCL; resuming maps the state to ``torch.cuda.current_device()``). Without a GPU these use
@@ -19,7 +19,7 @@ own behaviour:
   :func:`asid_arch.pipeline.training_loop.train_pipeline` instead of BasicSR's loop: exact resume, and
   SIGTERM/SIGUSR1 save the iteration they interrupt (exit status 75, see docs/training.md).
 
-``path: pretrain_network_g`` may name released weights (``asid_x4``, ...: :mod:`asid_arch.weights`):
+``path: pretrain_network_g`` may name released weights (``asid_x4``, ...: :mod:`asid_arch.released`):
 the name becomes the cached file, downloaded and checked on first use (with asid-train / asid-test
 only; plain ``basicsr/train.py`` knows file paths alone).
 """
@@ -41,9 +41,9 @@ from ..console import EXIT_FAILED, EXIT_REQUEUE, EXIT_USAGE
 from ..utils.asid_files import NotARegularFile, atomic_write, check_readable_file, path_kind
 from .arguments import basicsr_parser
 from .datasets import CheckedDataset, DataReadError
-from .option_file import OptionFileError, apply_overrides, options_from_text, read_option_text
-from .options_check import training_state_problem, validate_options
-from .options_structure import OptionsError, check_structure
+from .options_files import training_state_problem, validate_options
+from .options_reading import OptionFileError, apply_overrides, options_from_text, read_option_text
+from .options_values import OptionsError, check_structure
 from .training_loop import EmptyEpoch, TrainingStopped, train_pipeline
 
 RANDOM_SEED_RANGE = (1, 10000)  # BasicSR's seed when the option file gives none
@@ -197,16 +197,16 @@ def _checked_state(state: object, path: str, opt: dict, where: str):
 def parse_options_safely(root_path: str, is_train: bool = True) -> Tuple[dict, argparse.Namespace]:
     """BasicSR 1.4.2's ``parse_options``, step by step, with the option file read as data only and checked.
 
-    Order: the arguments; the file, read once (:func:`asid_arch.pipeline.option_file.read_option_text`);
+    Order: the arguments; the file, read once (:func:`asid_arch.pipeline.options_reading.read_option_text`);
     ``--force_yml``; the structure check (BasicSR's processing below indexes these options); the
     distributed setup, the seed, the paths and debug mode as BasicSR sets them; the full check
-    (:func:`asid_arch.pipeline.options_check.validate_options`). Problems raise :class:`OptionFileError` or
+    (:func:`asid_arch.pipeline.options_files.validate_options`). Problems raise :class:`OptionFileError` or
     :class:`OptionsError` before any folder is made.
     """
     from basicsr.utils import set_random_seed
     from basicsr.utils.dist_util import get_dist_info
 
-    from ..weights import fetch, released
+    from ..released import fetch, released
 
     prog = 'asid-train' if is_train else 'asid-test'
     args = basicsr_parser(prog, f"BasicSR's {'training' if is_train else 'test'} pipeline").parse_args()

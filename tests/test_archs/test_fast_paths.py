@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from asid_arch import ASID
 from asid_arch.archs import asid_arch as arch
 from asid_arch.archs import asid_ops as ops
-from asid_arch.tuning import keep_freed_memory
+from asid_arch.cpu_settings import keep_freed_memory
 
 needs_onednn = pytest.mark.skipif(ops._ONEDNN_LINEAR is None, reason='this torch build has no oneDNN linear')
 

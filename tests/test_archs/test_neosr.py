@@ -9,9 +9,9 @@ import torch
 
 from asid_arch import ASID
 from asid_arch.archs.asid_layouts import detect_variant, state_dict_to_reference
-from asid_arch.checkpoint import network_from_file
 from asid_arch.cli.sr import main as asid_sr
-from asid_arch.utils.asid_weights import match_weights
+from asid_arch.from_weights import network_from_file
+from asid_arch.utils.asid_weights_loading import match_weights
 
 from helpers import shared_path, synthetic_image
 
@@ -204,7 +204,7 @@ def test_neosr_finetune_option_file(tmp_path):
     checkpoint strictly (the option check passes) and reproduces neosr's output."""
     import yaml
 
-    from asid_arch.pipeline.options_check import _check_pretrained
+    from asid_arch.pipeline.options_files import _check_pretrained
 
     from helpers import REPO
 
@@ -226,7 +226,7 @@ def test_auto_variant_options_follow_the_pretrained_weights(tmp_path, name):
     """network_g: position_bias/channel_attention: auto -> what pretrain_network_g's weights tell, so the
     strict load and the option check pass for every neosr variant."""
     from asid_arch.archs.asid_layouts import resolve_variant_options
-    from asid_arch.pipeline.options_check import _check_pretrained
+    from asid_arch.pipeline.options_files import _check_pretrained
 
     g, path = neosr_checkpoint(tmp_path, name)
     opt = {'network_g': {'type': 'ASID', 'upscale': g['scale'], 'num_blocks': g['num_blocks'],

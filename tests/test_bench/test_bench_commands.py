@@ -5,8 +5,8 @@ import csv
 
 import pytest
 
+from asid_arch.bench.comparison import count_macs
 from asid_arch.bench.main import main as asid_bench
-from asid_arch.bench.zoo import count_macs
 
 
 @pytest.mark.slow

@@ -35,8 +35,8 @@ def reference_figures(checkpoint, gt_dir, lq_dir):
     from basicsr.metrics import calculate_ssim
     from basicsr.utils import img2tensor, tensor2img
 
-    from asid_arch.checkpoint import network_from_file
     from asid_arch.evaluation import paired_images
+    from asid_arch.from_weights import network_from_file
     from asid_arch.metrics.asid_metric import calculate_psnr_matlab
     from asid_arch.utils.asid_tiling import PROTOCOL_OVERLAP as DEFAULT_OVERLAP
     from asid_arch.utils.asid_tiling import PROTOCOL_TILE as DEFAULT_TILE

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import pytest
 
-from asid_arch.images import ImageError, open_image
+from asid_arch.image_reader import ImageError, open_image
 
 NONE, BACKGROUND, PREVIOUS = 0, 1, 2
 SOURCE, OVER = 0, 1

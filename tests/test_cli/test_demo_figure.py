@@ -7,7 +7,7 @@ import pytest
 
 from asid_arch.cli.demo import (CROP, GAP, LABEL_HEIGHT, ZOOM, Evaluated, comparison_figure, detailed_crop,
                                 write_comparison)
-from asid_arch.images import decode_file
+from asid_arch.image_reader import decode_file
 
 
 def panels(height: int = 20, width: int = 30) -> list:

@@ -126,15 +126,15 @@ def test_a_closed_pipe_never_stops_the_work(tmp_path, model_file):
 
 
 COMMANDS = {  # command -> (module, arguments, what to interrupt: module attribute called early in its main)
-    'asid-sr': ('asid_arch.cli.sr', ['a.png', '-o', 'o', '-m', 'm.pth'], 'asid_arch.tuning.tune_cpu'),
-    'asid-export': ('asid_arch.cli.export', ['-m', 'm.pth', '-o', 'x.onnx'], 'asid_arch.tuning.tune_cpu'),
-    'asid-bench': ('asid_arch.bench.main', ['seams', '-m', 'm.pth'], 'asid_arch.tuning.tune_cpu'),
+    'asid-sr': ('asid_arch.cli.sr', ['a.png', '-o', 'o', '-m', 'm.pth'], 'asid_arch.cpu_settings.tune_cpu'),
+    'asid-export': ('asid_arch.cli.export', ['-m', 'm.pth', '-o', 'x.onnx'], 'asid_arch.cpu_settings.tune_cpu'),
+    'asid-bench': ('asid_arch.bench.main', ['seams', '-m', 'm.pth'], 'asid_arch.cpu_settings.tune_cpu'),
     'asid-train': ('asid_arch.cli.train', ['-opt', 'x.yml'], 'asid_arch.pipeline.launch.run_pipeline'),
     'asid-test': ('asid_arch.cli.test', ['-opt', 'x.yml'], 'asid_arch.pipeline.launch.run_pipeline'),
     'asid-prepare': ('asid_arch.cli.prepare', ['bench', '--hr', 'hr', '--out', 'out'],
-                     'asid_arch.data.checks.bench_sets'),
+                     'asid_arch.data.prepare_arguments.bench_sets'),
     'asid-kit': ('asid_arch.cli.kit', ['install', 'checkout'], 'asid_arch.cli.kit.install'),
-    '[demo]': ('asid_arch.cli.demo', [], 'asid_arch.tuning.tune_cpu'),
+    '[demo]': ('asid_arch.cli.demo', [], 'asid_arch.cpu_settings.tune_cpu'),
 }
 
 

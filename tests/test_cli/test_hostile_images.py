@@ -18,9 +18,9 @@ from PIL import Image
 
 from asid_arch import ASID
 from asid_arch import image_writer as images_module
-from asid_arch.checkpoint import network_from_file
 from asid_arch.cli.sr import main as asid_sr
-from asid_arch.images import FrameInfo, png_chunks
+from asid_arch.from_weights import network_from_file
+from asid_arch.image_reader import FrameInfo, png_chunks
 from asid_arch.inference import network_bytes, plan_memory
 from asid_arch.utils.asid_tiling import shift_up
 
@@ -462,7 +462,7 @@ def test_interrupted_in_a_subprocess_by_sigterm(tmp_path, model_file):
 
     cv2.imwrite(str(tmp_path / 'a.png'), synthetic_image(16, 16, 0))
     script = ('import os, signal, sys\n'
-              'import asid_arch.checkpoint as c\n'
+              'import asid_arch.from_weights as c\n'
               'real = c.network_from_file\n'
               'def load(*a, **k):\n'
               '    net = real(*a, **k)\n'

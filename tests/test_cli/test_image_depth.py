@@ -42,7 +42,7 @@ def test_16bit_input_reaches_the_network_and_the_file(tmp_path):
 def test_depth_conversion_scales_the_full_range():
     """8 <-> 16 bits by scaling by 65535 / 255 = 257, never by 256 (which leaves 255 at 65280, short of white) or by
     clipping: every 8-bit value maps to v * 257 and back, 16-bit values round to the nearest 8-bit one."""
-    from asid_arch.images import to_depth
+    from asid_arch.image_reader import to_depth
 
     eight = np.arange(256, dtype=np.uint8)
     sixteen = to_depth(eight, np.uint16)

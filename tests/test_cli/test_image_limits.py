@@ -23,9 +23,9 @@ from asid_arch.bench.main import main as asid_bench
 from asid_arch.cli.export import main as asid_export
 from asid_arch.cli.prepare import main as asid_prepare
 from asid_arch.cli.sr import main as asid_sr
-from asid_arch.images import FrameInfo, ImageError, open_image
+from asid_arch.image_reader import FrameInfo, ImageError, open_image
 from asid_arch.inference import plan_memory
-from asid_arch.pipeline.options_check import MAX_WHOLE_LQ_PIXELS, _read_sizes
+from asid_arch.pipeline.options_files import MAX_WHOLE_LQ_PIXELS, _read_sizes
 
 from helpers import REPO, synthetic_image
 
@@ -235,7 +235,7 @@ def test_max_pixels_says_it_counts_frames(tmp_path, nearest_file, capsys):
 # ----------------------------------------------------------------------------------------------
 FREED_PROBE = '''
 import numpy as np
-from asid_arch.tuning import tune_cpu
+from asid_arch.cpu_settings import tune_cpu
 tune_cpu(keep_freed=False)
 def rss():
     with open('/proc/self/statm') as f:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from asid_arch import ASID
-from asid_arch.checkpoint import network_from_file, state_dict_from_file
 from asid_arch.cli.sr import main as asid_sr
+from asid_arch.from_weights import network_from_file, state_dict_from_file
 from asid_arch.utils.asid_errors import PretrainedWeightsError
 
 from helpers import synthetic_image

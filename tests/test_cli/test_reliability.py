@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from asid_arch import ASID, images
-from asid_arch.checkpoint import state_dict_from_file
+from asid_arch import ASID, image_reader
 from asid_arch.cli.prepare import main as asid_prepare
 from asid_arch.cli.sr import main as asid_sr
-from asid_arch.images import apply_orientation, read_picture
+from asid_arch.from_weights import state_dict_from_file
+from asid_arch.image_reader import apply_orientation, read_picture
 from asid_arch.utils import asid_errors, asid_files
 from asid_arch.utils.asid_errors import PretrainedWeightsError
 
@@ -153,7 +153,7 @@ def test_bad_checkpoints_in_asid_sr(tmp_path, capsys):
 
 
 def test_bad_pretrained_weights_are_found_by_the_option_checks(data, tmp_path):
-    from asid_arch.pipeline.options_check import validate_options
+    from asid_arch.pipeline.options_files import validate_options
 
     files = bad_weight_files(tmp_path)
     for name, message in EXPECTED_MESSAGES.items():
@@ -261,7 +261,7 @@ def test_huge_image_refused_before_decoding(tmp_path, model_file, capsys, monkey
     Image.new('L', (12000, 12000)).save(tmp_path / 'black.png', optimize=True)
     assert (tmp_path / 'black.png').stat().st_size < 1_000_000
     decoded = []
-    monkeypatch.setattr(images, 'decode_file', lambda *args, **kwargs: decoded.append(args))
+    monkeypatch.setattr(image_reader, 'decode_file', lambda *args, **kwargs: decoded.append(args))
     code = asid_sr([str(tmp_path / 'black.png'), '-o', str(tmp_path / 'o'), '-m', str(model_file)])
     err = capsys.readouterr().err
     assert code == 1 and '12000x12000' in err and 'above the limit' in err and '--max-pixels' in err
@@ -322,7 +322,7 @@ def column_jumps(tiled: np.ndarray, whole: np.ndarray) -> float:
 def test_tiles_are_blended_without_seams(tmp_path, model_file):
     """Tiled inference vs the whole image: blending leaves far smaller jumps in the column means at tile
     boundaries than averaging the overlaps (the reference protocol), and stays close to the whole image."""
-    from asid_arch.checkpoint import network_from_file
+    from asid_arch.from_weights import network_from_file
     from asid_arch.utils.asid_tiling import tile_forward
 
     rgb = synthetic_image(150, 170, 7)

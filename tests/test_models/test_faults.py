@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import torch
 
-from asid_arch.utils import asid_errors, asid_files, asid_weights
+from asid_arch.utils import asid_errors, asid_files, asid_weights_loading
 
 from helpers import run_python, tiny_train_options, write_yaml
 
@@ -61,7 +61,7 @@ def test_checkpoint_that_cannot_be_written_stops_the_run(data, tmp_path):
     models = tmp_path / 'experiments' / 'nosave' / 'models'
     assert sorted(p.name for p in models.iterdir()) == ['net_g_3.pth']  # nothing half-written beside it
     assert set(torch.load(models / 'net_g_3.pth', weights_only=True)['params']) == set(
-        asid_weights.read_weights(models / 'net_g_3.pth')[0])
+        asid_weights_loading.read_weights(models / 'net_g_3.pth')[0])
 
 
 @pytest.mark.slow

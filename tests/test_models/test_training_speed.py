@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from asid_arch.models.asid_model import ASIDModel
-from asid_arch.pipeline.options_check import validate_options
+from asid_arch.pipeline.options_files import validate_options
 from asid_arch.utils import asid_precision
 from asid_arch.utils.asid_precision import autocast_dtype, compile_arguments
 
@@ -135,7 +135,7 @@ def test_bf16_training_run_through_the_pipeline(data, tmp_path):
 @pytest.mark.parametrize('preset,expected', [({}, 'PASSIVE'), ({'OMP_WAIT_POLICY': 'ACTIVE'}, 'ACTIVE'),
                                              ({'GOMP_SPINCOUNT': '1000'}, None)])
 def test_tuning_sets_a_passive_openmp_wait_policy_unless_the_user_chose(preset, expected):
-    """Set by the commands' tuning before torch loads libgomp (asid_arch.tuning.tune_cpu); a user's own setting
+    """Set by the commands' tuning before torch loads libgomp (asid_arch.cpu_settings.tune_cpu); a user's own setting
     wins."""
     import os
     import subprocess

@@ -11,7 +11,7 @@ import torch
 from asid_arch.archs.asid_arch import asid, asid_d8
 from asid_arch.archs.asid_layouts import state_dict_to_reference
 from asid_arch.archs.omnisr_arch import OmniSR
-from asid_arch.weights import BASE_URL_ENV, CACHE_DIR_ENV
+from asid_arch.released import BASE_URL_ENV, CACHE_DIR_ENV
 
 from linear_upscaler import linear_upscaler_state
 from mirror import Mirror

@@ -19,7 +19,7 @@ import http.server
 import threading
 from typing import Dict, List, Tuple
 
-from asid_arch.weights import RELEASED
+from asid_arch.released import RELEASED
 
 DRIP_BYTES = 100
 DRIP_PAUSE_S = 0.25

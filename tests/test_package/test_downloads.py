@@ -1,4 +1,4 @@
-"""The download's bounds (asid_arch.download, through asid_arch.weights.fetch) against a hostile mirror on
+"""The download's bounds (asid_arch.download, through asid_arch.released.fetch) against a hostile mirror on
 127.0.0.1: headers then nothing, a trickle, a huge Content-Length, an endless body, a transient error, and a
 second process waiting for the cache's lock. Every case ends in seconds (small limits given as parameters or
 through the environment)."""
@@ -16,7 +16,7 @@ import pytest
 
 from asid_arch.download import (LOCK_WAIT_ENV, TIMEOUT_ENV, DownloadError, DownloadLimits, download, folder_lock,
                                 size_text)
-from asid_arch.weights import RELEASED, WeightsDownloadError, fetch
+from asid_arch.released import RELEASED, WeightsDownloadError, fetch
 
 from helpers import run_module, synthetic_image
 

@@ -191,11 +191,11 @@ def test_tune_cpu_is_what_keeps_freed_memory(tmp_path):
 
 COMMAND_TUNING = """
 import os, sys
-from asid_arch.tuning import keep_freed_memory, release_freed_memory
-import asid_arch.tuning as tuning
+from asid_arch.cpu_settings import keep_freed_memory, release_freed_memory
+import asid_arch.cpu_settings as cpu_settings
 calls = []
-real = tuning.tune_cpu
-tuning.tune_cpu = lambda *a, **k: calls.append(k) or real(*a, **k)
+real = cpu_settings.tune_cpu
+cpu_settings.tune_cpu = lambda *a, **k: calls.append(k) or real(*a, **k)
 from asid_arch.cli.{module} import main
 try:
     status = main({argv!r})

@@ -18,7 +18,7 @@ CHECK = """
 import sys, asid_arch
 from pathlib import Path
 from asid_arch.cli.demo import DEMO_OPTIONS
-from asid_arch.pipeline.option_file import read_option_file, shipped_option_file
+from asid_arch.pipeline.options_reading import read_option_file, shipped_option_file
 site = Path(sys.argv[1]).resolve()
 assert Path(asid_arch.__file__).resolve().is_relative_to(site), asid_arch.__file__
 demo = shipped_option_file(DEMO_OPTIONS)

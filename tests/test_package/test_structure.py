@@ -117,10 +117,12 @@ def test_every_command_is_a_module_with_main():
 # Floors: a module imports only from its own floor or the floors below (imports inside functions too)
 # ----------------------------------------------------------------------------------------------
 FLOORS = (
-    ('utils', 'console', 'tuning', 'download'),  # kit utilities, messages, CPU settings, downloads: no other floor
-    ('archs', 'metrics', 'images', 'image_writer', 'image_damage', 'apng'),  # the networks, the metric, image files
+    # kit utilities, messages, CPU settings, downloads: no other floor
+    ('utils', 'console', 'cpu_settings', 'download'),
+    # the networks, the metric, image files
+    ('archs', 'metrics', 'image_reader', 'image_writer', 'image_damage', 'apng'),
     # built on the networks
-    ('models', 'checkpoint', 'weights', 'weights_quality', 'inference', 'evaluation', 'integrations', 'data'),
+    ('models', 'from_weights', 'released', 'released_quality', 'inference', 'evaluation', 'integrations', 'data'),
     ('pipeline', ),  # BasicSR's train/test pipelines, set up safely
     ('cli', 'bench'),  # the commands
 )  # and the package itself (asid_arch/__init__.py: the lazy public names) on top

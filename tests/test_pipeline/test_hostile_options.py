@@ -20,9 +20,9 @@ import cv2
 import pytest
 import torch
 
-from asid_arch.pipeline.option_file import MAX_OPTION_FILE_BYTES, OptionFileError, read_option_file
-from asid_arch.pipeline.options_check import lmdb_damage
-from asid_arch.pipeline.options_structure import check_structure
+from asid_arch.pipeline.options_files import lmdb_damage
+from asid_arch.pipeline.options_reading import MAX_OPTION_FILE_BYTES, OptionFileError, read_option_file
+from asid_arch.pipeline.options_values import check_structure
 
 from helpers import REPO, run_entry_points, run_module, tiny_train_options, write_yaml
 
@@ -536,7 +536,7 @@ def test_other_option_file_readers_read_data_only(data, tmp_path, capsys, reader
 
 def test_upscale_of_another_type_is_named_once(data):
     """``upscale: '2'`` used to add "upscale: 2 does not match scale: 2" to the real problem."""
-    from asid_arch.pipeline.options_check import validate_options
+    from asid_arch.pipeline.options_files import validate_options
 
     opt = train_opt(data, **{'network_g.upscale': '2'})
     for phase, ds in opt['datasets'].items():

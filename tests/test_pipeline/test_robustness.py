@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asid_arch.pipeline.options_check import validate_options
+from asid_arch.pipeline.options_files import validate_options
 
 from helpers import run_module, tiny_train_options, write_yaml
 

@@ -12,7 +12,7 @@ import torch
 
 from asid_arch.pipeline.datasets import CheckedDataset
 from asid_arch.pipeline.launch import build_checked_dataset
-from asid_arch.pipeline.options_check import training_state_problem
+from asid_arch.pipeline.options_files import training_state_problem
 from asid_arch.pipeline.sampler import SeededSampler
 from asid_arch.utils.asid_random import (capture_random_states, preserved_random_states, random_states_problem,
                                          restore_random_states, sample_seed)
@@ -140,7 +140,7 @@ def test_a_training_state_with_a_bad_position_is_refused():
 
 
 def test_deterministic_option_selects_deterministic_kernels(monkeypatch, tmp_path):
-    from asid_arch.pipeline.options_structure import check_structure
+    from asid_arch.pipeline.options_values import check_structure
     from asid_arch.pipeline.training_loop import configure_determinism
 
     monkeypatch.delenv('CUBLAS_WORKSPACE_CONFIG', raising=False)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from asid_arch.pipeline.option_file import read_option_file
-from asid_arch.pipeline.options_check import validate_options
-from asid_arch.pipeline.options_structure import check_structure
+from asid_arch.pipeline.options_files import validate_options
+from asid_arch.pipeline.options_reading import read_option_file
+from asid_arch.pipeline.options_values import check_structure
 
 from helpers import REPO
 

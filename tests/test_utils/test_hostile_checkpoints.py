@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from asid_arch import ASID
-from asid_arch.checkpoint import network_from_file, state_dict_from_file
 from asid_arch.cli.sr import main as asid_sr
+from asid_arch.from_weights import network_from_file, state_dict_from_file
 from asid_arch.utils import asid_errors
 from asid_arch.utils.asid_errors import PretrainedWeightsError
 
@@ -276,7 +276,7 @@ def test_allowed_globals_cannot_allocate(tmp_path, untouched, call):
 
 def test_network_described_by_the_weights_is_checked_before_it_is_built(tmp_path, monkeypatch):
     """Shapes against the architecture: weights naming a huge network are refused before it exists."""
-    from asid_arch.checkpoint import NetworkConfig
+    from asid_arch.from_weights import NetworkConfig
 
     devices = []
     real_build = NetworkConfig.build
@@ -305,7 +305,7 @@ def test_every_route_refuses_the_forged_file_without_touching_it(tmp_path, untou
     from basicsr.models import build_model
 
     from asid_arch.cli.export import main as asid_export
-    from asid_arch.pipeline.options_check import validate_options
+    from asid_arch.pipeline.options_files import validate_options
 
     path = save_zero_stride(tmp_path / 'huge.pth', 2**31)
     cv2.imwrite(str(tmp_path / 'a.png'), synthetic_image(12, 12, 0))
@@ -528,12 +528,12 @@ def export_parts(monkeypatch, tmp_path):
 @pytest.fixture()
 def no_work(monkeypatch):
     """Fails a test where asid-export starts reading the model: its arguments must be refused first."""
-    import asid_arch.checkpoint
+    import asid_arch.from_weights
 
     def started(*args, **kwargs):
         raise AssertionError('the model was read: the argument was not refused before any work')
 
-    monkeypatch.setattr(asid_arch.checkpoint, 'network_from_file', started)
+    monkeypatch.setattr(asid_arch.from_weights, 'network_from_file', started)
 
 
 def export_error(argv: list, capsys, code: int = 2) -> str:

@@ -1,9 +1,9 @@
-"""Released weights by name (asid_arch.weights, asid_arch.from_pretrained), against a mirror on 127.0.0.1 (mirror.py,
+"""Released weights by name (asid_arch.released, asid_arch.from_pretrained), against a mirror on 127.0.0.1 (mirror.py,
 fixtures in conftest.py).
 
 The mirror serves files made here in the released key layout: weights that up-scale better than bicubic
 (linear_upscaler.py), random and all-zero weights of the same shapes, and other networks' weights. The
-download's bounds against hostile servers are in test_downloads.py, the quality check in test_weights_quality.py.
+download's bounds against hostile servers are in test_downloads.py, the quality check in test_released_quality.py.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import torch
 
 from asid_arch.archs.asid_arch import asid, asid_d8
 from asid_arch.download import DownloadLimits
+from asid_arch.released import (BASE_URL_ENV, CACHE_DIR_ENV, RELEASED, WeightsDownloadError, fetch, hash_record,
+                                released, resolve_model)
 from asid_arch.utils.asid_errors import PretrainedWeightsError
-from asid_arch.weights import (BASE_URL_ENV, CACHE_DIR_ENV, RELEASED, WeightsDownloadError, fetch, hash_record,
-                               released, resolve_model)
 
 from helpers import REPO, run_module, synthetic_image
 
@@ -298,7 +298,7 @@ def test_pretrain_network_g_by_name(mirror, files, tmp_path, monkeypatch):
     import yaml
 
     from asid_arch.pipeline.launch import parse_options_safely
-    from asid_arch.pipeline.options_structure import OptionsError
+    from asid_arch.pipeline.options_values import OptionsError
 
     mirror.serve(NAME, files[NAME])
     opt = yaml.safe_load((REPO / 'options' / 'test' / 'ASID' / 'test_ASID_SRx2.yml').read_text())

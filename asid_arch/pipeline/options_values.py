@@ -7,7 +7,7 @@ the run trains at a fraction of the learning rate). :func:`check_structure` chec
 option that BasicSR's pipelines and models index, and the values that would fail or mislead later (a
 ``name`` that is a path, ``scale: 2.0``, ``val_freq: 0``, a non-finite learning rate, a tile size of 0,
 ...). It runs before BasicSR's own option processing, which indexes ``name``, ``num_gpu``, ``datasets``
-and ``path``. What needs the files is :mod:`asid_arch.pipeline.options_check`.
+and ``path``. What needs the files is :mod:`asid_arch.pipeline.options_files`.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import torch
 
 from ..utils.asid_errors import first_line
 from ..utils.asid_files import name_max
-from .option_file import kind_of
+from .options_reading import kind_of
 
 NAME_ROOM = len('train_debug__20260101_120000.log')  # what BasicSR adds to <name> in its longest file name
 # what BasicSR reads at the top level of an option file (and what parse_options adds)

@@ -1,4 +1,4 @@
-"""A network from weights (asid_arch.checkpoint): the key layouts, clear errors, and every hyper-parameter read
+"""A network from weights (asid_arch.from_weights): the key layouts, clear errors, and every hyper-parameter read
 back from saved weights (a sweep in the manner of spandrel's architecture tests)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from asid_arch import ASID, state_dict_to_reference
 from asid_arch.archs.asid_arch import WINDOW_SIZE
 from asid_arch.archs.asid_layouts import TEMPERATURE_KEY
-from asid_arch.checkpoint import detect_config, network_from_file, state_dict_from_file
+from asid_arch.from_weights import detect_config, network_from_file, state_dict_from_file
 from asid_arch.utils.asid_errors import PretrainedWeightsError
 
 SCALES = (1, 2, 3, 4)

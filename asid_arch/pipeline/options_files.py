@@ -1,5 +1,5 @@
 """What an option dict needs from the files, checked before any work (every message names the option key):
-:func:`validate_options` runs the structure check (:mod:`asid_arch.pipeline.options_structure`), then the
+:func:`validate_options` runs the structure check (:mod:`asid_arch.pipeline.options_values`), then the
 architectures and their arguments, the data folders and LMDBs (complete, not truncated; GT and LQ paired and
 ``scale`` apart) and the pretrained weights; :func:`training_state_problem` checks a training state to resume.
 """
@@ -13,8 +13,8 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 from ..utils.asid_errors import first_line
 from ..utils.asid_files import NotARegularFile, check_readable_file, path_kind
-from .option_file import kind_of
-from .options_structure import check_structure
+from .options_reading import kind_of
+from .options_values import check_structure
 
 Size = Tuple[int, int]
 MAX_WHOLE_LQ_PIXELS = 16_000_000  # LQ pixels of an image validated without val: tile (the network at once)
@@ -154,7 +154,7 @@ def _files(folder: str) -> List[str]:
 
 def _image_size(path: str) -> Tuple[Optional[Tuple[int, int]], str]:
     """``((height, width), '')`` from an image file's header, ``(None, why)`` when it is not a readable image."""
-    from ..images import ImageError, header_size
+    from ..image_reader import ImageError, header_size
 
     try:
         width, height = header_size(path)
@@ -165,8 +165,9 @@ def _image_size(path: str) -> Tuple[Optional[Tuple[int, int]], str]:
 
 def _too_large(path: str, size: Size, lq: bool, whole: bool, scale: int) -> str:
     """Why an image is too large for the run ('' when it is not): OpenCV (BasicSR's reader) decodes at most
-    :data:`~asid_arch.images.OPENCV_MAX_PIXELS`; an LQ image validated whole at most :data:`MAX_WHOLE_LQ_PIXELS`."""
-    from ..images import OPENCV_MAX_PIXELS
+    :data:`~asid_arch.image_reader.OPENCV_MAX_PIXELS`; an LQ image validated whole at most
+    :data:`MAX_WHOLE_LQ_PIXELS`."""
+    from ..image_reader import OPENCV_MAX_PIXELS
     from ..inference import network_bytes
 
     pixels = size[0] * size[1]
@@ -313,7 +314,7 @@ def _check_pretrained(opt: Mapping, problems: List[str]) -> None:
     from basicsr.utils.registry import ARCH_REGISTRY
 
     from ..utils.asid_errors import PretrainedWeightsError
-    from ..utils.asid_weights import match_weights, weights_for
+    from ..utils.asid_weights_loading import match_weights, weights_for
 
     path = opt.get('path') or {}
     weights = path.get('pretrain_network_g')

@@ -11,7 +11,7 @@ The released networks are far above bicubic: ASID's published Urban100 PSNR (33.
 x2 / x3 / x4, :mod:`asid_arch.bench.published`) is 3.7-6.5 dB above bicubic's standard figures (26.88 / 24.46 /
 23.14 dB). The threshold is to beat bicubic (by more than :data:`MARGIN_DB`): a linear 5 x 5 filter fitted by
 least squares on other pictures already does on this crop, by 0.3-0.5 dB (``tests/test_package/
-test_weights_quality.py`` builds one as ASID weights), while random weights (PyTorch's initialisation) and
+test_released_quality.py`` builds one as ASID weights), while random weights (PyTorch's initialisation) and
 all-zero weights fall over 15 dB below it (the same tests).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The quality check of released weights (asid_arch.weights_quality), measured for real: random and all-zero
+"""The quality check of released weights (asid_arch.released_quality), measured for real: random and all-zero
 weights of the released shapes fall far below bicubic on the check picture; a linear filter made of ASID
 weights (linear_upscaler.py, fitted on other pictures) beats it."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from asid_arch.archs.asid_arch import asid, asid_d8
-from asid_arch.weights_quality import MARGIN_DB, check_picture, measure
+from asid_arch.released_quality import MARGIN_DB, check_picture, measure
 
 from linear_upscaler import linear_upscaler_state
 

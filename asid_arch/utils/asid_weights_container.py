@@ -1,6 +1,6 @@
 """What a weights file declares, read and checked before torch reads it.
 
-Kit file (``basicsr/utils/asid_checkpoint_format.py`` in a BasicSR checkout): torch and the standard library
+Kit file (``basicsr/utils/asid_weights_container.py`` in a BasicSR checkout): torch and the standard library
 only. The three formats torch.load reads (a zip archive of stored records, the legacy pickle format from
 before PyTorch 1.6, safetensors) are read here as metadata only: the pickle is unpickled into what it
 *declares* (:class:`View`: dtype, shape, stride, offset, the storage's size) with no tensor built and no

@@ -9,8 +9,8 @@ pinned to a commit of that repository. A name is downloaded once into a cache fo
   the file's size range refused with nothing written past it), into a temporary file beside the final one;
 * the final name is given only to a complete file that (1) has the pinned sha256 where one is known,
   (2) loads strictly into the named network through the package's checked loading path
-  (:func:`asid_arch.checkpoint.state_dict_from_file`, then :func:`asid_arch.checkpoint.network_from_state`)
-  and (3) beats bicubic up-sampling on a small real picture (:mod:`asid_arch.weights_quality`: random or
+  (:func:`asid_arch.from_weights.state_dict_from_file`, then :func:`asid_arch.from_weights.network_from_state`)
+  and (3) beats bicubic up-sampling on a small real picture (:mod:`asid_arch.released_quality`: random or
   all-zero weights of the right shapes fall far below it). Otherwise nothing is kept and
   :class:`WeightsDownloadError` / :class:`PretrainedWeightsError` says why in one line;
 * the sha256 of the file is recorded beside it (``<file>.sha256``, ``sha256sum`` format); a cached file is
@@ -77,7 +77,8 @@ class Released:
     upscale: int
     folder: str  # under train_logs/ in the authors' repository
     commit: str
-    parameters: int  # of the network it loads into (checked against asid / asid_d8: tests/test_package/test_weights.py)
+    # of the network it loads into (checked against asid / asid_d8: tests/test_package/test_released.py)
+    parameters: int
     sha256: Optional[str] = None  # of the released file, where known (not yet: it was never fetched here)
 
     @property
@@ -143,7 +144,7 @@ def cache_folder(folder: Union[str, Path, None] = None) -> Path:
 def verify(entry: Released, path: Path, source: str):
     """``(net, config)``: the file at ``path`` loaded strictly into ``entry``'s network through the checked
     loading path; :class:`PretrainedWeightsError` (one line naming ``source``) when it is anything else."""
-    from .checkpoint import network_from_state, state_dict_from_file
+    from .from_weights import network_from_state, state_dict_from_file
 
     wanted = f'{entry.architecture} x{entry.upscale}'
     try:
@@ -166,9 +167,9 @@ def verify(entry: Released, path: Path, source: str):
 
 def check_content(entry: Released, path: Path, source: str) -> str:
     """The sha256 of the file at ``path`` once it passed every check of released weights: its size, the pinned
-    sha256 (where known), :func:`verify`, and beating bicubic (:mod:`asid_arch.weights_quality`).
+    sha256 (where known), :func:`verify`, and beating bicubic (:mod:`asid_arch.released_quality`).
     :class:`PretrainedWeightsError` naming ``source`` otherwise."""
-    from .weights_quality import measure
+    from .released_quality import measure
 
     low, high = entry.size_range
     size = path.stat().st_size

@@ -1,7 +1,7 @@
 """Weights files read safely, and matched against a network before it loads them.
 
-Kit file (``basicsr/utils/asid_weights.py`` in a BasicSR checkout): torch, the standard library and the kit
-file ``asid_checkpoint_format.py`` (what a file declares, checked before torch reads it); it knows no
+Kit file (``basicsr/utils/asid_weights_loading.py`` in a BasicSR checkout): torch, the standard library and the kit
+file ``asid_weights_container.py`` (what a file declares, checked before torch reads it); it knows no
 network. :func:`read_weights` is the one way this project reads a weights file (``pretrain_network_g``,
 ``asid-sr --model``, the bench); :func:`match_weights` says, in lines naming the keys, why weights do not
 fit a network (with the network's own hint where it has one: ``weights_hint``).
@@ -19,9 +19,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .asid_checkpoint_format import (MAX_KEYS_LISTED, Unusable, View, check_views, declared_content, first_line,
-                                     key_list, printable, select_state, view_of)
 from .asid_errors import PretrainedWeightsError
+from .asid_weights_container import (MAX_KEYS_LISTED, Unusable, View, check_views, declared_content, first_line,
+                                     key_list, printable, select_state, view_of)
 
 BASICSR_PARAM_KEYS = ('params_ema', 'params')  # BasicSR's checkpoint wrappers, EMA weights preferred
 # what torch.load(weights_only=True) says of a pickle that names Python objects (code) besides tensors;

@@ -24,10 +24,10 @@ from torch import Tensor
 from .archs.asid_arch import ASID, CHANNEL_ATTENTION_MODES, WINDOW_SIZE
 from .archs.asid_layouts import AUTO, detect_variant, temperatures_untouched, variant_name
 from .console import shown
+from .released import fetch
 from .utils.asid_errors import PretrainedWeightsError
-from .utils.asid_weights import BASICSR_PARAM_KEYS as BASICSR_KEYS
-from .utils.asid_weights import match_weights, read_weights
-from .weights import fetch
+from .utils.asid_weights_loading import BASICSR_PARAM_KEYS as BASICSR_KEYS
+from .utils.asid_weights_loading import match_weights, read_weights
 
 # ASID's IDB has 118 tensors: weights naming N IDBs with fewer than this many tensors each cannot be ASID's,
 # and are refused before the network is even described
@@ -148,11 +148,11 @@ def network_from_file(path: Union[str, Path], channel_attention: Optional[str] =
 
 def from_pretrained(name: str, folder: Union[str, Path, None] = None, progress: bool = True) -> ASID:
     """The released network called ``name`` (``asid_x2`` ... ``asid_d8_x4``, any case: the table
-    :data:`asid_arch.weights.RELEASED`) as an :class:`ASID` on the CPU in eval mode, ``net.upscale`` its scale.
+    :data:`asid_arch.released.RELEASED`) as an :class:`ASID` on the CPU in eval mode, ``net.upscale`` its scale.
 
     The file is downloaded once into the cache (``folder``, else ``$ASID_WEIGHTS_DIR``, else torch.hub's
-    checkpoints folder) and checked on every use (:func:`asid_arch.weights.fetch`), then loaded strictly
+    checkpoints folder) and checked on every use (:func:`asid_arch.released.fetch`), then loaded strictly
     (:func:`network_from_file`). Raises KeyError for an unknown name, :class:`PretrainedWeightsError` (or its
-    subclass :class:`asid_arch.weights.WeightsDownloadError`) when the weights cannot be had.
+    subclass :class:`asid_arch.released.WeightsDownloadError`) when the weights cannot be had.
     """
     return network_from_file(fetch(name, folder, progress=progress))[0]

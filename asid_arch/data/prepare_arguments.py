@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable, List, NoReturn, Sequence, Tuple, Union
 
 from ..console import EXIT_USAGE, shown
-from ..images import IMAGE_SUFFIXES, ImageError, header_size
+from ..image_reader import IMAGE_SUFFIXES, ImageError, header_size
 from ..utils.asid_files import name_max, path_kind
 
 LMDB_SUFFIX = '.lmdb'

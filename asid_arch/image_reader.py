@@ -1,4 +1,5 @@
-"""Reading and writing images the way a photo viewer would, and refusing what cannot be done right.
+"""Reading images the way a photo viewer would, and refusing what cannot be done right (writing them:
+:mod:`asid_arch.image_writer`).
 
 * A file is read once, through Python's own file reading (any file name works, also one that is not
   valid UTF-8: OpenCV's ``imread`` crashes the process on those), and identified by Pillow among the
@@ -46,16 +47,12 @@ EXIF_ORIENTATION = 0x0112
 TIFF_ORIENTATION = 274  # the same tag in a TIFF page's own directory
 TIFF_BITS_PER_SAMPLE = 258
 UINT16_PER_UINT8 = 257  # 65535 / 255
-EIGHT_BIT_FORMATS = ('.jpg', '.jpeg', '.webp', '.bmp', '.ppm', '.gif')  # formats that hold 8 bits per channel only
-NO_ALPHA_FORMATS = ('.jpg', '.jpeg', '.bmp', '.ppm', '.pgm')
 GRAY_ALPHA_MODES = ('LA', 'La')  # gray + alpha (Pillow modes); 'PA' is a colour palette
 ALPHA_MODES = GRAY_ALPHA_MODES + ('RGBA', 'RGBa', 'PA')
 GRAY_MODES = GRAY_ALPHA_MODES + ('1', 'L', 'I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F')
-# The formats Pillow may identify (others, e.g. EPS through Ghostscript, are never opened), and the
-# suffixes written here: the suffix of each format's output.
+# The formats Pillow may identify (others, e.g. EPS through Ghostscript, are never opened).
 READ_FORMATS = ('PNG', 'JPEG', 'WEBP', 'TIFF', 'GIF', 'BMP', 'DIB', 'PPM')  # JPEG's reader also gives MPO
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.gif')  # read
-WRITE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.ppm', '.pgm', '.gif')
 # Multi-frame images are written as the same kind of file (the formats here that hold frames).
 FRAMES_SUFFIX = {'GIF': '.gif', 'WEBP': '.webp', 'PNG': '.png', 'TIFF': '.tif'}
 FRAMES_NAME = {'GIF': 'animated GIF', 'WEBP': 'animated WebP', 'PNG': 'animated PNG', 'TIFF': 'multi-page TIFF'}
