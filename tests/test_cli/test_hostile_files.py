@@ -133,7 +133,7 @@ COMMANDS = {  # command -> (module, arguments, what to interrupt: module attribu
     'asid-test': ('asid_arch.cli.test', ['-opt', 'x.yml'], 'asid_arch.pipeline.launch.run_pipeline'),
     'asid-prepare': ('asid_arch.cli.prepare', ['bench', '--hr', 'hr', '--out', 'out'],
                      'asid_arch.data.prepare_arguments.bench_sets'),
-    'asid-kit': ('asid_arch.cli.kit', ['install', 'checkout'], 'asid_arch.cli.kit.install'),
+    'asid-kit': ('asid_arch.cli.kit', ['install', 'checkout'], 'asid_arch.cli.kit.install_kit'),
     '[demo]': ('asid_arch.cli.demo', [], 'asid_arch.cpu_settings.tune_cpu'),
 }
 
