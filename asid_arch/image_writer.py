@@ -19,6 +19,9 @@ from .utils.asid_files import atomic_write
 WRITE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.ppm', '.pgm', '.gif')
 EIGHT_BIT_FORMATS = ('.jpg', '.jpeg', '.webp', '.bmp', '.ppm', '.gif')  # formats that hold 8 bits per channel only
 NO_ALPHA_FORMATS = ('.jpg', '.jpeg', '.bmp', '.ppm', '.pgm')
+# one suffix per format a user picks by name (asid-sr --ext); the others of WRITE_SUFFIXES are written when an
+# input of that format is kept (--ext same)
+CHOSEN_SUFFIXES = ('.png', '.jpg', '.webp', '.tif')
 
 JPEG_SOI, JPEG_APP0, JPEG_APP2 = b'\xff\xd8', 0xE0, 0xE2
 JPEG_ICC_MARKER = b'ICC_PROFILE\0'

@@ -49,6 +49,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..console import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, command, interrupt_exit_status, interrupt_name, progress_bar,
                        shown, stop_on_signals)
+from ..image_writer import CHOSEN_SUFFIXES
 from ..inference import MAX_OVERLAP, MIN_TILE, MemoryNeed, Upscaler, upscale_image
 from ..utils.asid_files import TEMP_SUFFIX, NotARegularFile, check_replaceable, name_max, path_kind
 from ..utils.asid_precision import (PRECISION_CHOICES, PRECISIONS, describe_precision, precision_problem,
@@ -56,7 +57,6 @@ from ..utils.asid_precision import (PRECISION_CHOICES, PRECISIONS, describe_prec
 from ..utils.asid_tiling import RAMP_OVERLAP
 from .usage import UsageError, command_parser
 
-EXTENSIONS = ('png', 'same', 'jpg', 'webp', 'tif')
 DEFAULT_MAX_MEMORY_GB = 2.0
 GB = 1e9
 DEFAULT_MAX_MEGAPIXELS = 400  # output pixels; 1.2 GB as 8-bit RGB
@@ -135,11 +135,12 @@ def check_same_ext(paths: Sequence[Path]) -> None:
     from ..image_writer import WRITE_SUFFIXES
 
     bad = [p for p in paths if p.suffix.lower() not in WRITE_SUFFIXES]
+    choices = ', '.join(s.lstrip('.') for s in CHOSEN_SUFFIXES)
     if bad:
         names = ', '.join(f'{shown(p.name)} ({"no suffix" if not p.suffix else shown(p.suffix)})' for p in bad[:3])
         more = f' and {len(bad) - 3} more' if len(bad) > 3 else ''
         raise UsageError(f'--ext same: no format to keep for {names}{more}: asid-sr writes '
-                         f'{", ".join(s.lstrip(".") for s in WRITE_SUFFIXES)}; choose --ext png, jpg, webp or tif')
+                         f'{", ".join(s.lstrip(".") for s in WRITE_SUFFIXES)}; choose --ext {choices}')
 
 
 def output_name(given: Path, scale: int, ext: str, image=None) -> Tuple[str, str]:
@@ -455,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--precision', choices=list(PRECISION_CHOICES), default='auto',
                         help='auto (default): bf16 for 8-bit images on CPUs with native bf16 (AVX512-BF16, AMX, Arm '
                         'BF16), fp32 elsewhere; fp32; bf16 (emulated and slow on other CPUs); fp16 on CUDA')
-    parser.add_argument('--ext', choices=list(EXTENSIONS), default='png',
+    parser.add_argument('--ext', choices=['same', *(s.lstrip('.') for s in CHOSEN_SUFFIXES)], default='png',
                         help='output format (default png; "same" keeps the input format, JPEG -> PNG); '
                         'animations and multi-page TIFFs keep their kind')
     parser.add_argument('--overwrite', action='store_true',
