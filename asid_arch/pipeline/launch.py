@@ -26,6 +26,7 @@ only; plain ``basicsr/train.py`` knows file paths alone).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import random
@@ -44,7 +45,7 @@ from .datasets import CheckedDataset, DataReadError
 from .options_files import training_state_problem, validate_options
 from .options_reading import OptionFileError, apply_overrides, options_from_text, read_option_text
 from .options_values import OptionsError, check_structure
-from .training_loop import EmptyEpoch, TrainingStopped, train_pipeline
+from .training_loop import EmptyEpoch, StopRequests, TrainingStopped, train_pipeline
 
 RANDOM_SEED_RANGE = (1, 10000)  # BasicSR's seed when the option file gives none
 DEBUG_PREFIX = 'debug_'  # --debug: BasicSR's debug mode (short intervals, no tensorboard)
@@ -330,27 +331,32 @@ def run_pipeline(pipeline_name: str, argv, prog: str) -> None:
     import basicsr.test
     import basicsr.train
 
-    pipeline = train_pipeline if pipeline_name == 'train' else basicsr.test.test_pipeline
     stopped = None
-    try:
+    # a training records SIGTERM/SIGUSR1 from here until the process leaves: during its set-up (the stop comes
+    # before the first iteration), its iterations, its last save and validation, and while the ranks leave together
+    with StopRequests() if pipeline_name == 'train' else contextlib.nullcontext() as stop:
         try:
-            pipeline(os.getcwd())
-        except TrainingStopped as err:  # every rank stopped after the same iteration
-            stopped = str(err)
-        # left outside the handler: an exception's traceback holds the run's frames, the model among them
-        leave_process_group()
-    except (OptionFileError, OptionsError, TrainingStateError, PretrainedWeightsError, EmptyEpoch) as err:
-        print(f'{prog}: {err}', file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-    except DataReadError as err:
-        print(f'{prog}: cannot read the data: {err.summary()}', file=sys.stderr)
-        sys.exit(EXIT_FAILED)
-    except (TrainingDiverged, CheckpointSaveError) as err:
-        print(f'{prog}: {err}', file=sys.stderr)
-        sys.exit(EXIT_FAILED)
-    except OSError as err:  # a folder or log that cannot be written, a file that vanished: named by the error
-        print(f'{prog}: {err}', file=sys.stderr)
-        sys.exit(EXIT_FAILED)
-    if stopped is not None:
-        print(f'{prog}: {stopped}', file=sys.stderr)
-        sys.exit(EXIT_REQUEUE)
+            try:
+                if pipeline_name == 'train':
+                    train_pipeline(os.getcwd(), stop)
+                else:
+                    basicsr.test.test_pipeline(os.getcwd())
+            except TrainingStopped as err:  # every rank stopped after the same iteration
+                stopped = str(err)
+            # left outside the handler: an exception's traceback holds the run's frames, the model among them
+            leave_process_group()
+        except (OptionFileError, OptionsError, TrainingStateError, PretrainedWeightsError, EmptyEpoch) as err:
+            print(f'{prog}: {err}', file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+        except DataReadError as err:
+            print(f'{prog}: cannot read the data: {err.summary()}', file=sys.stderr)
+            sys.exit(EXIT_FAILED)
+        except (TrainingDiverged, CheckpointSaveError) as err:
+            print(f'{prog}: {err}', file=sys.stderr)
+            sys.exit(EXIT_FAILED)
+        except OSError as err:  # a folder or log that cannot be written, a file that vanished: named by the error
+            print(f'{prog}: {err}', file=sys.stderr)
+            sys.exit(EXIT_FAILED)
+        if stopped is not None:
+            print(f'{prog}: {stopped}', file=sys.stderr)
+            sys.exit(EXIT_REQUEUE)

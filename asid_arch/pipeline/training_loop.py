@@ -20,6 +20,7 @@ checkpoints and validation are called as they are); what differs:
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import logging
@@ -42,11 +43,13 @@ RESUME_KEYS = ('epoch_position', 'manual_seed', 'batch_size', 'world_size')  # w
 
 
 class TrainingStopped(Exception):
-    """The run stopped on a signal after saving the iteration it had finished; resume with ``--auto_resume``."""
+    """The run stopped on a signal after saving the iteration it had finished (``saved``), or before its first
+    iteration (the newest training state on disk, if any, is where it continues); resume with ``--auto_resume``."""
 
-    def __init__(self, signum: int, iteration: int) -> None:
-        super().__init__(f'stopped by {signal.Signals(signum).name} after iteration {iteration}; its network and '
-                         'training state are saved: run again with --auto_resume to continue')
+    def __init__(self, signum: int, iteration: int, saved: bool = True) -> None:
+        what = (f'after iteration {iteration}; its network and training state are saved' if saved else
+                f'before training (from iteration {iteration}); nothing new to save')
+        super().__init__(f'stopped by {signal.Signals(signum).name} {what}: run again with --auto_resume to continue')
         self.signum = signum
         self.iteration = iteration
 
@@ -108,14 +111,34 @@ def _exit_on_parent_signal(parent: int, signums: tuple) -> None:
             os._exit(0)
 
 
-def _worker_init(worker_id: int, then: Optional[Callable[[int], None]] = None) -> None:
-    """A data-loader worker leaves stop signals to the main process: SLURM and a shell's ``kill -- -PGID`` signal
-    every process of the job, and a worker that died of it would fail the main process before it saves. The
-    signals are blocked and taken by a thread that obeys only the main process. Then BasicSR's init."""
+@contextlib.contextmanager
+def _stop_signals_blocked():
+    """Inside the block, SIGTERM and SIGUSR1 wait (a signal meanwhile is delivered when it ends): processes started
+    here (data-loader workers, forked or spawned) inherit the blocked mask, so a signal to the whole process group
+    while a worker is still importing cannot end it before :func:`_worker_init` takes the signals over."""
+    signums = {getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)}
+    if not hasattr(signal, 'pthread_sigmask'):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _worker_init(worker_id: int, then: Optional[Callable[[int], None]] = None, parent: Optional[int] = None) -> None:
+    """A data-loader worker leaves stop signals to the main process (``parent``: its pid): SLURM and a shell's
+    ``kill -- -PGID`` signal every process of the job, and a worker that died of it would fail the main process
+    before it saves. The signals (blocked since the worker started: :func:`_stop_signals_blocked`) are taken by a
+    thread that obeys only the main process. Then BasicSR's init."""
     signums = tuple(getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name))
-    if hasattr(signal, 'sigwaitinfo'):  # Linux; elsewhere the worker keeps the default
+    if hasattr(signal, 'sigwaitinfo'):  # Linux
         signal.pthread_sigmask(signal.SIG_BLOCK, signums)
-        threading.Thread(target=_exit_on_parent_signal, args=(os.getppid(), signums), daemon=True).start()
+        parent = os.getppid() if parent is None else parent
+        threading.Thread(target=_exit_on_parent_signal, args=(parent, signums), daemon=True).start()
+    elif hasattr(signal, 'pthread_sigmask'):  # elsewhere the worker keeps the default
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
     if then is not None:
         then(worker_id)
 
@@ -176,7 +199,7 @@ def _save(model, epoch: int, iteration: int, position: int, opt: dict, batch_siz
     model.save(epoch, iteration)
 
 
-def train_pipeline(root_path: str) -> None:
+def train_pipeline(root_path: str, stop: Optional[StopRequests] = None) -> None:
     """BasicSR's ``train_pipeline`` (same options, folders, log and checkpoints), resumable exactly; see the module.
 
     Raises :class:`TrainingStopped` after saving when SIGTERM or SIGUSR1 arrived.
@@ -204,6 +227,12 @@ def train_pipeline(root_path: str) -> None:
     logger.info(dict2str(opt))
     tb_logger = bt.init_tb_loggers(opt)
 
+    train_set = opt['datasets'].get('train') or {}
+    if train_set.get('prefetch_mode') == 'cpu' and not train_set.get('num_worker_per_gpu'):
+        # BasicSR's cpu prefetch runs the dataset in a thread of this process; with no workers that thread would
+        # seed the random generators the training draws from meanwhile (and saves): load in this thread instead
+        logger.info('prefetch_mode: cpu without data-loader workers: samples are loaded by the training thread')
+        train_set['prefetch_mode'] = None
     train_loader, train_sampler, val_loaders, _, total_iters = bt.create_train_val_dataloader(opt, logger)
     batch_size = train_loader.batch_size
     start_epoch, current_iter, position = _resume_point(resume_state, opt, batch_size, logger)
@@ -211,7 +240,7 @@ def train_pipeline(root_path: str) -> None:
     loader_generator = torch.Generator()
     loader_generator.manual_seed(derived_seed(opt['manual_seed'], LOADER_SEED_STREAM, opt['rank']) % TORCH_SEED_MODULUS)
     train_loader.generator = loader_generator  # iterators draw their worker seed here, not from the global generator
-    train_loader.worker_init_fn = functools.partial(_worker_init, then=train_loader.worker_init_fn)
+    train_loader.worker_init_fn = functools.partial(_worker_init, then=train_loader.worker_init_fn, parent=os.getpid())
 
     model = build_model(opt)
     if resume_state:
@@ -227,10 +256,16 @@ def train_pipeline(root_path: str) -> None:
     val_freq = opt['val']['val_freq'] if opt.get('val') is not None else None
     epoch = start_epoch
     try:
-        with StopRequests() as stop:
+        with contextlib.ExitStack() as stack:
+            if stop is None:  # called on its own: the signals are recorded while it runs
+                stop = stack.enter_context(StopRequests())
+            signum = stop.agreed(model.device)
+            if signum is not None:  # before the first iteration: nothing new to save
+                raise TrainingStopped(signum, current_iter, saved=False)
             while current_iter < total_iters:
                 train_sampler.set_epoch(epoch, start=position * batch_size)
-                prefetcher.reset()
+                with _stop_signals_blocked():  # new data-loader workers start with them blocked (_worker_init)
+                    prefetcher.reset()
                 train_data = prefetcher.next()
                 if train_data is None and position == 0:
                     raise EmptyEpoch(f'datasets: train: an epoch holds no batch of {batch_size} samples '

@@ -33,21 +33,35 @@ NAME = 'exact'
 
 # argv: mode target asid-train-arguments...; mode 'kill' (SIGKILL after the file `target` is saved), 'SIGTERM' or
 # 'SIGUSR1' (sent to the process group at the end of iteration `target`'s step, and again while that iteration's
-# .state is saved), 'run'
+# .state is saved), 'SIGTERM-setup' (while the network is built, before any iteration), 'SIGTERM-last' (during the
+# validation after the last iteration), 'run'
 DRIVER = textwrap.dedent('''
     import os, signal, subprocess, sys
-    from asid_arch.models import asid_model
+    from asid_arch.models import asid_model  # first: the torchvision alias BasicSR 1.4.2 needs
+    import basicsr.models
 
     os.setpgrp()  # a process group of its own: the run and its data-loader workers
     mode, target = sys.argv[1], sys.argv[2]
     real_save, real_step = asid_model.save_checkpoint, asid_model.ASIDModel.optimize_parameters
 
     def signal_group():  # as SLURM or a shell would: from another process (workers obey their parent alone)
-        subprocess.run(['kill', '-s', mode[3:], '--', f'-{os.getpgrp()}'])
+        subprocess.run(['kill', '-s', mode[3:].split('-')[0], '--', f'-{os.getpgrp()}'])
+
+    real_build, real_validation = basicsr.models.build_model, asid_model.ASIDModel.validation
+
+    def build(opt):
+        if mode == 'SIGTERM-setup':
+            signal_group()
+        return real_build(opt)
+
+    def validation(self, loader, current_iter, *args, **kwargs):
+        if mode == 'SIGTERM-last' and current_iter == int(target):
+            signal_group()
+        return real_validation(self, loader, current_iter, *args, **kwargs)
 
     def save(obj, path, *args, **kwargs):
         name = os.path.basename(str(path))
-        if mode.startswith('SIG') and name == f'{target}.state':
+        if mode in ('SIGTERM', 'SIGUSR1') and name == f'{target}.state':
             signal_group()  # a second signal while saving
         real_save(obj, path, *args, **kwargs)
         if mode == 'kill' and name == target:
@@ -55,11 +69,13 @@ DRIVER = textwrap.dedent('''
 
     def step(self, current_iter):
         real_step(self, current_iter)
-        if mode.startswith('SIG') and current_iter == int(target):
+        if mode in ('SIGTERM', 'SIGUSR1') and current_iter == int(target):
             signal_group()
 
     asid_model.save_checkpoint = save
     asid_model.ASIDModel.optimize_parameters = step
+    basicsr.models.build_model = build
+    asid_model.ASIDModel.validation = validation
     from asid_arch.cli.train import main
     main(sys.argv[3:])
 ''')
@@ -182,3 +198,25 @@ def test_an_epoch_without_a_full_batch_stops_with_one_line(data, tmp_path):
     result = train(tmp_path, options(data, **{'datasets.train.batch_size_per_gpu': SUB_IMAGES + 1}))
     assert result.returncode == 2, result.stderr[-3000:]
     assert f'an epoch holds no batch of {SUB_IMAGES + 1} samples' in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_a_signal_during_set_up_stops_before_training_and_the_rerun_is_the_whole_run(data, reference, tmp_path):
+    """SIGTERM while the run is still being set up (the network being built): exit 75 before any iteration, no
+    checkpoint; the run started again (--auto_resume) is the uninterrupted one."""
+    stopped = train(tmp_path, options(data, **{'datasets.train.num_worker_per_gpu': 2}), 'SIGTERM-setup')
+    assert stopped.returncode == EXIT_REQUEUE, stopped.stderr[-3000:]
+    assert 'stopped by SIGTERM before training' in stopped.stderr.splitlines()[-1]
+    assert not iterations_logged(stopped.stderr)
+    resumed = train(tmp_path, options(data), resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_end(tmp_path, reference)
+
+
+@pytest.mark.slow
+def test_a_signal_during_the_last_validation_lets_the_finished_run_end_complete(data, reference, tmp_path):
+    """SIGTERM during the validation that follows the last iteration: the run is complete, so it ends with 0 and
+    the uninterrupted run's result (the signal is recorded and ignored, never the default death)."""
+    finished = train(tmp_path, options(data), 'SIGTERM-last', ITERATIONS)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert_same_end(tmp_path, reference)
