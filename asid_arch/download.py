@@ -26,6 +26,7 @@ import math
 import os
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -115,15 +116,97 @@ def _reason(err: BaseException) -> Tuple[str, bool]:
     return f'{type(err).__name__}: {err}', False
 
 
+class _Sockets:
+    """The sockets one attempt opened (redirects included), shut down at once when its deadline passes: a server
+    that trickles its headers or its chunk framing, which no read timeout catches, then ends the attempt too."""
+
+    def __init__(self) -> None:
+        self.expired = False
+        self._sockets: list = []
+        self._lock = threading.Lock()
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                self._shut(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _opener(sockets: _Sockets) -> urllib.request.OpenerDirector:
+    """urllib's opener for http and https only (no ftp, file or data URL, also not by a redirect), its
+    connections' sockets handed to ``sockets``."""
+    class Connection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            sockets.add(self.sock)
+
+    class SecureConnection(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            sockets.add(self.sock)
+
+    class Handler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(Connection, req)
+
+    class SecureHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(SecureConnection, req, context=self._context)
+
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), Handler(), SecureHandler(),
+                    urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPRedirectHandler(),
+                    urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
+
+
+def attempt_deadline(size_range: Tuple[int, int], limits: DownloadLimits) -> float:
+    """Seconds one attempt may take in all: connecting and the headers, then the largest file at the minimum rate."""
+    return 2 * limits.timeout_s + size_range[1] / limits.min_rate
+
+
 def _attempt(url: str, out: BinaryIO, size_range: Tuple[int, int], limits: DownloadLimits, bar) -> None:
-    """One attempt: ``url`` -> ``out`` from its start, within ``limits``; :class:`DownloadError` otherwise."""
+    """One attempt: ``url`` -> ``out`` from its start, within ``limits`` and :func:`attempt_deadline`;
+    :class:`DownloadError` otherwise."""
+    sockets = _Sockets()
+    deadline = attempt_deadline(size_range, limits)
+    timer = threading.Timer(deadline, sockets.expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        _transfer(url, out, size_range, limits, bar, _opener(sockets))
+    except DownloadError as err:
+        if sockets.expired:
+            raise DownloadError(f'no complete answer within {deadline:.0f} s (the time the largest file takes at '
+                                f'{int(limits.min_rate)} bytes/s)', retry=True) from None
+        raise err from None
+    finally:
+        timer.cancel()
+    if sockets.expired:  # (the last bytes came just as the deadline passed): not taken
+        raise DownloadError(f'no complete answer within {deadline:.0f} s', retry=True)
+
+
+def _transfer(url: str, out: BinaryIO, size_range: Tuple[int, int], limits: DownloadLimits, bar,
+              opener: urllib.request.OpenerDirector) -> None:
     low, high = size_range
     expected = f'the file is {size_text(low)} to {size_text(high)}' if low < high else f'the file is {size_text(low)}'
     out.seek(0)
     out.truncate()
     request = urllib.request.Request(url, headers={'User-Agent': USER_AGENT})
     try:
-        response = urllib.request.urlopen(request, timeout=limits.timeout_s)  # noqa: S310 (http(s) mirrors, file://)
+        response = opener.open(request, timeout=limits.timeout_s)
     except Exception as err:  # everything urllib raises while connecting is the server's (or the network's)
         reason, retry = _reason(err)
         raise DownloadError(reason, retry) from None

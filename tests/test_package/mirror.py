@@ -60,6 +60,12 @@ class Mirror:
                 mirror.sent[key] += len(data)
 
             def respond(self, key: str, body: bytes, how: str) -> None:
+                if how == 'trickle-headers':  # a status line, then a header a byte at a time: never a whole answer
+                    self.wfile.write(b'HTTP/1.1 200 OK\r\n')
+                    while not mirror.stopping.wait(DRIP_PAUSE_S):
+                        self.wfile.write(b'X')
+                        self.wfile.flush()
+                    return
                 self.send_response(200)
                 if how == 'chunked-cut':
                     self.send_header('Transfer-Encoding', 'chunked')

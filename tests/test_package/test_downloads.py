@@ -14,8 +14,8 @@ import time
 import cv2
 import pytest
 
-from asid_arch.download import (LOCK_WAIT_ENV, TIMEOUT_ENV, DownloadError, DownloadLimits, download, folder_lock,
-                                size_text)
+from asid_arch.download import (LOCK_WAIT_ENV, TIMEOUT_ENV, DownloadError, DownloadLimits, attempt_deadline, download,
+                                folder_lock, size_text)
 from asid_arch.released import RELEASED, WeightsDownloadError, fetch
 
 from helpers import run_module, synthetic_image
@@ -48,6 +48,16 @@ def test_a_trickle_is_refused_below_the_minimum_rate(mirror, files, tmp_path):
     message, elapsed = timed_fetch(limits=DownloadLimits(timeout_s=1.0, attempts=1))
     assert 'too slow' in message and 'bytes/s' in message
     assert elapsed < BOUND_S and os.listdir(tmp_path / 'cache') == []
+
+
+def test_headers_trickled_a_byte_at_a_time_end_at_the_attempt_deadline(mirror, files, tmp_path):
+    """A server that sends its headers a byte at a time never lets a read time out, and reads no body: the attempt's
+    wall-clock deadline (connect and headers, then the largest file at the minimum rate) ends it."""
+    mirror.serve(NAME, files[NAME], 'trickle-headers')
+    limits = DownloadLimits(timeout_s=1.0, min_rate=2e6, attempts=1)
+    message, elapsed = timed_fetch(limits=limits)
+    assert 'no complete answer within' in message, message
+    assert attempt_deadline(ENTRY.size_range, limits) <= elapsed < BOUND_S and os.listdir(tmp_path / 'cache') == []
 
 
 def test_a_huge_content_length_is_refused_before_reading(mirror, files, tmp_path):
