@@ -57,8 +57,15 @@ def user_images(folder: Path, option: str) -> List[Path]:
         usage_error(f'{option} {shown(folder)} {what}')
     try:
         images = list_images(folder)
+        # named like an image but not a regular file (a FIFO would block the read, a device never end): said, by kind
+        odd = [(p, path_kind(p)) for p in sorted(folder.iterdir())
+               if p.suffix.lower() in IMAGE_SUFFIXES and path_kind(p) != 'regular file']
     except OSError as err:
         usage_error(f'{option} {shown(folder)} cannot be read ({err.strerror or err})')
+    if odd:
+        names = ', '.join(f'{shown(p.name)} is a {kind}' for p, kind in odd[:3])
+        more = f' (and {len(odd) - 3} more)' if len(odd) > 3 else ''
+        usage_error(f'{option} {shown(folder)}: {names}{more}, not an image file: move it out of the folder')
     if not images:
         subs = []
         with contextlib.suppress(OSError):

@@ -199,3 +199,16 @@ def test_an_lmdb_damaged_in_place_is_built_again(tmp_path, capsys):
     os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
     code, _, err = run(args, capsys)
     assert code == 0 and 't_HR_sub.lmdb: built again (t_HR_sub.lmdb/data.mdb was edited or deleted' in err
+
+
+def test_an_input_named_like_an_image_that_is_no_regular_file_is_named_before_any_work(tmp_path, capsys):
+    """A FIFO (it would block the read), a folder or a link loop called ``*.png`` among the sources: exit 2, each
+    named by its kind, nothing written (never skipped without a word)."""
+    write_images(tmp_path / 'set1', 2, size=(32, 32))
+    os.mkfifo(tmp_path / 'set1' / 'a.png')
+    (tmp_path / 'set1' / 'b.png').mkdir()
+    os.symlink('c.png', tmp_path / 'set1' / 'c.png')
+    code, _, err = bench(tmp_path / 'set1', tmp_path / 'out', capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert 'a.png is a FIFO, b.png is a folder, c.png is a symbolic link loop, not an image file' in err
+    assert not (tmp_path / 'out').exists()
