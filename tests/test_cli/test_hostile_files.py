@@ -11,23 +11,13 @@ from pathlib import Path
 
 import cv2
 import pytest
-import torch
 
-from asid_arch import ASID
 from asid_arch.bench import common as bench_common
 from asid_arch.cli.kit import main as asid_kit
 from asid_arch.cli.sr import main as asid_sr
 from asid_arch.utils.asid_files import NotARegularFile, name_max, path_kind
 
 from helpers import REPO, synthetic_image
-
-
-@pytest.fixture(scope='module')
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('model') / 'model.pth'
-    torch.save({'params': ASID(upscale=2, num_feat=16, num_blocks=1).state_dict()}, path)
-    return path
 
 
 def sr(*args) -> int:

@@ -15,10 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 from PIL import Image, PngImagePlugin
 
-from asid_arch import ASID
 from asid_arch.bench.main import main as asid_bench
 from asid_arch.cli.export import main as asid_export
 from asid_arch.cli.prepare import main as asid_prepare
@@ -50,22 +48,6 @@ def icc_profile(size: int) -> bytes:
     head[0:4] = struct.pack('>I', size)
     head[16:20], head[36:40] = b'RGB ', b'acsp'
     return bytes(head) + np.random.default_rng(0).integers(0, 256, size - ICC_HEADER, np.uint8).tobytes()
-
-
-@pytest.fixture(scope='module')
-def nearest_file(tmp_path_factory):
-    """An ASID x2 whose output is its input repeated 2 x 2: results checkable pixel by pixel."""
-    net = ASID(upscale=2, num_feat=16, num_blocks=1)
-    with torch.no_grad():
-        for conv in (net.conv_first, net.conv_after_body, net.upsampler[0]):
-            conv.weight.zero_()
-            conv.bias.zero_()
-        for c in range(3):
-            net.conv_first.weight[c, c, 1, 1] = 1
-            net.upsampler[0].weight[4 * c:4 * c + 4, c, 1, 1] = 1
-    path = tmp_path_factory.mktemp('nearest') / 'nearest.pth'
-    torch.save({'params': net.state_dict()}, path)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------
