@@ -22,6 +22,8 @@ WHOLE_NUM_FEAT, TILE_HINT = 48, 256  # ASID's width, for the memory a whole imag
 META_INFO_LINE = re.compile(r'^(\S+?)(?:\.png)? \((\d+),(\d+),(\d+)\)')
 MAX_PAIRS_READ = 1000  # image headers read per disk-folder dataset (evenly spread); the rest are named when read
 MODELS_TRAINING_ONE_NETWORK = ('ASIDModel', 'SRModel')  # one optimizer, one scheduler in their training states
+# what asid-train's loop (training_loop.py) adds to a training state, checked here
+RESUME_KEYS = ('epoch_position', 'manual_seed', 'batch_size', 'world_size')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -453,7 +455,7 @@ def training_state_problem(state: object, opt: Mapping, compare_network: bool = 
         return f"{not_state} ({len(state['optimizers'])} optimizer(s) but {len(state['schedulers'])} scheduler(s))"
     if state.get('scaler') is not None and not isinstance(state['scaler'], Mapping):
         return f'{not_state} (scaler is not a grad-scaler state)'
-    for key in ('epoch_position', 'manual_seed', 'batch_size', 'world_size'):  # asid-train's (training_loop.py)
+    for key in RESUME_KEYS:
         value = state.get(key)
         if key in state and (isinstance(value, bool) or not isinstance(value, int) or (key != 'manual_seed' and (
                 value < 0 or (key in ('batch_size', 'world_size') and value == 0)))):

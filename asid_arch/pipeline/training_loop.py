@@ -35,11 +35,12 @@ import torch.distributed as dist
 
 from ..console import EXIT_REQUEUE
 from ..utils.asid_random import TORCH_SEED_MODULUS, derived_seed
+from .options_files import RESUME_KEYS
 
 STOP_SIGNALS = ('SIGTERM', 'SIGUSR1')  # what SLURM (--signal, preemption, scancel) and cloud schedulers send
+STOP_SIGNUMS = tuple(getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name))  # where they exist
 LOADER_SEED_STREAM = 2  # the data loader's own generator: derived from (manual_seed, LOADER_SEED_STREAM, rank)
 CUBLAS_DETERMINISTIC_WORKSPACE = ':4096:8'  # what cuBLAS needs for deterministic results (CUDA >= 10.2)
-RESUME_KEYS = ('epoch_position', 'manual_seed', 'batch_size', 'world_size')  # what this loop adds to a state
 
 
 class TrainingStopped(Exception):
@@ -72,17 +73,16 @@ class StopRequests:
             self.signum, self.received_at = signum, time.perf_counter()
 
     def __enter__(self) -> 'StopRequests':
-        for name in STOP_SIGNALS:
-            if hasattr(signal, name):
-                try:
-                    self._previous[name] = signal.signal(getattr(signal, name), self._record)
-                except ValueError:  # not the main thread: signals stay as they were
-                    pass
+        for signum in STOP_SIGNUMS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._record)
+            except ValueError:  # not the main thread: signals stay as they were
+                pass
         return self
 
     def __exit__(self, *exc) -> None:
-        for name, handler in self._previous.items():
-            signal.signal(getattr(signal, name), handler)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
     def summary(self, signum: int, iteration: int, epoch: int, position: int) -> str:
         """The line logged once the iteration a signal interrupted is saved (with the time since this rank got it)."""
@@ -116,11 +116,10 @@ def _stop_signals_blocked():
     """Inside the block, SIGTERM and SIGUSR1 wait (a signal meanwhile is delivered when it ends): processes started
     here (data-loader workers, forked or spawned) inherit the blocked mask, so a signal to the whole process group
     while a worker is still importing cannot end it before :func:`_worker_init` takes the signals over."""
-    signums = {getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)}
     if not hasattr(signal, 'pthread_sigmask'):
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNUMS)
     try:
         yield
     finally:
@@ -132,13 +131,12 @@ def _worker_init(worker_id: int, then: Optional[Callable[[int], None]] = None, p
     ``kill -- -PGID`` signal every process of the job, and a worker that died of it would fail the main process
     before it saves. The signals (blocked since the worker started: :func:`_stop_signals_blocked`) are taken by a
     thread that obeys only the main process. Then BasicSR's init."""
-    signums = tuple(getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name))
     if hasattr(signal, 'sigwaitinfo'):  # Linux
-        signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNUMS)
         parent = os.getppid() if parent is None else parent
-        threading.Thread(target=_exit_on_parent_signal, args=(parent, signums), daemon=True).start()
+        threading.Thread(target=_exit_on_parent_signal, args=(parent, STOP_SIGNUMS), daemon=True).start()
     elif hasattr(signal, 'pthread_sigmask'):  # elsewhere the worker keeps the default
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNUMS)
     if then is not None:
         then(worker_id)
 
