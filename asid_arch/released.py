@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
 import sys
@@ -42,6 +41,7 @@ from typing import Dict, Optional, Tuple, Union
 from .console import shown
 from .download import DownloadError, DownloadLimits, download, folder_lock, size_text
 from .utils.asid_errors import PretrainedWeightsError
+from .utils.asid_files import file_sha256
 
 BASE_URL_ENV = 'ASID_WEIGHTS_BASE_URL'
 CACHE_DIR_ENV = 'ASID_WEIGHTS_DIR'
@@ -58,7 +58,6 @@ FLOAT32_BYTES = 4
 SIZE_CEILING_FACTOR = 2
 HASH_SUFFIX = '.sha256'  # the record beside a cached file: '<sha256 hex>  <file name>' (sha256sum's format)
 HASH_RECORD_MAX_BYTES = 1024
-HASH_CHUNK_BYTES = 1 << 20
 # what a killed download of a name can leave beside its cached file: '.{file}.XXXX.tmp' (atomic_write), and
 # from earlier versions '.{file}.download' and torch.hub's '.{file}.download.XXXX.partial'
 TEMPORARY_ENDINGS = ('.tmp', '.download', '.partial')
@@ -176,7 +175,7 @@ def check_content(entry: Released, path: Path, source: str) -> str:
     if not low <= size <= high:
         raise PretrainedWeightsError(f'{source} holds {size_text(size)}; the {entry.name} file is '
                                      f'{size_text(low)} to {size_text(high)}')
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     if entry.sha256 and digest != entry.sha256:
         raise PretrainedWeightsError(f'{source} has the sha256 {digest}, not the released {entry.name} file\'s '
                                      f'{entry.sha256}')
@@ -187,14 +186,6 @@ def check_content(entry: Released, path: Path, source: str) -> str:
                                      'bicubic (by more than 1 dB): these are random, zero or damaged weights')
     print(f'asid_arch: {entry.name} checked: {quality}', file=sys.stderr)
     return digest
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(HASH_CHUNK_BYTES), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hash_record(final: Path) -> Path:
@@ -245,7 +236,7 @@ def check_cached(entry: Released, final: Path) -> None:
         return
     low, high = entry.size_range
     size = final.stat().st_size
-    digest = sha256_of(final) if low <= size <= high else None
+    digest = file_sha256(final) if low <= size <= high else None
     if digest != recorded:
         raise PretrainedWeightsError(f'{source} is not the file checked when it was downloaded (its sha256 differs '
                                      f'from the one recorded in {shown(hash_record(final))}): replaced or damaged '

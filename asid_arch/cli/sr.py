@@ -51,7 +51,7 @@ from ..console import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, command, interrupt_exit
                        shown, stop_on_signals)
 from ..image_writer import CHOSEN_SUFFIXES
 from ..inference import MAX_OVERLAP, MIN_TILE, MemoryNeed, Upscaler, upscale_image
-from ..utils.asid_files import TEMP_SUFFIX, NotARegularFile, check_replaceable, name_max, path_kind
+from ..utils.asid_files import TEMP_END, TEMP_SUFFIX, NotARegularFile, check_replaceable, name_max, path_kind
 from ..utils.asid_precision import (PRECISION_CHOICES, PRECISIONS, describe_precision, precision_problem,
                                     resolve_precision)
 from ..utils.asid_tiling import RAMP_OVERLAP
@@ -203,8 +203,7 @@ def stale_temporary_pattern() -> re.Pattern:
     from ..image_writer import WRITE_SUFFIXES
 
     suffixes = '|'.join(re.escape(s) for s in WRITE_SUFFIXES)
-    end = rf'\.[a-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}'  # what an atomic write adds (tempfile.mkstemp's 8 characters)
-    return re.compile(rf'\.(.+_x\d+({suffixes})|{re.escape(CHECK_PREFIX[1:-1])}){end}', re.IGNORECASE)
+    return re.compile(rf'\.(.+_x\d+({suffixes})|{re.escape(CHECK_PREFIX[1:-1])}){TEMP_END}', re.IGNORECASE)
 
 
 @contextlib.contextmanager

@@ -17,10 +17,11 @@ import cv2
 import numpy as np
 
 from ..console import bars_of, progress_bar, shown
+from ..utils.asid_files import file_sha256
 from .prepare_arguments import (bench_folders, bench_sets, check_crop, check_name, check_scales, check_sources_apart,
                                 check_utf8_out, train_folders, user_images)
-from .record import (LMDB_FILES, REDO_INPUT, REDO_ORDER, Fingerprint, Record, Report, WriteError, file_sha256,
-                     file_state, fingerprint, note, report_foreign)
+from .record import (LMDB_FILES, REDO_INPUT, REDO_ORDER, Fingerprint, Record, Report, WriteError, file_state,
+                     fingerprint, note, report_foreign)
 
 PNG_COMPRESSION = 3  # BasicSR's extract_subimages default
 CROP_SIZE, STEP, THRESH = 480, 240, 0  # BasicSR's DIV2K sub-image convention (HR pixels)

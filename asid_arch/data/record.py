@@ -12,7 +12,6 @@ before the record that a later write could have kept its modification time (:dat
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from ..console import shown
+from ..utils.asid_files import file_sha256
 
 LMDB_FILES = ('data.mdb', 'meta_info.txt')  # what an LMDB's record covers (lock.mdb changes when it is read)
 RECORD_NAME = '.asid-prepare-record.jsonl'
@@ -38,7 +38,6 @@ REDO_INPUT = 'input changed'
 REDO_EDITED = 'output edited or deleted'
 REDO_UNRECORDED = 'not in the record'
 REDO_ORDER = (REDO_SOURCE, REDO_SETTINGS, REDO_INPUT, REDO_EDITED, REDO_UNRECORDED)
-HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a file
 MTIME_RESOLUTION_NS = 2_000_000_000  # the coarsest modification-time step of a common file system (FAT: 2 s)
 # size, modification time (ns), sha256 of the content ('' when not hashed), inode change time (ns; 0: not known)
 Fingerprint = Tuple[int, int, str, int]
@@ -67,17 +66,6 @@ def regular_stat(path: Path) -> Optional[os.stat_result]:
     except OSError:
         return None
     return st if stat.S_ISREG(st.st_mode) else None
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a regular file's content (a FIFO or a device is refused before it is opened)."""
-    from ..utils.asid_files import check_readable_file
-
-    digest = hashlib.sha256()
-    with open(check_readable_file(path), 'rb') as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fingerprint(path: Path, sha: str) -> Fingerprint:

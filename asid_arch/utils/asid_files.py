@@ -23,7 +23,9 @@ from .asid_errors import CheckpointSaveError, printable
 SAVE_ATTEMPTS = 3  # as BasicSR: a transient write error is retried ...
 SAVE_RETRY_DELAY_S = 1.0  # ... after this pause
 TEMP_SUFFIX = '.asid.tmp'  # atomic writes go to '.{name}.XXXXXXXX.asid.tmp' beside the target (a name no one else uses)
-TEMP_NAME = re.compile(r'\..*\.[a-z0-9_]{8}' + re.escape(TEMP_SUFFIX), re.DOTALL)  # tempfile.mkstemp's 8 characters
+HASH_CHUNK_BYTES = 1 << 20  # bytes read at a time when hashing a file
+TEMP_END = r'\.[a-z0-9_]{8}' + re.escape(TEMP_SUFFIX)  # what an atomic write adds: tempfile.mkstemp's 8 characters
+TEMP_NAME = re.compile(r'\..*' + TEMP_END, re.DOTALL)
 DEFAULT_NAME_MAX = 255  # bytes in one file name, where the file system does not say (Linux, macOS, Windows)
 BASICSR_LOGGER = 'basicsr'  # the logger BasicSR's get_root_logger() sets up (its log file and console)
 
@@ -99,6 +101,17 @@ def _temporary_prefix(path: Path) -> str:
 def is_temporary(name: str) -> bool:
     """``name`` is that of a temporary file :func:`atomic_write` makes (``.{name}.XXXXXXXX.asid.tmp``)."""
     return bool(TEMP_NAME.fullmatch(name))
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """The sha256 of a regular file's content (a FIFO or a device is refused before it is opened)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(check_readable_file(path), 'rb') as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK_BYTES), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _umask() -> int:
