@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Tuple
 
-from .console import progress_bar
+from .console import progress_bar, shown
 
 TIMEOUT_ENV = 'ASID_DOWNLOAD_TIMEOUT'
 LOCK_WAIT_ENV = 'ASID_DOWNLOAD_LOCK_WAIT'
@@ -306,7 +306,7 @@ def _wait_for_lock(fd: int, folder: Path, what: str, wait_s: float) -> None:
     import fcntl
 
     start = time.monotonic()
-    print(f'asid_arch: another process is {what} in {folder}; waiting for it (at most {wait_s:g} s, '
+    print(f'asid_arch: another process is {what} in {shown(folder)}; waiting for it (at most {wait_s:g} s, '
           f'{LOCK_WAIT_ENV})', file=sys.stderr)
     noted = start
     while True:
@@ -318,7 +318,7 @@ def _wait_for_lock(fd: int, folder: Path, what: str, wait_s: float) -> None:
             pass
         now = time.monotonic()
         if now - start >= wait_s:
-            raise DownloadError(f'another process has been {what} in {folder} for over {wait_s:g} s; gave up '
+            raise DownloadError(f'another process has been {what} in {shown(folder)} for over {wait_s:g} s; gave up '
                                 f'waiting (stop that process, or raise {LOCK_WAIT_ENV})')
         if now - noted >= LOCK_NOTE_EVERY_S:
             noted = now

@@ -24,7 +24,6 @@ from torch import Tensor
 from .archs.asid_arch import ASID, CHANNEL_ATTENTION_MODES, WINDOW_SIZE
 from .archs.asid_layouts import AUTO, detect_variant, temperatures_untouched, variant_name
 from .console import shown
-from .released import fetch
 from .utils.asid_errors import PretrainedWeightsError
 from .utils.asid_weights_loading import BASICSR_PARAM_KEYS as BASICSR_KEYS
 from .utils.asid_weights_loading import match_weights, read_weights
@@ -155,4 +154,6 @@ def from_pretrained(name: str, folder: Union[str, Path, None] = None, progress: 
     (:func:`network_from_file`). Raises KeyError for an unknown name, :class:`PretrainedWeightsError` (or its
     subclass :class:`asid_arch.released.WeightsDownloadError`) when the weights cannot be had.
     """
+    from .released import fetch  # (the downloader's modules only for released weights)
+
     return network_from_file(fetch(name, folder, progress=progress))[0]
