@@ -158,12 +158,15 @@ class Upscaler:
         # the memory plan assumes the precision of the deepest images (16-bit: float32 under auto)
         self.plan_precision = resolve_precision(precision, device, np.iinfo(np.uint16).bits)
         self._networks: Dict[str, tuple] = {}  # precision -> (network, dtype, cast to it)
+        self._precisions: Dict[int, str] = {}  # bits per sample -> the precision they run in
         self.num_feat = feature_channels(net)
 
     def _network(self, sample_bits: int) -> tuple:
         """``(network, dtype, cast)`` for images of ``sample_bits`` bits: bf16 on the CPU runs a bf16 copy of the
         network (one dtype end to end); other precisions run the float32 network (under autocast)."""
-        precision = resolve_precision(self.precision, self.device, sample_bits)
+        if sample_bits not in self._precisions:  # (asked once: resolving auto queries the CPU)
+            self._precisions[sample_bits] = resolve_precision(self.precision, self.device, sample_bits)
+        precision = self._precisions[sample_bits]
         if precision not in self._networks:
             cast = casts_network(precision, self.device)
             dtype = torch_dtype(precision)
