@@ -22,8 +22,13 @@ WHOLE_NUM_FEAT, TILE_HINT = 48, 256  # ASID's width, for the memory a whole imag
 META_INFO_LINE = re.compile(r'^(\S+?)(?:\.png)? \((\d+),(\d+),(\d+)\)')
 MAX_PAIRS_READ = 1000  # image headers read per disk-folder dataset (evenly spread); the rest are named when read
 MODELS_TRAINING_ONE_NETWORK = ('ASIDModel', 'SRModel')  # one optimizer, one scheduler in their training states
-# what asid-train's loop (training_loop.py) adds to a training state, checked here
-RESUME_KEYS = ('epoch_position', 'manual_seed', 'batch_size', 'world_size')
+# what asid-train's loop (training_loop.py) adds to a training state, checked here: the position in the epoch, the
+# seed, and what defines the epoch's order (the sampler's definition, the batch size, the number of processes)
+RESUME_KEYS = ('epoch_position', 'manual_seed', 'batch_size', 'world_size', 'dataset_size', 'epoch_size',
+               'data_names')
+POSITIVE_RESUME_KEYS = ('batch_size', 'world_size', 'epoch_size')  # at least 1
+TEXT_RESUME_KEYS = ('data_names', )  # a hex digest (sampler.names_digest), '' when the data list no names
+HEX_DIGEST = re.compile(r'[0-9a-f]{0,128}')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,8 +462,14 @@ def training_state_problem(state: object, opt: Mapping, compare_network: bool = 
         return f'{not_state} (scaler is not a grad-scaler state)'
     for key in RESUME_KEYS:
         value = state.get(key)
-        if key in state and (isinstance(value, bool) or not isinstance(value, int) or (key != 'manual_seed' and (
-                value < 0 or (key in ('batch_size', 'world_size') and value == 0)))):
+        if key not in state:
+            continue
+        if key in TEXT_RESUME_KEYS:
+            wrong = not isinstance(value, str) or not HEX_DIGEST.fullmatch(value)
+        else:
+            wrong = isinstance(value, bool) or not isinstance(value, int) or (key != 'manual_seed' and (
+                value < 0 or (key in POSITIVE_RESUME_KEYS and value == 0)))
+        if wrong:
             return f'{not_state} ({key}: {repr(value)[:60]})'
     if 'random_states' in state and not isinstance(state['random_states'], list):
         return f"{not_state} (random_states is not a list, one entry per rank)"

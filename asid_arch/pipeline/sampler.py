@@ -11,13 +11,17 @@ for every ``manual_seed``) and leaves the augmentation to whatever random state 
   generators seeded from it, so the batches do not depend on the number of workers, the prefetch mode or
   restarts, and a sample repeated by ``dataset_enlarge_ratio`` or in a later epoch is augmented afresh;
 * starts an epoch at a given sample (:meth:`set_epoch`), so a resumed run skips the batches the interrupted
-  run consumed without loading them.
+  run consumed without loading them;
+* describes its epoch (:meth:`definition`: the data's size and names, the enlarged epoch's size), which a training
+  state records, so that a resumed run knows whether the saved position still points into the same order.
 
 Iterating changes nothing in the sampler: a prefetcher that opens an extra iterator does not shift anything.
 """
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+import hashlib
+import os
+from typing import Dict, Iterator, Mapping, Tuple, Union
 
 import torch
 
@@ -28,6 +32,36 @@ from basicsr.data.data_sampler import EnlargedSampler  # after the alias
 from ..utils.asid_random import TORCH_SEED_MODULUS, derived_seed, sample_seed
 
 SHUFFLE_STREAM = 0  # the derived seed of an epoch's order: (manual_seed, SHUFFLE_STREAM, epoch)
+NAMES_DIGEST_BYTES = 16  # the digest of the data's sample names kept in a training state (hex: twice as long)
+
+
+def names_digest(dataset) -> str:
+    """A digest of the names of ``dataset``'s samples in index order ('' when the dataset lists no ``paths``).
+
+    A BasicSR paired dataset lists one ``{role_path: path or LMDB key}`` per sample; a path is taken relative to its
+    ``dataroot_<role>`` (so moving the data elsewhere keeps the digest), a key as it is. Files added, removed,
+    renamed or listed in another order change it: index ``i`` of the epoch's order is then another sample."""
+    paths = getattr(dataset, 'paths', None)
+    if not isinstance(paths, (list, tuple)):
+        return ''
+    opt = getattr(dataset, 'opt', None) or {}
+    digest = hashlib.blake2b(digest_size=NAMES_DIGEST_BYTES)
+    for entry in paths:
+        items = sorted(entry.items()) if isinstance(entry, Mapping) else [('', entry)]
+        for key, value in items:
+            role = key[:-len('_path')] if key.endswith('_path') else key
+            name = _relative(str(value), opt.get(f'dataroot_{role}'))
+            digest.update(f'{key}={name}\n'.encode('utf-8', 'surrogateescape'))
+    return digest.hexdigest()
+
+
+def _relative(path: str, root: object) -> str:
+    """``path`` relative to ``root`` when it lies inside it, else as it is (an LMDB key, say)."""
+    if isinstance(root, (str, os.PathLike)):
+        root = os.path.join(os.fspath(root), '')
+        if path.startswith(root):
+            return path[len(root):]
+    return path
 
 
 class SeededSampler(EnlargedSampler):
@@ -64,3 +98,11 @@ class SeededSampler(EnlargedSampler):
 
     def __len__(self) -> int:
         return max(self.num_samples - self.start, 0)
+
+    def definition(self) -> Dict[str, Union[int, str]]:
+        """What the epoch's order is made of, besides the seed and the split among ranks: the number of samples of
+        the data (``dataset_size``), of the enlarged epoch over all ranks (``epoch_size``: ``dataset_enlarge_ratio``
+        times that, rounded up to a multiple of the ranks) and the digest of the samples' names
+        (:func:`names_digest`). A position saved in an epoch points to the same samples only if these are equal."""
+        return {'dataset_size': len(self.dataset), 'epoch_size': self.total_size,
+                'data_names': names_digest(self.dataset)}

@@ -5,10 +5,12 @@ checkpoints and validation are called as they are); what differs:
 
 * **Exact resume.** The training sampler is :class:`asid_arch.pipeline.sampler.SeededSampler`: each sample's
   augmentation is a pure function of (``manual_seed``, epoch, position), whatever the number of workers or
-  the prefetch mode. A training state also holds the epoch's position (batches consumed), the seed, and every
-  rank's random states (``ASIDModel``); a resumed run restores them and starts the interrupted epoch at the
-  next batch without loading the ones before. The data loader's own seed draws use a generator of their own,
-  so opening an epoch's iterator does not move the global random sequence; validation does not either.
+  the prefetch mode. A training state also holds the epoch's position (batches consumed), what defines the
+  epoch's order (:func:`epoch_definition`), the seed, and every rank's random states (``ASIDModel``); a resumed
+  run restores them and starts the interrupted epoch at the next batch without loading the ones before (from its
+  first batch, with a warning naming what changed, when the epoch's definition is not the saved one). The data
+  loader's own seed draws use a generator of their own, so opening an epoch's iterator does not move the global
+  random sequence; validation does not either.
 * **Preemption without loss.** SIGTERM or SIGUSR1 (SLURM's ``--signal``, ``scancel``, a spot instance going
   away) lets the current iteration end, then the network and the training state of *that* iteration are saved
   (atomically; existing checkpoints are untouched), one line is logged, and the process exits with
@@ -28,19 +30,22 @@ import os
 import signal
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Union
 
 import torch
 import torch.distributed as dist
 
 from ..console import EXIT_REQUEUE
 from ..utils.asid_random import TORCH_SEED_MODULUS, derived_seed
-from .options_files import RESUME_KEYS
 
 STOP_SIGNALS = ('SIGTERM', 'SIGUSR1')  # what SLURM (--signal, preemption, scancel) and cloud schedulers send
 STOP_SIGNUMS = tuple(getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name))  # where they exist
 LOADER_SEED_STREAM = 2  # the data loader's own generator: derived from (manual_seed, LOADER_SEED_STREAM, rank)
 CUBLAS_DETERMINISTIC_WORKSPACE = ':4096:8'  # what cuBLAS needs for deterministic results (CUDA >= 10.2)
+EPOCH_DEFINITION_LABELS = {  # an epoch definition's keys (epoch_definition), as a warning names them
+    'batch_size': 'datasets: train: batch_size_per_gpu', 'world_size': 'number of processes',
+    'dataset_size': 'number of training samples', 'epoch_size': 'datasets: train: dataset_enlarge_ratio (samples per '
+    'epoch)', 'data_names': "training samples' names or order"}
 
 
 class TrainingStopped(Exception):
@@ -169,8 +174,35 @@ def _prefetcher(opt: dict, train_loader, logger):
     raise ValueError(f"Wrong prefetch_mode {prefetch_mode}. Supported ones are: None, 'cuda', 'cpu'.")
 
 
-def _resume_point(resume_state: Optional[dict], opt: dict, batch_size: int, logger) -> tuple:
-    """(epoch, iteration, batches of that epoch already trained on) to start from; the run's seed set from the state."""
+def epoch_definition(sampler, batch_size: int, world_size: int) -> Dict[str, Union[int, str]]:
+    """What a saved position in an epoch depends on, besides the seed: the sampler's
+    :meth:`~asid_arch.pipeline.sampler.SeededSampler.definition`, the batch size and the number of processes."""
+    return {'batch_size': batch_size, 'world_size': world_size, **sampler.definition()}
+
+
+def _definition_changes(saved: Mapping, definition: Mapping) -> List[str]:
+    """What differs between the epoch definition a training state recorded and this run's, as option names.
+    A change that follows from another one named (the samples per epoch from the number of samples or processes,
+    the names from the number of samples) is not named again."""
+    changed = [key for key in definition if saved.get(key) != definition[key]]
+    implied = {'epoch_size': ('dataset_size', 'world_size'), 'data_names': ('dataset_size', )}
+    shown = []
+    for key in changed:
+        if any(cause in changed for cause in implied.get(key, ())):
+            continue
+        if key == 'data_names':
+            shown.append(f'the {EPOCH_DEFINITION_LABELS[key]}')
+        else:
+            shown.append(f'{EPOCH_DEFINITION_LABELS[key]}: {saved[key]} then, {definition[key]} now')
+    return shown
+
+
+def _resume_point(resume_state: Optional[dict], opt: dict, definition: Mapping, logger) -> tuple:
+    """(epoch, iteration, batches of that epoch already trained on) to start from; the run's seed set from the state.
+
+    The position is used only when the state recorded the epoch ``definition`` (:func:`epoch_definition`) and it is
+    this run's: otherwise the interrupted epoch starts again from its first batch, with a warning naming what
+    changed (a position in another order would skip other samples than those the interrupted run trained on)."""
     if not resume_state:
         return 0, 0, 0
     epoch, iteration = resume_state['epoch'], resume_state['iter']
@@ -180,20 +212,25 @@ def _resume_point(resume_state: Optional[dict], opt: dict, batch_size: int, logg
         logger.info(f"manual_seed {resume_state['manual_seed']} of the training state continues the run "
                     f"(the options give {opt['manual_seed']})")
         opt['manual_seed'] = resume_state['manual_seed']
-    same_split = (resume_state.get('batch_size'), resume_state.get('world_size')) == (batch_size, opt['world_size'])
-    if position is None or not same_split:
-        why = ('it was not saved by asid-train' if position is None else
-               f"its batch size x processes ({resume_state.get('batch_size')} x {resume_state.get('world_size')}) "
-               f"differ from this run's ({batch_size} x {opt['world_size']})")
+    unrecorded = [EPOCH_DEFINITION_LABELS[key] for key in definition if key not in resume_state]
+    if position is None:
+        why = 'it was not saved by asid-train'
+    elif unrecorded:
+        why = f"it does not record its epoch's {', '.join(unrecorded)} (saved by an older asid-train)"
+    else:
+        changes = _definition_changes(resume_state, definition)
+        why = f"its epoch was another: {'; '.join(changes)}" if changes else ''
+    if why:
         logger.warning(f'The training state holds no usable position in its epoch ({why}): epoch {epoch} starts '
                        'again from its first batch, and the run will not be the one that was interrupted.')
         return epoch, iteration, 0
     return epoch, iteration, position
 
 
-def _save(model, epoch: int, iteration: int, position: int, opt: dict, batch_size: int) -> None:
-    """The network (with its EMA) and the training state of ``iteration``, with the position in its epoch."""
-    model.resume_extras = dict(zip(RESUME_KEYS, (position, opt['manual_seed'], batch_size, opt['world_size'])))
+def _save(model, epoch: int, iteration: int, position: int, opt: dict, definition: Mapping) -> None:
+    """The network (with its EMA) and the training state of ``iteration``, with the position in its epoch and what
+    defines the epoch (:func:`epoch_definition`)."""
+    model.resume_extras = {'epoch_position': position, 'manual_seed': opt['manual_seed'], **definition}
     model.save(epoch, iteration)
 
 
@@ -233,7 +270,8 @@ def train_pipeline(root_path: str, stop: Optional[StopRequests] = None) -> None:
         train_set['prefetch_mode'] = None
     train_loader, train_sampler, val_loaders, _, total_iters = bt.create_train_val_dataloader(opt, logger)
     batch_size = train_loader.batch_size
-    start_epoch, current_iter, position = _resume_point(resume_state, opt, batch_size, logger)
+    definition = epoch_definition(train_sampler, batch_size, opt['world_size'])
+    start_epoch, current_iter, position = _resume_point(resume_state, opt, definition, logger)
     train_sampler.set_seed(opt['manual_seed'])
     loader_generator = torch.Generator()
     loader_generator.manual_seed(derived_seed(opt['manual_seed'], LOADER_SEED_STREAM, opt['rank']) % TORCH_SEED_MODULUS)
@@ -287,7 +325,7 @@ def train_pipeline(root_path: str, stop: Optional[StopRequests] = None) -> None:
                     saved = current_iter % save_freq == 0
                     if saved:
                         logger.info('Saving models and training states.')
-                        _save(model, epoch, current_iter, position, opt, batch_size)
+                        _save(model, epoch, current_iter, position, opt, definition)
                     if val_freq is not None and current_iter % val_freq == 0:
                         if len(val_loaders) > 1:
                             logger.warning('Multiple validation datasets are *only* supported by SRModel.')
@@ -296,7 +334,7 @@ def train_pipeline(root_path: str, stop: Optional[StopRequests] = None) -> None:
                     signum = stop.agreed(model.device)
                     if signum is not None:
                         if not saved:
-                            _save(model, epoch, current_iter, position, opt, batch_size)
+                            _save(model, epoch, current_iter, position, opt, definition)
                         logger.info(stop.summary(signum, current_iter, epoch, position))
                         raise TrainingStopped(signum, current_iter)
                     if current_iter >= total_iters:

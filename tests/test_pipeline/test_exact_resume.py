@@ -175,6 +175,21 @@ def test_signal_between_checkpoints_saves_that_iteration_and_resumes_bit_identic
 
 
 @pytest.mark.slow
+def test_a_resume_with_another_enlarge_ratio_restarts_the_epoch_and_says_so(data, tmp_path):
+    """The saved position belongs to the epoch of the interrupted run: with another dataset_enlarge_ratio the epoch
+    is another order, so the interrupted epoch starts again from its first batch, with a warning naming the key."""
+    killed = train(tmp_path, options(data), 'kill', f'{CHECKPOINT_EVERY}.state')  # batch 1 of epoch 1
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = train(tmp_path, options(data, **{'datasets.train.dataset_enlarge_ratio': 2}), resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    warnings = [line for line in resumed.stderr.splitlines() if 'no usable position in its epoch' in line]
+    assert len(warnings) == 1 and 'datasets: train: dataset_enlarge_ratio' in warnings[0], resumed.stderr[-3000:]
+    assert f'{SUB_IMAGES} then, {2 * SUB_IMAGES} now' in warnings[0]
+    assert f'Start training from epoch: 1, iter: {CHECKPOINT_EVERY}\n' in resumed.stderr  # not "after batch 1"
+    assert iterations_logged(resumed.stderr) == list(range(CHECKPOINT_EVERY + 1, ITERATIONS + 1))
+
+
+@pytest.mark.slow
 def test_two_workers_and_cpu_prefetch_give_the_weights_of_zero_workers(data, reference, tmp_path):
     opt = options(data, **{'datasets.train.num_worker_per_gpu': 2, 'datasets.train.prefetch_mode': 'cpu',
                            'datasets.train.num_prefetch_queue': 2})

@@ -12,8 +12,9 @@ import torch
 
 from asid_arch.pipeline.datasets import CheckedDataset
 from asid_arch.pipeline.launch import build_checked_dataset
-from asid_arch.pipeline.options_files import training_state_problem
-from asid_arch.pipeline.sampler import SeededSampler
+from asid_arch.pipeline.options_files import RESUME_KEYS, training_state_problem
+from asid_arch.pipeline.sampler import SeededSampler, names_digest
+from asid_arch.pipeline.training_loop import _resume_point, epoch_definition
 from asid_arch.utils.asid_random import (capture_random_states, preserved_random_states, random_states_problem,
                                          restore_random_states, sample_seed)
 
@@ -135,8 +136,72 @@ def test_damaged_random_states_are_named_not_restored(damage):
 def test_a_training_state_with_a_bad_position_is_refused():
     state = {'epoch': 0, 'iter': 4, 'optimizers': [], 'schedulers': []}
     assert training_state_problem(dict(state, epoch_position=3), {}, compare_network=False) is None
-    for key, value in (('epoch_position', -1), ('epoch_position', '3'), ('batch_size', 0), ('random_states', {})):
+    assert training_state_problem(dict(state, data_names='0f' * 16, epoch_size=12), {}, compare_network=False) is None
+    for key, value in (('epoch_position', -1), ('epoch_position', '3'), ('batch_size', 0), ('random_states', {}),
+                       ('epoch_size', 0), ('dataset_size', -2), ('dataset_size', 1.5), ('data_names', 7),
+                       ('data_names', 'x' * 32), ('data_names', 'a' * 10**6)):
         assert key in training_state_problem(dict(state, **{key: value}), {}, compare_network=False)
+
+
+class Listed(Recorder):
+    """A dataset that lists its samples' files as BasicSR's paired datasets do."""
+
+    def __init__(self, names: list, root: str = '/data') -> None:
+        super().__init__(len(names))
+        self.opt = {'dataroot_gt': f'{root}/gt', 'dataroot_lq': f'{root}/lq'}
+        self.paths = [{'lq_path': f'{root}/lq/{n}', 'gt_path': f'{root}/gt/{n}'} for n in names]
+
+
+class Log:
+    """Records what a logger is given."""
+
+    def __init__(self) -> None:
+        self.warnings = []
+
+    def info(self, text: str) -> None:
+        pass
+
+    def warning(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+def saved_state(definition: dict, position: int = 2) -> dict:
+    return {'epoch': 1, 'iter': 5, 'epoch_position': position, 'manual_seed': 3, **definition}
+
+
+def test_a_changed_epoch_definition_restarts_the_epoch_with_a_warning_naming_it():
+    """A position saved in an epoch is reused only in the same order: another dataset_enlarge_ratio, number or names
+    of samples, batch size or number of processes starts the interrupted epoch from its first batch, named."""
+    names = [f'{k:03d}.png' for k in range(12)]
+
+    def definition(names=names, ratio=1, batch=4, world=1, root='/data') -> dict:
+        return epoch_definition(SeededSampler(Listed(names, root), world, 0, ratio), batch, world)
+
+    saved = definition()
+    assert ('epoch_position', 'manual_seed', *saved) == RESUME_KEYS  # what the loop writes is what is checked
+    opt = {'manual_seed': 3, 'world_size': 1}
+    log = Log()
+    assert _resume_point(saved_state(saved), dict(opt), definition(root='/elsewhere'), log) == (1, 5, 2)
+    assert log.warnings == []  # the same data, moved: the same epoch
+    changes = {'datasets: train: dataset_enlarge_ratio': definition(ratio=2),
+               'number of training samples: 12 then, 13 now': definition(names=names + ['x.png']),
+               "training samples' names": definition(names=names[:-1] + ['renamed.png']),
+               'batch_size_per_gpu: 4 then, 2 now': definition(batch=2),
+               'number of processes: 1 then, 2 now': definition(world=2)}
+    for named, now in changes.items():
+        log = Log()
+        assert _resume_point(saved_state(saved), dict(opt), now, log) == (1, 5, 0), named
+        assert len(log.warnings) == 1 and named in log.warnings[0], (named, log.warnings)
+        assert 'starts again from its first batch' in log.warnings[0]
+    older = {k: v for k, v in saved_state(saved).items() if k not in ('dataset_size', 'epoch_size', 'data_names')}
+    log = Log()
+    assert _resume_point(older, dict(opt), saved, log) == (1, 5, 0) and 'older asid-train' in log.warnings[0]
+
+
+def test_the_names_digest_follows_the_names_not_the_folder():
+    assert names_digest(Listed(['a.png', 'b.png'], '/x')) == names_digest(Listed(['a.png', 'b.png'], '/y/z'))
+    assert names_digest(Listed(['a.png', 'b.png'])) != names_digest(Listed(['b.png', 'a.png']))
+    assert names_digest(Recorder(3)) == ''  # a dataset that lists no names
 
 
 def test_deterministic_option_selects_deterministic_kernels(monkeypatch, tmp_path):
