@@ -21,7 +21,8 @@ where BasicSR's model scanner imports it. What differs from ``SRModel``:
 * a loss that becomes NaN or infinite stops the run before the optimizer step (the weights and
   the last checkpoint stay as they were) with :class:`TrainingDiverged`;
 * exact resume: the training state also holds every rank's random states (``utils/asid_random.py``), restored
-  per rank by ``resume_training``, and whatever the training loop sets in ``resume_extras`` (asid-train: the
+  per rank by ``resume_training``, the best validation figures (``best_metric_results``: the "Best:" of the
+  validation log continues), and whatever the training loop sets in ``resume_extras`` (asid-train: the
   position in the epoch and the seed); validation leaves the random sequence of training as it was;
 * mixed precision (``train: amp: bf16 | fp16``, ``utils/asid_precision.py``): autocast for the network's
   forward pass in training and validation; the loss, the gradients and the optimizer state stay float32;
@@ -38,6 +39,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -62,6 +64,28 @@ from ..utils.asid_tiling import PROTOCOL_OVERLAP, PROTOCOL_TILE, tile_forward
 from ..utils.asid_weights_loading import dtype_mismatches, match_weights, weights_for
 
 LOSS_ATTRIBUTES = ('cri_pix', 'cri_perceptual')  # SRModel's loss modules
+BEST_KEY = 'best_metric_results'  # BasicSR's best validation figures: {dataset: {metric: {better, val, iter}}}
+BETTER = ('higher', 'lower')
+
+
+def best_metric_results_problem(value: object) -> Optional[str]:
+    """Why ``value`` (read from a training state) is not what :meth:`ASIDModel.save_training_state` writes as
+    ``best_metric_results`` (names to plain ``{'better': 'higher' | 'lower', 'val': number, 'iter': int >= -1}``),
+    or None."""
+    if not isinstance(value, dict):
+        return f'{BEST_KEY} is {type(value).__name__}, not a dict of datasets'
+    for dataset, records in value.items():
+        if not isinstance(dataset, str) or not isinstance(records, dict):
+            return f'{BEST_KEY}: {repr(dataset)[:60]} is not a dataset name with its metrics'
+        for metric, record in records.items():
+            where = f'{BEST_KEY}: {repr(dataset)[:60]}: {repr(metric)[:60]}'
+            if not isinstance(metric, str) or not isinstance(record, dict) or set(record) != {'better', 'val', 'iter'}:
+                return f'{where} is not a record of better, val and iter'
+            val, iteration = record['val'], record['iter']
+            if record['better'] not in BETTER or isinstance(val, bool) or not isinstance(val, (int, float)) or \
+                    isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < -1:
+                return f'{where} holds {repr(record)[:80]}'
+    return None
 
 
 class ASIDModel(SRModel):
@@ -169,6 +193,25 @@ class ASIDModel(SRModel):
         else:
             get_root_logger().warning(f'The training state holds no random states for this run ({why}): the random '
                                       'sequence starts from manual_seed, not where the saved run was.')
+        best = resume_state.get(BEST_KEY)
+        why = None if best is None else best_metric_results_problem(best)
+        if why is not None:
+            get_root_logger().warning(f'The training state\'s best validation figures are not used ({why}): they '
+                                      'start afresh.')
+        elif best is not None:
+            self.best_metric_results = {name: {metric: dict(record) for metric, record in records.items()}
+                                        for name, records in best.items()}
+
+    def _initialize_best_metric_results(self, dataset_name: str) -> None:
+        """BasicSR's record of the best figures of ``dataset_name``'s metrics; those a training state restored are
+        kept, for the metrics this run still computes the same way (a new metric, or one now better the other way,
+        starts afresh)."""
+        restored = getattr(self, BEST_KEY, {}).pop(dataset_name, None)
+        super()._initialize_best_metric_results(dataset_name)
+        for metric, record in self.best_metric_results[dataset_name].items():
+            kept = (restored or {}).get(metric)
+            if kept is not None and kept['better'] == record['better']:
+                record.update(val=kept['val'], iter=kept['iter'])
 
     def validation(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:
         """BasicSR's validation; whatever it draws at random leaves the training's random sequence unchanged."""
@@ -228,6 +271,10 @@ class ASIDModel(SRModel):
             state['scaler'] = scaler.state_dict()
         if self._random_states is not None:
             state['random_states'] = self._random_states
+        if hasattr(self, BEST_KEY):  # plain numbers (a metric may give NumPy's): weights_only reads them
+            state[BEST_KEY] = {str(name): {str(metric): {'better': str(r['better']), 'val': float(r['val']),
+                                                         'iter': int(r['iter'])} for metric, r in records.items()}
+                               for name, records in self.best_metric_results.items()}
         state.update(self.resume_extras)
         save_checkpoint(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 

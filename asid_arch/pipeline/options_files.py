@@ -473,6 +473,12 @@ def training_state_problem(state: object, opt: Mapping, compare_network: bool = 
             return f'{not_state} ({key}: {repr(value)[:60]})'
     if 'random_states' in state and not isinstance(state['random_states'], list):
         return f"{not_state} (random_states is not a list, one entry per rank)"
+    if 'best_metric_results' in state:
+        from ..models.asid_model import best_metric_results_problem
+
+        problem = best_metric_results_problem(state['best_metric_results'])
+        if problem:
+            return f'{not_state} ({problem})'
     model_type = opt.get('model_type')
     if compare_network and model_type in MODELS_TRAINING_ONE_NETWORK:
         if len(state['optimizers']) != 1:

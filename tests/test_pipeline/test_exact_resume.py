@@ -86,9 +86,17 @@ def data(tmp_path_factory):
     return make_tiny_data(tmp_path_factory.mktemp('resumedata'), train_images=1, val_images=1)
 
 
+# two metrics better in opposite directions: whatever the figures do, one metric's best stays at an earlier
+# validation, which a resumed run knows only from the training state
+METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True},
+           'psnr_lowest': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True, 'better': 'lower'}}
+BEST_LINE = re.compile(r'# (\w+): (\S+)\s+Best: (\S+) @ (-?\d+) iter')
+
+
 def options(data: Path, **overrides) -> dict:
     settings = {'logger.save_checkpoint_freq': CHECKPOINT_EVERY, 'val.val_freq': VALIDATE_EVERY,
-                'train.ema_decay': 0.9, 'datasets.train.batch_size_per_gpu': BATCH, 'manual_seed': 7}
+                'train.ema_decay': 0.9, 'datasets.train.batch_size_per_gpu': BATCH, 'manual_seed': 7,
+                'val.metrics': METRICS}
     settings.update(overrides)
     return tiny_train_options(NAME, data / 'train', data / 'valsrc', iters=ITERATIONS, **settings)
 
@@ -172,6 +180,23 @@ def test_signal_between_checkpoints_saves_that_iteration_and_resumes_bit_identic
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert iterations_logged(resumed.stderr) == list(range(stop_at + 1, ITERATIONS + 1))
     assert_same_end(tmp_path, reference)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_the_best_validation_figures(data, reference, tmp_path):
+    """The training state holds BasicSR's best validation figures: after a resume the "Best:" lines are those of the
+    uninterrupted run (validations at 5, 10 and the end; the resumed run starts after the checkpoint of 8)."""
+    killed = train(tmp_path, options(data), 'kill', f'{2 * CHECKPOINT_EVERY}.state')
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    state = torch.load(experiment(tmp_path) / 'training_states' / f'{2 * CHECKPOINT_EVERY}.state', weights_only=True)
+    assert {record['iter'] for record in state['best_metric_results']['tinyval'].values()} == {VALIDATE_EVERY}
+    resumed = train(tmp_path, options(data), resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    logged = BEST_LINE.findall(resumed.stderr)
+    (log_file, ) = experiment(reference).glob('train_*.log')
+    uninterrupted = BEST_LINE.findall(log_file.read_text())
+    assert len(uninterrupted) == 3 * len(METRICS) and logged == uninterrupted[len(METRICS):], (logged, uninterrupted)
+    assert any(best_iter == str(VALIDATE_EVERY) for *_, best_iter in logged)  # a best kept from before the resume
 
 
 @pytest.mark.slow

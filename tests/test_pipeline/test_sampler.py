@@ -141,6 +141,15 @@ def test_a_training_state_with_a_bad_position_is_refused():
                        ('epoch_size', 0), ('dataset_size', -2), ('dataset_size', 1.5), ('data_names', 7),
                        ('data_names', 'x' * 32), ('data_names', 'a' * 10**6)):
         assert key in training_state_problem(dict(state, **{key: value}), {}, compare_network=False)
+    best = {'val5': {'psnr': {'better': 'higher', 'val': 30.5, 'iter': 10}}}
+    assert training_state_problem(dict(state, best_metric_results=best), {}, compare_network=False) is None
+    for damaged in ([], {'val5': []}, {'val5': {'psnr': {'better': 'higher', 'val': 1.0}}}, {3: {}},
+                    {'val5': {'psnr': {'better': 'up', 'val': 1.0, 'iter': 1}}},
+                    {'val5': {'psnr': {'better': 'lower', 'val': '1', 'iter': 1}}},
+                    {'val5': {'psnr': {'better': 'lower', 'val': 1.0, 'iter': -5}}},
+                    {'val5': {'psnr': {'better': 'lower', 'val': True, 'iter': 1}}}):
+        problem = training_state_problem(dict(state, best_metric_results=damaged), {}, compare_network=False)
+        assert problem and 'best_metric_results' in problem and '\n' not in problem, damaged
 
 
 class Listed(Recorder):
