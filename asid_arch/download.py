@@ -2,7 +2,9 @@
 
 What a server (or a mirror, or a proxy) can do is bounded here, whatever it sends:
 
-* **stalls**: connecting, and every read, time out after ``timeout_s`` seconds without a byte;
+* **stalls**: looking the host name up, connecting, and every read, time out after ``timeout_s`` seconds without
+  an answer (the lookup runs in a thread of its own, waited on for that long: the system's resolver has no timeout
+  of its own, and a thread whose lookup never ends is left behind, as a daemon);
 * **trickles**: an attempt fails when fewer than ``min_rate`` bytes per second arrived over the last
   ``timeout_s`` seconds (a server sending 100 bytes every 2 s never stalls a read, but is refused);
 * **size**: a ``Content-Length`` outside the expected range is refused before the body is read; the body is
@@ -102,6 +104,8 @@ def _reason(err: BaseException) -> Tuple[str, bool]:
         return f'HTTP {err.code} {err.reason}', err.code in RETRIED_HTTP_STATUS
     if isinstance(err, urllib.error.URLError) and not isinstance(err.reason, str):
         err = err.reason if isinstance(err.reason, BaseException) else err
+    if isinstance(err, HostLookupTimeout):  # a resolver that does not answer may answer later: tried again
+        return str(err), True
     if isinstance(err, (socket.timeout, TimeoutError)):
         return 'timed out', True
     if isinstance(err, socket.gaierror):  # lasting failures (offline): not tried again
@@ -114,6 +118,54 @@ def _reason(err: BaseException) -> Tuple[str, bool]:
         detail = getattr(err, 'strerror', None) or str(err) or type(err).__name__
         return f'{type(err).__name__}: {detail}', True
     return f'{type(err).__name__}: {err}', False
+
+
+class HostLookupTimeout(socket.timeout):
+    """The host name lookup gave no answer within the time allowed."""
+
+
+def _resolve(host: str, port: int, timeout_s: float) -> list:
+    """``socket.getaddrinfo(host, port)`` for a stream socket, or :class:`HostLookupTimeout` after ``timeout_s``
+    seconds without an answer (the lookup goes on in its daemon thread, its answer dropped)."""
+    answer: dict = {}
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            answer['addresses'] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except Exception as err:  # (gaierror, or anything the resolver raises): raised in the caller
+            answer['error'] = err
+        finally:
+            done.set()
+
+    threading.Thread(target=look_up, name=f'asid-resolve-{host}', daemon=True).start()
+    if not done.wait(timeout_s):
+        raise HostLookupTimeout(f'cannot resolve the host name {host}: no answer within {timeout_s:g} s')
+    if 'error' in answer:
+        raise answer['error']
+    return answer['addresses']
+
+
+def _bounded_connection(address: Tuple[str, int], timeout: Optional[float] = None,
+                        source_address: Optional[tuple] = None) -> socket.socket:
+    """``socket.create_connection`` (what http.client connects with), its host name lookup bounded by ``timeout``
+    (:func:`_resolve`): each address the lookup gives is tried in turn, the last failure raised."""
+    host, port = address
+    wait = timeout if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_TIMEOUT_S
+    failure: Optional[OSError] = None
+    for family, kind, proto, _, sockaddr in _resolve(host, port, wait):
+        sock = socket.socket(family, kind, proto)
+        try:
+            if isinstance(timeout, (int, float)):
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as err:
+            failure = err
+            sock.close()
+    raise failure or OSError(f'the host name {host} resolves to no address')
 
 
 class _Sockets:
@@ -145,14 +197,16 @@ class _Sockets:
 
 def _opener(sockets: _Sockets) -> urllib.request.OpenerDirector:
     """urllib's opener for http and https only (no ftp, file or data URL, also not by a redirect), its
-    connections' sockets handed to ``sockets``."""
+    connections made by :func:`_bounded_connection` and their sockets handed to ``sockets``."""
     class Connection(http.client.HTTPConnection):
         def connect(self) -> None:
+            self._create_connection = _bounded_connection
             super().connect()
             sockets.add(self.sock)
 
     class SecureConnection(http.client.HTTPSConnection):
         def connect(self) -> None:
+            self._create_connection = _bounded_connection
             super().connect()
             sockets.add(self.sock)
 

@@ -90,6 +90,47 @@ def test_a_transient_error_is_retried(mirror, files, tmp_path, capsys):
     assert 'HTTP 503' in capsys.readouterr().err and len(mirror.requests) == 2
 
 
+@pytest.mark.parametrize('scheme', ['http', 'https'])
+def test_a_host_name_lookup_that_never_answers_fails_in_bounded_time(monkeypatch, scheme):
+    """The system's resolver has no timeout: one that hangs (a stand-in here) ends each attempt after timeout_s,
+    with a line naming the host; the stuck lookups are let go when the test ends."""
+    import socket
+    import threading
+
+    release, asked = threading.Event(), []
+
+    def hanging_resolver(host, *args, **kwargs):
+        asked.append(host)
+        release.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, 'released by the test')
+
+    monkeypatch.setattr(socket, 'getaddrinfo', hanging_resolver)
+    for name in [name for name in os.environ if name.lower().endswith('_proxy')]:  # the host itself is looked up
+        monkeypatch.delenv(name)
+    outcome = []
+
+    def run() -> None:
+        start = time.monotonic()
+        try:
+            download(f'{scheme}://weights.example.invalid/asid.pth', io.BytesIO(), (1, 100), FAST, progress=False)
+            outcome.append(('accepted', time.monotonic() - start))
+        except DownloadError as err:
+            outcome.append((str(err), time.monotonic() - start))
+
+    worker = threading.Thread(target=run, daemon=True)
+    try:
+        worker.start()
+        worker.join(BOUND_S)
+        assert outcome, f'the download still waits for the resolver after {BOUND_S} s'
+        message, elapsed = outcome[0]
+        assert message == ('cannot resolve the host name weights.example.invalid: no answer within 1 s '
+                           f'({FAST.attempts} attempts)'), message
+        assert asked == ['weights.example.invalid'] * FAST.attempts
+        assert FAST.attempts * FAST.timeout_s <= elapsed < FAST.attempts * (FAST.timeout_s + 1)
+    finally:
+        release.set()
+
+
 def test_limits_from_the_environment(monkeypatch):
     monkeypatch.setenv(TIMEOUT_ENV, '1.5')
     monkeypatch.setenv(LOCK_WAIT_ENV, '3')
