@@ -1,18 +1,20 @@
+import ast
 from pathlib import Path
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
-# The commands, one module each under asid_arch/cli/ (the one list of them).
-COMMANDS = {
-    'asid-prepare': 'asid_arch.cli.prepare:main',
-    'asid-train': 'asid_arch.cli.train:main',
-    'asid-test': 'asid_arch.cli.test:main',
-    'asid-sr': 'asid_arch.cli.sr:main',
-    'asid-export': 'asid_arch.cli.export:main',
-    'asid-bench': 'asid_arch.bench.main:main',
-    'asid-kit': 'asid_arch.cli.kit:main',
-}
+HERE = Path(__file__).resolve().parent
+ENTRY_MODULE = 'asid_arch.cli.entry'  # every console script starts there (Ctrl-C answered from its first line)
+
+
+def commands() -> dict:
+    """The package's commands (``COMMANDS`` of asid_arch/cli/entry.py, their one list), read without importing it."""
+    tree = ast.parse((HERE / 'asid_arch' / 'cli' / 'entry.py').read_text(encoding='utf-8'))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, 'id', None) for t in node.targets] == ['COMMANDS']:
+            return ast.literal_eval(node.value)
+    raise RuntimeError('asid_arch/cli/entry.py defines no COMMANDS')
 
 
 class BuildWithOptions(build_py):
@@ -26,6 +28,7 @@ class BuildWithOptions(build_py):
             target = Path(self.build_lib) / 'asid_arch' / 'options' / path.relative_to(source)
             self.mkpath(str(target.parent))
             self.copy_file(str(path), str(target), preserve_mode=False)
+
 
 setup(
     name='asid_arch',
@@ -55,6 +58,6 @@ setup(
         'spandrel': ['spandrel>=0.4'],
         'test': ['pytest', 'pytest-xdist'],
     },
-    entry_points={'console_scripts': [f'{name} = {target}' for name, target in COMMANDS.items()]},
+    entry_points={'console_scripts': [f"{name} = {ENTRY_MODULE}:{name.replace('-', '_')}" for name in commands()]},
     cmdclass={'build_py': BuildWithOptions},
 )

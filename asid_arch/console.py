@@ -15,6 +15,11 @@
 * :func:`command_session` wraps every command: a closed stdout or stderr (``asid-sr dir/ 2>&1 | head``)
   never stops the work (what cannot be shown is dropped), and a Ctrl-C (or SIGTERM/SIGHUP inside
   :func:`stop_on_signals`) that no inner summary handles ends the command with one line, never a traceback.
+* Only the first signal stops a command: once it is on its way out (clean-up, summary), a second Ctrl-C is
+  ignored (:func:`_stop_once`), so that it cannot break the clean-up of the first.
+* :func:`run_entry` is every console script (``asid_arch/cli/entry.py``): Ctrl-C is answered from its first line
+  on, also while the command still imports NumPy, OpenCV or torch, and after the first signal the process ignores
+  the later ones until it has exited.
 
 This module imports nothing heavy: the commands use it before torch is loaded.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import importlib
 import os
 import signal
 import sys
@@ -60,26 +66,30 @@ def interrupt_name(err: KeyboardInterrupt) -> str:
     return signal.Signals(err.signum).name if isinstance(err, Interrupted) else 'Ctrl-C'
 
 
+class _Stopping:
+    """The signal that set the running command on its way out (None while it works)."""
+    signum: Optional[int] = None
+
+
+def _stop_once(signum: int, frame) -> None:
+    """The handler of the signals that stop a command: the first raises ``KeyboardInterrupt`` (Ctrl-C) or
+    :class:`Interrupted`; a later one is ignored, the command being already on its way out."""
+    if _Stopping.signum is not None:
+        return
+    _Stopping.signum = signum
+    raise KeyboardInterrupt if signum == signal.SIGINT else Interrupted(signum)
+
+
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Inside the block, Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` and SIGTERM and SIGHUP raise
-    :class:`Interrupted`, whatever handlers the process had (restored afterwards): a host that ignores
-    SIGINT, or replaced its handler, still gets the command's summary and exit status.
-
-    Only the main thread can install handlers; elsewhere (a command called from a worker thread)
-    this does nothing.
-    """
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    def stop(signum, frame):
-        raise Interrupted(signum)
-
+def _stopping_on(signums: Iterable[int]) -> Iterator[None]:
+    """Inside the block, ``signums`` are handled by :func:`_stop_once` (the handlers are restored afterwards);
+    the outermost such block starts with no signal received."""
     previous = {}
     try:
-        previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
-        for signum in STOP_SIGNALS:
-            previous[signum] = signal.signal(signum, stop)
+        if signal.getsignal(signal.SIGINT) is not _stop_once:
+            _Stopping.signum = None
+        for signum in signums:
+            previous[signum] = signal.signal(signum, _stop_once)
     except ValueError:  # not the main thread
         pass
     try:
@@ -87,6 +97,18 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+def stop_on_signals():
+    """Inside the block, Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` and SIGTERM and SIGHUP raise
+    :class:`Interrupted`, whatever handlers the process had (restored afterwards): a host that ignores
+    SIGINT, or replaced its handler, still gets the command's summary and exit status. Only the first signal
+    is raised; later ones are ignored while the command cleans up.
+
+    Only the main thread can install handlers; elsewhere (a command called from a worker thread)
+    this does nothing.
+    """
+    return _stopping_on((signal.SIGINT, *STOP_SIGNALS))
 
 
 def shown(path: Union[str, bytes, os.PathLike]) -> str:
@@ -194,20 +216,23 @@ def command_session(prog: str, stopped: str = '') -> Iterator[None]:
     """The frame of a command's ``main``: stdout and stderr survive a reader that goes away
     (:class:`SurvivingStream`), and a ``KeyboardInterrupt`` that reaches this level (Ctrl-C during the imports,
     or in a command without a summary of its own) prints ``{prog}: stopped by Ctrl-C{stopped}`` and exits
-    with 130 (128 + N for a signal N that :func:`stop_on_signals` turned into :class:`Interrupted`). The
-    process's streams are restored on the way out."""
+    with 130 (128 + N for a signal N that :func:`stop_on_signals` turned into :class:`Interrupted`); a second
+    Ctrl-C meanwhile is ignored. The process's streams and its SIGINT handler are restored on the way out."""
     saved: Optional[tuple] = (sys.stdout, sys.stderr)
     sys.stdout, sys.stderr = (surviving(stream, fd) for stream, fd in zip(saved, STREAM_FDS))
     try:
-        yield
-    except KeyboardInterrupt as err:
-        close_progress_bars()
-        print(f'{prog}: stopped by {interrupt_name(err)}{stopped}', file=sys.stderr)
-        raise SystemExit(interrupt_exit_status(err)) from None
+        with _stopping_on((signal.SIGINT, )):  # (the report below included: a second Ctrl-C is ignored there)
+            try:
+                yield
+            except KeyboardInterrupt as err:
+                close_progress_bars()
+                print(f'{prog}: stopped by {interrupt_name(err)}{stopped}', file=sys.stderr)
+                raise SystemExit(interrupt_exit_status(err)) from None
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
     finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
         sys.stdout, sys.stderr = saved
 
 
@@ -220,3 +245,22 @@ def command(prog: str, stopped: str = '') -> Callable[[Main], Main]:
                 return main(*args, **kwargs)
         return run  # type: ignore[return-value]
     return decorate
+
+
+def run_entry(prog: str, target: str) -> object:
+    """A console script: ``target`` (``module:function``, a command's ``main``: ``asid_arch.cli.sr:main``), imported
+    and run with
+    Ctrl-C answered from the start: one line ``{prog}: stopped by Ctrl-C`` and exit status 130 also while the
+    module still imports NumPy, OpenCV or torch (then its ``main`` has not taken over yet). After the first signal
+    the process ignores Ctrl-C, SIGTERM and SIGHUP (at the system level, so also through the interpreter's shutdown):
+    it is already on its way out, and a second Ctrl-C would break its clean-up."""
+    try:
+        _Stopping.signum = None
+        signal.signal(signal.SIGINT, _stop_once)
+        with command_session(prog):
+            module, _, function = target.partition(':')
+            return getattr(importlib.import_module(module), function)()
+    finally:
+        if _Stopping.signum is not None:
+            for signum in (signal.SIGINT, *STOP_SIGNALS):
+                signal.signal(signum, signal.SIG_IGN)

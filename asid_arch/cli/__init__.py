@@ -1,1 +1,1 @@
-"""The package's commands, one module each (console entry points listed once, in setup.py)."""
+"""The package's commands, one module each (listed once, with their console scripts, in cli/entry.py)."""

@@ -130,3 +130,101 @@ def test_a_message_that_cannot_be_encoded_is_written_with_escapes_and_the_stream
     stream.write('asid-export: error: d\udcff is a folder\n')
     stream.write('next line\n')
     assert buffer.getvalue() == b'asid-export: error: d\\udcff is a folder\nnext line\n'
+
+
+def test_a_second_ctrl_c_during_the_clean_up_of_the_first_is_ignored(capsys, monkeypatch):
+    """Real SIGINTs: the first stops the command; one during its clean-up (a ``finally`` block) and one while the
+    stop is being reported are ignored, so the clean-up ends and the command exits 130 with one line."""
+    from asid_arch import console
+    from asid_arch.console import command, stop_on_signals
+
+    cleaned = []
+    real_close = console.close_progress_bars
+
+    def close_with_a_third_ctrl_c() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        real_close()
+
+    monkeypatch.setattr(console, 'close_progress_bars', close_with_a_third_ctrl_c)
+
+    @command('asid-x')
+    def main() -> int:
+        with stop_on_signals():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+            finally:
+                os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C again while it cleans up
+                cleaned.append('done')
+        return 0
+
+    handler = signal.getsignal(signal.SIGINT)
+    for _ in range(2):  # and the next command in the same process is stopped by its first Ctrl-C again
+        cleaned.clear()
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        assert exit_info.value.code == 130 and cleaned == ['done']
+        assert capsys.readouterr().err == 'asid-x: stopped by Ctrl-C\n'
+        assert signal.getsignal(signal.SIGINT) is handler  # the host's handler is back
+
+
+# A console script as pip writes it (asid_arch/cli/entry.py's entry function), run with a test-only
+# sitecustomize that stops the process on the first import of a given module: it writes to a pipe and waits there,
+# and the test sends the real SIGINT (then ten more, 10 ms apart, while it is on its way out)
+SCRIPT = 'import re, sys\nfrom asid_arch.cli.entry import {entry}\nsys.exit({entry}())\n'
+WAIT_ON_IMPORT = '''import os, sys, time
+class WaitOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ['ASID_TEST_WAIT_ON']:
+            sys.meta_path.remove(self)
+            os.write(int(os.environ['ASID_TEST_READY_FD']), b'.')
+            time.sleep(60)
+        return None
+sys.meta_path.insert(0, WaitOnImport())
+'''
+IMPORT_MOMENTS = [  # command, arguments, the import it is interrupted in
+    ('asid-prepare', ['bench', '--hr', 'hr', '--out', 'out'], 'asid_arch.cli.prepare'),
+    ('asid-prepare', ['bench', '--hr', 'hr', '--out', 'out'], 'numpy'),
+    ('asid-prepare', ['bench', '--hr', 'hr', '--out', 'out'], 'cv2'),
+    ('asid-sr', ['a.png', '-o', 'o', '-m', 'm.pth'], 'numpy'),
+    ('asid-sr', ['a.png', '-o', 'o', '-m', 'm.pth'], 'torch'),
+    ('asid-export', ['-m', 'm.pth', '-o', 'x.onnx'], 'cv2'),
+    ('asid-export', ['-m', 'm.pth', '-o', 'x.onnx'], 'torch'),
+    ('asid-train', ['-opt', 'x.yml'], 'torch'),
+]
+
+
+@pytest.mark.parametrize('prog, args, moment', IMPORT_MOMENTS, ids=[f'{p}-{m}' for p, _, m in IMPORT_MOMENTS])
+def test_ctrl_c_while_a_console_script_imports_is_one_line_and_130(tmp_path, prog, args, moment):
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from asid_arch.cli.entry import entry_name
+
+    from helpers import REPO
+
+    (tmp_path / 'hook').mkdir()
+    (tmp_path / 'hook' / 'sitecustomize.py').write_text(WAIT_ON_IMPORT)
+    ready, signal_end = os.pipe()
+    env = {**os.environ, 'PYTHONPATH': f'{tmp_path / "hook"}{os.pathsep}{REPO}', 'ASID_TEST_WAIT_ON': moment,
+           'ASID_TEST_READY_FD': str(signal_end)}
+    code = SCRIPT.format(entry=entry_name(prog))
+    child = subprocess.Popen([sys.executable, '-c', code, *args], cwd=tmp_path, env=env, pass_fds=(signal_end, ),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(signal_end)
+    try:
+        assert select.select([ready], [], [], 120)[0] and os.read(ready, 1) == b'.', f'{moment} was not imported'
+        child.send_signal(signal.SIGINT)
+        for _ in range(10):  # Ctrl-C pressed again and again while it stops
+            time.sleep(0.01)
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=120)
+    finally:
+        os.close(ready)
+        if child.poll() is None:
+            child.kill()
+    lines = (out + err).strip().splitlines()
+    assert child.returncode == 130 and len(lines) == 1, (child.returncode, lines[-12:])
+    assert lines[0].startswith(f'{prog}: stopped by Ctrl-C'), lines

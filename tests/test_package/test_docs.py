@@ -13,6 +13,8 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
+from asid_arch.cli.entry import COMMANDS as ENTRY_COMMANDS
+
 from helpers import REPO
 
 README = REPO / 'README.md'
@@ -21,8 +23,8 @@ DOCUMENTS = [README] + DOC_PAGES
 README_MAX_LINES = 200
 MIN_FLAGS_SHOWN = 40  # the docs show more; fewer found means the parsing below lost them
 
-# the console scripts, read from setup.py (their one list): {'asid-sr': 'asid_arch.cli.sr', ...}
-COMMANDS: Dict[str, str] = dict(re.findall(r"'(asid-[a-z]+)': '([\w.]+):main'", (REPO / 'setup.py').read_text()))
+# the console scripts, from their one list: {'asid-sr': 'asid_arch.cli.sr', ...}
+COMMANDS: Dict[str, str] = {command: target.split(':')[0] for command, target in ENTRY_COMMANDS.items()}
 MODULE_COMMANDS = {module: command for command, module in COMMANDS.items()}  # python -m / torchrun -m forms
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)\)')
 FENCE = re.compile(r'^```[^\n]*\n(.*?)^```', re.S | re.M)

@@ -60,3 +60,13 @@ def test_installed_commands_answer(installed, tmp_path, module):
                             capture_output=True, text=True, timeout=300,
                             env={'PYTHONPATH': str(installed), 'PATH': '/usr/bin:/bin'})
     assert result.returncode == 0 and 'usage:' in result.stdout, result.stderr[-2000:]
+
+
+def test_installed_console_scripts_start_at_the_entry_functions(installed):
+    """Each command's script (pip writes them from setup.py) imports its entry function of asid_arch/cli/entry.py,
+    which answers Ctrl-C from the start (tests/test_package/test_console.py), not the command's module."""
+    from asid_arch.cli.entry import COMMANDS, entry_name
+
+    for command in COMMANDS:
+        script = (installed / 'bin' / command).read_text()
+        assert f'from asid_arch.cli.entry import {entry_name(command)}\n' in script, (command, script)
