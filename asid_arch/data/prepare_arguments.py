@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, List, NoReturn, Sequence, Tuple, Union
+from typing import Iterable, List, NoReturn, Optional, Sequence, Tuple, Union
 
 from ..console import EXIT_USAGE, shown
 from ..image_reader import IMAGE_SUFFIXES, ImageError, header_size
@@ -125,8 +125,9 @@ def check_utf8_out(out: Path) -> None:
 
 def check_out(out: Path, folders: Iterable[Path], files: Iterable[Path] = ()) -> None:
     """``--out`` is, or can be made as, a writable folder named in UTF-8 (:func:`check_utf8_out`); each output
-    folder in ``folders`` that exists is a writable folder, each of ``files`` (the record, the lock) is a
-    readable, writable regular file when it exists."""
+    folder in ``folders`` (all under ``out``) that exists is a writable folder and no symbolic link, nor under
+    one below ``out`` (:func:`link_below`): the run writes and removes its outputs only in the tree ``--out``
+    names; each of ``files`` (the record, the lock) is a readable, writable regular file when it exists."""
     check_utf8_out(out)
     if os.path.lexists(out):
         if not out.is_dir():
@@ -141,8 +142,13 @@ def check_out(out: Path, folders: Iterable[Path], files: Iterable[Path] = ()) ->
         if not parent.is_dir() or not writable_folder(parent):
             usage_error(f'--out {shown(out)} cannot be created: {shown(parent)} is not a writable folder')
     for folder in folders:
+        link = link_below(out, folder)
+        if link is not None:
+            usage_error(f'{shown(link)} is in the way: it is a symbolic link (to {shown(os.readlink(link))}) where an '
+                        'output folder goes, and asid-prepare writes only into folders under --out, never through a '
+                        'link; move it away, or give its target as --out')
         if os.path.lexists(folder):
-            if not folder.is_dir() or folder.suffix == LMDB_SUFFIX and folder.is_symlink():
+            if not folder.is_dir():
                 usage_error(f'{shown(folder)} is in the way: an output folder goes there; move it away or choose '
                             'another --out')
             if not writable_folder(folder):
@@ -154,6 +160,19 @@ def check_out(out: Path, folders: Iterable[Path], files: Iterable[Path] = ()) ->
                 usage_error(f'{shown(path)} is not a regular file; move it away')
             if not os.access(path, os.R_OK | os.W_OK):
                 usage_error(f'{shown(path)} cannot be read and written')
+
+
+def link_below(out: Path, folder: Path) -> Optional[Path]:
+    """The first symbolic link on the way from ``out`` (itself not counted: the user named it) down to ``folder``
+    (under it), or None."""
+    path = out
+    for part in folder.relative_to(out).parts:
+        path = path / part
+        if os.path.islink(path):
+            return path
+        if not os.path.lexists(path):
+            return None
+    return None
 
 
 def check_folder_contents(folder: Path) -> None:

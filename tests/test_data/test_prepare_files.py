@@ -212,3 +212,32 @@ def test_an_input_named_like_an_image_that_is_no_regular_file_is_named_before_an
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert 'a.png is a FIFO, b.png is a folder, c.png is a symbolic link loop, not an image file' in err
     assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('linked', ['set1', 'set1/GTmod2', 'set1/LRbicx2', 't_LR_bicubic', 't_LR_bicubic/X2_sub',
+                                    't_HR_sub'])
+def test_an_output_folder_that_is_a_symbolic_link_is_refused_before_any_work(tmp_path, capsys, linked):
+    """An output folder (or a folder on the way to one) under --out that is a link to a folder elsewhere: exit 2
+    naming it, before anything is written or removed there; --out itself may be a link (the user named it)."""
+    write_images(tmp_path / 'hr' / 'set1', 1, size=(48, 48))
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    (elsewhere / 'mine.png').write_bytes(b'kept')
+    out = tmp_path / 'out'
+    (out / linked).parent.mkdir(parents=True, exist_ok=True)
+    (out / linked).symlink_to(elsewhere, target_is_directory=True)
+    if linked.startswith('set1'):
+        code, _, err = bench(tmp_path / 'hr' / 'set1', out, capsys)
+    else:
+        code, _, err = run(['train', '--hr', tmp_path / 'hr' / 'set1', '--out', out, '--name', 't', '--scales', '2',
+                            '--crop-size', '16', '--step', '16', '--no-lmdb'], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f'{out / linked} is in the way: it is a symbolic link (to {elsewhere})' in err
+    assert sorted(os.listdir(elsewhere)) == ['mine.png'] and (elsewhere / 'mine.png').read_bytes() == b'kept'
+    (out / linked).unlink()
+    real_out = tmp_path / 'real_out'
+    real_out.mkdir()
+    linked_out = tmp_path / 'linked_out'
+    linked_out.symlink_to(real_out, target_is_directory=True)
+    code, _, err = bench(tmp_path / 'hr' / 'set1', linked_out, capsys)
+    assert code == 0 and (real_out / 'set1' / 'GTmod2' / 'img00.png').is_file(), err
