@@ -469,10 +469,8 @@ def _tiff_pages(data: bytes, im) -> List[Picture]:
 
 
 def _animation_frames(im, frames: Sequence[FrameInfo]) -> List[Picture]:
-    """The frames of a GIF, WebP or APNG animation, composed on the full canvas as a viewer shows them, all of
-    one kind: gray only if the file is (an APNG's colour type), with alpha if any frame has a pixel that is
-    not opaque."""
-    gray = frames[0].color_channels == 1
+    """The frames of a GIF or WebP animation (APNGs: :func:`_apng_frames`), composed on the full canvas as a viewer
+    shows them, all of one kind: colour (BGR, 8 bits), with alpha if any frame has a pixel that is not opaque."""
     orientation = _orientation(im)
     pictures = []
     for k in range(len(frames)):
@@ -482,12 +480,8 @@ def _animation_frames(im, frames: Sequence[FrameInfo]) -> List[Picture]:
             raise ImageError(f'damaged image: frame {k + 1}: {first_line(err)}') from None
         _load(im)
         duration = im.info.get('duration')
-        if im.mode.startswith('I'):  # 16-bit gray (Pillow's conversion to 8 bits would clip, not scale)
-            color = np.asarray(im).astype(np.uint16)
-            alpha = np.full_like(color, np.iinfo(np.uint16).max)
-        else:
-            pixels = np.asarray(im.convert('LA' if gray else 'RGBA'))
-            color, alpha = pixels[:, :, 0] if gray else pixels[:, :, 2::-1], pixels[:, :, -1]
+        pixels = np.asarray(im.convert('RGBA'))
+        color, alpha = pixels[:, :, 2::-1], pixels[:, :, -1]
         pictures.append(Picture(np.ascontiguousarray(apply_orientation(color, orientation)),
                                 np.ascontiguousarray(apply_orientation(alpha, orientation)),
                                 float(duration) if duration is not None else None))
