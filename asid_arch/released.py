@@ -17,8 +17,9 @@ pinned to a commit of that repository. A name is downloaded once into a cache fo
   checked against that record each time it is used (and refused, not deleted: the user may have placed it
   there); a file placed by hand, without a record, is checked as a download is, then recorded;
 * concurrent downloads into the same cache folder wait for each other (an ``flock`` on the folder), saying so
-  and for at most ``ASID_DOWNLOAD_LOCK_WAIT`` seconds; temporaries of a killed download of a name are removed
-  by its next download (only those: their names start with the cached file's name);
+  and for at most ``ASID_DOWNLOAD_LOCK_WAIT`` seconds; the temporaries killed downloads left are removed by the
+  next download, with the lock held (only the package's own, ``.<file>.XXXXXXXX.asid.tmp``:
+  :func:`asid_arch.utils.asid_files.remove_stale_temporaries`; a file of another tool is never touched);
 * a failed download names the URL, the reason and the path where the file can be placed by hand; a cache
   that cannot be written is named as such, before any download.
 
@@ -29,7 +30,6 @@ of the authors' repository tree: air-gapped sites, tests); ``ASID_WEIGHTS_DIR`` 
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
@@ -58,9 +58,6 @@ FLOAT32_BYTES = 4
 SIZE_CEILING_FACTOR = 2
 HASH_SUFFIX = '.sha256'  # the record beside a cached file: '<sha256 hex>  <file name>' (sha256sum's format)
 HASH_RECORD_MAX_BYTES = 1024
-# what a killed download of a name can leave beside its cached file: '.{file}.XXXX.tmp' (atomic_write), and
-# from earlier versions '.{file}.download' and torch.hub's '.{file}.download.XXXX.partial'
-TEMPORARY_ENDINGS = ('.tmp', '.download', '.partial')
 
 
 class WeightsDownloadError(PretrainedWeightsError):
@@ -293,26 +290,12 @@ def fetch(name: str, folder: Union[str, Path, None] = None, base_url: Optional[s
     return final
 
 
-def _remove_temporaries(folder: Path, final: Path) -> None:
-    """What a killed download of ``final`` left: regular files named '.{final's name}.' ... with a temporary's
-    ending (:data:`TEMPORARY_ENDINGS`); nothing else in the folder is touched."""
-    from .utils.asid_files import path_kind
-
-    prefix = f'.{final.name}.'
-    for name in os.listdir(folder):
-        path = folder / name
-        if name.startswith(prefix) and name.endswith(TEMPORARY_ENDINGS) and \
-                path_kind(path, follow_symlinks=False) == 'regular file':
-            with contextlib.suppress(OSError):
-                path.unlink()
-
-
 def _download(entry: Released, url: str, folder: Path, final: Path, limits: DownloadLimits,
               progress: bool) -> None:
     """``url`` -> ``final`` through a checked temporary (see the module docstring)."""
-    from .utils.asid_files import atomic_write
+    from .utils.asid_files import atomic_write, remove_stale_temporaries
 
-    _remove_temporaries(folder, final)
+    remove_stale_temporaries(folder)  # (the folder's lock is held: no download of this package is writing there)
     low, high = entry.size_range
     print(f'asid_arch: downloading {entry.name} ({entry.architecture} x{entry.upscale}, {size_text(low)} to '
           f'{size_text(high)}) from {url} to {shown(final)}', file=sys.stderr)

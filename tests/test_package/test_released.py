@@ -77,6 +77,20 @@ def test_download_then_cache_hit_without_the_server(mirror, files, tmp_path, cap
     assert resolve_model(NAME) == path
 
 
+def test_a_download_removes_only_the_temporaries_of_this_package(mirror, files, tmp_path):
+    """What a killed download of this package left (``.<file>.XXXXXXXX.asid.tmp``) goes at the next download; files
+    of other tools or of the user in the cache (torch.hub's partial download, a ``.tmp`` of one's own) stay."""
+    cache = tmp_path / 'cache'
+    cache.mkdir()
+    ours, theirs = f'.{ENTRY.file_name}.ab12_xyz.asid.tmp', [f'.{ENTRY.file_name}.download.1f2e.partial',
+                                                             f'.{ENTRY.file_name}.mine.tmp', '.other.pth.x.tmp']
+    for name in (ours, *theirs):
+        (cache / name).write_bytes(b'left')
+    mirror.serve(NAME, files[NAME])
+    path = fetch(NAME, progress=False, limits=FAST)
+    assert cache_names(cache) == sorted([*theirs, ENTRY.file_name, hash_record(path).name])
+
+
 def test_from_pretrained_is_the_released_network_in_eval_mode(mirror, files):
     """``asid_arch.from_pretrained``: the public name, one call, the served weights loaded strictly."""
     import asid_arch
