@@ -42,9 +42,7 @@ def read_photo(image: Optional[Path], upscaler=None):
     def need(pixels: int) -> float:
         return upscaler.network_bytes(pixels) + RESULT_COPIES * 3 * 8 * upscaler.scale ** 2 * pixels
 
-    try:
-        if not image.is_file():  # a FIFO would block the read, a device never end
-            raise ImageError('not a regular file' if image.exists() else 'no such file')
+    try:  # (what is no regular file, a FIFO or a device, is named by its kind and never opened)
         pic = read_picture(image, MAX_PIXELS, need=need if upscaler else None,
                            limit_hint=' for asid-bench seams, which runs the whole image through the network at once')
     except (ImageError, OSError) as err:

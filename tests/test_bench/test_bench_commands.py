@@ -181,3 +181,23 @@ def test_profile_reference_file_must_exist(tmp_path, capsys):
 def test_data_option_file_must_exist(tmp_path, capsys):
     assert asid_bench(['data', '-opt', str(tmp_path / 'nope.yml')]) == 2
     assert 'no such file' in capsys.readouterr().err
+
+
+def test_seams_image_that_is_no_regular_file_is_named_by_its_kind(tmp_path):
+    """``asid-bench seams --image``: a FIFO (it would block the read), a device, a folder, nothing: one line each,
+    the kind named, nothing opened that would block."""
+    import os
+    from pathlib import Path
+
+    from asid_arch.bench.seams import SeamsError, read_photo
+
+    os.mkfifo(tmp_path / 'fifo.png')
+    (tmp_path / 'folder.png').mkdir()
+    cases = {tmp_path / 'fifo.png': 'a FIFO, not an image file', tmp_path / 'folder.png': 'a folder, not an image file',
+             tmp_path / 'missing.png': 'no such file'}
+    if os.path.exists('/dev/zero'):
+        cases[Path('/dev/zero')] = 'a character device, not an image file'
+    for path, message in cases.items():
+        with pytest.raises(SeamsError) as info:
+            read_photo(path)
+        assert str(info.value).startswith('--image ') and str(info.value).endswith(message), str(info.value)
