@@ -105,14 +105,22 @@ def capture_random_states() -> Dict[str, object]:
     return states
 
 
+def _python_state(python: dict) -> tuple:
+    """``random.setstate``'s argument from the ``python`` entry of :func:`capture_random_states`."""
+    return python['version'], tuple(python['state']), python.get('gauss')
+
+
+def _numpy_state(numpy: dict) -> tuple:
+    """``numpy.random.set_state``'s argument from the ``numpy`` entry of :func:`capture_random_states`."""
+    return (numpy['name'], np.asarray(numpy['keys'], dtype=np.uint32), numpy['pos'], numpy['has_gauss'],
+            numpy['cached_gaussian'])
+
+
 def restore_random_states(states: Dict[str, object]) -> None:
     """Set this process's generators to ``states`` (from :func:`capture_random_states`; tensors may have been
     mapped to a GPU on loading)."""
-    python = states['python']
-    random.setstate((python['version'], tuple(python['state']), python['gauss']))
-    numpy = states['numpy']
-    np.random.set_state((numpy['name'], np.asarray(numpy['keys'], dtype=np.uint32), numpy['pos'],
-                         numpy['has_gauss'], numpy['cached_gaussian']))
+    random.setstate(_python_state(states['python']))
+    np.random.set_state(_numpy_state(states['numpy']))
     torch.set_rng_state(states['torch'].cpu())
     if states.get('cuda') is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(states['cuda'].cpu())
@@ -135,9 +143,8 @@ def random_states_problem(states: object) -> Optional[str]:
                                                           and value.dtype == torch.uint8 and value.dim() == 1):
             return f'{key}: not a generator state (a 1-D uint8 tensor)'
     try:  # the values themselves: the generators accept them (on a scratch generator, nothing changed here)
-        random.Random().setstate((python['version'], tuple(python['state']), python.get('gauss')))
-        np.random.RandomState().set_state((numpy['name'], np.asarray(numpy['keys'], dtype=np.uint32), numpy['pos'],
-                                           numpy['has_gauss'], numpy['cached_gaussian']))
+        random.Random().setstate(_python_state(python))
+        np.random.RandomState().set_state(_numpy_state(numpy))
         torch.Generator().set_state(cpu.cpu())
     except (TypeError, ValueError, KeyError, OverflowError, RuntimeError) as err:
         return f'rejected by the generator ({type(err).__name__})'
