@@ -147,14 +147,14 @@ def load_resume_state_any_device(opt: dict):
                       'state', file=sys.stderr)
                 skipped.append(f'{name}: cannot be loaded ({type(err).__name__})')
                 continue
-            missing = _unusable_network_file(opt, _state_iteration(name), where)
-            if missing is not None and training_state_problem(state, opt, compare_network=False) is None:
+            problem, missing = _state_findings(state, opt, where)
+            if missing is not None:
                 print(f'asid-train: warning: {path} has no network weights ({missing} is missing); resuming from '
                       'an older state', file=sys.stderr)
                 skipped.append(f'{name}: {missing} is missing')
                 continue
             # a file that loads but does not fit this run is not damage: an older state would not fit either
-            return _checked_state(state, path, opt, where)
+            return _checked_state(state, path, opt, where, (problem, None))
         if skipped:
             raise TrainingStateError(f'--auto_resume: none of the {len(skipped)} training state(s) in {state_dir} '
                                      f'can resume the run ({"; ".join(skipped[:3])}); restore the missing files, '
@@ -175,15 +175,23 @@ def load_resume_state_any_device(opt: dict):
     return _checked_state(state, path, opt, f'path: resume_state: {path}')
 
 
-def _checked_state(state: object, path: str, opt: dict, where: str):
-    """``state`` after BasicSR's ``check_resume``, or :class:`TrainingStateError` when it cannot resume this run."""
+def _state_findings(state: object, opt: dict, where: str) -> Tuple[Optional[str], Optional[str]]:
+    """(why ``state`` is no training state, the first missing weights file of its iteration), each None when there
+    is nothing to say (the weights only looked for in a training state); weights that are there but no regular
+    file raise :class:`TrainingStateError` (:func:`_unusable_network_file`)."""
+    problem = training_state_problem(state, opt, compare_network=False)
+    return problem, None if problem else _unusable_network_file(opt, state['iter'], where)
+
+
+def _checked_state(state: object, path: str, opt: dict, where: str,
+                   findings: Optional[Tuple[Optional[str], Optional[str]]] = None):
+    """``state`` after BasicSR's ``check_resume``, or :class:`TrainingStateError` when it cannot resume this run;
+    ``findings``: its :func:`_state_findings` where the caller has them already."""
     from basicsr.utils import check_resume
 
-    problem = training_state_problem(state, opt, compare_network=False)
-    if problem is None:
-        missing = _unusable_network_file(opt, state['iter'], where)
-        if missing is not None:  # (another network's state is named as such first)
-            problem = training_state_problem(state, opt) or f'has no network weights: {missing} is missing'
+    problem, missing = findings if findings is not None else _state_findings(state, opt, where)
+    if missing is not None:  # (another network's state is named as such first)
+        problem = training_state_problem(state, opt) or f'has no network weights: {missing} is missing'
     if problem is None:
         opt['path']['resume_state'] = path
         check_resume(opt, state['iter'])  # network_g's weights: models/net_g_<iter>.pth
