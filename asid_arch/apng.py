@@ -15,11 +15,11 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .image_damage import PNG_SIGNATURE
+from .image_damage import PNG_SIGNATURE, PNGEnded, png_chunk_walk
 
 DISPOSE_NONE, DISPOSE_BACKGROUND, DISPOSE_PREVIOUS = 0, 1, 2
 BLEND_SOURCE, BLEND_OVER = 0, 1
@@ -55,16 +55,16 @@ class Composed:
     duration: Optional[float]
 
 
-def _chunks(data: bytes):
-    pos = len(PNG_SIGNATURE)
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack('>I4s', data[pos:pos + 8])
-        if pos + 12 + length > len(data):
-            raise APNGError(f'truncated PNG: the file ends inside its {kind.decode("latin-1")} chunk at byte {pos}')
-        yield kind, data[pos + 8:pos + 8 + length]
-        if kind == b'IEND':
-            return
-        pos += 12 + length
+def _chunks(data: bytes) -> Iterator[Tuple[bytes, bytes]]:
+    """``(type, body)`` of the file's chunks (:func:`~asid_arch.image_damage.png_chunk_walk`); data that end inside
+    a chunk are an :class:`APNGError` (between two chunks, the frame count names what is missing)."""
+    try:
+        for chunk in png_chunk_walk(data):
+            yield chunk.kind, chunk.body
+    except PNGEnded as end:
+        if end.kind is not None:
+            raise APNGError(f'truncated PNG: the file ends inside its {end.kind.decode("latin-1")} chunk at byte '
+                            f'{end.pos}') from None
 
 
 def _parse(data: bytes) -> Tuple[bytes, List[bytes], Optional[Frame], List[Frame], int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, NamedTuple, Optional, Tuple, Union
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 SUPPORTED = 'PNG, JPEG, WebP, TIFF, GIF, BMP, PPM/PGM'
@@ -53,27 +53,63 @@ def unreadable_reason(data: bytes) -> str:
     return f'not an image in a format read here ({SUPPORTED}), or damaged'
 
 
-def png_damage(data: bytes) -> str:
-    """The first damage found in a PNG's chunk structure ('' when there is none): a chunk whose CRC does not
-    match, a file that ends inside a chunk or before IEND."""
+class PNGChunk(NamedTuple):
+    """A chunk of a PNG file: the byte where it starts (its length field), its type, its body (a slice of the
+    file's data) and the CRC stored after it."""
+    pos: int
+    kind: bytes
+    body: Union[bytes, memoryview]
+    crc: int
+
+
+class PNGEnded(ValueError):
+    """A PNG's data end before its IEND chunk: between two chunks (``kind`` None) or inside the chunk of type
+    ``kind`` that starts at byte ``pos``."""
+
+    def __init__(self, pos: int, kind: Optional[bytes]) -> None:
+        where = 'between two chunks' if kind is None else f'inside its {kind.decode("latin-1")} chunk'
+        super().__init__(f'the PNG ends {where} at byte {pos}')
+        self.pos, self.kind = pos, kind
+
+
+def png_chunk_walk(data: Union[bytes, memoryview]) -> Iterator[PNGChunk]:
+    """The chunks of a PNG (``data`` starts with :data:`PNG_SIGNATURE`, not checked here) in file order, IEND the
+    last; :class:`PNGEnded` where the data end before it. Nothing is checked but the lengths: the one walk of PNG
+    chunks of the package (what they must hold is for each reader to say)."""
     pos, size = len(PNG_SIGNATURE), len(data)
-    first = True
     while True:
         if pos + 8 > size:
-            return f'truncated PNG: the file ends at byte {size} before its IEND chunk'
+            raise PNGEnded(pos, None)
         length, kind = struct.unpack('>I4s', data[pos:pos + 8])
-        name = kind.decode('latin-1')
-        if first and kind != b'IHDR':
-            return f'damaged PNG: its first chunk is {name!r}, not IHDR'
-        first = False
         if pos + 12 + length > size:
-            return f'truncated PNG: the file ends at byte {size}, inside its {name} chunk at byte {pos}'
-        crc = struct.unpack('>I', data[pos + 8 + length:pos + 12 + length])[0]
-        if zlib.crc32(data[pos + 4:pos + 8 + length]) != crc:
-            return f'damaged PNG: the CRC of its {name} chunk at byte {pos} does not match its content'
+            raise PNGEnded(pos, kind)
+        yield PNGChunk(pos, kind, data[pos + 8:pos + 8 + length],
+                       struct.unpack('>I', data[pos + 8 + length:pos + 12 + length])[0])
         if kind == b'IEND':
-            return ''
+            return
         pos += 12 + length
+
+
+def png_damage(data: bytes) -> str:
+    """The first damage found in a PNG's chunk structure ('' when there is none): a first chunk that is not IHDR,
+    a chunk whose CRC does not match, a file that ends inside a chunk or before IEND."""
+    first = True
+    try:
+        for chunk in png_chunk_walk(data):
+            name = chunk.kind.decode('latin-1')
+            if first and chunk.kind != b'IHDR':
+                return f'damaged PNG: its first chunk is {name!r}, not IHDR'
+            first = False
+            if zlib.crc32(chunk.body, zlib.crc32(chunk.kind)) != chunk.crc:
+                return f'damaged PNG: the CRC of its {name} chunk at byte {chunk.pos} does not match its content'
+    except PNGEnded as end:
+        if end.kind is None:
+            return f'truncated PNG: the file ends at byte {len(data)} before its IEND chunk'
+        name = end.kind.decode('latin-1')
+        if first and end.kind != b'IHDR':
+            return f'damaged PNG: its first chunk is {name!r}, not IHDR'
+        return f'truncated PNG: the file ends at byte {len(data)}, inside its {name} chunk at byte {end.pos}'
+    return ''
 
 
 def _tiff_first_ifd(data: bytes) -> Optional[Dict[str, Tuple[int, ...]]]:

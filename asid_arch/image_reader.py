@@ -40,7 +40,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from .image_damage import PNG_SIGNATURE, unreadable_reason
+from .image_damage import PNG_SIGNATURE, PNGEnded, png_chunk_walk, unreadable_reason
 from .utils.asid_errors import first_line
 
 EXIF_ORIENTATION = 0x0112
@@ -300,16 +300,16 @@ def _frame_info(data: bytes, im, alpha: Optional[bool] = None) -> FrameInfo:
 
 
 def png_chunks(data: Union[bytes, memoryview]) -> List[Tuple[bytes, bytes]]:
-    """``(type, body)`` of the chunks of a PNG before its image data (IDAT); [] if it is not a PNG."""
+    """``(type, body)`` of the chunks of a PNG before its image data (IDAT); [] if it is not a PNG (data that end
+    early: the whole chunks before that)."""
     if bytes(data[:len(PNG_SIGNATURE)]) != PNG_SIGNATURE:
         return []
-    chunks, pos = [], len(PNG_SIGNATURE)
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack('>I4s', data[pos:pos + 8])
-        if kind in (b'IDAT', b'IEND') or pos + 12 + length > len(data):
-            break
-        chunks.append((kind, bytes(data[pos + 8:pos + 8 + length])))
-        pos += 12 + length
+    chunks = []
+    with contextlib.suppress(PNGEnded):
+        for chunk in png_chunk_walk(data):
+            if chunk.kind in (b'IDAT', b'IEND'):
+                break
+            chunks.append((chunk.kind, bytes(chunk.body)))
     return chunks
 
 

@@ -494,3 +494,29 @@ def test_ext_same_without_a_writable_suffix_refused_up_front(tmp_path, model_fil
         assert not (tmp_path / 'o').exists()
     assert sr(tmp_path / 'photo', '-o', tmp_path / 'o', '-m', model_file) == 0  # --ext png: fine
     assert (tmp_path / 'o' / 'photo_x2.png').is_file()
+
+
+def test_one_walk_of_png_chunks_serves_the_damage_report_the_colour_chunks_and_apng():
+    """The same bytes through the package's three PNG readers (one chunk walk): intact, cut inside a chunk, cut
+    between chunks, a CRC changed, another first chunk."""
+    from asid_arch.apng import APNGError, _chunks
+    from asid_arch.image_damage import png_damage
+
+    ok, encoded = cv2.imencode('.png', np.full((8, 8, 3), 77, np.uint8))
+    data = encoded.tobytes()
+    gama = struct.pack('>I', 4) + b'gAMA' + struct.pack('>I', 45455)
+    data = data[:33] + gama + struct.pack('>I', zlib.crc32(gama[4:])) + data[33:]  # after IHDR (8 + 25 bytes)
+    idat = data.index(b'IDAT') - 4
+    assert png_damage(data) == '' and [kind for kind, _ in png_chunks(data)] == [b'IHDR', b'gAMA']
+    assert [kind for kind, _ in _chunks(data)][-1] == b'IEND'
+    cut = data[:idat + 10]  # inside IDAT
+    assert png_damage(cut) == f'truncated PNG: the file ends at byte {len(cut)}, inside its IDAT chunk at byte {idat}'
+    assert png_chunks(cut) == png_chunks(data)
+    with pytest.raises(APNGError, match=f'inside its IDAT chunk at byte {idat}'):
+        list(_chunks(cut))
+    assert png_damage(data[:idat]) == f'truncated PNG: the file ends at byte {idat} before its IEND chunk'
+    flipped = bytearray(data)
+    flipped[idat + 9] ^= 1
+    assert png_damage(bytes(flipped)) == f'damaged PNG: the CRC of its IDAT chunk at byte {idat} does not match ' \
+                                         'its content'
+    assert png_damage(data[:8] + data[33:]) == "damaged PNG: its first chunk is 'gAMA', not IHDR"
