@@ -471,6 +471,11 @@ def training_state_problem(state: object, opt: Mapping, compare_network: bool = 
                 value < 0 or (key in POSITIVE_RESUME_KEYS and value == 0)))
         if wrong:
             return f'{not_state} ({key}: {repr(value)[:60]})'
+    if all(key in state for key in ('epoch_position', 'epoch_size', 'world_size', 'batch_size')):
+        batches = state['epoch_size'] // state['world_size'] // state['batch_size']  # in an epoch, per process
+        if state['epoch_position'] > batches:
+            return (f"{not_state} (epoch_position: {state['epoch_position']} is past the {batches} batches of its "
+                    'epoch)')
     if 'random_states' in state and not isinstance(state['random_states'], list):
         return f"{not_state} (random_states is not a list, one entry per rank)"
     if 'best_metric_results' in state:

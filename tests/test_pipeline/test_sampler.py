@@ -141,6 +141,10 @@ def test_a_training_state_with_a_bad_position_is_refused():
                        ('epoch_size', 0), ('dataset_size', -2), ('dataset_size', 1.5), ('data_names', 7),
                        ('data_names', 'x' * 32), ('data_names', 'a' * 10**6)):
         assert key in training_state_problem(dict(state, **{key: value}), {}, compare_network=False)
+    epoch = {'epoch_size': 12, 'world_size': 1, 'batch_size': 4}  # 3 batches
+    assert training_state_problem(dict(state, epoch_position=3, **epoch), {}, compare_network=False) is None
+    assert 'past the 3 batches' in training_state_problem(dict(state, epoch_position=4, **epoch), {},
+                                                          compare_network=False)
     best = {'val5': {'psnr': {'better': 'higher', 'val': 30.5, 'iter': 10}}}
     assert training_state_problem(dict(state, best_metric_results=best), {}, compare_network=False) is None
     for damaged in ([], {'val5': []}, {'val5': {'psnr': {'better': 'higher', 'val': 1.0}}}, {3: {}},
