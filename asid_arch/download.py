@@ -4,7 +4,8 @@ What a server (or a mirror, or a proxy) can do is bounded here, whatever it send
 
 * **stalls**: looking the host name up, connecting, and every read, time out after ``timeout_s`` seconds without
   an answer (the lookup runs in a thread of its own, waited on for that long: the system's resolver has no timeout
-  of its own, and a thread whose lookup never ends is left behind, as a daemon);
+  of its own, and a thread whose lookup never ends is left behind, as a daemon; the connections to all the
+  addresses a name gives share one ``timeout_s``);
 * **trickles**: an attempt fails when fewer than ``min_rate`` bytes per second arrived over the last
   ``timeout_s`` seconds (a server sending 100 bytes every 2 s never stalls a read, but is refused);
 * **size**: a ``Content-Length`` outside the expected range is refused before the body is read; the body is
@@ -104,7 +105,7 @@ def _reason(err: BaseException) -> Tuple[str, bool]:
         return f'HTTP {err.code} {err.reason}', err.code in RETRIED_HTTP_STATUS
     if isinstance(err, urllib.error.URLError) and not isinstance(err.reason, str):
         err = err.reason if isinstance(err.reason, BaseException) else err
-    if isinstance(err, HostLookupTimeout):  # a resolver that does not answer may answer later: tried again
+    if isinstance(err, ConnectionStall):  # a resolver or addresses that do not answer may answer later: tried again
         return str(err), True
     if isinstance(err, (socket.timeout, TimeoutError)):
         return 'timed out', True
@@ -120,12 +121,13 @@ def _reason(err: BaseException) -> Tuple[str, bool]:
     return f'{type(err).__name__}: {err}', False
 
 
-class HostLookupTimeout(socket.timeout):
-    """The host name lookup gave no answer within the time allowed."""
+class ConnectionStall(socket.timeout):
+    """The host name lookup, or the connections to the addresses it gave, did not answer within the time allowed;
+    the message says which."""
 
 
 def _resolve(host: str, port: int, timeout_s: float) -> list:
-    """``socket.getaddrinfo(host, port)`` for a stream socket, or :class:`HostLookupTimeout` after ``timeout_s``
+    """``socket.getaddrinfo(host, port)`` for a stream socket, or :class:`ConnectionStall` after ``timeout_s``
     seconds without an answer (the lookup goes on in its daemon thread, its answer dropped)."""
     answer: dict = {}
     done = threading.Event()
@@ -140,7 +142,7 @@ def _resolve(host: str, port: int, timeout_s: float) -> list:
 
     threading.Thread(target=look_up, name=f'asid-resolve-{host}', daemon=True).start()
     if not done.wait(timeout_s):
-        raise HostLookupTimeout(f'cannot resolve the host name {host}: no answer within {timeout_s:g} s')
+        raise ConnectionStall(f'cannot resolve the host name {host}: no answer within {timeout_s:g} s')
     if 'error' in answer:
         raise answer['error']
     return answer['addresses']
@@ -148,19 +150,26 @@ def _resolve(host: str, port: int, timeout_s: float) -> list:
 
 def _bounded_connection(address: Tuple[str, int], timeout: Optional[float] = None,
                         source_address: Optional[tuple] = None) -> socket.socket:
-    """``socket.create_connection`` (what http.client connects with), its host name lookup bounded by ``timeout``
-    (:func:`_resolve`): each address the lookup gives is tried in turn, the last failure raised."""
+    """``socket.create_connection`` (what http.client connects with), bounded: the host name lookup by ``timeout``
+    (:func:`_resolve`), then the connections to the addresses it gives, tried in turn, by ``timeout`` in all (a
+    name with many addresses that do not answer cannot add up to more); the last failure raised."""
     host, port = address
     wait = timeout if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_TIMEOUT_S
+    addresses = _resolve(host, port, wait)
+    deadline = time.monotonic() + wait
     failure: Optional[OSError] = None
-    for family, kind, proto, _, sockaddr in _resolve(host, port, wait):
+    for tried, (family, kind, proto, _, sockaddr) in enumerate(addresses):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ConnectionStall(f'no connection to {host} within {wait:g} s ({tried} of its {len(addresses)} '
+                                  'addresses tried)')
         sock = socket.socket(family, kind, proto)
         try:
-            if isinstance(timeout, (int, float)):
-                sock.settimeout(timeout)
+            sock.settimeout(min(wait, left))
             if source_address:
                 sock.bind(source_address)
             sock.connect(sockaddr)
+            sock.settimeout(timeout)
             return sock
         except OSError as err:
             failure = err

@@ -131,6 +131,46 @@ def test_a_host_name_lookup_that_never_answers_fails_in_bounded_time(monkeypatch
         release.set()
 
 
+def test_a_host_with_many_addresses_that_never_answer_is_given_up_in_bounded_time(monkeypatch):
+    """A name that resolves to ten addresses whose connections hang (stand-in sockets): the connections of an
+    attempt share one timeout_s, not ten."""
+    import socket
+
+    class Silent:
+        """A socket whose connection never answers: ``connect`` waits out its timeout."""
+
+        def __init__(self, *args) -> None:
+            self.timeout = None
+
+        def settimeout(self, value) -> None:
+            self.timeout = value
+
+        def connect(self, address) -> None:
+            time.sleep(self.timeout)
+            raise socket.timeout('timed out')
+
+        def close(self) -> None:
+            pass
+
+    import types
+
+    from asid_arch import download as download_module
+
+    addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, '', (f'192.0.2.{k}', 80)) for k in range(1, 11)]
+    stand_in = types.SimpleNamespace(**{**vars(socket), 'socket': Silent,
+                                        'getaddrinfo': lambda *args, **kwargs: addresses})
+    monkeypatch.setattr(download_module, 'socket', stand_in)  # the downloader's sockets only (not the process's)
+    for name in [name for name in os.environ if name.lower().endswith('_proxy')]:
+        monkeypatch.delenv(name)
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        download('http://many.example.invalid/asid.pth', io.BytesIO(), (1, 100), FAST, progress=False)
+    elapsed = time.monotonic() - start
+    assert str(info.value) == (f'no connection to many.example.invalid within 1 s (1 of its 10 addresses tried) '
+                               f'({FAST.attempts} attempts)'), str(info.value)
+    assert FAST.attempts * FAST.timeout_s <= elapsed < FAST.attempts * (FAST.timeout_s + 1)
+
+
 def test_limits_from_the_environment(monkeypatch):
     monkeypatch.setenv(TIMEOUT_ENV, '1.5')
     monkeypatch.setenv(LOCK_WAIT_ENV, '3')
