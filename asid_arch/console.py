@@ -33,7 +33,7 @@ import os
 import signal
 import sys
 from types import ModuleType
-from typing import Callable, Iterable, Iterator, Optional, TextIO, TypeVar, Union
+from typing import Callable, ContextManager, Iterable, Iterator, Optional, TextIO, TypeVar, Union
 
 Main = TypeVar('Main', bound=Callable)
 
@@ -99,7 +99,7 @@ def _stopping_on(signums: Iterable[int]) -> Iterator[None]:
             signal.signal(signum, old)
 
 
-def stop_on_signals():
+def stop_on_signals() -> ContextManager[None]:
     """Inside the block, Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` and SIGTERM and SIGHUP raise
     :class:`Interrupted`, whatever handlers the process had (restored afterwards): a host that ignores
     SIGINT, or replaced its handler, still gets the command's summary and exit status. Only the first signal
@@ -249,11 +249,10 @@ def command(prog: str, stopped: str = '') -> Callable[[Main], Main]:
 
 def run_entry(prog: str, target: str) -> object:
     """A console script: ``target`` (``module:function``, a command's ``main``: ``asid_arch.cli.sr:main``), imported
-    and run with
-    Ctrl-C answered from the start: one line ``{prog}: stopped by Ctrl-C`` and exit status 130 also while the
-    module still imports NumPy, OpenCV or torch (then its ``main`` has not taken over yet). After the first signal
-    the process ignores Ctrl-C, SIGTERM and SIGHUP (at the system level, so also through the interpreter's shutdown):
-    it is already on its way out, and a second Ctrl-C would break its clean-up."""
+    and run with Ctrl-C answered from the start: one line ``{prog}: stopped by Ctrl-C`` and exit status 130 also
+    while the module still imports NumPy, OpenCV or torch (then its ``main`` has not taken over yet). After the
+    first signal the process ignores Ctrl-C, SIGTERM and SIGHUP (at the system level, so also through the
+    interpreter's shutdown): it is already on its way out, and a second Ctrl-C would break its clean-up."""
     try:
         _Stopping.signum = None
         signal.signal(signal.SIGINT, _stop_once)
