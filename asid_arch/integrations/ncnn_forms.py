@@ -7,6 +7,8 @@ size. :func:`ncnn_form` returns a copy of a network whose layers compute the sam
 * the meso and global partitions (spatial and channel attention) and their inverses written with tensors of at
   most 4 axes: ``(B*H/p, p, W/p, p*C)``-style views and single-axis-pair permutes (:func:`window_tokens`,
   :func:`grid_tokens`, :func:`window_image`, :func:`grid_image`);
+* the SDPA channel attention's scale 1/sqrt(T) summed from the tokens (``ones_like`` would be folded into a
+  constant of the traced size);
 * the spatial attention's ``q, k, v`` taken by ``split`` (no 5-axis view, no ``unbind``) and its position bias
   added after ``bmm`` (no ``baddbmm`` of an expanded bias);
 * the input padding as constant paddings followed by crops whose ends are expressions of the input size
@@ -26,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..archs.asid_arch import (ASID, L2_EPS, MIN_PADDED_SIZE, ChannelAttention, SAMBlock, SpatialAttention,
-                               check_input)
+from ..archs.asid_arch import ASID, L2_EPS, MIN_PADDED_SIZE, ChannelAttention, SAMBlock, SpatialAttention, check_input
 from ..archs.asid_ops import linear
 
 # the constant amounts the padding adds before its crops: enough for any side (an edge pad to 16 px from 1 px,
@@ -169,7 +170,8 @@ def channel_attend(self: ChannelAttention, x: Tensor) -> Tensor:
     k_norm = torch.clamp(k.square().sum(-2).sqrt(), min=L2_EPS)
     cosine = (q.transpose(-2, -1) @ k) / (q_norm.reshape(n, heads, d, 1) * k_norm.reshape(n, heads, 1, d))
     if self.mode == 'sdpa':
-        scale = torch.ones_like(q[:1, :1, :, :1]).sum(-2).rsqrt()
+        # 1/sqrt(T) from the tokens themselves: pnnx folds ones_like into a constant of the traced size
+        scale = (q[:1, :1, :, :1] * 0 + 1).sum(-2).rsqrt()
     else:
         scale = self.temperature
     attn = torch.softmax(cosine * scale, dim=-1)
