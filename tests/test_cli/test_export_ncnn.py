@@ -270,3 +270,20 @@ def test_released_configuration_through_ncnn():
     x = np.random.default_rng(7).random((1, 3, 21, 30), np.float32)
     diffs = check_ncnn(net, *ncnn_model(net), {'21x30': x})
     assert diffs['21x30'] < NCNN_TOL, diffs
+
+
+def test_half_flag_reaches_the_converter_and_its_tolerance(tmp_path, monkeypatch, capsys, model_file):
+    """--format ncnn --half converts with half=True, says float16 weights, and accepts differences up to --half's
+    default tolerance; without --half the default tolerance is 1e-3."""
+    from asid_arch.cli import export
+
+    needs_ncnn()
+    calls = []
+    monkeypatch.setattr(export, 'ncnn_model', lambda net, half=False: calls.append(half) or ('7767517\n0 0\n', b''))
+    monkeypatch.setattr(export, 'check_ncnn', lambda net, param, weights, inputs: {name: 5e-3 for name in inputs})
+    assert asid_export(['-m', str(model_file), '-o', str(tmp_path / 'h.param'), '--format', 'ncnn', '--half']) == 0
+    assert calls == [True] and 'weights float16' in capsys.readouterr().out
+    assert (tmp_path / 'h.param').read_text() == '7767517\n0 0\n' and (tmp_path / 'h.bin').read_bytes() == b''
+    assert asid_export(['-m', str(model_file), '-o', str(tmp_path / 'f.param'), '--format', 'ncnn']) == 1
+    assert calls == [True, False] and 'above the tolerance 0.001' in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ['h.bin', 'h.param']
