@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..archs.asid_arch import ASID, L2_EPS, MIN_PADDED_SIZE, ChannelAttention, SAMBlock, SpatialAttention, check_input
-from ..archs.asid_ops import linear
+from ..archs.asid_arch import (ASID, GDFN, L2_EPS, MIN_PADDED_SIZE, ChannelAttention, SAMBlock, SpatialAttention,
+                               check_input)
+from ..archs.asid_ops import PointwiseConv, linear
 
 # the constant amounts the padding adds before its crops: enough for any side (an edge pad to 16 px from 1 px,
 # then a zero pad to the next multiple of the window)
@@ -181,7 +182,27 @@ def channel_attend(self: ChannelAttention, x: Tensor) -> Tensor:
     return window_groups_image(out, p, b, h, w)
 
 
-_FORMS = ((ASID, 'forward', asid_forward), (SAMBlock, 'forward', sam_forward),
+def pointwise_forward(self: PointwiseConv, x: Tensor, gelu: bool = False, residual=None) -> Tensor:
+    """:meth:`PointwiseConv.forward` as a 1x1 convolution on NCHW (an NCNN ``Convolution``, no permutes)."""
+    y = F.conv2d(x, self.weight, self.bias)
+    if gelu:
+        y = F.gelu(y)
+    return y if residual is None else y + residual
+
+
+def gdfn_forward(self: GDFN, x: Tensor, residual=None) -> Tensor:
+    """:meth:`GDFN.forward` with 1x1 and depth-wise convolutions on NCHW."""
+    h = self.hidden
+    halves = []
+    for part in (slice(0, h), slice(h, 2 * h)):
+        y = F.conv2d(x, self.project_in.weight[part])
+        halves.append(F.conv2d(y, self.dwconv.weight[part], padding=1, groups=h))
+    y = F.conv2d(F.gelu(halves[0]) * halves[1], self.project_out.weight)
+    return y if residual is None else y + residual
+
+
+_FORMS = ((ASID, 'forward', asid_forward), (PointwiseConv, 'forward', pointwise_forward),
+          (GDFN, 'forward', gdfn_forward), (SAMBlock, 'forward', sam_forward),
           (SpatialAttention, 'forward', spatial_attention_forward), (ChannelAttention, 'attend', channel_attend))
 
 

@@ -175,29 +175,32 @@ def test_asid_export_ncnn_writes_the_checked_pair(tmp_path, capsys, model_file):
     assert 'add --overwrite' in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_asid_export_ncnn_failures_write_nothing(tmp_path, capsys, monkeypatch, tiny_files):
-    """Above --tolerance, and where ncnn fails on a size, the command fails (exit 1), says why, and leaves the
-    folder as it was."""
+def test_asid_export_ncnn_failures_write_nothing(tmp_path, capsys, monkeypatch, model_file):
+    """Above --tolerance, where ncnn fails on a size, and where pnnx fails, the command fails (exit 1), says why,
+    and leaves the folder as it was."""
     from asid_arch.cli import export
     from asid_arch.integrations.ncnn import NcnnExportError
 
-    net, param, weights = tiny_files
-    torch.save({'params': net.state_dict()}, tmp_path / 'm.pth')
-    monkeypatch.setattr(export, 'ncnn_model', lambda net, half=False: (param, weights))
-    args = ['-m', str(tmp_path / 'm.pth'), '-o', str(tmp_path / 'm.param'), '--format', 'ncnn']
+    needs_ncnn()
+    monkeypatch.setattr(export, 'ncnn_model', lambda net, half=False: ('7767517\n0 0\n', b''))
+    monkeypatch.setattr(export, 'check_ncnn', lambda net, param, weights, inputs: {name: 1e-6 for name in inputs})
+    args = ['-m', str(model_file), '-o', str(tmp_path / 'm.param'), '--format', 'ncnn']
     assert asid_export(args + ['--tolerance', '0']) == 1
     assert 'above the tolerance 0' in capsys.readouterr().err
-    assert sorted(os.listdir(tmp_path)) == ['m.pth']
 
-    def fails(*_):
-        raise NcnnExportError('ncnn failed (status -100) on a 1x1 input')
+    def fails(message):
+        def fail(*_, **__):
+            raise NcnnExportError(message)
+        return fail
 
-    monkeypatch.setattr(export, 'check_ncnn', fails)
+    monkeypatch.setattr(export, 'check_ncnn', fails('ncnn failed (status -100) on a 1x1 input'))
     assert asid_export(args) == 1
     err = capsys.readouterr().err
     assert 'on a 1x1 input' in err and 'not written' in err, err
-    assert sorted(os.listdir(tmp_path)) == ['m.pth']
+    monkeypatch.setattr(export, 'ncnn_model', fails('pnnx left operations NCNN cannot run: Tensor.reshape'))
+    assert asid_export(args) == 1
+    assert 'Tensor.reshape' in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.slow
