@@ -6,16 +6,20 @@ size. :func:`ncnn_form` returns a copy of a network whose layers compute the sam
 
 * the meso and global partitions (spatial and channel attention) and their inverses written with tensors of at
   most 4 axes: ``(B*H/p, p, W/p, p*C)``-style views and single-axis-pair permutes (:func:`window_tokens`,
-  :func:`grid_tokens`, :func:`window_image`, :func:`grid_image`);
+  :func:`grid_tokens`, :func:`window_image`, :func:`grid_image`, :func:`window_groups_of_tokens`,
+  :func:`window_groups_image`);
 * the SDPA channel attention's scale 1/sqrt(T) summed from the tokens (``ones_like`` would be folded into a
   constant of the traced size);
+* the 1x1 convolutions (:class:`asid_arch.archs.asid_ops.PointwiseConv`) and the GDFN as convolutions on the NCHW
+  map, which pnnx writes as NCNN ``Convolution`` layers, instead of matrix products on a permuted NHWC view (a
+  permute and two reshapes around each product, slow in ncnn's packed layouts);
 * the spatial attention's ``q, k, v`` taken by ``split`` (no 5-axis view, no ``unbind``) and its position bias
   added after ``bmm`` (no ``baddbmm`` of an expanded bias);
 * the input padding as constant paddings followed by crops whose ends are expressions of the input size
   (:func:`pad_to_window`, the rule of :func:`asid_arch.archs.asid_arch.pad_amounts` with ``//``, ``*``, ``+``
   and ``-`` only), and the output crop as a slice.
 
-Every rewrite moves or copies the same values (the padding and partitions bit for bit; the attention to float32
+Every rewrite moves or copies the same values (the padding and the partitions bit for bit, the rest to float32
 rounding), which ``tests/test_cli/test_export_ncnn.py`` checks in PyTorch. The original network is not changed:
 the copy's modules get these methods as instance attributes.
 """
