@@ -113,13 +113,16 @@ def ncnn_model(net, half: bool = False) -> Tuple[str, bytes]:
     return rename_blobs(param, {PNNX_INPUT_BLOB: INPUT_BLOB, PNNX_OUTPUT_BLOB: OUTPUT_BLOB}), weights
 
 
-def load_ncnn(param: Path, weights: Path, threads: Optional[int] = None):
+def load_ncnn(param: Path, weights: Path, threads: Optional[int] = None, packing: bool = True):
     """An ``ncnn.Net`` loaded from a .param and .bin pair, on the CPU (``threads``: ncnn's default if None);
-    :class:`NcnnExportError` when ncnn refuses a file."""
+    :class:`NcnnExportError` when ncnn refuses a file. ``packing=False`` turns off ncnn's packed CPU layouts
+    (``opt.use_packing_layout``, on by default), which this graph's many reshapes and permutes run slowly in: use
+    it to time the CPU run (``asid-bench``); the parity check keeps ncnn's defaults."""
     import ncnn
 
     model = ncnn.Net()
     model.opt.use_vulkan_compute = False
+    model.opt.use_packing_layout = packing
     if threads is not None:
         model.opt.num_threads = threads
     if model.load_param(str(param)) != 0:

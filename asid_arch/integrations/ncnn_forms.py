@@ -4,17 +4,19 @@ NCNN's tensors have at most four physical axes (w, h, d, c) and its ``Padding`` 
 the eager network's token partitions reshape to 5 and 6 axes and its padding to the window depends on the input
 size. :func:`ncnn_form` returns a copy of a network whose layers compute the same values with:
 
-* the meso and global partitions (spatial and channel attention) and their inverses written with tensors of at
-  most 4 axes: ``(B*H/p, p, W/p, p*C)``-style views and single-axis-pair permutes (:func:`window_tokens`,
-  :func:`grid_tokens`, :func:`window_image`, :func:`grid_image`, :func:`window_groups_of_tokens`,
-  :func:`window_groups_image`);
+* the meso and global partitions (spatial and channel attention) and their inverses written with the batch axis
+  kept apart and at most 4 more (``(B, H/p, p, W/p, p*C)`` views and permutes of two axes): pnnx drops that
+  batch axis, and the token groups are NCNN's channel axis (:func:`window_tokens`, :func:`grid_tokens`,
+  :func:`window_groups_of_tokens` and their inverses); token groups that merge the batch axis into the group
+  axis would become NCNN batch layouts, whose conversions were the slowest layers;
+* the attention (one head, as in ASID) on ``(B, groups, tokens, C)`` without head axes;
 * the SDPA channel attention's scale 1/sqrt(T) summed from the tokens (``ones_like`` would be folded into a
   constant of the traced size);
 * the 1x1 convolutions (:class:`asid_arch.archs.asid_ops.PointwiseConv`) and the GDFN as convolutions on the NCHW
   map, which pnnx writes as NCNN ``Convolution`` layers, instead of matrix products on a permuted NHWC view (a
   permute and two reshapes around each product, slow in ncnn's packed layouts);
 * the spatial attention's ``q, k, v`` taken by ``split`` (no 5-axis view, no ``unbind``) and its position bias
-  added after ``bmm`` (no ``baddbmm`` of an expanded bias);
+  added after the product (no ``baddbmm`` of an expanded bias);
 * the input padding as constant paddings followed by crops whose ends are expressions of the input size
   (:func:`pad_to_window`, the rule of :func:`asid_arch.archs.asid_arch.pad_amounts` with ``//``, ``*``, ``+``
   and ``-`` only), and the output crop as a slice.
@@ -62,50 +64,53 @@ def pad_to_window(x: Tensor, p: int) -> Tensor:
 
 
 def window_tokens(x: Tensor, p: int) -> Tensor:
-    """:func:`asid_arch.archs.asid_arch.window_partition` in at most 4 axes. ``(B, H, W, C) -> (N, p*p, C)``."""
+    """:func:`asid_arch.archs.asid_arch.window_partition` with the batch axis kept apart. ``(B, H, W, C) ->
+    (B, H/p * W/p, p*p, C)``: ``(B, X, i, Y, [j c]) -> (B, X, Y, i, [j c])``."""
     b, h, w, c = x.shape
-    return x.reshape(b * (h // p), p, w // p, p * c).permute(0, 2, 1, 3).reshape(-1, p * p, c)
+    x = x.reshape(b, h // p, p, w // p, p * c).permute(0, 1, 3, 2, 4)
+    return x.reshape(b, (h // p) * (w // p), p * p, c)
 
 
-def window_image(tokens: Tensor, p: int, b: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`window_tokens`. ``(N, p*p, C) -> (B, H, W, C)``."""
-    c = tokens.shape[-1]
-    return tokens.reshape(b * (h // p), w // p, p, p * c).permute(0, 2, 1, 3).reshape(b, h, w, c)
+def window_image(tokens: Tensor, p: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`window_tokens`. ``(B, H/p * W/p, p*p, C) -> (B, H, W, C)``."""
+    b, _, _, c = tokens.shape
+    return tokens.reshape(b, h // p, w // p, p, p * c).permute(0, 1, 3, 2, 4).reshape(b, h, w, c)
 
 
 def grid_tokens(x: Tensor, g: int) -> Tensor:
-    """:func:`asid_arch.archs.asid_arch.grid_partition` in at most 4 axes. ``(B, H, W, C) -> (N, g*g, C)``.
-
-    ``(B, i, X, [j Y c]) -> (B X, i j, Y, c) -> (B X, Y, i j, c)``, pixel ``(i*h + X, j*w + Y)``."""
+    """:func:`asid_arch.archs.asid_arch.grid_partition` with the batch axis kept apart. ``(B, H, W, C) ->
+    (B, H/g * W/g, g*g, C)``: ``(B, i, X, j, [Y c]) -> (B, X, i j, Y, c) -> (B, X, Y, i j, c)``, pixel
+    ``(i*h + X, j*w + Y)`` with ``h = H/g``, ``w = W/g``."""
     b, hh, ww, c = x.shape
     h, w = hh // g, ww // g
-    x = x.reshape(b, g, h, ww * c).permute(0, 2, 1, 3).reshape(b * h, g * g, w, c)
-    return x.permute(0, 2, 1, 3).reshape(-1, g * g, c)
+    x = x.reshape(b, g, h, g, w * c).permute(0, 2, 1, 3, 4).reshape(b, h, g * g, w, c)
+    return x.permute(0, 1, 3, 2, 4).reshape(b, h * w, g * g, c)
 
 
-def grid_image(tokens: Tensor, g: int, b: int, hh: int, ww: int) -> Tensor:
-    """Inverse of :func:`grid_tokens`. ``(N, g*g, C) -> (B, H, W, C)``."""
-    c = tokens.shape[-1]
+def grid_image(tokens: Tensor, g: int, hh: int, ww: int) -> Tensor:
+    """Inverse of :func:`grid_tokens`. ``(B, H/g * W/g, g*g, C) -> (B, H, W, C)``."""
+    b, _, _, c = tokens.shape
     h, w = hh // g, ww // g
-    x = tokens.reshape(b * h, w, g * g, c).permute(0, 2, 1, 3).reshape(b, h, g, ww * c)
-    return x.permute(0, 2, 1, 3).reshape(b, hh, ww, c)
+    x = tokens.reshape(b, h, w, g * g, c).permute(0, 1, 3, 2, 4).reshape(b, h, g, g, w * c)
+    return x.permute(0, 2, 1, 3, 4).reshape(b, hh, ww, c)
 
 
 def window_groups_of_tokens(x: Tensor, p: int) -> Tensor:
-    """The channel attention's grid groups (group = offset ``(i, j)`` in every window, tokens = windows) in at
-    most 4 axes. ``(B, H, W, C) -> (B*p*p, H/p * W/p, C)``: ``(B, X, i, [Y j c]) -> (B i, X Y, j, c)``."""
+    """The channel attention's grid groups (group = offset ``(i, j)`` in every window, tokens = windows) with the
+    batch axis kept apart. ``(B, H, W, C) -> (B, p*p, H/p * W/p, C)``:
+    ``(B, X, i, Y, [j c]) -> (B, i, X Y, j, c) -> (B, i, j, X Y, c)``."""
     b, hh, ww, c = x.shape
     h, w = hh // p, ww // p
-    x = x.reshape(b, h, p, ww * c).permute(0, 2, 1, 3).reshape(b * p, h * w, p, c)
-    return x.permute(0, 2, 1, 3).reshape(-1, h * w, c)
+    x = x.reshape(b, h, p, w, p * c).permute(0, 2, 1, 3, 4).reshape(b, p, h * w, p, c)
+    return x.permute(0, 1, 3, 2, 4).reshape(b, p * p, h * w, c)
 
 
-def window_groups_image(tokens: Tensor, p: int, b: int, hh: int, ww: int) -> Tensor:
-    """Inverse of :func:`window_groups_of_tokens`. ``(B*p*p, H/p * W/p, C) -> (B, H, W, C)``."""
-    c = tokens.shape[-1]
+def window_groups_image(tokens: Tensor, p: int, hh: int, ww: int) -> Tensor:
+    """Inverse of :func:`window_groups_of_tokens`. ``(B, p*p, H/p * W/p, C) -> (B, H, W, C)``."""
+    b, _, _, c = tokens.shape
     h, w = hh // p, ww // p
-    x = tokens.reshape(b * p, p, h * w, c).permute(0, 2, 1, 3).reshape(b, p, h, ww * c)
-    return x.permute(0, 2, 1, 3).reshape(b, hh, ww, c)
+    x = tokens.reshape(b, p, p, h * w, c).permute(0, 1, 3, 2, 4).reshape(b, p, h, w, p * c)
+    return x.permute(0, 2, 1, 3, 4).reshape(b, hh, ww, c)
 
 
 _TOKENS = {'meso': (window_tokens, window_image), 'global': (grid_tokens, grid_image)}
@@ -124,66 +129,62 @@ def asid_forward(self: ASID, x: Tensor) -> Tensor:
     return self.upsampler(feat)[:, :, :h * self.upscale, :w * self.upscale]
 
 
+def _one_head(num_heads: int) -> None:
+    if num_heads != 1:
+        raise ValueError(f'the NCNN form computes one attention head (as ASID has), not {num_heads}')
+
+
 def sam_forward(self: SAMBlock, x: Tensor, attn=None):
-    """:meth:`SAMBlock.forward` with the 4-axis partitions."""
+    """:meth:`SAMBlock.forward` with the partitions of this module (token groups ``(B, N, p*p, d)``)."""
     split, merge = _TOKENS[self.partition]
-    b, _, h, w = x.shape
+    h, w = x.shape[-2:]
     tokens = x.permute(0, 2, 3, 1)
     out, attn = self.attn(split(self.norm_attn(tokens), self.window_size), attn)
-    x = (tokens + merge(out, self.window_size, b, h, w)).permute(0, 3, 1, 2)
+    x = (tokens + merge(out, self.window_size, h, w)).permute(0, 3, 1, 2)
     return self.ffn(self.norm_ffn(x), residual=x), attn
 
 
 def spatial_attention_forward(self: SpatialAttention, tokens: Tensor, attn=None):
-    """:meth:`SpatialAttention.forward` with ``q, k, v`` split off the last axis and the bias added after the
-    product."""
-    n, t, d = tokens.shape
-    heads, hd = self.num_heads, self.head_dim
-    fold_proj = self.fold_proj and heads == 1
+    """:meth:`SpatialAttention.forward` (one head) on ``(B, N, T, d)`` token groups: ``q, k, v`` split off the last
+    axis, the position bias added after the product. Returns ``(out, attn)``, ``attn`` of shape ``(B, N, T, T)``."""
+    _one_head(self.num_heads)
+    d = tokens.shape[-1]
     if self.compute:
         w_q, w_k, w_v = self.qkv.weight.chunk(3)
-        if fold_proj:
+        if self.fold_proj:
             w_v = self.proj.weight @ w_v
         q, k, v = linear(tokens, torch.cat((w_q * self.scale, w_k, w_v))).split(d, dim=-1)
-        q = q.reshape(n, t, heads, hd).permute(0, 2, 1, 3).reshape(-1, t, hd)
-        k = k.reshape(n, t, heads, hd).permute(0, 2, 3, 1).reshape(-1, hd, t)
-        logits = torch.bmm(q, k).reshape(n, heads, t, t)
+        logits = q @ k.transpose(-2, -1)
         if self.position_bias:
-            logits = logits + self.rel_pos_bias_table[self.rel_pos_index].permute(2, 0, 1)
+            logits = logits + self.rel_pos_bias_table[self.rel_pos_index][..., 0]
         attn = torch.softmax(logits, dim=-1)
     else:
         if attn is None:
             raise ValueError('a sharing SpatialAttention layer needs the attention of its computing layer')
-        v = linear(tokens, self.proj.weight @ self.v.weight if fold_proj else self.v.weight)
-    v = v.reshape(n, t, heads, hd).permute(0, 2, 1, 3)
-    out = (attn @ v).permute(0, 2, 1, 3).reshape(n, t, d)
-    return (out if fold_proj else linear(out, self.proj.weight)), attn
+        v = linear(tokens, self.proj.weight @ self.v.weight if self.fold_proj else self.v.weight)
+    out = attn @ v
+    return (out if self.fold_proj else linear(out, self.proj.weight)), attn
 
 
 def channel_attend(self: ChannelAttention, x: Tensor) -> Tensor:
-    """:meth:`ChannelAttention.attend` with the 4-axis partitions. ``(B, C, H, W) -> (B, H, W, C)``."""
-    b, c, h, w = x.shape
-    p, heads, d = self.window_size, self.num_heads, c // self.num_heads
+    """:meth:`ChannelAttention.attend` (one head) with the partitions of this module. ``(B, C, H, W) ->
+    (B, H, W, C)``."""
+    _one_head(self.num_heads)
+    c, h, w = x.shape[1:]
+    p = self.window_size
     qkv = self.qkv_dwconv(self.qkv(x)).permute(0, 2, 3, 1)
-    if self.partition == 'meso':
-        tokens = window_tokens(qkv, p)
-    else:
-        tokens = window_groups_of_tokens(qkv, p)
-    n, t = tokens.shape[:2]
-    q, k, v = (part.reshape(n, t, heads, d).permute(0, 2, 1, 3) for part in tokens.split(c, dim=-1))
-    q_norm = torch.clamp(q.square().sum(-2).sqrt(), min=L2_EPS)
-    k_norm = torch.clamp(k.square().sum(-2).sqrt(), min=L2_EPS)
-    cosine = (q.transpose(-2, -1) @ k) / (q_norm.reshape(n, heads, d, 1) * k_norm.reshape(n, heads, 1, d))
+    tokens = window_tokens(qkv, p) if self.partition == 'meso' else window_groups_of_tokens(qkv, p)
+    q, k, v = tokens.split(c, dim=-1)  # (B, N, T, C)
+    q_norm = torch.clamp(q.square().sum(-2, keepdim=True).sqrt(), min=L2_EPS)  # (B, N, 1, C)
+    k_norm = torch.clamp(k.square().sum(-2, keepdim=True).sqrt(), min=L2_EPS)
+    cosine = (q.transpose(-2, -1) @ k) / (q_norm.transpose(-2, -1) * k_norm)  # (B, N, C, C)
     if self.mode == 'sdpa':
         # 1/sqrt(T) from the tokens themselves: pnnx folds ones_like into a constant of the traced size
-        scale = (q[:1, :1, :, :1] * 0 + 1).sum(-2).rsqrt()
+        scale = (q[:, :1, :, :1] * 0 + 1).sum(-2, keepdim=True).rsqrt()
     else:
         scale = self.temperature
-    attn = torch.softmax(cosine * scale, dim=-1)
-    out = (v @ attn.transpose(-2, -1)).permute(0, 2, 1, 3).reshape(n, t, c)
-    if self.partition == 'meso':
-        return window_image(out, p, b, h, w)
-    return window_groups_image(out, p, b, h, w)
+    out = v @ torch.softmax(cosine * scale, dim=-1).transpose(-2, -1)
+    return window_image(out, p, h, w) if self.partition == 'meso' else window_groups_image(out, p, h, w)
 
 
 def pointwise_forward(self: PointwiseConv, x: Tensor, gelu: bool = False, residual=None) -> Tensor:

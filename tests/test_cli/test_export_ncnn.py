@@ -62,19 +62,22 @@ def test_padding_by_crops_equals_the_padding_bit_for_bit():
         assert torch.equal(ncnn_forms.pad_to_window(x, 8), pad_input(x, 8)), h
 
 
-def test_four_axis_partitions_equal_the_partitions_bit_for_bit():
-    """The 4-axis partitions and their inverses move the same values as the network's 6-axis ones (batch 2)."""
+def test_batch_apart_partitions_equal_the_partitions_bit_for_bit():
+    """The NCNN form's partitions (batch axis apart, at most 4 more) and their inverses move the same values as the
+    network's 6-axis ones, batch 2: groups ``(B, N, T, C)`` are the network's ``(B*N, T, C)``."""
     b, h, w, c, p = 2, 24, 40, 5, 8
+    n, t = (h // p) * (w // p), p * p
     x = torch.rand(b, h, w, c)
-    assert torch.equal(ncnn_forms.window_tokens(x, p), window_partition(x, p))
-    assert torch.equal(ncnn_forms.grid_tokens(x, p), grid_partition(x, p))
-    tokens = torch.rand(b * (h // p) * (w // p), p * p, c)
-    assert torch.equal(ncnn_forms.window_image(tokens, p, b, h, w), window_reverse(tokens, p, b, h, w))
-    assert torch.equal(ncnn_forms.grid_image(tokens, p, b, h, w), grid_reverse(tokens, p, b, h, w))
+    assert torch.equal(ncnn_forms.window_tokens(x, p).reshape(-1, t, c), window_partition(x, p))
+    assert torch.equal(ncnn_forms.grid_tokens(x, p).reshape(-1, t, c), grid_partition(x, p))
+    tokens = torch.rand(b, n, t, c)
+    flat = tokens.reshape(-1, t, c)
+    assert torch.equal(ncnn_forms.window_image(tokens, p, h, w), window_reverse(flat, p, b, h, w))
+    assert torch.equal(ncnn_forms.grid_image(tokens, p, h, w), grid_reverse(flat, p, b, h, w))
     # the channel attention's grid groups: group (b, i, j) holds pixel (X*p + i, Y*p + j) of every window (X, Y)
-    groups = x.reshape(b, h // p, p, w // p, p, c).permute(0, 2, 4, 1, 3, 5).reshape(-1, (h // p) * (w // p), c)
+    groups = x.reshape(b, h // p, p, w // p, p, c).permute(0, 2, 4, 1, 3, 5).reshape(b, t, n, c)
     assert torch.equal(ncnn_forms.window_groups_of_tokens(x, p), groups)
-    assert torch.equal(ncnn_forms.window_groups_image(groups, p, b, h, w), x)
+    assert torch.equal(ncnn_forms.window_groups_image(groups, p, h, w), x)
 
 
 @pytest.mark.parametrize('variant', [{}, {'position_bias': False, 'channel_attention': 'sdpa'},
@@ -141,8 +144,8 @@ def test_pair_written_atomically(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_ncnn_runs_the_files_like_pytorch(tiny_files, tmp_path):
-    """pnnx's files hold only NCNN layers, with blobs data and output; ncnn (CPU) matches PyTorch at odd sizes,
-    1x1, 16x40 and a batch of two (one image at a time), also when the pair is loaded from NAME.param/NAME.bin."""
+    """pnnx's files hold only NCNN layers, with blobs data and output; ncnn (CPU, packed layouts on and off) matches
+    PyTorch at odd sizes, 1x1, 16x40 and a batch of two (one image at a time), loaded from NAME.param/NAME.bin."""
     from asid_arch.integrations.ncnn import load_ncnn, run_ncnn, unconverted_layers
 
     net, param, weights = tiny_files
@@ -152,12 +155,13 @@ def test_ncnn_runs_the_files_like_pytorch(tiny_files, tmp_path):
                for line in lines[2:]) == 1
     (tmp_path / 'tiny-x2.param').write_text(param)
     (tmp_path / 'tiny-x2.bin').write_bytes(weights)
-    model = load_ncnn(tmp_path / 'tiny-x2.param', tmp_path / 'tiny-x2.bin')
-    for name, x in parity_inputs().items():
-        with torch.no_grad():
-            want = net(torch.from_numpy(x)).numpy()
-        got = run_ncnn(model, x)
-        assert got.shape == want.shape and np.abs(got - want).max() < TINY_NCNN_TOL, name
+    for packing in (True, False):  # ncnn's default packed layouts, and the faster plain ones
+        model = load_ncnn(tmp_path / 'tiny-x2.param', tmp_path / 'tiny-x2.bin', packing=packing)
+        for name, x in parity_inputs().items():
+            with torch.no_grad():
+                want = net(torch.from_numpy(x)).numpy()
+            got = run_ncnn(model, x)
+            assert got.shape == want.shape and np.abs(got - want).max() < TINY_NCNN_TOL, (name, packing)
 
 
 @pytest.mark.slow
