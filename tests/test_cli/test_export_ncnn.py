@@ -18,7 +18,7 @@ from asid_arch.integrations import ncnn_forms
 from asid_arch.integrations.ncnn_forms import ncnn_form
 
 NCNN_TOL = 1e-3  # ncnn (CPU, default options) against PyTorch float32: asid-export's default and the bound
-TINY_NCNN_TOL = 2e-4  # the tiny test network (measured 2.8e-5: ncnn's default float16 storage on this CPU)
+TINY_NCNN_TOL = 1e-4  # the tiny test network (measured 2.6e-6; ncnn may store in float16 on other CPUs)
 HALF_NCNN_TOL = 2e-2  # weights stored in float16 (asid-export --half's default)
 FORM_TOL = 1e-6  # the NCNN form against the network, float32 (attention products in another order of axes)
 # odd sizes, 1x1 (edge-padded to 16 px in the graph), a batch of two (run one image at a time: NCNN has no batch
