@@ -24,7 +24,7 @@ NCNN_NEEDS = ('pnnx', 'ncnn')  # the extra asid_arch[ncnn]
 EXAMPLE_SIZE, SECOND_SIZE = (24, 40), (37, 45)
 INPUT_BLOB, OUTPUT_BLOB = 'data', 'output'  # the blob names the ncnn upscalers look up
 PNNX_INPUT_BLOB, PNNX_OUTPUT_BLOB = 'in0', 'out0'  # the names pnnx gives them
-PNNX_TIMEOUT_S = 600.0  # pnnx converts the released networks in seconds; a hung converter is stopped
+PNNX_TIMEOUT_S = 1800.0  # pnnx takes seconds for ASID and minutes for ASID-D8 on 2 cores; a hung converter is stopped
 PARAM_MAGIC = '7767517'  # first line of an NCNN .param file
 # layer types pnnx leaves in a .param when it cannot convert an operation (no NCNN layer runs them)
 UNCONVERTED_PREFIXES = ('pnnx.', 'torch.', 'Tensor.', 'F.', 'nn.', 'aten::', 'prim::')
