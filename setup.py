@@ -55,6 +55,7 @@ setup(
     extras_require={
         'bench': ['matplotlib'],
         'onnx': ['onnx', 'onnxruntime', 'onnxscript', 'onnxslim'],
+        'ncnn': ['pnnx', 'ncnn'],
         'spandrel': ['spandrel>=0.4'],
         'test': ['pytest', 'pytest-xdist'],
     },

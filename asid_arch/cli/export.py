@@ -1,7 +1,8 @@
 """``asid-export``: an ASID checkpoint to ONNX with dynamic batch, height and width, checked by onnxruntime
-and OpenCV's DNN module before anything is written.
+and OpenCV's DNN module before anything is written; or to an NCNN ``.param`` + ``.bin`` pair checked by ncnn.
 
     asid-export -m ASID_x4.pth -o asid_x4.onnx [--half] [--check-image photo.png] [--overwrite]
+    asid-export -m ASID_x4.pth -o models/asid_x4.param --format ncnn   # also writes models/asid_x4.bin
 
 The graph takes ``lr`` (B, 3, H, W) float32 RGB in [0, 1], any B, H, W >= 1 (sides under 16 px are
 edge-padded inside the graph, as the PyTorch network does), and returns ``sr`` (B, 3, H*s, W*s), dims that
@@ -16,6 +17,13 @@ Only a checked graph is written, atomically (a temporary file beside the target,
 is replaced only with ``--overwrite``. The file is self-contained (weights inside, no ``.onnx.data``
 sidecar). Needs onnx, onnxruntime, onnxscript and onnxslim: the project's ``.venv`` has them
 (``requirements.txt``); elsewhere ``pip install -e '.[onnx]'`` from a checkout of this repository.
+
+``--format ncnn`` converts through pnnx (:mod:`asid_arch.integrations.ncnn`): input blob ``data`` (3, H, W) RGB in
+[0, 1], any H, W >= 1, output blob ``output`` (3, H*s, W*s), the names the ncnn upscalers (Upscayl,
+realesrgan-ncnn-vulkan) look up. ncnn runs the same checks (a batch one image at a time: NCNN has no batch
+axis); above ``--tolerance`` (default 1e-3; 2e-2 with ``--half``, which stores the weights in float16) nothing
+is written. Both files are written atomically, the ``.bin`` last; an existing one needs ``--overwrite``. Needs
+pnnx and ncnn (``pip install -e '.[ncnn]'``).
 """
 from __future__ import annotations
 
@@ -32,6 +40,7 @@ import numpy as np
 
 from ..console import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, command, interrupt_exit_status, interrupt_name, shown,
                        stop_on_signals)
+from ..integrations.ncnn import INPUT_BLOB, NCNN_NEEDS, OUTPUT_BLOB, check_ncnn, ncnn_model, ncnn_paths, write_ncnn
 from ..integrations.onnx import DEFAULT_OPSET, MIN_OPSET, check_onnx, newest_opset, node_count, onnx_model
 from ..utils.asid_files import TEMP_SUFFIX, NotARegularFile, check_readable_file, check_replaceable
 from .sr import add_channel_attention_argument
@@ -40,8 +49,11 @@ from .usage import UsageError, command_parser
 # (batch, height, width): not multiples of 8 or 16; 5x7 and 1x1 edge-padded to 16 px in the graph; 16x40, whose
 # ESA map is 1 px high before its upsampling (asid_arch.archs.asid_arch.widen_single_pixel_sides)
 RANDOM_CHECK_SHAPES = ((2, 37, 45), (1, 5, 7), (1, 1, 1), (1, 16, 40))
-TOLERANCES = {'float32': 1e-4, 'float16': 2e-2}  # largest accepted difference to PyTorch float32, by --half
-NEEDS = ('onnx', 'onnxruntime', 'onnxscript', 'onnxslim')  # the extra asid_arch[onnx]
+# largest accepted difference to PyTorch float32, by --format and --half
+TOLERANCES = {('onnx', 'float32'): 1e-4, ('onnx', 'float16'): 2e-2, ('ncnn', 'float32'): 1e-3,
+              ('ncnn', 'float16'): 2e-2}
+NEEDS = {'onnx': ('onnx', 'onnxruntime', 'onnxscript', 'onnxslim'), 'ncnn': NCNN_NEEDS}  # the extras, by --format
+FORMATS = tuple(NEEDS)
 
 CHECK_IMAGE_MAX_PIXELS = 1_000_000  # of --check-image: run whole by PyTorch and by onnxruntime (about 4.5 GB each)
 CHECK_RUNS = 2  # PyTorch's run and onnxruntime's, whose results are compared
@@ -76,11 +88,12 @@ def read_check_image(path: Path, net=None, scale: int = 1) -> np.ndarray:
     return (pic.bgr8()[:, :, ::-1].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
 
 
-def check_output(path: Path, overwrite: bool) -> None:
-    """Before any work: ``-o`` is not a folder, does not exist (unless ``--overwrite``), and the nearest
-    existing folder above it takes a new file (tried: a read-only file system refuses even root)."""
+def check_output(path: Path, overwrite: bool, what: str = '.onnx') -> None:
+    """Before any work: ``-o`` (or the ``.bin`` beside it) is not a folder, does not exist (unless
+    ``--overwrite``), and the nearest existing folder above it takes a new file (tried: a read-only file system
+    refuses even root)."""
     if path.is_dir():
-        raise UsageError(f'-o {shown(path)} is a folder: give the .onnx file to write')
+        raise UsageError(f'-o {shown(path)} is a folder: give the {what} file to write')
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise UsageError(f'-o {shown(path)} exists: add --overwrite to replace it')
     try:
@@ -104,19 +117,33 @@ def check_arguments(args: argparse.Namespace) -> None:
     """Every argument that can be checked before the model is read; :class:`UsageError` otherwise."""
     if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance >= 0):
         raise UsageError(f'--tolerance must be a finite number >= 0, got {args.tolerance}')
-    newest = newest_opset()
-    if not MIN_OPSET <= args.opset <= newest:
-        raise UsageError(f'--opset {args.opset}: the exporter writes opsets {MIN_OPSET} to {newest} (the newest '
-                         'the installed onnx knows); older ones would need a conversion that fails for this network')
+    if args.format == 'ncnn':
+        if args.opset is not None:
+            raise UsageError('--opset is for --format onnx; an NCNN file has no opset')
+        if args.output.suffix != '.param':
+            raise UsageError(f'-o {shown(args.output)}: with --format ncnn, give the NAME.param file to write '
+                             '(NAME.bin is written beside it)')
+    else:
+        args.opset = DEFAULT_OPSET if args.opset is None else args.opset
+        newest = newest_opset()
+        if not MIN_OPSET <= args.opset <= newest:
+            raise UsageError(f'--opset {args.opset}: the exporter writes opsets {MIN_OPSET} to {newest} (the '
+                             'newest the installed onnx knows); older ones would need a conversion that fails for '
+                             'this network')
     try:
-        check_output(args.output, args.overwrite)
+        if args.format == 'ncnn':
+            for path, what in zip(ncnn_paths(args.output), ('.param', '.bin')):
+                check_output(path, args.overwrite, what)
+        else:
+            check_output(args.output, args.overwrite)
     except OSError as err:  # a folder on the way that cannot be searched
         raise UsageError(f'-o {shown(args.output)}: {err.strerror or err}') from None
 
 
-def missing_package() -> Optional[str]:
-    """The first package of the extra asid_arch[onnx] that does not import, else None."""
-    for name in NEEDS:
+def missing_package(output_format: str = 'onnx') -> Optional[str]:
+    """The first package of the extra of ``output_format`` (asid_arch[onnx] or [ncnn]) that does not import,
+    else None."""
+    for name in NEEDS[output_format]:
         try:
             __import__(name)
         except ImportError:
@@ -157,6 +184,19 @@ def build_onnx(net, args: argparse.Namespace,
     return model, lines, diffs
 
 
+def build_ncnn(net, args: argparse.Namespace,
+               inputs: Dict[str, np.ndarray]) -> Tuple[Tuple[str, bytes], List[str], Dict[str, Dict[str, float]]]:
+    """The NCNN files' text and bytes, and the report lines of their check by ncnn."""
+    param, weights = ncnn_model(net, half=args.half)
+    layers = len(param.splitlines()) - 2
+    lines = [f'{layers} layers, input blob {INPUT_BLOB} (3, H, W), output blob {OUTPUT_BLOB}, weights '
+             + ('float16' if args.half else 'float32')]
+    batches = [name for name, array in inputs.items() if array.shape[0] > 1]
+    if batches:
+        lines.append(f'{", ".join(batches)}: run by ncnn one image at a time (NCNN has no batch axis)')
+    return (param, weights), lines, {'ncnn': check_ncnn(net, param, weights, inputs)}
+
+
 def max_abs_diff(net, array: np.ndarray, got: np.ndarray) -> float:
     """Largest difference between ``got`` and PyTorch's output on ``array`` (inf if the shapes differ)."""
     import torch
@@ -171,15 +211,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = command_parser('asid-export', __doc__)
     parser.add_argument('-m', '--model', type=Path, required=True, help='checkpoint of ASID or ASID-D8 (any layout), '
                         'or the name of released weights (asid_x4, ...: downloaded once into a cache)')
-    parser.add_argument('-o', '--output', type=Path, required=True, help='ONNX file to write')
-    parser.add_argument('--half', action='store_true', help='a graph computing in float16 (input and output float32)')
+    parser.add_argument('-o', '--output', type=Path, required=True,
+                        help='ONNX file to write; with --format ncnn, NAME.param (NAME.bin is written beside it)')
+    parser.add_argument('--format', choices=FORMATS, default='onnx',
+                        help='onnx (default) or ncnn (a .param + .bin pair for ncnn programs, converted by pnnx)')
+    parser.add_argument('--half', action='store_true', help='a graph computing in float16 (input and output float32); '
+                        'with --format ncnn, weights stored in float16')
     parser.add_argument('--overwrite', action='store_true', help='replace --output if it exists')
-    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset, >= {MIN_OPSET} '
+    parser.add_argument('--opset', type=int, default=None, help=f'ONNX opset, >= {MIN_OPSET} '
                         f'(default {DEFAULT_OPSET})')
     parser.add_argument('--check-image', type=Path, help='real image for the parity check (default: a sample)')
     parser.add_argument('--tolerance', type=float, default=None,
                         help='largest accepted difference to PyTorch float32, >= 0 (default '
-                        f"{TOLERANCES['float32']:g}; {TOLERANCES['float16']:g} with --half)")
+                        f"{TOLERANCES['onnx', 'float32']:g}, {TOLERANCES['ncnn', 'float32']:g} with --format ncnn; "
+                        f"{TOLERANCES['onnx', 'float16']:g} with --half)")
     add_channel_attention_argument(parser)
     args = parser.parse_args(argv)
     from ..cpu_settings import tune_cpu
@@ -189,10 +234,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..released import resolve_model
     from ..utils.asid_errors import PretrainedWeightsError
 
-    missing = missing_package()
+    missing = missing_package(args.format)
     if missing:
-        print(f"asid-export: {missing} is not installed: pip install -e '.[onnx]' from a checkout of asid_arch "
-              f'(or pip install {" ".join(NEEDS)})', file=sys.stderr)
+        print(f"asid-export: {missing} is not installed: pip install -e '.[{args.format}]' from a checkout of "
+              f'asid_arch (or pip install {" ".join(NEEDS[args.format])})', file=sys.stderr)
         return EXIT_USAGE
     try:
         check_arguments(args)
@@ -203,14 +248,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'asid-export: error: {err}', file=sys.stderr)
         return EXIT_USAGE
     precision = 'float16' if args.half else 'float32'
-    tolerance = TOLERANCES[precision] if args.tolerance is None else args.tolerance
+    tolerance = TOLERANCES[args.format, precision] if args.tolerance is None else args.tolerance
     inputs = check_inputs(real)
-    target = shown(args.output)
+    build = build_ncnn if args.format == 'ncnn' else build_onnx
+    target = ' and '.join(shown(path) for path in ncnn_paths(args.output)) if args.format == 'ncnn' else shown(
+        args.output)
     with stop_on_signals():
         try:
             start = time.time()
             try:
-                model, lines, results = build_onnx(net, args, inputs)
+                model, lines, results = build(net, args, inputs)
             except Exception as err:  # the exporter or a runtime failed: nothing is written
                 print(f'asid-export: failed: {config.variant} x{config.upscale}: {type(err).__name__}: '
                       f'{(str(err).strip().splitlines() or [""])[0][:300]}; {target} not written', file=sys.stderr)
@@ -237,7 +284,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from ..utils.asid_files import atomic_write
 
             try:
-                atomic_write(args.output, lambda f: f.write(model), overwrite=args.overwrite)
+                if args.format == 'ncnn':
+                    write_ncnn(args.output, *model, overwrite=args.overwrite)
+                else:
+                    atomic_write(args.output, lambda f: f.write(model), overwrite=args.overwrite)
             except FileExistsError:
                 print(f'asid-export: error: {target} appeared during the export: add --overwrite to replace it',
                       file=sys.stderr)

@@ -1,1 +1,1 @@
-"""ASID in other tools: spandrel (chaiNNer, ComfyUI) and ONNX."""
+"""ASID in other tools: spandrel (chaiNNer, ComfyUI), ONNX (onnxruntime, OpenCV) and NCNN."""
