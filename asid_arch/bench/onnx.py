@@ -1,10 +1,13 @@
-"""``asid-bench onnx``: the exported ASID run by onnxruntime and by OpenCV's DNN module against PyTorch eager,
+"""``asid-bench onnx``: the exported ASID run by onnxruntime, OpenCV's DNN module and NCNN against PyTorch eager,
 interleaved in one process (the x4 320x180 and x2 640x360 figures, fp32, random weights of the released
 configuration). Interleaving gives each runtime the same machine state, so the ratios hold on a shared,
 loaded machine where the absolute times drift.
 
 OpenCV runs in this process only after a child process has loaded and run the same file (a native crash in
-OpenCV's importer would otherwise end the benchmark); where it cannot, its column says why.
+OpenCV's importer would otherwise end the benchmark); where it cannot, its column says why. NCNN runs the files
+of ``asid-export --format ncnn`` on the CPU with its packed layouts off
+(:func:`asid_arch.integrations.ncnn.load_ncnn`: the graph's reshapes run several times slower in them); where
+pnnx or ncnn is missing, its column says so.
 """
 from __future__ import annotations
 
@@ -12,18 +15,23 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ..console import EXIT_OK
 from .common import interleaved_times, machine, no_grad_call
 from .figures import FIGURE_INPUT, FIGURE_LABEL, FIGURE_SCALE
 
-RUNTIMES = ('eager', 'onnxruntime', 'opencv')  # the columns, in the order they run in each round
+if TYPE_CHECKING:
+    import numpy as np
+
+RUNTIMES = ('eager', 'onnxruntime', 'opencv', 'ncnn')  # the columns, in the order they run in each round
 
 
 def runtimes_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict:
-    """ASID exported by ``asid-export``'s exporter into ``folder``, run by onnxruntime (CPU provider, default
-    threads) and OpenCV DNN (CPU backend) against PyTorch eager, interleaved in this process: median seconds
-    per runtime and each runtime's largest difference to eager."""
+    """ASID exported by ``asid-export``'s exporters into ``folder``, run by onnxruntime (CPU provider, default
+    threads), OpenCV DNN (CPU backend) and NCNN (CPU, default threads) against PyTorch eager, interleaved in this
+    process: median seconds per runtime, each runtime's largest difference to eager, and a note for each runtime
+    that could not run."""
     import numpy as np
     import onnxruntime
     import torch
@@ -43,7 +51,7 @@ def runtimes_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict
     session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     runs = {'eager': lambda: no_grad_call(net, x).numpy(),
             'onnxruntime': lambda: session.run(None, {INPUT_NAME: x.numpy()})[0]}
-    figure = {'label': FIGURE_LABEL[what] + ' fp32', 'export_s': export_s, 'opencv_note': ''}
+    figure = {'label': FIGURE_LABEL[what] + ' fp32', 'export_s': export_s, 'opencv_note': '', 'ncnn_note': ''}
     if opencv_version() is None:
         figure['opencv_note'] = 'cv2.dnn not installed'
     else:
@@ -53,6 +61,9 @@ def runtimes_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict
             runs['opencv'] = lambda: run_net(cv_net, x.numpy())
         except OpenCVCrash as err:
             figure['opencv_note'] = str(err)
+    ncnn_run = ncnn_runner(net, folder / f'asid_{what}.param', figure)
+    if ncnn_run is not None:
+        runs['ncnn'] = lambda: ncnn_run(x.numpy())
     expected = runs['eager']()
     for name, run in runs.items():
         figure[f'{name}_diff'] = float(np.abs(run() - expected).max())
@@ -60,6 +71,28 @@ def runtimes_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict
     for name in runs:
         figure[f'{name}_s'] = statistics.median(times[name])
     return figure
+
+
+def ncnn_runner(net, param: Path, figure: dict) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """``net`` converted by ``asid-export --format ncnn``'s converter into ``param`` (and its .bin) and loaded
+    with packed layouts off, as a function of a ``(1, 3, H, W)`` array; None where it cannot run, with the reason
+    in ``figure['ncnn_note']`` and the conversion's seconds in ``figure['ncnn_export_s']``."""
+    from ..cli.export import missing_package
+    from ..integrations.ncnn import NcnnExportError, load_ncnn, ncnn_model, run_ncnn, write_ncnn
+
+    missing = missing_package('ncnn')
+    if missing:
+        figure['ncnn_note'] = f'{missing} not installed'
+        return None
+    start = time.perf_counter()
+    try:
+        write_ncnn(param, *ncnn_model(net))
+        model = load_ncnn(param, param.with_suffix('.bin'), packing=False)
+    except NcnnExportError as err:
+        figure['ncnn_note'] = str(err)
+        return None
+    figure['ncnn_export_s'] = time.perf_counter() - start
+    return lambda array: run_ncnn(model, array)
 
 
 def onnx(args: argparse.Namespace) -> int:
@@ -78,6 +111,8 @@ def onnx(args: argparse.Namespace) -> int:
                     cells.append(f"{name} {fig[f'{name}_s']:.3f} s ({fig['eager_s'] / fig[f'{name}_s']:.2f}x eager, "
                                  f"max abs diff {fig[f'{name}_diff']:.1e})")
                 else:
-                    cells.append(f"{name} not run: {fig['opencv_note']}")
-            print(f"{fig['label']}: " + '; '.join(cells) + f"; export took {fig['export_s']:.0f} s", flush=True)
+                    cells.append(f"{name} not run: {fig[f'{name}_note']}")
+            conversions = f"ONNX export took {fig['export_s']:.0f} s" + (
+                f", NCNN conversion {fig['ncnn_export_s']:.0f} s" if 'ncnn_export_s' in fig else '')
+            print(f"{fig['label']}: " + '; '.join(cells) + f'; {conversions}', flush=True)
     return EXIT_OK
