@@ -29,7 +29,7 @@ _ONEDNN_LINEAR = _onednn_kernel('_linear_pointwise')  # matrix product with a fu
 _ONEDNN_CONV = _onednn_kernel('_convolution_pointwise')  # convolution with a fused epilogue
 
 
-def _eager_cpu(x: Tensor) -> bool:
+def eager_cpu(x: Tensor) -> bool:
     """Where this file's hand-made CPU paths may run: an eager CPU tensor outside autocast. Tracing,
     scripting, torch.compile and export see only standard PyTorch operations."""
     return (x.device.type == 'cpu' and not torch.is_autocast_enabled('cpu') and not torch.jit.is_scripting()
@@ -75,7 +75,7 @@ def _onednn_dtype(x: Tensor, weight: Tensor) -> Optional[torch.dtype]:
     dtype end to end). Float64 (the golden checks), autocast, CUDA, tracing, scripting, torch.compile and export
     take the plain path. (Under bfloat16 autocast these paths made the training step about 1% faster, within
     the noise: not kept.)"""
-    if _ONEDNN_LINEAR is None or not _eager_cpu(x):
+    if _ONEDNN_LINEAR is None or not eager_cpu(x):
         return None
     return x.dtype if x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype else None
 
@@ -158,7 +158,7 @@ def depthwise_conv3x3(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, 
     the product is fused into oneDNN's convolution: one pass over the feature map fewer.
     """
     groups = x.shape[1]
-    fused = (_FUSED_EPILOGUES and x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype and _eager_cpu(x)
+    fused = (_FUSED_EPILOGUES and x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype and eager_cpu(x)
              and (bias is None or bias.dtype == x.dtype) and (multiply is None or multiply.dtype == x.dtype)
              and not _needs_grad(x, weight, bias, multiply) and not (gelu and multiply is not None)
              and x.is_contiguous(memory_format=torch.channels_last)
@@ -226,7 +226,7 @@ class _LayerNormFunction(torch.autograd.Function):
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """``F.layer_norm(x, (d,), weight, bias, eps)`` over the last axis (see :class:`_LayerNormFunction`)."""
     slow_weight_grad = x.shape[-1] % LN_FAST_WEIGHT_GRAD_MULTIPLE != 0
-    if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and _eager_cpu(x):
+    if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and eager_cpu(x):
         return _LayerNormFunction.apply(x, weight, bias, eps)
     return F.layer_norm(x, weight.shape, weight, bias, eps)
 
