@@ -249,9 +249,8 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     than :data:`BF16_VECTOR_VALUES` by :func:`_narrow_layer_norm`; in training with the weight gradient of
     :class:`_LayerNormFunction`."""
     if (x.dtype == torch.bfloat16 and x.shape[-1] < BF16_VECTOR_VALUES and x.dtype in _ONEDNN_DTYPES
-            and weight.dtype == bias.dtype == x.dtype and x.is_contiguous() and eager_cpu(x)
-            and not _needs_grad(x, weight, bias)):
-        return _narrow_layer_norm(x, weight, bias, eps)
+            and weight.dtype == bias.dtype == x.dtype and eager_cpu(x) and not _needs_grad(x, weight, bias)):
+        return _narrow_layer_norm(x.contiguous(), weight, bias, eps)  # (a SAM's input is a channel slice)
     slow_weight_grad = x.shape[-1] % LN_FAST_WEIGHT_GRAD_MULTIPLE != 0
     if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and eager_cpu(x):
         return _LayerNormFunction.apply(x, weight, bias, eps)
