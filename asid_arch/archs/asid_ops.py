@@ -29,11 +29,12 @@ _ONEDNN_LINEAR = _onednn_kernel('_linear_pointwise')  # matrix product with a fu
 _ONEDNN_CONV = _onednn_kernel('_convolution_pointwise')  # convolution with a fused epilogue
 
 
-def eager_cpu(x: Tensor) -> bool:
-    """Where this file's hand-made CPU paths may run: an eager CPU tensor outside autocast. Tracing,
-    scripting, torch.compile and export see only standard PyTorch operations."""
-    return (x.device.type == 'cpu' and not torch.is_autocast_enabled('cpu') and not torch.jit.is_scripting()
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+def eager_cpu(x: Tensor, under_autocast: bool = False) -> bool:
+    """Where this file's hand-made CPU paths may run: an eager CPU tensor outside autocast (or also under it,
+    ``under_autocast``, for a path that computes in the dtypes it is given, as the plain operation does there).
+    Tracing, scripting, torch.compile and export see only standard PyTorch operations."""
+    return (x.device.type == 'cpu' and (under_autocast or not torch.is_autocast_enabled('cpu'))
+            and not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
 
 
 # the probes' tolerance per dtype: float32 rounding, and bfloat16's 8-bit mantissa on values in [0, 4)
@@ -217,9 +218,9 @@ class _LayerNormFunction(torch.autograd.Function):
         rows = grad.reshape(-1, grad.shape[-1])
         if ctx.needs_input_grad[1]:
             x_hat = torch.addcmul(-mean * rstd, x, rstd)  # (x - mean) * rstd
-            grad_weight = (rows * x_hat.reshape(rows.shape)).sum(0)
+            grad_weight = (rows * x_hat.reshape(rows.shape)).sum(0, dtype=weight.dtype)
         if ctx.needs_input_grad[2]:
-            grad_bias = rows.sum(0)
+            grad_bias = rows.sum(0, dtype=bias.dtype)  # (under autocast: bfloat16 rows, float32 sums)
         return grad_x, grad_weight, grad_bias, None
 
 
@@ -252,7 +253,7 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
             and weight.dtype == bias.dtype == x.dtype and eager_cpu(x) and not _needs_grad(x, weight, bias)):
         return _narrow_layer_norm(x.contiguous(), weight, bias, eps)  # (a SAM's input is a channel slice)
     slow_weight_grad = x.shape[-1] % LN_FAST_WEIGHT_GRAD_MULTIPLE != 0
-    if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and eager_cpu(x):
+    if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and eager_cpu(x, under_autocast=True):
         return _LayerNormFunction.apply(x, weight, bias, eps)
     return F.layer_norm(x, weight.shape, weight, bias, eps)
 

@@ -247,3 +247,25 @@ def test_channel_attention_on_the_cpu_equals_the_traced_graph(monkeypatch, parti
     assert (planar - interleaved).abs().max().item() < 1e-12
     for g_p, g_i in zip(grads(planar, params, 2), grads(interleaved, params, 2)):
         assert (g_p - g_i).abs().max().item() < 1e-10
+
+
+@pytest.mark.parametrize('width', [12, 36])
+def test_layer_norm_gradients_under_bfloat16_autocast(width):
+    """Under CPU autocast (bfloat16 activations, float32 parameters) the LayerNorm with the column-sum weight
+    gradient gives F.layer_norm's output and input gradient bit for bit, and weight and bias gradients in
+    float32 within float32 rounding of float64's (ATen's own are rounded through bfloat16 there)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 7, width).bfloat16().requires_grad_()
+    w = (1 + 0.1 * torch.randn(width)).requires_grad_()
+    b = (0.1 * torch.randn(width)).requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        ours, ref = ops.layer_norm(x, w, b, 1e-5), F.layer_norm(x, (width, ), w, b, 1e-5)
+    assert ours.dtype == ref.dtype and torch.equal(ours, ref)
+    g = torch.randn_like(ours)
+    g_x, g_w, g_b = torch.autograd.grad(ours, (x, w, b), g)
+    assert torch.equal(g_x, torch.autograd.grad(ref, x, g)[0])
+    exact = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    _, e_w, e_b = torch.autograd.grad(F.layer_norm(exact[0], (width, ), exact[1], exact[2], 1e-5), exact, g.double())
+    assert g_w.dtype == g_b.dtype == torch.float32
+    assert (g_w.double() - e_w).abs().max().item() <= 1e-5 * e_w.abs().max().item()
+    assert (g_b.double() - e_b).abs().max().item() <= 1e-5 * e_b.abs().max().item()
