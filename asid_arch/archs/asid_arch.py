@@ -45,7 +45,7 @@ from ..utils.asid_compat import register_once, source_file_of  # isort: skip  (f
 from basicsr.utils.registry import ARCH_REGISTRY  # after the alias
 
 from .asid_layouts import is_reference_layout, position_bias_hint, state_dict_from_reference
-from .asid_ops import PointwiseConv, TokenLayerNorm, depthwise_conv3x3, eager_cpu, layer_norm, linear
+from .asid_ops import PointwiseConv, TokenLayerNorm, depthwise_conv3x3, eager_cpu, float32_training, layer_norm, linear
 
 # ----------------------------------------------------------------------------------------------
 # Named constants of the released configurations
@@ -542,15 +542,16 @@ class ChannelAttention(nn.Module):
     def _qkv(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """q, k, v as token-major groups ``(N, heads, T, d)``.
 
-        On the CPU outside autocast, tracing and export (:func:`eager_cpu`) each of q, k and v is computed on
-        its own (its slice of the 1x1 and depth-wise weights, which act per output channel) and grouped into
-        a contiguous tensor: the matrix products below then read them without copies. Elsewhere one 1x1 and
-        one depth-wise convolution make the interleaved ``q|k|v`` map, grouped in one copy that moves whole
-        pixel vectors, and q, k, v are strided views of it (the graph that is traced and exported). Same values.
+        On the CPU (:func:`eager_cpu`, autocast included) each of q, k and v is computed on its own (its slice
+        of the 1x1 and depth-wise weights, which act per output channel) and grouped into a contiguous tensor:
+        the matrix products below then read them without copies. Elsewhere (tracing, export, CUDA, and float32
+        training, where the three slices' backward passes cost more than the copies saved) one 1x1 and one
+        depth-wise convolution make the interleaved ``q|k|v`` map, grouped in one copy that moves whole pixel
+        vectors, and q, k, v are strided views of it. Same values.
         """
         b, c, h, w = x.shape
         heads, d = self.num_heads, c // self.num_heads
-        if eager_cpu(x):
+        if eager_cpu(x, under_autocast=True) and not float32_training(x):
             nhwc, weight = x.permute(0, 2, 3, 1), self.qkv.weight.flatten(1)
             parts = []
             for part in range(3):

@@ -37,6 +37,11 @@ def eager_cpu(x: Tensor, under_autocast: bool = False) -> bool:
             and not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
 
 
+def float32_training(x: Tensor) -> bool:
+    """Whether ``x`` is float32 outside autocast with gradients enabled (a float32 training step)."""
+    return x.dtype == torch.float32 and torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+
+
 # the probes' tolerance per dtype: float32 rounding, and bfloat16's 8-bit mantissa on values in [0, 4)
 _PROBE_ATOL = {torch.float32: 1e-5, torch.bfloat16: 4e-2}
 
