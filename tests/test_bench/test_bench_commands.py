@@ -153,6 +153,22 @@ def test_interleaved_times_alternate():
     assert order == ['a', 'b'] * 3 and len(times['a']) == len(times['b']) == 2
 
 
+def test_interleaved_times_use_the_given_clock():
+    from asid_arch.bench.common import interleaved_times
+
+    ticks = iter(range(100))
+    times = interleaved_times({'a': lambda: None, 'b': lambda: None}, rounds=2, warmup=1, clock=lambda: next(ticks))
+    assert times == {'a': [1, 1], 'b': [1, 1]}
+
+
+@pytest.mark.parametrize('extra', [[], ['--interleaved', '--reference', 'neosr.py']])
+def test_cpu_time_needs_the_interleaved_precisions(tmp_path, capsys, extra):
+    (tmp_path / 'neosr.py').write_text('')
+    args = [a if a != 'neosr.py' else str(tmp_path / a) for a in extra]
+    assert asid_bench(['speed', '--cpu-time', *args]) == 2
+    assert '--cpu-time' in capsys.readouterr().err
+
+
 def test_profile_categories():
     from asid_arch.bench.profile import op_category
 
