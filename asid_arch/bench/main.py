@@ -8,7 +8,7 @@
     asid-bench seams   -m checkpoint.pth [--image photo.png] [--tile PX]
     asid-bench data    -opt options/train/ASID/train_ASID_SRx2_scratch.yml [--workers 0 1 2 6]
     asid-bench onnx    [--repeats 5]
-    asid-bench profile [--what step|x4|x2] [--reference neosr/archs/asid_arch.py]
+    asid-bench profile [--what step|x4|x2] [--precision fp32|bf16] [--reference neosr/archs/asid_arch.py]
 
 Each subcommand's module says what it measures (``asid_arch/bench/{comparison,paper,speed,seams,data,onnx,
 profile}.py``). The subcommands whose names start with ``_`` are internal: one figure in a fresh
@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--what', choices=list(FIGURE_SCALE), default='step')
     p.add_argument('--warmup', type=_count, default=3)
     p.add_argument('--reference', type=Path, metavar='FILE', help="neosr/archs/asid_arch.py: profile it too")
+    p.add_argument('--precision', choices=SPEED_PRECISIONS, default='fp32',
+                   help='fp32 (default) or bf16 (inference on a bf16 copy of the network, the step under autocast)')
 
     # internal: one figure in a fresh process
     p = sub.add_parser('_worker')

@@ -178,10 +178,21 @@ def test_profile_categories():
     assert op_category('aten::mul') == op_category('aten::copy_') == op_category('aten::mmx') == 'everything else'
 
 
+def native_bf16() -> bool:
+    from asid_arch.utils.asid_precision import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
 @pytest.mark.slow
-def test_profile_command_splits_the_time(capsys):
-    assert asid_bench(['profile', '--what', 'x4', '--warmup', '0']) == 0
-    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith('package: ')][0]
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+def test_profile_command_splits_the_time(capsys, precision):
+    if precision == 'bf16' and not native_bf16():
+        pytest.skip('bf16 is emulated on this CPU (far slower)')
+    assert asid_bench(['profile', '--what', 'x4', '--warmup', '0', '--precision', precision]) == 0
+    out = capsys.readouterr().out
+    assert f'320x180 -> 1280x720 {precision} on ' in out
+    line = [x for x in out.splitlines() if x.startswith('package: ')][0]
     import re
 
     total = float(re.match(r'package: ([\d.]+) s', line).group(1))
