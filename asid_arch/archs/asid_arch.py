@@ -45,7 +45,7 @@ from ..utils.asid_compat import register_once, source_file_of  # isort: skip  (f
 from basicsr.utils.registry import ARCH_REGISTRY  # after the alias
 
 from .asid_layouts import is_reference_layout, position_bias_hint, state_dict_from_reference
-from .asid_ops import PointwiseConv, TokenLayerNorm, depthwise_conv3x3, layer_norm, linear
+from .asid_ops import PointwiseConv, TokenLayerNorm, depthwise_conv3x3, eager_cpu, float32_training, layer_norm, linear
 
 # ----------------------------------------------------------------------------------------------
 # Named constants of the released configurations
@@ -530,19 +530,46 @@ class ChannelAttention(nn.Module):
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=False)
         self.proj = PointwiseConv(dim, dim, bias=False)
 
+    def _group_tokens(self, y: Tensor, width: int) -> Tensor:
+        """An NHWC map ``(B, H, W, width)`` as token-major groups ``(N, T, width)`` (one copy)."""
+        b, h, w, _ = y.shape
+        p = self.window_size
+        y = y.reshape(b, h // p, p, w // p, p, width)
+        if self.partition == 'meso':  # groups (b, X, Y), tokens (i, j)
+            return y.permute(0, 1, 3, 2, 4, 5).reshape(-1, p * p, width)
+        return y.permute(0, 2, 4, 1, 3, 5).reshape(-1, (h // p) * (w // p), width)  # groups (b, i, j), tokens (X, Y)
+
+    def _qkv(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """q, k, v as token-major groups ``(N, heads, T, d)``.
+
+        On the CPU (:func:`eager_cpu`, autocast included) each of q, k and v is computed on its own (its slice
+        of the 1x1 and depth-wise weights, which act per output channel) and grouped into a contiguous tensor:
+        the matrix products below then read them without copies. Elsewhere (tracing, export, CUDA, and float32
+        training, where the three slices' backward passes cost more than the copies saved) one 1x1 and one
+        depth-wise convolution make the interleaved ``q|k|v`` map, grouped in one copy that moves whole pixel
+        vectors, and q, k, v are strided views of it. Same values.
+        """
+        b, c, h, w = x.shape
+        heads, d = self.num_heads, c // self.num_heads
+        if eager_cpu(x, under_autocast=True) and not float32_training(x):
+            nhwc, weight = x.permute(0, 2, 3, 1), self.qkv.weight.flatten(1)
+            parts = []
+            for part in range(3):
+                rows = slice(part * c, (part + 1) * c)
+                y = depthwise_conv3x3(linear(nhwc, weight[rows]).permute(0, 3, 1, 2), self.qkv_dwconv.weight[rows])
+                tokens = self._group_tokens(y.permute(0, 2, 3, 1), c)
+                parts.append(tokens.view(tokens.shape[0], tokens.shape[1], heads, d).transpose(1, 2))
+            return parts[0], parts[1], parts[2]
+        tokens = self._group_tokens(self.qkv_dwconv(self.qkv(x)).permute(0, 2, 3, 1), 3 * c)
+        n, t = tokens.shape[:2]
+        q, k, v = (part.view(n, t, heads, d).transpose(1, 2) for part in tokens.split(c, dim=-1))
+        return q, k, v
+
     def attend(self, x: Tensor) -> Tensor:
         """``A v`` for every group, back in image order: ``(B, C, H, W) -> (B, H, W, C)`` (NHWC)."""
         b, c, h, w = x.shape
-        p, heads, d = self.window_size, self.num_heads, c // self.num_heads
-        # token-major groups (N, T, 3C): one copy that moves whole interleaved q|k|v pixel vectors
-        # (a q/k/v-major copy is ~10x slower); q, k and v stay strided views of it
-        qkv = self.qkv_dwconv(self.qkv(x)).permute(0, 2, 3, 1).reshape(b, h // p, p, w // p, p, 3 * c)
-        if self.partition == 'meso':  # groups (b, X, Y), tokens (i, j)
-            tokens = qkv.permute(0, 1, 3, 2, 4, 5).reshape(-1, p * p, 3 * c)
-        else:  # groups (b, i, j), tokens (X, Y)
-            tokens = qkv.permute(0, 2, 4, 1, 3, 5).reshape(-1, (h // p) * (w // p), 3 * c)
-        n, t = tokens.shape[:2]
-        q, k, v = (part.view(n, t, heads, d).transpose(1, 2) for part in tokens.split(c, dim=-1))  # (N, heads, T, d)
+        p = self.window_size
+        q, k, v = self._qkv(x)  # (N, heads, T, d)
         # q_hat^T k_hat with L2-normalised columns = (q^T k) / (|q_i| |k_j|): no normalised copies
         # (square-sum-sqrt: an order of magnitude faster than linalg.vector_norm over this strided axis)
         q_norm = q.square().sum(-2).sqrt().clamp_min(L2_EPS)  # (N, heads, d)

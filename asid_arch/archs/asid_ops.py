@@ -29,11 +29,17 @@ _ONEDNN_LINEAR = _onednn_kernel('_linear_pointwise')  # matrix product with a fu
 _ONEDNN_CONV = _onednn_kernel('_convolution_pointwise')  # convolution with a fused epilogue
 
 
-def _eager_cpu(x: Tensor) -> bool:
-    """Where this file's hand-made CPU paths may run: an eager CPU tensor outside autocast. Tracing,
-    scripting, torch.compile and export see only standard PyTorch operations."""
-    return (x.device.type == 'cpu' and not torch.is_autocast_enabled('cpu') and not torch.jit.is_scripting()
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+def eager_cpu(x: Tensor, under_autocast: bool = False) -> bool:
+    """Where this file's hand-made CPU paths may run: an eager CPU tensor outside autocast (or also under it,
+    ``under_autocast``, for a path that computes in the dtypes it is given, as the plain operation does there).
+    Tracing, scripting, torch.compile and export see only standard PyTorch operations."""
+    return (x.device.type == 'cpu' and (under_autocast or not torch.is_autocast_enabled('cpu'))
+            and not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+
+
+def float32_training(x: Tensor) -> bool:
+    """Whether ``x`` is float32 outside autocast with gradients enabled (a float32 training step)."""
+    return x.dtype == torch.float32 and torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
 
 
 # the probes' tolerance per dtype: float32 rounding, and bfloat16's 8-bit mantissa on values in [0, 4)
@@ -75,7 +81,7 @@ def _onednn_dtype(x: Tensor, weight: Tensor) -> Optional[torch.dtype]:
     dtype end to end). Float64 (the golden checks), autocast, CUDA, tracing, scripting, torch.compile and export
     take the plain path. (Under bfloat16 autocast these paths made the training step about 1% faster, within
     the noise: not kept.)"""
-    if _ONEDNN_LINEAR is None or not _eager_cpu(x):
+    if _ONEDNN_LINEAR is None or not eager_cpu(x):
         return None
     return x.dtype if x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype else None
 
@@ -158,7 +164,7 @@ def depthwise_conv3x3(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, 
     the product is fused into oneDNN's convolution: one pass over the feature map fewer.
     """
     groups = x.shape[1]
-    fused = (_FUSED_EPILOGUES and x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype and _eager_cpu(x)
+    fused = (_FUSED_EPILOGUES and x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype and eager_cpu(x)
              and (bias is None or bias.dtype == x.dtype) and (multiply is None or multiply.dtype == x.dtype)
              and not _needs_grad(x, weight, bias, multiply) and not (gelu and multiply is not None)
              and x.is_contiguous(memory_format=torch.channels_last)
@@ -217,16 +223,42 @@ class _LayerNormFunction(torch.autograd.Function):
         rows = grad.reshape(-1, grad.shape[-1])
         if ctx.needs_input_grad[1]:
             x_hat = torch.addcmul(-mean * rstd, x, rstd)  # (x - mean) * rstd
-            grad_weight = (rows * x_hat.reshape(rows.shape)).sum(0)
+            grad_weight = (rows * x_hat.reshape(rows.shape)).sum(0, dtype=weight.dtype)
         if ctx.needs_input_grad[2]:
-            grad_bias = rows.sum(0)
+            grad_bias = rows.sum(0, dtype=bias.dtype)  # (under autocast: bfloat16 rows, float32 sums)
         return grad_x, grad_weight, grad_bias, None
 
 
+# ATen's CPU LayerNorm normalises one row at a time; in bfloat16, rows narrower than one 512-bit vector
+# (32 values; the SAMs of the second and third units see 24 and 12 channels) spend most of it outside its
+# vector loop, and whole-tensor passes (:func:`_narrow_layer_norm`) are faster
+BF16_VECTOR_VALUES = 32
+
+
+def _narrow_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """``F.layer_norm`` over the last axis of a contiguous bfloat16 ``x`` at inference, in passes over the
+    whole tensor instead of a loop over its rows: ``d * (x - mean)`` by a matrix product with the integer
+    matrix ``d I - 1`` (exact in bfloat16, sums in float32), the variance in float32, ``rstd_i * weight_j``
+    by a rank-1 matrix product, then one ``addcmul`` with the bias. Each step rounds to bfloat16 once: the
+    result is within a few bfloat16 roundings of ``F.layer_norm``'s."""
+    width = x.shape[-1]
+    centring = (torch.eye(width, dtype=x.dtype) * width - 1).contiguous()  # d I - 1: integers, exact
+    scaled = _ONEDNN_LINEAR(x, centring, None, 'none', [], '')  # d * (x - mean)
+    var = (scaled * scaled).mean(-1, keepdim=True, dtype=torch.float32)  # d^2 * variance
+    rstd = var.add_(eps * width * width).rsqrt_().to(x.dtype)  # 1 / (d * sqrt(variance + eps))
+    scale = _ONEDNN_LINEAR(rstd, weight[:, None].contiguous(), None, 'none', [], '')  # rstd_i * weight_j
+    return torch.addcmul(bias, scaled, scale)
+
+
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-    """``F.layer_norm(x, (d,), weight, bias, eps)`` over the last axis (see :class:`_LayerNormFunction`)."""
+    """``F.layer_norm(x, (d,), weight, bias, eps)`` over the last axis: in bfloat16 inference on rows narrower
+    than :data:`BF16_VECTOR_VALUES` by :func:`_narrow_layer_norm`; in training with the weight gradient of
+    :class:`_LayerNormFunction`."""
+    if (x.dtype == torch.bfloat16 and x.shape[-1] < BF16_VECTOR_VALUES and x.dtype in _ONEDNN_DTYPES
+            and weight.dtype == bias.dtype == x.dtype and eager_cpu(x) and not _needs_grad(x, weight, bias)):
+        return _narrow_layer_norm(x.contiguous(), weight, bias, eps)  # (a SAM's input is a channel slice)
     slow_weight_grad = x.shape[-1] % LN_FAST_WEIGHT_GRAD_MULTIPLE != 0
-    if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and _eager_cpu(x):
+    if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and eager_cpu(x, under_autocast=True):
         return _LayerNormFunction.apply(x, weight, bias, eps)
     return F.layer_norm(x, weight.shape, weight, bias, eps)
 

@@ -3,12 +3,12 @@
     asid-bench zoo     [--models ASID ASID-D8 SwinIR-light Omni-SR] [--scales 2 3 4] [--sizes 1280x720 ...]
                        [--checkpoint ASID:2=path.pth ...] [--datasets DIR] [--out bench_out]
     asid-bench paper   --checkpoint ASID:2=path.pth ... --datasets DIR [--sets Set5 Urban100 ...] [--out DIR]
-    asid-bench speed   [--compile] [--precision auto] [--interleaved] [--repeats 5] [--warmup 5]
+    asid-bench speed   [--compile] [--precision auto] [--interleaved [--cpu-time]] [--repeats 5] [--warmup 5]
                        [--reference neosr/archs/asid_arch.py]
     asid-bench seams   -m checkpoint.pth [--image photo.png] [--tile PX]
     asid-bench data    -opt options/train/ASID/train_ASID_SRx2_scratch.yml [--workers 0 1 2 6]
     asid-bench onnx    [--repeats 5]
-    asid-bench profile [--what step|x4|x2] [--reference neosr/archs/asid_arch.py]
+    asid-bench profile [--what step|x4|x2] [--precision fp32|bf16] [--reference neosr/archs/asid_arch.py]
 
 Each subcommand's module says what it measures (``asid_arch/bench/{comparison,paper,speed,seams,data,onnx,
 profile}.py``). The subcommands whose names start with ``_`` are internal: one figure in a fresh
@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--interleaved', action='store_true',
                    help='each figure in fp32 and --precision timed in turn in one process, with the matrix-product '
                    'ceilings: medians, per-round speed-ups and ceiling shares (the framing for a shared machine)')
+    p.add_argument('--cpu-time', action='store_true',
+                   help='with --interleaved: time by the CPU time of the measuring process (its work, not waiting '
+                   'for a shared machine; with OMP_NUM_THREADS=1 the time of its one computing thread)')
     p.add_argument('--reference', type=Path, metavar='FILE',
                    help="neosr/archs/asid_arch.py of a neosr checkout (its pe=True, flash_attn=False build is the "
                         "authors' architecture): time it beside the package in one process, interleaved, and alone")
@@ -143,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--what', choices=list(FIGURE_SCALE), default='step')
     p.add_argument('--warmup', type=_count, default=3)
     p.add_argument('--reference', type=Path, metavar='FILE', help="neosr/archs/asid_arch.py: profile it too")
+    p.add_argument('--precision', choices=SPEED_PRECISIONS, default='fp32',
+                   help='fp32 (default) or bf16 (inference on a bf16 copy of the network, the step under autocast)')
 
     # internal: one figure in a fresh process
     p = sub.add_parser('_worker')
@@ -164,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--precisions', nargs='+', choices=SPEED_PRECISIONS, required=True)
     p.add_argument('--repeats', type=_positive, default=5)
     p.add_argument('--warmup', type=_count, default=2)
+    p.add_argument('--cpu-time', action='store_true')
     p = sub.add_parser('_ceiling')
     p.add_argument('--precision', choices=SPEED_PRECISIONS, default='fp32')
     p.add_argument('--warmup', type=_count, default=3)

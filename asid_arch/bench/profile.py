@@ -57,10 +57,10 @@ def profile_command(args: argparse.Namespace) -> int:
     nets = {'package': asid(scale)}
     if args.reference is not None:
         nets['reference'] = load_reference(args.reference, scale)
-    print(f'asid-bench profile: {FIGURE_LABEL[args.what]} fp32 on {machine()} (operator self time, one profiled run '
-          f'after {args.warmup})')
+    print(f'asid-bench profile: {FIGURE_LABEL[args.what]} {args.precision} on {machine()} (operator self time, one '
+          f'profiled run after {args.warmup})')
     for name, net in nets.items():
-        seconds = profile_breakdown(figure_workload(args.what, net, 'fp32'), args.warmup)
+        seconds = profile_breakdown(figure_workload(args.what, net, args.precision), args.warmup)
         total = sum(seconds.values())
         parts = ', '.join(f'{cat} {sec:.2f} s ({100 * sec / total:.0f}%)' for cat, sec in seconds.items())
         print(f'{name}: {total:.2f} s = {parts}', flush=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Callable, List
 
@@ -193,6 +194,9 @@ def speed(args: argparse.Namespace) -> int:
     the next)."""
     if missing_file(args.reference, '--reference', REFERENCE_HINT):
         return EXIT_USAGE
+    if args.cpu_time and (not args.interleaved or args.reference is not None):
+        print('asid-bench: --cpu-time times the --interleaved precisions (not with --reference)', file=sys.stderr)
+        return EXIT_USAGE
     if args.reference is not None:
         return compare_with_reference(args)
     if args.interleaved:
@@ -233,9 +237,10 @@ def speed_one_command(args: argparse.Namespace) -> int:
     return print_json(speed_figure(args.what, args.precision, args.compile, args.repeats, args.warmup))
 
 
-def precisions_interleaved(what: str, precisions: List[str], rounds: int, warmup: int) -> dict:
+def precisions_interleaved(what: str, precisions: List[str], rounds: int, warmup: int, cpu_time: bool = False) -> dict:
     """``what`` in each of ``precisions`` and the matrix-product ceilings, timed in turn in this one process
-    (``rounds`` rounds after ``warmup``): medians, the per-round speed-ups over fp32 and the ceiling shares."""
+    (``rounds`` rounds after ``warmup``; by the process's CPU time if ``cpu_time``, else the wall clock):
+    medians, the per-round speed-ups over fp32 and the ceiling shares."""
     from ..archs.asid_arch import asid
 
     runs = {}
@@ -245,7 +250,7 @@ def precisions_interleaved(what: str, precisions: List[str], rounds: int, warmup
     for precision in precisions:
         a = torch.rand(CEILING_SIDE, CEILING_SIDE, dtype=torch_dtype(precision))
         runs[f'ceiling {precision}'] = (lambda a=a: torch.mm(a, a))
-    times = interleaved_times(runs, rounds, warmup)
+    times = interleaved_times(runs, rounds, warmup, time.process_time if cpu_time else time.perf_counter)
     median = {name: statistics.median(t) for name, t in times.items()}
     result = {'what': what, 'seconds': {p: median[p] for p in precisions},
               'ceiling_gflops': {p: 2 * CEILING_SIDE**3 / median[f'ceiling {p}'] / 1e9 for p in precisions},
@@ -260,11 +265,14 @@ def interleaved_precisions(args: argparse.Namespace) -> int:
     """``asid-bench speed --interleaved``: each figure in fp32 and the chosen precision, interleaved in one
     process per figure, with the matrix-product ceilings measured in the same rounds."""
     precisions = speed_precisions(args.precision)
-    print(f'asid-bench speed --interleaved on {machine()}: {" and ".join(precisions)}, {args.repeats} rounds')
+    clock = 'CPU time of the process' if args.cpu_time else 'wall clock'
+    print(f'asid-bench speed --interleaved on {machine()}: {" and ".join(precisions)}, {args.repeats} rounds, '
+          f'{clock}')
     for what in ('x4', 'x2', 'step'):
         try:
             fig = in_fresh_process(['_precisions', '--what', what, '--precisions', *precisions, '--repeats',
-                                    str(args.repeats), '--warmup', str(args.warmup)], f'{what} precisions')
+                                    str(args.repeats), '--warmup', str(args.warmup)]
+                                   + (['--cpu-time'] if args.cpu_time else []), f'{what} precisions')
         except RuntimeError as err:
             print(f'asid-bench: {err}', file=sys.stderr)
             return EXIT_FAILED
@@ -281,7 +289,7 @@ def interleaved_precisions(args: argparse.Namespace) -> int:
 
 def precisions_command(args: argparse.Namespace) -> int:
     """``asid-bench _precisions`` (internal): one figure in several precisions, interleaved, as a JSON line."""
-    return print_json(precisions_interleaved(args.what, args.precisions, args.repeats, args.warmup))
+    return print_json(precisions_interleaved(args.what, args.precisions, args.repeats, args.warmup, args.cpu_time))
 
 
 def ceiling_command(args: argparse.Namespace) -> int:

@@ -203,3 +203,69 @@ def test_bfloat16_network_stays_on_the_onednn_paths_in_one_dtype(monkeypatch):
         hook.remove()
     assert calls['linear'] > 0 and dtypes == {torch.bfloat16} and fast.dtype == torch.bfloat16
     assert (fast.float() - plain.float()).abs().max().item() < 0.05
+
+
+@pytest.mark.skipif(torch.bfloat16 not in ops._ONEDNN_DTYPES, reason="this CPU's oneDNN does not run bfloat16")
+@pytest.mark.parametrize('width, offset', [(12, 4.0), (24, 4.0), (12, 50.0), (36, 4.0)])
+def test_narrow_bfloat16_layer_norm_matches_layer_norm(monkeypatch, width, offset):
+    """Rows narrower than one 512-bit vector take the whole-tensor passes at bfloat16 inference (within a few
+    bfloat16 roundings of float32's LayerNorm of the same input, also for a mean far from zero); wider rows,
+    gradients and float32 take ``F.layer_norm``."""
+    torch.manual_seed(0)
+    x = (torch.randn(2, 8, 9, width) + offset).bfloat16()
+    w, b = (1 + 0.3 * torch.randn(width)).bfloat16(), (0.5 * torch.randn(width)).bfloat16()
+    calls = []
+    real = ops._narrow_layer_norm
+    monkeypatch.setattr(ops, '_narrow_layer_norm', lambda *args: calls.append(1) or real(*args))
+    with torch.no_grad():
+        ours = ops.layer_norm(x, w, b, 1e-5)
+    ref = F.layer_norm(x.float(), (width, ), w.float(), b.float(), 1e-5)
+    assert len(calls) == (width < ops.BF16_VECTOR_VALUES)
+    assert ours.dtype == torch.bfloat16
+    assert ((ours.float() - ref).abs() <= 2**-6 * (ref.abs() + 1)).all()
+    ops.layer_norm(x.float(), w.float(), b.float(), 1e-5)  # float32
+    ops.layer_norm(x, w.requires_grad_(), b, 1e-5)  # a gradient is needed
+    assert len(calls) == (width < ops.BF16_VECTOR_VALUES)
+
+
+@pytest.mark.parametrize('partition', ['meso', 'grid'])
+@pytest.mark.parametrize('heads, mode', [(1, 'temperature'), (2, 'temperature'), (1, 'sdpa')])
+def test_channel_attention_on_the_cpu_equals_the_traced_graph(monkeypatch, partition, heads, mode):
+    """On the CPU q, k and v are computed on their own from slices of the weights; the interleaved q|k|v graph
+    (traced, exported, autocast, CUDA) gives the same values and gradients."""
+    torch.manual_seed(0)
+    layer = arch.ChannelAttention(8, partition, window_size=4, num_heads=heads, mode=mode).double()
+    for p in layer.parameters():
+        p.data.normal_()
+    x = torch.randn(2, 8, 8, 12, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    # the sdpa mode computes A v without gradient: only its projection learns
+    params = [x, *layer.parameters()] if mode == 'temperature' else [layer.proj.weight]
+    planar = layer(x)
+    monkeypatch.setattr(arch, 'eager_cpu', lambda *args, **kwargs: False)
+    interleaved = layer(x)
+    assert (planar - interleaved).abs().max().item() < 1e-12
+    for g_p, g_i in zip(grads(planar, params, 2), grads(interleaved, params, 2)):
+        assert (g_p - g_i).abs().max().item() < 1e-10
+
+
+@pytest.mark.parametrize('width', [12, 36])
+def test_layer_norm_gradients_under_bfloat16_autocast(width):
+    """Under CPU autocast (bfloat16 activations, float32 parameters) the LayerNorm with the column-sum weight
+    gradient gives F.layer_norm's output and input gradient bit for bit, and weight and bias gradients in
+    float32 within float32 rounding of float64's (ATen's own are rounded through bfloat16 there)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 7, width).bfloat16().requires_grad_()
+    w = (1 + 0.1 * torch.randn(width)).requires_grad_()
+    b = (0.1 * torch.randn(width)).requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        ours, ref = ops.layer_norm(x, w, b, 1e-5), F.layer_norm(x, (width, ), w, b, 1e-5)
+    assert ours.dtype == ref.dtype and torch.equal(ours, ref)
+    g = torch.randn_like(ours)
+    g_x, g_w, g_b = torch.autograd.grad(ours, (x, w, b), g)
+    assert torch.equal(g_x, torch.autograd.grad(ref, x, g)[0])
+    exact = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    _, e_w, e_b = torch.autograd.grad(F.layer_norm(exact[0], (width, ), exact[1], exact[2], 1e-5), exact, g.double())
+    assert g_w.dtype == g_b.dtype == torch.float32
+    assert (g_w.double() - e_w).abs().max().item() <= 1e-5 * e_w.abs().max().item()
+    assert (g_b.double() - e_b).abs().max().item() <= 1e-5 * e_b.abs().max().item()

@@ -153,6 +153,22 @@ def test_interleaved_times_alternate():
     assert order == ['a', 'b'] * 3 and len(times['a']) == len(times['b']) == 2
 
 
+def test_interleaved_times_use_the_given_clock():
+    from asid_arch.bench.common import interleaved_times
+
+    ticks = iter(range(100))
+    times = interleaved_times({'a': lambda: None, 'b': lambda: None}, rounds=2, warmup=1, clock=lambda: next(ticks))
+    assert times == {'a': [1, 1], 'b': [1, 1]}
+
+
+@pytest.mark.parametrize('extra', [[], ['--interleaved', '--reference', 'neosr.py']])
+def test_cpu_time_needs_the_interleaved_precisions(tmp_path, capsys, extra):
+    (tmp_path / 'neosr.py').write_text('')
+    args = [a if a != 'neosr.py' else str(tmp_path / a) for a in extra]
+    assert asid_bench(['speed', '--cpu-time', *args]) == 2
+    assert '--cpu-time' in capsys.readouterr().err
+
+
 def test_profile_categories():
     from asid_arch.bench.profile import op_category
 
@@ -162,10 +178,21 @@ def test_profile_categories():
     assert op_category('aten::mul') == op_category('aten::copy_') == op_category('aten::mmx') == 'everything else'
 
 
+def native_bf16() -> bool:
+    from asid_arch.utils.asid_precision import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
 @pytest.mark.slow
-def test_profile_command_splits_the_time(capsys):
-    assert asid_bench(['profile', '--what', 'x4', '--warmup', '0']) == 0
-    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith('package: ')][0]
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+def test_profile_command_splits_the_time(capsys, precision):
+    if precision == 'bf16' and not native_bf16():
+        pytest.skip('bf16 is emulated on this CPU (far slower)')
+    assert asid_bench(['profile', '--what', 'x4', '--warmup', '0', '--precision', precision]) == 0
+    out = capsys.readouterr().out
+    assert f'320x180 -> 1280x720 {precision} on ' in out
+    line = [x for x in out.splitlines() if x.startswith('package: ')][0]
     import re
 
     total = float(re.match(r'package: ([\d.]+) s', line).group(1))
