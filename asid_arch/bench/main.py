@@ -138,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--iters', type=_positive, default=3, help='iterations per phase')
     p.add_argument('--rounds', type=_positive, default=3, help='alternations of step-alone and fed phases')
 
-    p = sub.add_parser('onnx', help='onnxruntime and OpenCV DNN vs PyTorch eager on the exported ASID (x4, x2)')
-    p.add_argument('--repeats', type=_positive, default=5)
-    p.add_argument('--warmup', type=_count, default=2)
+    p = sub.add_parser('onnx', help='onnxruntime, OpenCV DNN and NCNN vs PyTorch eager on the exported ASID (x4, x2)')
+    p.add_argument('--repeats', type=_positive, default=5, help='interleaved rounds (the median is printed)')
+    p.add_argument('--warmup', type=_count, default=2, help='untimed rounds first')
 
     p = sub.add_parser('profile', help='where the time of a figure goes: matrix products, convolutions, the rest')
     p.add_argument('--what', choices=list(FIGURE_SCALE), default='step')
