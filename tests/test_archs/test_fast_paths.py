@@ -249,6 +249,22 @@ def test_channel_attention_on_the_cpu_equals_the_traced_graph(monkeypatch, parti
         assert (g_p - g_i).abs().max().item() < 1e-10
 
 
+@pytest.mark.parametrize('width', [12, 24, 36, 48])
+def test_layer_norm_under_bfloat16_autocast_takes_float32_where_it_pays(monkeypatch, width):
+    """Under CPU autocast the widths that are not a multiple of 16 take the float32 LayerNorm, with or without a
+    gradient; 48 keeps ATen's mixed-dtype kernel; bfloat16 parameters (a network cast to bfloat16) never take it."""
+    calls = []
+    real = ops._LayerNormFunction.apply
+    monkeypatch.setattr(ops._LayerNormFunction, 'apply', lambda *args: calls.append(1) or real(*args))
+    x, w, b = torch.randn(2, 3, width).bfloat16(), torch.ones(width), torch.zeros(width)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert ops.layer_norm(x, w, b, 1e-5).dtype == torch.bfloat16
+    assert len(calls) == (width % ops.LN_FAST_WEIGHT_GRAD_MULTIPLE != 0)
+    with torch.inference_mode():
+        ops.layer_norm(x, w.bfloat16(), b.bfloat16(), 1e-5)
+    assert len(calls) == (width % ops.LN_FAST_WEIGHT_GRAD_MULTIPLE != 0)
+
+
 @pytest.mark.parametrize('width', [12, 24, 36])
 def test_layer_norm_gradients_under_bfloat16_autocast(width):
     """Under CPU autocast (bfloat16 activations, float32 parameters) the LayerNorm computes in float32: its
