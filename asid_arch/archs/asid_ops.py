@@ -205,27 +205,33 @@ LN_FAST_WEIGHT_GRAD_MULTIPLE = 16
 class _LayerNormFunction(torch.autograd.Function):
     """``F.layer_norm`` over the last axis whose backward gets the input gradient from ATen's kernel
     and the weight/bias gradients from two column sums (same values, several times faster for
-    widths that are not a multiple of :data:`LN_FAST_WEIGHT_GRAD_MULTIPLE`)."""
+    widths that are not a multiple of :data:`LN_FAST_WEIGHT_GRAD_MULTIPLE`).
+
+    A bfloat16 ``x`` with float32 parameters (CPU autocast) is normalised in float32 and the result (and the
+    input gradient) rounded to bfloat16: ATen's float32 kernels, forward and backward, are several times
+    faster on this CPU than its mixed bfloat16/float32 ones, and give the same values to bfloat16 rounding.
+    ``x`` is kept in its own dtype for the backward pass and widened again there."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-        out, mean, rstd = torch.native_layer_norm(x, weight.shape, weight, bias, eps)
+        out, mean, rstd = torch.native_layer_norm(x.to(weight.dtype), weight.shape, weight, bias, eps)
         ctx.save_for_backward(x, weight, bias, mean, rstd)
-        return out
+        return out.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], None]:
         x, weight, bias, mean, rstd = ctx.saved_tensors
+        wide, grad = x.to(weight.dtype), grad.to(weight.dtype)
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.native_layer_norm_backward(grad, x, weight.shape, mean, rstd, weight, bias,
-                                                               [True, False, False])[0]
+            grad_x = torch.ops.aten.native_layer_norm_backward(grad, wide, weight.shape, mean, rstd, weight, bias,
+                                                               [True, False, False])[0].to(x.dtype)
         rows = grad.reshape(-1, grad.shape[-1])
         if ctx.needs_input_grad[1]:
-            x_hat = torch.addcmul(-mean * rstd, x, rstd)  # (x - mean) * rstd
-            grad_weight = (rows * x_hat.reshape(rows.shape)).sum(0, dtype=weight.dtype)
+            x_hat = torch.addcmul(-mean * rstd, wide, rstd)  # (x - mean) * rstd
+            grad_weight = (rows * x_hat.reshape(rows.shape)).sum(0)
         if ctx.needs_input_grad[2]:
-            grad_bias = rows.sum(0, dtype=bias.dtype)  # (under autocast: bfloat16 rows, float32 sums)
+            grad_bias = rows.sum(0)
         return grad_x, grad_weight, grad_bias, None
 
 
@@ -252,13 +258,17 @@ def _narrow_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> T
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """``F.layer_norm(x, (d,), weight, bias, eps)`` over the last axis: in bfloat16 inference on rows narrower
-    than :data:`BF16_VECTOR_VALUES` by :func:`_narrow_layer_norm`; in training with the weight gradient of
-    :class:`_LayerNormFunction`."""
+    than :data:`BF16_VECTOR_VALUES` by :func:`_narrow_layer_norm`; in training and under CPU autocast (bfloat16
+    activations, float32 parameters) on widths that are not a multiple of :data:`LN_FAST_WEIGHT_GRAD_MULTIPLE`
+    by :class:`_LayerNormFunction` (for the SAMs' 12, 24 and 36 channels; at 48 ATen's mixed-dtype kernels are as
+    fast as float32's plus the casts, which round float32 to bfloat16 slowly)."""
     if (x.dtype == torch.bfloat16 and x.shape[-1] < BF16_VECTOR_VALUES and x.dtype in _ONEDNN_DTYPES
             and weight.dtype == bias.dtype == x.dtype and eager_cpu(x) and not _needs_grad(x, weight, bias)):
         return _narrow_layer_norm(x.contiguous(), weight, bias, eps)  # (a SAM's input is a channel slice)
     slow_weight_grad = x.shape[-1] % LN_FAST_WEIGHT_GRAD_MULTIPLE != 0
-    if torch.is_grad_enabled() and weight.requires_grad and slow_weight_grad and eager_cpu(x, under_autocast=True):
+    mixed = x.dtype == torch.bfloat16 and weight.dtype == bias.dtype == torch.float32  # CPU autocast
+    if ((mixed or (torch.is_grad_enabled() and weight.requires_grad)) and slow_weight_grad
+            and eager_cpu(x, under_autocast=True)):
         return _LayerNormFunction.apply(x, weight, bias, eps)
     return F.layer_norm(x, weight.shape, weight, bias, eps)
 
