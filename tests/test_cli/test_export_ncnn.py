@@ -63,21 +63,23 @@ def test_padding_by_crops_equals_the_padding_bit_for_bit():
 
 
 def test_batch_apart_partitions_equal_the_partitions_bit_for_bit():
-    """The NCNN form's partitions (batch axis apart, at most 4 more) and their inverses move the same values as the
-    network's 6-axis ones, batch 2: groups ``(B, N, T, C)`` are the network's ``(B*N, T, C)``."""
+    """The NCNN form's partitions (batch axis, group rows and group columns apart) and their inverses move the same
+    values as the network's 6-axis ones, batch 2: groups ``(B, rows, cols, T, C)`` are the network's
+    ``(B*N, T, C)``; every inverse takes its sizes from the groups alone."""
     b, h, w, c, p = 2, 24, 40, 5, 8
-    n, t = (h // p) * (w // p), p * p
+    t = p * p
     x = torch.rand(b, h, w, c)
     assert torch.equal(ncnn_forms.window_tokens(x, p).reshape(-1, t, c), window_partition(x, p))
     assert torch.equal(ncnn_forms.grid_tokens(x, p).reshape(-1, t, c), grid_partition(x, p))
-    tokens = torch.rand(b, n, t, c)
+    assert ncnn_forms.window_tokens(x, p).shape == ncnn_forms.grid_tokens(x, p).shape == (b, h // p, w // p, t, c)
+    tokens = torch.rand(b, h // p, w // p, t, c)
     flat = tokens.reshape(-1, t, c)
-    assert torch.equal(ncnn_forms.window_image(tokens, p, h, w), window_reverse(flat, p, b, h, w))
-    assert torch.equal(ncnn_forms.grid_image(tokens, p, h, w), grid_reverse(flat, p, b, h, w))
+    assert torch.equal(ncnn_forms.window_image(tokens, p), window_reverse(flat, p, b, h, w))
+    assert torch.equal(ncnn_forms.grid_image(tokens, p), grid_reverse(flat, p, b, h, w))
     # the channel attention's grid groups: group (b, i, j) holds pixel (X*p + i, Y*p + j) of every window (X, Y)
-    groups = x.reshape(b, h // p, p, w // p, p, c).permute(0, 2, 4, 1, 3, 5).reshape(b, t, n, c)
+    groups = x.reshape(b, h // p, p, w // p, p, c).permute(0, 2, 4, 1, 3, 5).reshape(b, t, h // p, w // p, c)
     assert torch.equal(ncnn_forms.window_groups_of_tokens(x, p), groups)
-    assert torch.equal(ncnn_forms.window_groups_image(groups, p, h, w), x)
+    assert torch.equal(ncnn_forms.window_groups_image(groups, p), x)
 
 
 @pytest.mark.parametrize('variant', [{}, {'position_bias': False, 'channel_attention': 'sdpa'},
