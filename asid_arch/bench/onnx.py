@@ -74,8 +74,9 @@ def runtimes_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict
 
 def ncnn_runner(net, param: Path, figure: dict) -> Optional[Callable[[np.ndarray], np.ndarray]]:
     """``net`` converted by ``asid-export --format ncnn``'s converter into ``param`` (and its .bin) and loaded
-    with ncnn's default options (packed layouts on: what the ncnn upscalers get), as a function of a ``(1, 3, H, W)`` array; None where it cannot run, with the reason
-    in ``figure['ncnn_note']`` and the conversion's seconds in ``figure['ncnn_export_s']``."""
+    with ncnn's default options (packed layouts on: what the ncnn upscalers get), as a function of a
+    ``(1, 3, H, W)`` array; None where it cannot run, with the reason in ``figure['ncnn_note']`` and the
+    conversion's seconds in ``figure['ncnn_export_s']``."""
     from ..cli.export import missing_package
     from ..integrations.ncnn import NcnnExportError, load_ncnn, ncnn_model, run_ncnn, write_ncnn
 

@@ -5,17 +5,26 @@ the eager network's token partitions reshape to 5 and 6 axes and its padding to 
 size. :func:`ncnn_form` returns a copy of a network whose layers compute the same values with:
 
 * the meso and global partitions (spatial and channel attention) and their inverses written with the batch axis
-  kept apart and at most 4 more (``(B, H/p, p, W/p, p*C)`` views and permutes of two axes): pnnx drops that
-  batch axis, and the token groups are NCNN's channel axis (:func:`window_tokens`, :func:`grid_tokens`,
-  :func:`window_groups_of_tokens` and their inverses); token groups that merge the batch axis into the group
-  axis would become NCNN batch layouts, whose conversions were the slowest layers;
-* the attention (one head, as in ASID) on ``(B, groups, tokens, C)`` without head axes;
+  kept apart and at most 4 more (``(B, H/p, p, W/p, p*C)`` views and permutes of two axes), pnnx dropping that
+  batch axis: token groups ``(B, rows, cols, T, C)`` (:func:`window_tokens`, :func:`grid_tokens`) and, for the
+  channel attention's grid, ``(B, p*p, rows, cols, C)`` (:func:`window_groups_of_tokens`), with their inverses.
+  Every reshape takes its sizes from its own input (the group rows and columns stay separate axes, so the
+  inverses need no other tensor's size): pnnx then writes one-input ``Reshape`` layers without batch axes, which
+  ncnn's packed layouts (its default, and what the ncnn upscalers run) move at copy speed. A reshape whose sizes
+  come from another tensor becomes a ``Reshape`` with a second input blob, and one that merges or references the
+  batch axis a batch ``Reshape`` (params 12, 13, an element-by-element copy); in packed layouts both ran 20 to 50
+  times slower than a copy and made the whole graph 7 to 10 times slower than with packing off;
+* the attention (one head, as in ASID) without head axes; its projections (``qkv``, the sharing layers' ``v``,
+  ``proj`` where it is not folded into ``v``) as 1x1 convolutions on the map before the partition and after the
+  inverse (a per-token linear map commutes with moving tokens), not ``Linear`` layers on 5-axis groups, which
+  pnnx wraps in reshapes that read another blob's sizes; the channel attention's grid output ``v @ A^T`` on
+  ``(B, p*p, rows, cols, C)`` with ``A`` broadcast over the rows;
 * the SDPA channel attention's scale 1/sqrt(T) summed from the tokens (``ones_like`` would be folded into a
   constant of the traced size);
 * the 1x1 convolutions (:class:`asid_arch.archs.asid_ops.PointwiseConv`) and the GDFN as convolutions on the NCHW
   map, which pnnx writes as NCNN ``Convolution`` layers, instead of matrix products on a permuted NHWC view (a
   permute and two reshapes around each product, slow in ncnn's packed layouts);
-* the spatial attention's ``q, k, v`` taken by ``split`` (no 5-axis view, no ``unbind``) and its position bias
+* the spatial attention's ``q, k, v`` taken by ``split`` (no 6-axis view, no ``unbind``) and its position bias
   added after the product (no ``baddbmm`` of an expanded bias);
 * the input padding as constant paddings followed by crops whose ends are expressions of the input size
   (:func:`pad_to_window`, the rule of :func:`asid_arch.archs.asid_arch.pad_amounts` with ``//``, ``*``, ``+``
@@ -37,7 +46,7 @@ from torch import Tensor
 
 from ..archs.asid_arch import (ASID, GDFN, L2_EPS, MIN_PADDED_SIZE, ChannelAttention, SAMBlock, SpatialAttention,
                                check_input)
-from ..archs.asid_ops import PointwiseConv, linear
+from ..archs.asid_ops import PointwiseConv
 
 # the constant amounts the padding adds before its crops: enough for any side (an edge pad to 16 px from 1 px,
 # then a zero pad to the next multiple of the window)
@@ -154,26 +163,25 @@ def sam_forward(self: SAMBlock, x: Tensor, attn=None):
 def spatial_attention_forward(self: SpatialAttention, normed: Tensor, attn: Optional[Tensor] = None,
                               split: Callable[[Tensor], Tensor] = lambda t: t):
     """:meth:`SpatialAttention.forward` (one head) from the normalised ``(B, d, H, W)`` map: ``q, k, v`` (or ``v``)
-    as one 1x1 convolution, then cut into token groups ``(B, rows, cols, T, d)`` by ``split`` (of an NHWC map); the position bias
-    added after the product. Returns ``(out, attn)``: ``out`` the groups of ``A v`` (before the output projection
-    where it is not folded into ``v``), ``attn`` of shape ``(B, rows, cols, T, T)``."""
+    as one 1x1 convolution, then cut into token groups ``(B, rows, cols, T, d)`` by ``split`` (of an NHWC map);
+    the position bias added after the product. Returns ``(out, attn)``: ``out`` the groups of ``A v`` (before the
+    output projection where it is not folded into ``v``), ``attn`` of shape ``(B, rows, cols, T, T)``."""
     _one_head(self.num_heads)
-    d = normed.shape[1]
+    if not self.compute and attn is None:
+        raise ValueError('a sharing SpatialAttention layer needs the attention of its computing layer')
     if self.compute:
         w_q, w_k, w_v = self.qkv.weight.chunk(3)
-        if self.fold_proj:
-            w_v = self.proj.weight @ w_v
-        q, k, v = split(conv1x1(normed, torch.cat((w_q * self.scale, w_k, w_v))).permute(0, 2, 3, 1)).split(
-            d, dim=-1)
-        logits = q @ k.transpose(-2, -1)
-        if self.position_bias:
-            logits = logits + self.rel_pos_bias_table[self.rel_pos_index][..., 0]
-        attn = torch.softmax(logits, dim=-1)
+        weight = torch.cat((w_q * self.scale, w_k, self.proj.weight @ w_v if self.fold_proj else w_v))
     else:
-        if attn is None:
-            raise ValueError('a sharing SpatialAttention layer needs the attention of its computing layer')
-        v = split(conv1x1(normed, self.proj.weight @ self.v.weight if self.fold_proj else self.v.weight).permute(
-            0, 2, 3, 1))
+        weight = self.proj.weight @ self.v.weight if self.fold_proj else self.v.weight
+    groups = split(conv1x1(normed, weight).permute(0, 2, 3, 1))
+    if not self.compute:
+        return attn @ groups, attn
+    q, k, v = groups.split(normed.shape[1], dim=-1)
+    logits = q @ k.transpose(-2, -1)
+    if self.position_bias:
+        logits = logits + self.rel_pos_bias_table[self.rel_pos_index][..., 0]
+    attn = torch.softmax(logits, dim=-1)
     return attn @ v, attn
 
 
