@@ -5,9 +5,8 @@ loaded machine where the absolute times drift.
 
 OpenCV runs in this process only after a child process has loaded and run the same file (a native crash in
 OpenCV's importer would otherwise end the benchmark); where it cannot, its column says why. NCNN runs the files
-of ``asid-export --format ncnn`` on the CPU with its packed layouts off
-(:func:`asid_arch.integrations.ncnn.load_ncnn`: the graph's reshapes run several times slower in them); where
-pnnx or ncnn is missing, its column says so.
+of ``asid-export --format ncnn`` on the CPU with ncnn's default options (packed layouts on, as the ncnn upscalers
+run them; :func:`asid_arch.integrations.ncnn.load_ncnn`); where pnnx or ncnn is missing, its column says so.
 """
 from __future__ import annotations
 
@@ -75,8 +74,9 @@ def runtimes_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict
 
 def ncnn_runner(net, param: Path, figure: dict) -> Optional[Callable[[np.ndarray], np.ndarray]]:
     """``net`` converted by ``asid-export --format ncnn``'s converter into ``param`` (and its .bin) and loaded
-    with packed layouts off, as a function of a ``(1, 3, H, W)`` array; None where it cannot run, with the reason
-    in ``figure['ncnn_note']`` and the conversion's seconds in ``figure['ncnn_export_s']``."""
+    with ncnn's default options (packed layouts on: what the ncnn upscalers get), as a function of a
+    ``(1, 3, H, W)`` array; None where it cannot run, with the reason in ``figure['ncnn_note']`` and the
+    conversion's seconds in ``figure['ncnn_export_s']``."""
     from ..cli.export import missing_package
     from ..integrations.ncnn import NcnnExportError, load_ncnn, ncnn_model, run_ncnn, write_ncnn
 
@@ -87,7 +87,7 @@ def ncnn_runner(net, param: Path, figure: dict) -> Optional[Callable[[np.ndarray
     start = time.perf_counter()
     try:
         write_ncnn(param, *ncnn_model(net))
-        model = load_ncnn(param, param.with_suffix('.bin'), packing=False)
+        model = load_ncnn(param, param.with_suffix('.bin'))
     except NcnnExportError as err:
         figure['ncnn_note'] = str(err)
         return None

@@ -115,9 +115,10 @@ def ncnn_model(net, half: bool = False) -> Tuple[str, bytes]:
 
 def load_ncnn(param: Path, weights: Path, threads: Optional[int] = None, packing: bool = True):
     """An ``ncnn.Net`` loaded from a .param and .bin pair, on the CPU (``threads``: ncnn's default if None);
-    :class:`NcnnExportError` when ncnn refuses a file. ``packing=False`` turns off ncnn's packed CPU layouts
-    (``opt.use_packing_layout``, on by default), which this graph's many reshapes and permutes run slowly in: use
-    it to time the CPU run (``asid-bench``); the parity check keeps ncnn's defaults."""
+    :class:`NcnnExportError` when ncnn refuses a file. ``packing`` is ncnn's ``opt.use_packing_layout`` (on by
+    default, and what the ncnn upscalers run): the exported graph is made for it (every ``Reshape`` takes its
+    sizes from its own input, see :mod:`asid_arch.integrations.ncnn_forms`), so the default is also the fast
+    CPU path; ``packing=False`` runs ncnn's plain layouts, for comparison."""
     import ncnn
 
     model = ncnn.Net()

@@ -5,17 +5,26 @@ the eager network's token partitions reshape to 5 and 6 axes and its padding to 
 size. :func:`ncnn_form` returns a copy of a network whose layers compute the same values with:
 
 * the meso and global partitions (spatial and channel attention) and their inverses written with the batch axis
-  kept apart and at most 4 more (``(B, H/p, p, W/p, p*C)`` views and permutes of two axes): pnnx drops that
-  batch axis, and the token groups are NCNN's channel axis (:func:`window_tokens`, :func:`grid_tokens`,
-  :func:`window_groups_of_tokens` and their inverses); token groups that merge the batch axis into the group
-  axis would become NCNN batch layouts, whose conversions were the slowest layers;
-* the attention (one head, as in ASID) on ``(B, groups, tokens, C)`` without head axes;
+  kept apart and at most 4 more (``(B, H/p, p, W/p, p*C)`` views and permutes of two axes), pnnx dropping that
+  batch axis: token groups ``(B, rows, cols, T, C)`` (:func:`window_tokens`, :func:`grid_tokens`) and, for the
+  channel attention's grid, ``(B, p*p, rows, cols, C)`` (:func:`window_groups_of_tokens`), with their inverses.
+  Every reshape takes its sizes from its own input (the group rows and columns stay separate axes, so the
+  inverses need no other tensor's size): pnnx then writes one-input ``Reshape`` layers without batch axes, which
+  ncnn's packed layouts (its default, and what the ncnn upscalers run) move at copy speed. A reshape whose sizes
+  come from another tensor becomes a ``Reshape`` with a second input blob, and one that merges or references the
+  batch axis a batch ``Reshape`` (params 12, 13, an element-by-element copy); in packed layouts both ran 20 to 50
+  times slower than a copy and made the whole graph 7 to 10 times slower than with packing off;
+* the attention (one head, as in ASID) without head axes; its projections (``qkv``, the sharing layers' ``v``,
+  ``proj`` where it is not folded into ``v``) as 1x1 convolutions on the map before the partition and after the
+  inverse (a per-token linear map commutes with moving tokens), not ``Linear`` layers on 5-axis groups, which
+  pnnx wraps in reshapes that read another blob's sizes; the channel attention's grid output ``v @ A^T`` on
+  ``(B, p*p, rows, cols, C)`` with ``A`` broadcast over the rows;
 * the SDPA channel attention's scale 1/sqrt(T) summed from the tokens (``ones_like`` would be folded into a
   constant of the traced size);
 * the 1x1 convolutions (:class:`asid_arch.archs.asid_ops.PointwiseConv`) and the GDFN as convolutions on the NCHW
   map, which pnnx writes as NCNN ``Convolution`` layers, instead of matrix products on a permuted NHWC view (a
   permute and two reshapes around each product, slow in ncnn's packed layouts);
-* the spatial attention's ``q, k, v`` taken by ``split`` (no 5-axis view, no ``unbind``) and its position bias
+* the spatial attention's ``q, k, v`` taken by ``split`` (no 6-axis view, no ``unbind``) and its position bias
   added after the product (no ``baddbmm`` of an expanded bias);
 * the input padding as constant paddings followed by crops whose ends are expressions of the input size
   (:func:`pad_to_window`, the rule of :func:`asid_arch.archs.asid_arch.pad_amounts` with ``//``, ``*``, ``+``
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import types
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +46,7 @@ from torch import Tensor
 
 from ..archs.asid_arch import (ASID, GDFN, L2_EPS, MIN_PADDED_SIZE, ChannelAttention, SAMBlock, SpatialAttention,
                                check_input)
-from ..archs.asid_ops import PointwiseConv, linear
+from ..archs.asid_ops import PointwiseConv
 
 # the constant amounts the padding adds before its crops: enough for any side (an edge pad to 16 px from 1 px,
 # then a zero pad to the next multiple of the window)
@@ -64,53 +74,52 @@ def pad_to_window(x: Tensor, p: int) -> Tensor:
 
 
 def window_tokens(x: Tensor, p: int) -> Tensor:
-    """:func:`asid_arch.archs.asid_arch.window_partition` with the batch axis kept apart. ``(B, H, W, C) ->
-    (B, H/p * W/p, p*p, C)``: ``(B, X, i, Y, [j c]) -> (B, X, Y, i, [j c])``."""
+    """:func:`asid_arch.archs.asid_arch.window_partition` with the batch axis and the window rows and columns kept
+    apart. ``(B, H, W, C) -> (B, H/p, W/p, p*p, C)``: ``(B, X, i, Y, [j c]) -> (B, X, Y, i, [j c])``."""
     b, h, w, c = x.shape
     x = x.reshape(b, h // p, p, w // p, p * c).permute(0, 1, 3, 2, 4)
-    return x.reshape(b, (h // p) * (w // p), p * p, c)
+    return x.reshape(b, x.shape[1], x.shape[2], p * p, c)
 
 
-def window_image(tokens: Tensor, p: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`window_tokens`. ``(B, H/p * W/p, p*p, C) -> (B, H, W, C)``."""
-    b, _, _, c = tokens.shape
-    return tokens.reshape(b, h // p, w // p, p, p * c).permute(0, 1, 3, 2, 4).reshape(b, h, w, c)
+def window_image(tokens: Tensor, p: int) -> Tensor:
+    """Inverse of :func:`window_tokens`. ``(B, H/p, W/p, p*p, C) -> (B, H, W, C)``."""
+    b, rows, cols, _, c = tokens.shape
+    x = tokens.reshape(b, rows, cols, p, p * c).permute(0, 1, 3, 2, 4)
+    return x.reshape(b, x.shape[1] * p, x.shape[3] * p, c)
 
 
 def grid_tokens(x: Tensor, g: int) -> Tensor:
-    """:func:`asid_arch.archs.asid_arch.grid_partition` with the batch axis kept apart. ``(B, H, W, C) ->
-    (B, H/g * W/g, g*g, C)``: ``(B, i, X, j, [Y c]) -> (B, X, i j, Y, c) -> (B, X, Y, i j, c)``, pixel
-    ``(i*h + X, j*w + Y)`` with ``h = H/g``, ``w = W/g``."""
+    """:func:`asid_arch.archs.asid_arch.grid_partition` with the batch axis and the group rows and columns kept
+    apart. ``(B, H, W, C) -> (B, H/g, W/g, g*g, C)``: ``(B, i, X, j, [Y c]) -> (B, X, i j, Y, c) -> (B, X, Y, i j,
+    c)``, pixel ``(i*h + X, j*w + Y)`` with ``h = H/g``, ``w = W/g``."""
     b, hh, ww, c = x.shape
-    h, w = hh // g, ww // g
-    x = x.reshape(b, g, h, g, w * c).permute(0, 2, 1, 3, 4).reshape(b, h, g * g, w, c)
-    return x.permute(0, 1, 3, 2, 4).reshape(b, h * w, g * g, c)
+    x = x.reshape(b, g, hh // g, g, (ww // g) * c).permute(0, 2, 1, 3, 4)
+    return x.reshape(b, x.shape[1], g * g, x.shape[4] // c, c).permute(0, 1, 3, 2, 4)
 
 
-def grid_image(tokens: Tensor, g: int, hh: int, ww: int) -> Tensor:
-    """Inverse of :func:`grid_tokens`. ``(B, H/g * W/g, g*g, C) -> (B, H, W, C)``."""
-    b, _, _, c = tokens.shape
-    h, w = hh // g, ww // g
-    x = tokens.reshape(b, h, w, g * g, c).permute(0, 1, 3, 2, 4).reshape(b, h, g, g, w * c)
-    return x.permute(0, 2, 1, 3, 4).reshape(b, hh, ww, c)
+def grid_image(tokens: Tensor, g: int) -> Tensor:
+    """Inverse of :func:`grid_tokens`. ``(B, H/g, W/g, g*g, C) -> (B, H, W, C)``."""
+    x = tokens.permute(0, 1, 3, 2, 4)  # (B, H/g, g*g, W/g, C)
+    b, rows, _, cols, c = x.shape
+    x = x.reshape(b, rows, g, g, cols * c).permute(0, 2, 1, 3, 4)
+    return x.reshape(b, g * x.shape[2], g * (x.shape[4] // c), c)
 
 
 def window_groups_of_tokens(x: Tensor, p: int) -> Tensor:
-    """The channel attention's grid groups (group = offset ``(i, j)`` in every window, tokens = windows) with the
-    batch axis kept apart. ``(B, H, W, C) -> (B, p*p, H/p * W/p, C)``:
-    ``(B, X, i, Y, [j c]) -> (B, i, X Y, j, c) -> (B, i, j, X Y, c)``."""
+    """The channel attention's grid groups (group = offset ``(i, j)`` in every window, tokens = windows ``(X, Y)``)
+    with the batch axis apart. ``(B, H, W, C) -> (B, p*p, H/p, W/p, C)``:
+    ``(B, [X i], Y, j, c) -> (B, [X i], j, Y, c) -> (B, X, i j, Y, c) -> (B, i j, X, Y, c)``."""
     b, hh, ww, c = x.shape
-    h, w = hh // p, ww // p
-    x = x.reshape(b, h, p, w, p * c).permute(0, 2, 1, 3, 4).reshape(b, p, h * w, p, c)
-    return x.permute(0, 1, 3, 2, 4).reshape(b, p * p, h * w, c)
+    x = x.reshape(b, hh, ww // p, p, c).permute(0, 1, 3, 2, 4)
+    return x.reshape(b, x.shape[1] // p, p * p, x.shape[3], c).permute(0, 2, 1, 3, 4)
 
 
-def window_groups_image(tokens: Tensor, p: int, hh: int, ww: int) -> Tensor:
-    """Inverse of :func:`window_groups_of_tokens`. ``(B, p*p, H/p * W/p, C) -> (B, H, W, C)``."""
-    b, _, _, c = tokens.shape
-    h, w = hh // p, ww // p
-    x = tokens.reshape(b, p, p, h * w, c).permute(0, 1, 3, 2, 4).reshape(b, p, h, w, p * c)
-    return x.permute(0, 2, 1, 3, 4).reshape(b, hh, ww, c)
+def window_groups_image(tokens: Tensor, p: int) -> Tensor:
+    """Inverse of :func:`window_groups_of_tokens`. ``(B, p*p, H/p, W/p, C) -> (B, H, W, C)``."""
+    x = tokens.permute(0, 2, 1, 3, 4)  # (B, rows, p*p, cols, C)
+    b, rows, _, cols, c = x.shape
+    x = x.reshape(b, rows * p, p, cols, c).permute(0, 1, 3, 2, 4)
+    return x.reshape(b, x.shape[1], x.shape[2] * p, c)
 
 
 _TOKENS = {'meso': (window_tokens, window_image), 'global': (grid_tokens, grid_image)}
@@ -134,57 +143,72 @@ def _one_head(num_heads: int) -> None:
         raise ValueError(f'the NCNN form computes one attention head (as ASID has), not {num_heads}')
 
 
+def conv1x1(x: Tensor, weight: Tensor) -> Tensor:
+    """``F.linear`` over the channels of an NCHW map as a 1x1 convolution (an NCNN ``Convolution``)."""
+    return F.conv2d(x, weight[:, :, None, None])
+
+
 def sam_forward(self: SAMBlock, x: Tensor, attn=None):
-    """:meth:`SAMBlock.forward` with the partitions of this module (token groups ``(B, N, p*p, d)``)."""
+    """:meth:`SAMBlock.forward` with the partitions of this module: the attention's projections are 1x1
+    convolutions on the map (a per-token linear map commutes with the partitions), the token groups
+    ``(B, rows, cols, p*p, d)`` hold only ``q, k, v`` and the attention's output."""
     split, merge = _TOKENS[self.partition]
-    h, w = x.shape[-2:]
-    tokens = x.permute(0, 2, 3, 1)
-    out, attn = self.attn(split(self.norm_attn(tokens), self.window_size), attn)
-    x = (tokens + merge(out, self.window_size, h, w)).permute(0, 3, 1, 2)
+    normed = self.norm_attn(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    out, attn = self.attn(normed, attn, lambda t: split(t, self.window_size))
+    out = merge(out, self.window_size).permute(0, 3, 1, 2)
+    x = x + (out if self.attn.fold_proj else conv1x1(out, self.attn.proj.weight))
     return self.ffn(self.norm_ffn(x), residual=x), attn
 
 
-def spatial_attention_forward(self: SpatialAttention, tokens: Tensor, attn=None):
-    """:meth:`SpatialAttention.forward` (one head) on ``(B, N, T, d)`` token groups: ``q, k, v`` split off the last
-    axis, the position bias added after the product. Returns ``(out, attn)``, ``attn`` of shape ``(B, N, T, T)``."""
+def spatial_attention_forward(self: SpatialAttention, normed: Tensor, attn: Optional[Tensor] = None,
+                              split: Callable[[Tensor], Tensor] = lambda t: t):
+    """:meth:`SpatialAttention.forward` (one head) from the normalised ``(B, d, H, W)`` map: ``q, k, v`` (or ``v``)
+    as one 1x1 convolution, then cut into token groups ``(B, rows, cols, T, d)`` by ``split`` (of an NHWC map);
+    the position bias added after the product. Returns ``(out, attn)``: ``out`` the groups of ``A v`` (before the
+    output projection where it is not folded into ``v``), ``attn`` of shape ``(B, rows, cols, T, T)``."""
     _one_head(self.num_heads)
-    d = tokens.shape[-1]
+    if not self.compute and attn is None:
+        raise ValueError('a sharing SpatialAttention layer needs the attention of its computing layer')
     if self.compute:
         w_q, w_k, w_v = self.qkv.weight.chunk(3)
-        if self.fold_proj:
-            w_v = self.proj.weight @ w_v
-        q, k, v = linear(tokens, torch.cat((w_q * self.scale, w_k, w_v))).split(d, dim=-1)
-        logits = q @ k.transpose(-2, -1)
-        if self.position_bias:
-            logits = logits + self.rel_pos_bias_table[self.rel_pos_index][..., 0]
-        attn = torch.softmax(logits, dim=-1)
+        weight = torch.cat((w_q * self.scale, w_k, self.proj.weight @ w_v if self.fold_proj else w_v))
     else:
-        if attn is None:
-            raise ValueError('a sharing SpatialAttention layer needs the attention of its computing layer')
-        v = linear(tokens, self.proj.weight @ self.v.weight if self.fold_proj else self.v.weight)
-    out = attn @ v
-    return (out if self.fold_proj else linear(out, self.proj.weight)), attn
+        weight = self.proj.weight @ self.v.weight if self.fold_proj else self.v.weight
+    groups = split(conv1x1(normed, weight).permute(0, 2, 3, 1))
+    if not self.compute:
+        return attn @ groups, attn
+    q, k, v = groups.split(normed.shape[1], dim=-1)
+    logits = q @ k.transpose(-2, -1)
+    if self.position_bias:
+        logits = logits + self.rel_pos_bias_table[self.rel_pos_index][..., 0]
+    attn = torch.softmax(logits, dim=-1)
+    return attn @ v, attn
 
 
 def channel_attend(self: ChannelAttention, x: Tensor) -> Tensor:
-    """:meth:`ChannelAttention.attend` (one head) with the partitions of this module. ``(B, C, H, W) ->
-    (B, H, W, C)``."""
+    """:meth:`ChannelAttention.attend` (one head) with the partitions of this module: meso groups
+    ``(B, rows, cols, T, C)``, grid groups ``(B, p*p, rows, cols, C)`` whose tokens are flattened for the Gram
+    matrices only. ``(B, C, H, W) -> (B, H, W, C)``."""
     _one_head(self.num_heads)
-    c, h, w = x.shape[1:]
+    c = x.shape[1]
     p = self.window_size
     qkv = self.qkv_dwconv(self.qkv(x)).permute(0, 2, 3, 1)
-    tokens = window_tokens(qkv, p) if self.partition == 'meso' else window_groups_of_tokens(qkv, p)
-    q, k, v = tokens.split(c, dim=-1)  # (B, N, T, C)
-    q_norm = torch.clamp(q.square().sum(-2, keepdim=True).sqrt(), min=L2_EPS)  # (B, N, 1, C)
+    meso = self.partition == 'meso'
+    q, k, v = (window_tokens(qkv, p) if meso else window_groups_of_tokens(qkv, p)).split(c, dim=-1)
+    if not meso:  # (B, p*p, rows, cols, C) -> (B, p*p, rows*cols, C)
+        q, k = q.flatten(2, 3), k.flatten(2, 3)
+    q_norm = torch.clamp(q.square().sum(-2, keepdim=True).sqrt(), min=L2_EPS)  # (..., 1, C)
     k_norm = torch.clamp(k.square().sum(-2, keepdim=True).sqrt(), min=L2_EPS)
-    cosine = (q.transpose(-2, -1) @ k) / (q_norm.transpose(-2, -1) * k_norm)  # (B, N, C, C)
+    cosine = (q.transpose(-2, -1) @ k) / (q_norm.transpose(-2, -1) * k_norm)  # (..., C, C)
     if self.mode == 'sdpa':
         # 1/sqrt(T) from the tokens themselves: pnnx folds ones_like into a constant of the traced size
-        scale = (q[:, :1, :, :1] * 0 + 1).sum(-2, keepdim=True).rsqrt()
+        scale = (q[..., :1] * 0 + 1).sum(-2, keepdim=True).rsqrt()
     else:
         scale = self.temperature
-    out = v @ torch.softmax(cosine * scale, dim=-1).transpose(-2, -1)
-    return window_image(out, p, h, w) if self.partition == 'meso' else window_groups_image(out, p, h, w)
+    mix = torch.softmax(cosine * scale, dim=-1).transpose(-2, -1)
+    if meso:
+        return window_image(v @ mix, p)
+    return window_groups_image(v @ mix.unsqueeze(2), p)
 
 
 def pointwise_forward(self: PointwiseConv, x: Tensor, gelu: bool = False, residual=None) -> Tensor:
