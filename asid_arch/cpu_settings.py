@@ -14,24 +14,20 @@
 
 The environment variables act only if they are set before torch is imported (its allocator and OpenMP
 read them once). A library must not change its host: importing ``asid_arch`` does none of this.
-:func:`untuned_environment` takes the variables back while another native library loads that reads them once
-(NCNN's own OpenMP: passive waiting makes its many short layers about 3x slower).
 docs/performance.md gives the before/after figures and the command that measures them.
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
 import platform
-from typing import Dict, Iterator
+from typing import Dict
 
 M_TRIM_THRESHOLD = -1  # mallopt(3) parameters
 M_MMAP_MAX = -4
 DISABLED = -1  # M_TRIM_THRESHOLD = -1: never trim the heap
 GLIBC_MMAP_MAX = 65536  # glibc's defaults
-_SET_BY_TUNE_CPU: Dict[str, str] = {}  # the environment variables tune_cpu set in this process
 GLIBC_TRIM_THRESHOLD = 128 * 1024
 
 
@@ -70,19 +66,4 @@ def tune_cpu(keep_freed: bool = True) -> Dict[str, str]:
         applied['malloc'] = 'keep freed memory'
     elif not keep_freed and release_freed_memory():  # also fixes the mmap threshold (glibc's grows with use)
         applied['malloc'] = 'return freed memory'
-    _SET_BY_TUNE_CPU.update((name, value) for name, value in applied.items() if name in os.environ)
     return applied
-
-
-@contextlib.contextmanager
-def untuned_environment() -> Iterator[None]:
-    """The environment without the variables :func:`tune_cpu` set (those the user set stay), put back on exit:
-    for importing a native library that reads them when it loads, with its own copy of OpenMP (ncnn's),
-    so that it runs as in the applications that use it rather than with the waiting policy chosen for
-    PyTorch. Does nothing where :func:`tune_cpu` was not called."""
-    taken = {name: os.environ.pop(name) for name, value in _SET_BY_TUNE_CPU.items()
-             if os.environ.get(name) == value}
-    try:
-        yield
-    finally:
-        os.environ.update(taken)

@@ -40,7 +40,6 @@ import numpy as np
 
 from ..console import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, command, interrupt_exit_status, interrupt_name, shown,
                        stop_on_signals)
-from ..cpu_settings import tune_cpu, untuned_environment
 from ..integrations.ncnn import INPUT_BLOB, NCNN_NEEDS, OUTPUT_BLOB, check_ncnn, ncnn_model, ncnn_paths, write_ncnn
 from ..integrations.onnx import DEFAULT_OPSET, MIN_OPSET, check_onnx, newest_opset, node_count, onnx_model
 from ..utils.asid_files import TEMP_SUFFIX, NotARegularFile, check_readable_file, check_replaceable
@@ -146,8 +145,7 @@ def missing_package(output_format: str = 'onnx') -> Optional[str]:
     else None."""
     for name in NEEDS[output_format]:
         try:
-            with untuned_environment():  # ncnn's own OpenMP reads the waiting policy once, on loading
-                __import__(name)
+            __import__(name)
         except ImportError:
             return name
     return None
@@ -229,6 +227,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         f"{TOLERANCES['onnx', 'float16']:g} with --half)")
     add_channel_attention_argument(parser)
     args = parser.parse_args(argv)
+    from ..cpu_settings import tune_cpu
+
     tune_cpu()  # before torch is imported
     from ..from_weights import network_from_file
     from ..released import resolve_model

@@ -113,24 +113,13 @@ def ncnn_model(net, half: bool = False) -> Tuple[str, bytes]:
     return rename_blobs(param, {PNNX_INPUT_BLOB: INPUT_BLOB, PNNX_OUTPUT_BLOB: OUTPUT_BLOB}), weights
 
 
-def ncnn_module():
-    """The ``ncnn`` package, imported without the OpenMP waiting policy the package's commands set for PyTorch
-    (:func:`asid_arch.cpu_settings.untuned_environment`): ncnn loads its own OpenMP library, which reads it once,
-    and passive waiting makes the graph's many short layers about 3x slower than in the applications."""
-    from ..cpu_settings import untuned_environment
-
-    with untuned_environment():
-        import ncnn
-    return ncnn
-
-
 def load_ncnn(param: Path, weights: Path, threads: Optional[int] = None, packing: bool = True):
     """An ``ncnn.Net`` loaded from a .param and .bin pair, on the CPU (``threads``: ncnn's default if None);
     :class:`NcnnExportError` when ncnn refuses a file. ``packing`` is ncnn's ``opt.use_packing_layout`` (on by
     default, and what the ncnn upscalers run): the exported graph is made for it (every ``Reshape`` takes its
     sizes from its own input, see :mod:`asid_arch.integrations.ncnn_forms`), so the default is also the fast
     CPU path; ``packing=False`` runs ncnn's plain layouts, for comparison."""
-    ncnn = ncnn_module()
+    import ncnn
 
     model = ncnn.Net()
     model.opt.use_vulkan_compute = False
@@ -147,7 +136,7 @@ def load_ncnn(param: Path, weights: Path, threads: Optional[int] = None, packing
 def run_ncnn(model, array: np.ndarray) -> np.ndarray:
     """A loaded model (:func:`load_ncnn`) on a ``(B, 3, H, W)`` float32 array, one image at a time (NCNN has no
     batch axis): ``(B, 3, H*s, W*s)``. :class:`NcnnExportError` when ncnn fails on an image."""
-    ncnn = ncnn_module()
+    import ncnn
 
     outputs = []
     for image in np.ascontiguousarray(array, dtype=np.float32):

@@ -219,29 +219,3 @@ def test_commands_apply_the_tuning(tmp_path, module, argv, keep):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == '2' and result.stdout.rstrip().endswith('PASSIVE 1'), result.stdout
     assert f'[{keep}]' in result.stdout, result.stdout
-
-
-UNTUNED = """
-import json, os
-os.environ.pop('OMP_WAIT_POLICY', None)
-os.environ.pop('GOMP_SPINCOUNT', None)
-os.environ['THP_MEM_ALLOC_ENABLE'] = '0'  # the user's choice
-from asid_arch.cpu_settings import tune_cpu, untuned_environment
-tune_cpu()
-names = ('OMP_WAIT_POLICY', 'THP_MEM_ALLOC_ENABLE')
-with untuned_environment():
-    inside = {name: os.environ.get(name) for name in names}
-print(json.dumps({'inside': inside, 'after': {name: os.environ.get(name) for name in names}}))
-"""
-
-
-def test_untuned_environment_takes_back_only_what_tune_cpu_set(tmp_path):
-    """While ncnn loads its own OpenMP, the waiting policy tune_cpu chose for PyTorch is taken back (and put
-    back after); what the user set stays."""
-    import json
-
-    result = run_python(UNTUNED, tmp_path, str(REPO))
-    assert result.returncode == 0, result.stderr
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert seen['inside'] == {'OMP_WAIT_POLICY': None, 'THP_MEM_ALLOC_ENABLE': '0'}
-    assert seen['after'] == {'OMP_WAIT_POLICY': 'PASSIVE', 'THP_MEM_ALLOC_ENABLE': '0'}
