@@ -52,15 +52,17 @@ def release_freed_memory() -> bool:
     return _mallopt(GLIBC_MMAP_MAX, GLIBC_TRIM_THRESHOLD)
 
 
-def tune_cpu(keep_freed: bool = True) -> Dict[str, str]:
+def tune_cpu(keep_freed: bool = True, passive_wait: bool = True) -> Dict[str, str]:
     """Apply the settings above (those the user has not chosen); returns what was set, for a log line.
     Call it before torch is imported; ``keep_freed=False`` asks for :func:`release_freed_memory`: glibc's
     default raises its mmap threshold each time a large block is freed, after which blocks of up to 32 MB stay
-    in the heap and the peak grows past what is in use (``asid-sr --max-memory`` would not hold)."""
+    in the heap and the peak grows past what is in use (``asid-sr --max-memory`` would not hold).
+    ``passive_wait=False`` leaves OpenMP's waiting policy at its default, as the applications that host other
+    runtimes run (``asid-bench onnx``: NCNN's many short layers run about 3x slower with passive waiting)."""
     applied: Dict[str, str] = {}
     if 'THP_MEM_ALLOC_ENABLE' not in os.environ:
         os.environ['THP_MEM_ALLOC_ENABLE'] = applied['THP_MEM_ALLOC_ENABLE'] = '1'
-    if 'OMP_WAIT_POLICY' not in os.environ and 'GOMP_SPINCOUNT' not in os.environ:
+    if passive_wait and 'OMP_WAIT_POLICY' not in os.environ and 'GOMP_SPINCOUNT' not in os.environ:
         os.environ['OMP_WAIT_POLICY'] = applied['OMP_WAIT_POLICY'] = 'PASSIVE'
     if keep_freed and os.environ.get('ASID_KEEP_FREED_MEMORY', '1') != '0' and keep_freed_memory():
         applied['malloc'] = 'keep freed memory'

@@ -57,12 +57,17 @@ def interleaved_times(runs: Dict[str, Callable[[], object]], rounds: int, warmup
     return times
 
 
-def in_fresh_process(args: Sequence[str], what: str, env: Optional[Dict[str, str]] = None) -> dict:
-    """``python -m asid_arch.bench <args>`` in a new process; the JSON dict of its last output line.
-    (Importing asid_arch keeps freed heap memory for reuse, so one process per figure keeps each peak
-    its own.) A failed run is a RuntimeError with the end of its stderr."""
+def in_fresh_process(args: Sequence[str], what: str, env: Optional[Dict[str, str]] = None,
+                     unset: Sequence[str] = ()) -> dict:
+    """``python -m asid_arch.bench <args>`` in a new process (this one's environment, updated by ``env``, without
+    the variables named in ``unset``); the JSON dict of its last output line. (Importing asid_arch keeps freed
+    heap memory for reuse, so one process per figure keeps each peak its own.) A failed run is a RuntimeError
+    with the end of its stderr."""
+    environment = {**os.environ, **(env or {})}
+    for name in unset:
+        environment.pop(name, None)
     result = subprocess.run([sys.executable, '-m', 'asid_arch.bench', *args], capture_output=True, text=True,
-                            env={**os.environ, **(env or {})})
+                            env=environment)
     if result.returncode != 0:
         raise RuntimeError(f'{what}: measurement failed:\n{result.stderr[-STDERR_TAIL:]}')
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -41,6 +41,7 @@ DISPATCH: Dict[str, Tuple[str, str]] = {
     '_interleaved': ('speed', 'interleaved_command'),
     '_reference_alone': ('speed', 'reference_alone_command'),
     '_data_one': ('data', 'data_one_command'),
+    '_ncnn_alone': ('onnx', 'ncnn_alone_command'),
 }
 PUBLIC = tuple(name for name in DISPATCH if not name.startswith('_'))
 PRECISIONS = ('fp32', 'bf16', 'fp16')
@@ -181,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument('--warmup', type=_count, default=5)
         if name == '_interleaved':
             p.add_argument('--precision', choices=SPEED_PRECISIONS, default='fp32')
+    p = sub.add_parser('_ncnn_alone')
+    p.add_argument('--param', type=Path, required=True)
+    p.add_argument('--size', type=parse_size, required=True)
+    p.add_argument('--repeats', type=_positive, default=5)
+    p.add_argument('--warmup', type=_count, default=2)
     p = sub.add_parser('_data_one')
     p.add_argument('-opt', type=Path, required=True)
     p.add_argument('--workers', type=_count, required=True)
@@ -196,7 +202,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from ..cpu_settings import tune_cpu
 
-    tune_cpu()  # as every command that runs a network (the figures are measured with it; before torch)
+    # as every command that runs a network (the figures are measured with it; before torch); NCNN alone runs with
+    # OpenMP's default waiting, as in the applications that host it
+    args.tuned = tune_cpu(passive_wait=args.command != '_ncnn_alone')  # what it set (`onnx` unsets it for NCNN)
     from ..utils.asid_compat import install_torchvision_alias
 
     install_torchvision_alias()  # before any subcommand imports BasicSR (1.4.2 needs it with this torchvision)

@@ -7,6 +7,9 @@ OpenCV runs in this process only after a child process has loaded and run the sa
 OpenCV's importer would otherwise end the benchmark); where it cannot, its column says why. NCNN runs the files
 of ``asid-export --format ncnn`` on the CPU with ncnn's default options (packed layouts on, as the ncnn upscalers
 run them; :func:`asid_arch.integrations.ncnn.load_ncnn`); where pnnx or ncnn is missing, its column says so.
+In this process NCNN shares PyTorch's OpenMP and its passive waiting (:func:`asid_arch.cpu_settings.tune_cpu`),
+which its many short layers run about 3x slower in, so it is also timed alone in a fresh process with OpenMP's
+default waiting, as in the applications that host it (``_ncnn_alone``).
 """
 from __future__ import annotations
 
@@ -14,10 +17,10 @@ import argparse
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from ..console import EXIT_OK
-from .common import interleaved_times, machine, no_grad_call
+from .common import in_fresh_process, interleaved_times, machine, no_grad_call
 from .figures import FIGURE_INPUT, FIGURE_LABEL, FIGURE_SCALE
 
 if TYPE_CHECKING:
@@ -26,11 +29,12 @@ if TYPE_CHECKING:
 RUNTIMES = ('eager', 'onnxruntime', 'opencv', 'ncnn')  # the columns, in the order they run in each round
 
 
-def runtimes_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict:
+def runtimes_vs_eager(what: str, rounds: int, warmup: int, folder: Path, tuned: Sequence[str] = ()) -> dict:
     """ASID exported by ``asid-export``'s exporters into ``folder``, run by onnxruntime (CPU provider, default
     threads), OpenCV DNN (CPU backend) and NCNN (CPU, default threads) against PyTorch eager, interleaved in this
     process: median seconds per runtime, each runtime's largest difference to eager, and a note for each runtime
-    that could not run."""
+    that could not run. ``tuned``: the environment variables this process's tuning set, which NCNN's run alone
+    does without."""
     import numpy as np
     import onnxruntime
     import torch
@@ -69,7 +73,29 @@ def runtimes_vs_eager(what: str, rounds: int, warmup: int, folder: Path) -> dict
     times = interleaved_times(runs, rounds, warmup)
     for name in runs:
         figure[f'{name}_s'] = statistics.median(times[name])
+    if 'ncnn' in runs:
+        figure['ncnn_alone_s'] = in_fresh_process(['_ncnn_alone', '--param', str(folder / f'asid_{what}.param'),
+                                                   '--size', f'{w}x{h}', '--repeats', str(rounds), '--warmup',
+                                                   str(warmup)], 'NCNN alone', unset=tuned)['seconds']
     return figure
+
+
+def ncnn_alone_command(args: argparse.Namespace) -> int:
+    """``_ncnn_alone``: an NCNN pair run alone in this fresh process, whose OpenMP keeps its default waiting
+    policy (the other commands' passive waiting makes NCNN's many short layers about 3x slower, and in one
+    process with PyTorch the two share one OpenMP): prints ``{"seconds": median}`` as JSON."""
+    import json
+
+    import numpy as np
+
+    from ..integrations.ncnn import load_ncnn, run_ncnn
+
+    model = load_ncnn(args.param, args.param.with_suffix('.bin'))
+    w, h = args.size
+    x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    times = interleaved_times({'ncnn': lambda: run_ncnn(model, x)}, args.repeats, args.warmup)
+    print(json.dumps({'seconds': statistics.median(times['ncnn'])}))
+    return EXIT_OK
 
 
 def ncnn_runner(net, param: Path, figure: dict) -> Optional[Callable[[np.ndarray], np.ndarray]]:
@@ -104,7 +130,7 @@ def onnx(args: argparse.Namespace) -> int:
     print(f'asid-bench onnx on {machine()}; OpenCV {opencv_version()}; medians of {args.repeats} interleaved rounds')
     with tempfile.TemporaryDirectory() as folder:
         for what in FIGURE_INPUT:
-            fig = runtimes_vs_eager(what, args.repeats, args.warmup, Path(folder))
+            fig = runtimes_vs_eager(what, args.repeats, args.warmup, Path(folder), list(args.tuned))
             cells = []
             for name in RUNTIMES:
                 if f'{name}_s' in fig:
@@ -112,6 +138,9 @@ def onnx(args: argparse.Namespace) -> int:
                                  f"max abs diff {fig[f'{name}_diff']:.1e})")
                 else:
                     cells.append(f"{name} not run: {fig[f'{name}_note']}")
+            if 'ncnn_alone_s' in fig:
+                cells.append(f"ncnn alone in a fresh process (OpenMP's default waiting) {fig['ncnn_alone_s']:.3f} s "
+                             f"({fig['eager_s'] / fig['ncnn_alone_s']:.2f}x eager)")
             conversions = f"ONNX export took {fig['export_s']:.0f} s" + (
                 f", NCNN conversion {fig['ncnn_export_s']:.0f} s" if 'ncnn_export_s' in fig else '')
             print(f"{fig['label']}: " + '; '.join(cells) + f'; {conversions}', flush=True)

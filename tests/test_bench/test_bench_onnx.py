@@ -23,6 +23,7 @@ def test_every_runtime_runs_the_exported_network_like_eager(tmp_path, monkeypatc
         assert figure['ncnn_note'] == '', figure['ncnn_note']
         assert (tmp_path / 'asid_x4.param').is_file() and (tmp_path / 'asid_x4.bin').is_file()
         ran.append('ncnn')
+        assert figure['ncnn_alone_s'] > 0
     for name in ran:
         assert figure[f'{name}_s'] > 0, name
         assert figure[f'{name}_diff'] < 1e-4, (name, figure[f'{name}_diff'])

@@ -219,3 +219,15 @@ def test_commands_apply_the_tuning(tmp_path, module, argv, keep):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == '2' and result.stdout.rstrip().endswith('PASSIVE 1'), result.stdout
     assert f'[{keep}]' in result.stdout, result.stdout
+
+
+def test_tune_cpu_can_leave_the_openmp_waiting_policy_alone(tmp_path):
+    """``asid-bench onnx`` runs the other runtimes with OpenMP's default waiting: tune_cpu(passive_wait=False)
+    sets no waiting policy (and still its other settings)."""
+    code = ("import os; os.environ.pop('OMP_WAIT_POLICY', None); os.environ.pop('GOMP_SPINCOUNT', None); "
+            "os.environ.pop('THP_MEM_ALLOC_ENABLE', None); from asid_arch.cpu_settings import tune_cpu; "
+            "applied = tune_cpu(passive_wait=False); "
+            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('THP_MEM_ALLOC_ENABLE'), sorted(applied))")
+    result = run_python(code, tmp_path, str(REPO))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[:2] == ['None', '1'] and 'OMP_WAIT_POLICY' not in result.stdout.split(None, 2)[2]
