@@ -250,19 +250,25 @@ def test_half_flag_reaches_the_exporter_and_its_tolerance(tmp_path, monkeypatch,
     assert calls['half'] is False and not (tmp_path / 'f.onnx').exists()
 
 
-def test_export_without_the_extra_is_a_clear_error(tmp_path, monkeypatch, capsys):
+WITHOUT_AN_EXTRA = [('onnx', 'onnxruntime', 'm.onnx'), ('ncnn', 'pnnx', 'm.param')]
+
+
+@pytest.mark.parametrize('output_format, package, output', WITHOUT_AN_EXTRA)
+def test_export_without_the_extra_is_a_clear_error(tmp_path, monkeypatch, capsys, output_format, package, output):
     import builtins
 
     real_import = builtins.__import__
 
-    def no_onnxruntime(name, *args, **kwargs):
-        if name == 'onnxruntime':
-            raise ImportError('no onnxruntime', name='onnxruntime')
+    def without_package(name, *args, **kwargs):
+        if name == package:
+            raise ImportError(f'no {package}', name=package)
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, '__import__', no_onnxruntime)
-    assert asid_export(['-m', str(tmp_path / 'm.pth'), '-o', str(tmp_path / 'm.onnx')]) == 2
-    assert "pip install -e '.[onnx]'" in capsys.readouterr().err
+    monkeypatch.setattr(builtins, '__import__', without_package)
+    argv = ['-m', str(tmp_path / 'm.pth'), '-o', str(tmp_path / output), '--format', output_format]
+    assert asid_export(argv) == 2
+    err = capsys.readouterr().err
+    assert f'{package} is not installed' in err and f"pip install -e '.[{output_format}]'" in err, err
 
 
 @pytest.mark.slow

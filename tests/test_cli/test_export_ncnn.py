@@ -263,22 +263,6 @@ def test_asid_export_ncnn_refuses_a_bin_that_is_not_a_regular_file(tmp_path, cap
     assert (tmp_path / 'a.bin').read_bytes() == b'old' and not (tmp_path / 'a.param').exists()
 
 
-def test_asid_export_ncnn_without_the_extra_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_pnnx(name, *args, **kwargs):
-        if name == 'pnnx':
-            raise ImportError('no pnnx', name='pnnx')
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, '__import__', no_pnnx)
-    assert asid_export(['-m', str(tmp_path / 'm.pth'), '-o', str(tmp_path / 'm.param'), '--format', 'ncnn']) == 2
-    err = capsys.readouterr().err
-    assert 'pnnx is not installed' in err and "pip install -e '.[ncnn]'" in err, err
-
-
 @pytest.mark.slow
 def test_released_configuration_through_ncnn():
     """ASID x2 as released (48 channels, 3 IDBs, random weights) converted by pnnx, with no reshape that ncnn's
