@@ -45,7 +45,8 @@ from ..utils.asid_compat import register_once, source_file_of  # isort: skip  (f
 from basicsr.utils.registry import ARCH_REGISTRY  # after the alias
 
 from .asid_layouts import is_reference_layout, position_bias_hint, state_dict_from_reference
-from .asid_ops import PointwiseConv, TokenLayerNorm, depthwise_conv3x3, eager_cpu, float32_training, layer_norm, linear
+from .asid_ops import (PointwiseConv, TokenLayerNorm, depthwise_conv3x3, eager_cpu, float32_training, layer_norm,
+                       linear, spatial_mean)
 
 # ----------------------------------------------------------------------------------------------
 # Named constants of the released configurations
@@ -311,7 +312,7 @@ class SqueezeExcitation(nn.Module):
         self.fc2 = nn.Linear(dim // reduction, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate = torch.sigmoid(self.fc2(F.silu(self.fc1(x.mean(dim=(2, 3))))))
+        gate = torch.sigmoid(self.fc2(F.silu(self.fc1(spatial_mean(x)))))
         return x * gate[:, :, None, None]
 
 
@@ -388,8 +389,12 @@ class SpatialAttention(nn.Module):
                 w_v = self.proj.weight @ w_v
             # the 1/sqrt(d_head) scale rides on the query weights
             qkv = linear(tokens, torch.cat((w_q * self.scale, w_k, w_v)))
-            q, k, v = qkv.view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            q, k = q.reshape(-1, t, self.head_dim), k.reshape(-1, t, self.head_dim).transpose(1, 2)
+            if self.num_heads == 1:  # strided views of the channel thirds: the backward pass is one concatenation
+                q, k, v = qkv.split(d, dim=-1)
+                k, v = k.transpose(1, 2), v[:, None]
+            else:
+                q, k, v = qkv.view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+                q, k = q.reshape(-1, t, self.head_dim), k.reshape(-1, t, self.head_dim).transpose(1, 2)
             if self.position_bias:
                 bias = self.rel_pos_bias_table[self.rel_pos_index].permute(2, 0, 1)  # (heads, T, T)
                 logits = torch.baddbmm(bias.expand(n, -1, -1, -1).reshape(-1, t, t), q, k)

@@ -180,6 +180,23 @@ def depthwise_conv3x3(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, 
     return y if multiply is None else y * multiply
 
 
+def spatial_mean(x: Tensor) -> Tensor:
+    """``x.mean(dim=(2, 3))``: the mean of every channel over the image. ``(B, C, H, W) -> (B, C)``.
+
+    In bfloat16 on the CPU (a bfloat16 network, or autocast) ATen widens the whole map to float32 before it sums
+    (a copy of twice the map's size); here the sum is a matrix product with a vector of ones instead (oneDNN
+    accumulates in float32 and rounds the sum once), then divided by ``H*W``: the same mean to bfloat16 rounding,
+    several times faster. Float32, float64, tracing and export take ``x.mean``."""
+    if x.dtype != torch.bfloat16 or not eager_cpu(x, under_autocast=True):
+        return x.mean(dim=(2, 3))
+    b, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last):  # (B, HW, C) view: ones (B, 1, HW) times it
+        total = torch.matmul(x.new_ones(b, 1, h * w), x.permute(0, 2, 3, 1).reshape(b, h * w, c))
+    else:
+        total = torch.matmul(x.reshape(b, c, h * w), x.new_ones(b, h * w, 1))
+    return total.view(b, c) / (h * w)
+
+
 class PointwiseConv(nn.Conv2d):
     """1x1 convolution computed as one matrix product over the channels of an NHWC view.
 

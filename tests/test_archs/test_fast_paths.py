@@ -289,3 +289,26 @@ def test_layer_norm_gradients_under_bfloat16_autocast(width):
     assert g_w.dtype == g_b.dtype == torch.float32
     assert (g_w.double() - e_w).abs().max().item() <= 1e-5 * e_w.abs().max().item()
     assert (g_b.double() - e_b).abs().max().item() <= 1e-5 * e_b.abs().max().item()
+
+
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_bfloat16_spatial_mean_by_a_matrix_product(channels_last):
+    """The squeeze-excitation's spatial mean: in bfloat16 a product with ones, within two bfloat16 roundings of the
+    float64 mean (values and gradient, also under autocast); float32 and float64 take ``x.mean`` exactly."""
+    torch.manual_seed(0)
+    x = (torch.randn(2, 12, 17, 23, dtype=torch.float64) + 3).requires_grad_()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    half = x.detach().bfloat16().contiguous(memory_format=layout).requires_grad_()
+    exact = half.detach().double().mean(dim=(2, 3))
+    for context in (torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16)):
+        with context:
+            ours = ops.spatial_mean(half)
+        assert ours.dtype == torch.bfloat16 and ours.shape == (2, 12)
+        assert (ours.double() - exact).abs().max().item() <= 2 * 2**-8 * exact.abs().max().item()
+    g = torch.randn(2, 12).bfloat16()
+    (g_half, ) = torch.autograd.grad(ours, half, g)
+    expected = (g.double() / (17 * 23))[:, :, None, None].expand(-1, -1, 17, 23)
+    assert (g_half.double() - expected).abs().max().item() <= 2**-8 * expected.abs().max().item()
+    for dtype in (torch.float32, torch.float64):
+        wide = x.detach().to(dtype).contiguous(memory_format=layout)
+        assert torch.equal(ops.spatial_mean(wide), wide.mean(dim=(2, 3)))
