@@ -252,34 +252,35 @@ class _LayerNormFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None
 
 
-# ATen's CPU LayerNorm normalises one row at a time; in bfloat16, rows narrower than one 512-bit vector
-# (32 values; the SAMs of the second and third units see 24 and 12 channels) spend most of it outside its
-# vector loop, and whole-tensor passes (:func:`_narrow_layer_norm`) are faster
-BF16_VECTOR_VALUES = 32
+# ATen's CPU LayerNorm normalises one row at a time; in bfloat16 the SAMs' rows (36, 24 and 12 values, less than
+# one or two 512-bit vectors of 32) spend most of it outside its vector loop, and whole-tensor passes
+# (:func:`_narrow_layer_norm`) are faster; from 48 values (the CAM's) the row loop is faster
+NARROW_LN_MAX_WIDTH = 36
 
 
 def _narrow_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """``F.layer_norm`` over the last axis of a contiguous bfloat16 ``x`` at inference, in passes over the
     whole tensor instead of a loop over its rows: ``d * (x - mean)`` by a matrix product with the integer
-    matrix ``d I - 1`` (exact in bfloat16, sums in float32), the variance in float32, ``rstd_i * weight_j``
-    by a rank-1 matrix product, then one ``addcmul`` with the bias. Each step rounds to bfloat16 once: the
-    result is within a few bfloat16 roundings of ``F.layer_norm``'s."""
+    matrix ``d I - 1`` (exact in bfloat16, sums in float32), the sum of its squares by a matrix product with
+    ones (summed in float32, rounded once), ``rstd_i * weight_j`` by a rank-1 matrix product, then one
+    ``addcmul`` with the bias. Each step rounds to bfloat16 once: the result is within a few bfloat16 roundings
+    of ``F.layer_norm``'s."""
     width = x.shape[-1]
     centring = (torch.eye(width, dtype=x.dtype) * width - 1).contiguous()  # d I - 1: integers, exact
     scaled = _ONEDNN_LINEAR(x, centring, None, 'none', [], '')  # d * (x - mean)
-    var = (scaled * scaled).mean(-1, keepdim=True, dtype=torch.float32)  # d^2 * variance
-    rstd = var.add_(eps * width * width).rsqrt_().to(x.dtype)  # 1 / (d * sqrt(variance + eps))
+    squares = _ONEDNN_LINEAR(scaled * scaled, x.new_ones(1, width), None, 'none', [], '')  # d^3 * variance
+    rstd = squares.float().div_(width).add_(eps * width * width).rsqrt_().to(x.dtype)  # 1 / (d sqrt(var + eps))
     scale = _ONEDNN_LINEAR(rstd, weight[:, None].contiguous(), None, 'none', [], '')  # rstd_i * weight_j
     return torch.addcmul(bias, scaled, scale)
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-    """``F.layer_norm(x, (d,), weight, bias, eps)`` over the last axis: in bfloat16 inference on rows narrower
-    than :data:`BF16_VECTOR_VALUES` by :func:`_narrow_layer_norm`; in training and under CPU autocast (bfloat16
+    """``F.layer_norm(x, (d,), weight, bias, eps)`` over the last axis: in bfloat16 inference on rows of at most
+    :data:`NARROW_LN_MAX_WIDTH` values by :func:`_narrow_layer_norm`; in training and under CPU autocast (bfloat16
     activations, float32 parameters) on widths that are not a multiple of :data:`LN_FAST_WEIGHT_GRAD_MULTIPLE`
     by :class:`_LayerNormFunction` (for the SAMs' 12, 24 and 36 channels; at 48 ATen's mixed-dtype kernels are as
     fast as float32's plus the casts, which round float32 to bfloat16 slowly)."""
-    if (x.dtype == torch.bfloat16 and x.shape[-1] < BF16_VECTOR_VALUES and x.dtype in _ONEDNN_DTYPES
+    if (x.dtype == torch.bfloat16 and x.shape[-1] <= NARROW_LN_MAX_WIDTH and x.dtype in _ONEDNN_DTYPES
             and weight.dtype == bias.dtype == x.dtype and eager_cpu(x) and not _needs_grad(x, weight, bias)):
         return _narrow_layer_norm(x.contiguous(), weight, bias, eps)  # (a SAM's input is a channel slice)
     slow_weight_grad = x.shape[-1] % LN_FAST_WEIGHT_GRAD_MULTIPLE != 0

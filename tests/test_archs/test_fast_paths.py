@@ -206,9 +206,9 @@ def test_bfloat16_network_stays_on_the_onednn_paths_in_one_dtype(monkeypatch):
 
 
 @pytest.mark.skipif(torch.bfloat16 not in ops._ONEDNN_DTYPES, reason="this CPU's oneDNN does not run bfloat16")
-@pytest.mark.parametrize('width, offset', [(12, 4.0), (24, 4.0), (12, 50.0), (36, 4.0)])
+@pytest.mark.parametrize('width, offset', [(12, 4.0), (24, 4.0), (12, 50.0), (36, 4.0), (36, 50.0), (48, 4.0)])
 def test_narrow_bfloat16_layer_norm_matches_layer_norm(monkeypatch, width, offset):
-    """Rows narrower than one 512-bit vector take the whole-tensor passes at bfloat16 inference (within a few
+    """The SAMs' rows (12, 24, 36 values) take the whole-tensor passes at bfloat16 inference (within a few
     bfloat16 roundings of float32's LayerNorm of the same input, also for a mean far from zero); wider rows,
     gradients and float32 take ``F.layer_norm``."""
     torch.manual_seed(0)
@@ -220,12 +220,12 @@ def test_narrow_bfloat16_layer_norm_matches_layer_norm(monkeypatch, width, offse
     with torch.no_grad():
         ours = ops.layer_norm(x, w, b, 1e-5)
     ref = F.layer_norm(x.float(), (width, ), w.float(), b.float(), 1e-5)
-    assert len(calls) == (width < ops.BF16_VECTOR_VALUES)
+    assert len(calls) == (width <= ops.NARROW_LN_MAX_WIDTH)
     assert ours.dtype == torch.bfloat16
     assert ((ours.float() - ref).abs() <= 2**-6 * (ref.abs() + 1)).all()
     ops.layer_norm(x.float(), w.float(), b.float(), 1e-5)  # float32
     ops.layer_norm(x, w.requires_grad_(), b, 1e-5)  # a gradient is needed
-    assert len(calls) == (width < ops.BF16_VECTOR_VALUES)
+    assert len(calls) == (width <= ops.NARROW_LN_MAX_WIDTH)
 
 
 @pytest.mark.parametrize('partition', ['meso', 'grid'])
