@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--warmup', type=_count, default=5,
                    help="untimed runs first: a process's first training steps grow its heap (page faults); the "
                         'figures are for the steady state')
-    p.add_argument('--compile', action='store_true', help='torch.compile the model first')
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile the model first (inference figures: a frozen network, one compilation per '
+                        'input size; the training step stays eager)')
     p.add_argument('--precision', choices=SPEED_CHOICES, default='auto',
                    help='the figures in fp32 and in this precision: auto (default) is bf16 on CPUs with native bf16 '
                    '(AVX512-BF16, AMX, Arm BF16), fp32 elsewhere; bf16 runs inference on a bf16 copy of the network '

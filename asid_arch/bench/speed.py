@@ -64,6 +64,16 @@ def figure_workload(what: str, net: nn.Module, precision: str, fused: bool = Fal
     return step
 
 
+def compiled_for_inference(net: nn.Module) -> nn.Module:
+    """``torch.compile(net, dynamic=False)`` with inductor's freezing on (in this benchmark process): at inference
+    the weights become constants, so inductor folds what depends only on them and oneDNN gets its weights
+    prepacked. One compilation per input size."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    return torch.compile(net, dynamic=False)
+
+
 def speed_figure(what: str, precision: str, compile_model: bool, repeats: int, warmup: int) -> dict:
     """One speed figure in this process: ``{'label', 'seconds', 'peak_rss_mb'}``."""
     from ..archs.asid_arch import asid
@@ -78,7 +88,7 @@ def speed_figure(what: str, precision: str, compile_model: bool, repeats: int, w
         label = (f'training step ASID x2, batch {STEP_BATCH}, {STEP_LR_PATCH}x{STEP_LR_PATCH} LR, {precision}{amp}, '
                  f'Adam{"(fused=True)" if fused else ""}')
     else:
-        net = torch.compile(net, dynamic=False) if compile_model else net
+        net = compiled_for_inference(net) if compile_model else net
         (w, h), scale = FIGURE_INPUT[kind], FIGURE_SCALE[kind]
         label = (f'inference ASID x{scale} {w}x{h} -> {w * scale}x{h * scale} {precision}'
                  f'{" compiled" if compile_model else ""}')
@@ -127,7 +137,7 @@ def golden_errors(dtype: torch.dtype, compile_model: bool) -> List[str]:
             torch._dynamo.reset()
         cast = dtype == torch.bfloat16  # a bf16 copy of the network, as asid-sr runs it on the CPU
         net.to(dtype if cast else torch.float32)
-        run = torch.compile(net, dynamic=False) if compile_model else net
+        run = compiled_for_inference(net) if compile_model else net
         x = g['input'].to(dtype if cast else torch.float32)
         autocast = torch.autocast('cpu', dtype=dtype, enabled=not cast and dtype != torch.float32)
         with torch.inference_mode(), autocast:
