@@ -213,7 +213,8 @@ def speed(args: argparse.Namespace) -> int:
         return interleaved_precisions(args)
     print(f'asid-bench speed on {machine()}')
     precisions = speed_precisions(args.precision)
-    jobs = [(what, p) for p in precisions for what in ('x4', 'x2', 'step')] + [('step-fused', FULL_PRECISION)]
+    jobs = ([(what, p) for p in precisions for what in args.figures]
+            + ([('step-fused', FULL_PRECISION)] if 'step' in args.figures else []))
     try:
         ceilings = {p: in_fresh_process(['_ceiling', '--precision', p], f'{p} matrix products')['gflops']
                     for p in precisions}
@@ -278,7 +279,7 @@ def interleaved_precisions(args: argparse.Namespace) -> int:
     clock = 'CPU time of the process' if args.cpu_time else 'wall clock'
     print(f'asid-bench speed --interleaved on {machine()}: {" and ".join(precisions)}, {args.repeats} rounds, '
           f'{clock}')
-    for what in ('x4', 'x2', 'step'):
+    for what in args.figures:
         try:
             fig = in_fresh_process(['_precisions', '--what', what, '--precisions', *precisions, '--repeats',
                                     str(args.repeats), '--warmup', str(args.warmup)]

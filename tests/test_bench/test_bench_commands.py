@@ -116,6 +116,33 @@ def test_speed_precision_auto_follows_the_precision_rule(monkeypatch, capsys, na
     expected = {('x4', 'fp32'), ('x2', 'fp32'), ('step', 'fp32'), ('step-fused', 'fp32')}
     assert figures == expected | ({('x4', 'bf16'), ('x2', 'bf16'), ('step', 'bf16')} if native else set())
     assert sum(args[0] == '_ceiling' for args in asked) == (2 if native else 1)
+    asked.clear()
+    assert asid_bench(['speed', '--precision', 'fp32', '--figures', 'x4']) == 0
+    assert [args[2] for args in asked if args[0] == '_speed_one'] == ['x4']
+
+
+def test_speed_figures_chooses_the_figures(monkeypatch):
+    """``--figures`` picks the figures of a plain and an ``--interleaved`` run (``step`` brings the fused step)."""
+    from asid_arch.bench import speed as bench
+
+    asked = []
+
+    def measured(args, what):
+        asked.append(args)
+        if args[0] == '_precisions':
+            return {'seconds': {'fp32': 0.5}, 'speedup': {'fp32': [1.0]}}
+        return {'label': 'figure', 'seconds': 0.5, 'peak_rss_mb': 100.0, 'gflops': 100.0}
+
+    monkeypatch.setattr(bench, 'in_fresh_process', measured)
+    monkeypatch.setattr(bench, 'golden_errors', lambda dtype, compile_model: ['skipped'])
+    assert asid_bench(['speed', '--precision', 'fp32', '--figures', 'x4']) == 0
+    assert [args[2] for args in asked if args[0] == '_speed_one'] == ['x4']
+    asked.clear()
+    assert asid_bench(['speed', '--precision', 'fp32', '--figures', 'step', 'x2']) == 0
+    assert [args[2] for args in asked if args[0] == '_speed_one'] == ['step', 'x2', 'step-fused']
+    asked.clear()
+    assert asid_bench(['speed', '--precision', 'fp32', '--interleaved', '--figures', 'x2']) == 0
+    assert [args[2] for args in asked if args[0] == '_precisions'] == ['x2']
 
 
 @pytest.mark.slow
