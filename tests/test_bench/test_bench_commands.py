@@ -262,24 +262,28 @@ def test_seams_image_that_is_no_regular_file_is_named_by_its_kind(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which(os.environ.get('CXX', 'g++')) is None,
                     reason='torch.compile on a CPU needs a C++ compiler')
-def test_compiled_inference_equals_eager(monkeypatch):
+def test_compiled_inference_equals_eager():
     """``asid-bench speed --compile`` times a frozen, compiled network: it must compute what the eager one does
-    (a small network and image; inductor's freezing flag is restored afterwards)."""
+    (a small network and image). Inductor's freezing flag is set back afterwards by assignment (restored through
+    pytest's monkeypatch, the config lost the entry and later compilations in the process failed)."""
     import torch
     import torch._inductor.config as inductor_config
 
     from asid_arch import ASID
     from asid_arch.bench.speed import compiled_for_inference
 
-    monkeypatch.setattr(inductor_config, 'freezing', inductor_config.freezing)
+    before = inductor_config.freezing
     torch.manual_seed(0)
     net = ASID(upscale=2, num_feat=8, num_blocks=1).eval()
     x = torch.rand(1, 3, 21, 19)
-    with torch.inference_mode():
-        eager = net(x)
-        compiled = compiled_for_inference(net)
-        assert inductor_config.freezing
-        out = compiled(x)
-    torch._dynamo.reset()
+    try:
+        with torch.inference_mode():
+            eager = net(x)
+            compiled = compiled_for_inference(net)
+            assert inductor_config.freezing
+            out = compiled(x)
+    finally:
+        inductor_config.freezing = before
+        torch._dynamo.reset()
     assert out.shape == eager.shape == (1, 3, 42, 38)
     assert (out - eager).abs().max().item() < 1e-5
