@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neosr/archs/asid_arch.py of a neosr checkout (its pe=True, flash_attn=False build is the "
                         "authors' architecture): time it beside the package in one process, interleaved, and alone")
     p.add_argument('--figures', nargs='+', choices=list(FIGURE_SCALE), default=list(FIGURE_SCALE),
-                   help='which figures (default: all; `step` also times the fused Adam step)')
+                   help='which figures (default: all; in a plain run `step` also times the fused Adam step)')
 
     p = sub.add_parser('seams', help='tiled vs whole-image inference of a checkpoint on one photo')
     p.add_argument('-m', '--model', type=Path, required=True, help='ASID checkpoint')
