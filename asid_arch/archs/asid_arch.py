@@ -25,9 +25,9 @@ The file reads top-down in the paper's order (``C`` features, ``c = C/4`` distil
 * input padding and checks ........................................ :func:`pad_input`, :func:`check_input`
 
 The CPU fast paths the layers call (oneDNN kernels, fused epilogues, autograd functions) are in
-``asid_ops.py``; they step aside for tracing, scripting, ``torch.compile``, export, autocast and float64,
-which see only standard PyTorch operations. Checkpoint key layouts and variant detection are in
-``asid_layouts.py``.
+``asid_ops.py``; they step aside for tracing, scripting, ``torch.compile``, export and float64, which see
+only standard PyTorch operations (and, but for the spatial mean and the LayerNorms, for autocast). Checkpoint
+key layouts and variant detection are in ``asid_layouts.py``.
 
 All tensors are NCHW unless a docstring says otherwise; NHWC token maps are written ``(B, H, W, C)``.
 """

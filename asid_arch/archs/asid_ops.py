@@ -3,9 +3,9 @@ epilogues, a LayerNorm with a faster weight gradient) and the autograd functions
 
 Kit file (``basicsr/archs/asid_ops.py`` in a BasicSR checkout): it imports only torch. Every function here
 gives the plain PyTorch operation's values (to the rounding of its dtype) and takes the plain operation wherever
-its fast path does not apply: float64 (the golden checks), autocast, CUDA,
-tracing, scripting, ``torch.compile`` and export see only standard PyTorch operations. The fast paths run in
-float32 and, where this CPU's oneDNN runs it, in bfloat16 (a network cast to it).
+its fast path does not apply: float64 (the golden checks), CUDA, tracing, scripting, ``torch.compile`` and export
+see only standard PyTorch operations. The fast paths run in float32 and, where this CPU's oneDNN runs it, in
+bfloat16 (a network cast to it); under CPU autocast only :func:`spatial_mean` and :func:`layer_norm` take theirs.
 """
 from __future__ import annotations
 
@@ -185,9 +185,10 @@ def spatial_mean(x: Tensor) -> Tensor:
 
     In bfloat16 on the CPU (a bfloat16 network, or autocast) ATen widens the whole map to float32 before it sums
     (a copy of twice the map's size); here the sum is a matrix product with a vector of ones instead (oneDNN
-    accumulates in float32 and rounds the sum once), then divided by ``H*W``: the same mean to bfloat16 rounding,
-    several times faster. Float32, float64, tracing and export take ``x.mean``."""
-    if x.dtype != torch.bfloat16 or not eager_cpu(x, under_autocast=True):
+    accumulates in float32 and rounds the sum once), then divided by ``H*W``: the same mean to bfloat16 rounding.
+    Float32, float64, CUDA, tracing, scripting, ``torch.compile``, export and CPUs whose oneDNN does not run
+    bfloat16 take ``x.mean``."""
+    if x.dtype != torch.bfloat16 or x.dtype not in _ONEDNN_DTYPES or not eager_cpu(x, under_autocast=True):
         return x.mean(dim=(2, 3))
     b, c, h, w = x.shape
     if x.is_contiguous(memory_format=torch.channels_last):  # (B, HW, C) view: ones (B, 1, HW) times it

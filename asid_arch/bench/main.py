@@ -4,7 +4,7 @@
                        [--checkpoint ASID:2=path.pth ...] [--datasets DIR] [--out bench_out]
     asid-bench paper   --checkpoint ASID:2=path.pth ... --datasets DIR [--sets Set5 Urban100 ...] [--out DIR]
     asid-bench speed   [--compile] [--precision auto] [--interleaved [--cpu-time]] [--repeats 5] [--warmup 5]
-                       [--reference neosr/archs/asid_arch.py]
+                       [--figures x4 x2 step] [--reference neosr/archs/asid_arch.py]
     asid-bench seams   -m checkpoint.pth [--image photo.png] [--tile PX]
     asid-bench data    -opt options/train/ASID/train_ASID_SRx2_scratch.yml [--workers 0 1 2 6]
     asid-bench onnx    [--repeats 5]

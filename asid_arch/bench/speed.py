@@ -5,7 +5,9 @@ patches, x2, forward + backward + Adam, plain and fused), and the float32 (and b
 the float64 golden files of the folder the environment variable ``ASID_SHARED`` names. With ``--reference``
 (neosr's ASID file, whose ``pe=True, flash_attn=False`` build is the authors' architecture): the
 package and the reference interleaved in one process, and the reference alone in a plain process.
-No figure of another machine is quoted: a speed-up is only ever measured here, in one process.
+``--figures`` picks the figures; ``--compile`` compiles the inference figures' network frozen (its first call,
+which compiles, is timed apart). No figure of another machine is quoted: a speed-up is only ever measured here,
+in one process.
 """
 from __future__ import annotations
 
@@ -65,13 +67,10 @@ def figure_workload(what: str, net: nn.Module, precision: str, fused: bool = Fal
 
 
 def compiled_for_inference(net: nn.Module) -> nn.Module:
-    """``torch.compile(net, dynamic=False)`` with inductor's freezing on (in this benchmark process): at inference
-    the weights become constants, so inductor folds what depends only on them and oneDNN gets its weights
-    prepacked. One compilation per input size."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    return torch.compile(net, dynamic=False)
+    """``torch.compile(net, dynamic=False)`` with inductor's freezing for this model only: at inference the weights
+    become constants, so inductor folds what depends only on them and oneDNN gets its weights prepacked. One
+    compilation per input size, at its first call."""
+    return torch.compile(net, dynamic=False, options={'freezing': True})
 
 
 def speed_figure(what: str, precision: str, compile_model: bool, repeats: int, warmup: int) -> dict:
@@ -92,8 +91,15 @@ def speed_figure(what: str, precision: str, compile_model: bool, repeats: int, w
         (w, h), scale = FIGURE_INPUT[kind], FIGURE_SCALE[kind]
         label = (f'inference ASID x{scale} {w}x{h} -> {w * scale}x{h * scale} {precision}'
                  f'{" compiled" if compile_model else ""}')
-    seconds = median_time(figure_workload(kind, net, precision, fused), repeats, warmup)
-    return {'label': label, 'seconds': seconds, 'peak_rss_mb': (peak_rss_since_reset() - base) / 2**20}
+    workload = figure_workload(kind, net, precision, fused)
+    figure = {'label': label}
+    if compile_model and kind != 'step':
+        start = time.perf_counter()
+        workload()  # compiles
+        figure['compile_seconds'] = time.perf_counter() - start
+    figure['seconds'] = median_time(workload, repeats, warmup)
+    figure['peak_rss_mb'] = (peak_rss_since_reset() - base) / 2**20
+    return figure
 
 
 def executed_gflop(what: str) -> float:
@@ -202,6 +208,7 @@ def speed_precisions(precision: str) -> List[str]:
 def speed(args: argparse.Namespace) -> int:
     """``asid-bench speed``: each figure in a fresh process (a kept heap would carry one figure's peak into
     the next)."""
+    args.figures = list(dict.fromkeys(args.figures))  # each figure once, in the order given
     if missing_file(args.reference, '--reference', REFERENCE_HINT):
         return EXIT_USAGE
     if args.cpu_time and (not args.interleaved or args.reference is not None):
@@ -236,7 +243,10 @@ def speed(args: argparse.Namespace) -> int:
             rate = executed_gflop(what) / fig['seconds']
             share = (f"; {rate:.0f} GFLOP/s executed, {100 * rate / ceilings[precision]:.0f}% of the {precision} "
                      f"matrix-product ceiling ({ceilings[precision]:.0f} GFLOP/s)")
-        print(f"{fig['label']}: {fig['seconds']:.3f} s, peak {fig['peak_rss_mb']:.0f} MB above start{share}")
+        compiling = f" (first call, compiling: {fig['compile_seconds']:.0f} s)" if 'compile_seconds' in fig else ''
+        print(f"{fig['label']}: {fig['seconds']:.3f} s{compiling}, peak {fig['peak_rss_mb']:.0f} MB above start{share}")
+    if not any(what in FIGURE_INPUT for what in args.figures):
+        return EXIT_OK  # the golden files check inference
     for precision in precisions:
         for line in golden_errors(torch_dtype(precision), args.compile):
             print(f'golden {precision}{" compiled" if args.compile else ""}: {line}')

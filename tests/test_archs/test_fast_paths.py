@@ -291,10 +291,14 @@ def test_layer_norm_gradients_under_bfloat16_autocast(width):
     assert (g_b.double() - e_b).abs().max().item() <= 1e-5 * e_b.abs().max().item()
 
 
+@pytest.mark.skipif(torch.bfloat16 not in ops._ONEDNN_DTYPES, reason="this CPU's oneDNN does not run bfloat16")
 @pytest.mark.parametrize('channels_last', [True, False])
-def test_bfloat16_spatial_mean_by_a_matrix_product(channels_last):
+def test_bfloat16_spatial_mean_by_a_matrix_product(monkeypatch, channels_last):
     """The squeeze-excitation's spatial mean: in bfloat16 a product with ones, within two bfloat16 roundings of the
     float64 mean (values and gradient, also under autocast); float32 and float64 take ``x.mean`` exactly."""
+    products = []
+    real = torch.matmul
+    monkeypatch.setattr(torch, 'matmul', lambda a, b: products.append(a.dtype) or real(a, b))
     torch.manual_seed(0)
     x = (torch.randn(2, 12, 17, 23, dtype=torch.float64) + 3).requires_grad_()
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -309,6 +313,8 @@ def test_bfloat16_spatial_mean_by_a_matrix_product(channels_last):
     (g_half, ) = torch.autograd.grad(ours, half, g)
     expected = (g.double() / (17 * 23))[:, :, None, None].expand(-1, -1, 17, 23)
     assert (g_half.double() - expected).abs().max().item() <= 2**-8 * expected.abs().max().item()
+    assert products == [torch.bfloat16, torch.bfloat16]  # no gradient, then autocast
     for dtype in (torch.float32, torch.float64):
         wide = x.detach().to(dtype).contiguous(memory_format=layout)
         assert torch.equal(ops.spatial_mean(wide), wide.mean(dim=(2, 3)))
+    assert len(products) == 2
