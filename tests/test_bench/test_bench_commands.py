@@ -266,7 +266,7 @@ def test_compiled_inference_equals_eager():
     import torch._inductor.config as inductor_config
 
     from asid_arch import ASID
-    from asid_arch.bench.speed import compiled_for_inference
+    from asid_arch.bench.speed import FrozenCompiled
 
     before = inductor_config.freezing
     torch.manual_seed(0)
@@ -274,7 +274,7 @@ def test_compiled_inference_equals_eager():
     x = torch.rand(1, 3, 21, 19)
     with torch.inference_mode():
         eager = net(x)
-        out = compiled_for_inference(net)(x)
+        out = FrozenCompiled(net)(x)
     torch._dynamo.reset()
     assert inductor_config.freezing == before
     assert out.shape == eager.shape == (1, 3, 42, 38)
