@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from ..console import EXIT_OK
-from .common import in_fresh_process, interleaved_times, machine, no_grad_call
+from .common import in_fresh_process, interleaved_times, machine, no_grad_call, print_json
 from .figures import FIGURE_INPUT, FIGURE_LABEL, FIGURE_SCALE
 
 if TYPE_CHECKING:
@@ -84,8 +84,6 @@ def ncnn_alone_command(args: argparse.Namespace) -> int:
     """``_ncnn_alone``: an NCNN pair run alone in this fresh process, whose OpenMP keeps its default waiting
     policy (the other commands' passive waiting makes NCNN's many short layers about 3x slower, and in one
     process with PyTorch the two share one OpenMP): prints ``{"seconds": median}`` as JSON."""
-    import json
-
     import numpy as np
 
     from ..integrations.ncnn import load_ncnn, run_ncnn
@@ -94,8 +92,7 @@ def ncnn_alone_command(args: argparse.Namespace) -> int:
     w, h = args.size
     x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
     times = interleaved_times({'ncnn': lambda: run_ncnn(model, x)}, args.repeats, args.warmup)
-    print(json.dumps({'seconds': statistics.median(times['ncnn'])}))
-    return EXIT_OK
+    return print_json({'seconds': statistics.median(times['ncnn'])})
 
 
 def ncnn_runner(net, param: Path, figure: dict) -> Optional[Callable[[np.ndarray], np.ndarray]]:
