@@ -45,8 +45,8 @@ from ..utils.asid_compat import register_once, source_file_of  # isort: skip  (f
 from basicsr.utils.registry import ARCH_REGISTRY  # after the alias
 
 from .asid_layouts import is_reference_layout, position_bias_hint, state_dict_from_reference
-from .asid_ops import (PointwiseConv, TokenLayerNorm, depthwise_conv3x3, eager_cpu, float32_training, layer_norm,
-                       linear, spatial_mean)
+from .asid_ops import (PointwiseConv, TokenLayerNorm, conv1x1_dwconv3x3, depthwise_conv3x3, eager_cpu, float32_training,
+                       layer_norm, linear, spatial_mean)
 
 # ----------------------------------------------------------------------------------------------
 # Named constants of the released configurations
@@ -418,7 +418,7 @@ def window_partition(x: Tensor, p: int) -> Tensor:
     Token ``(i, j)`` of window ``(X, Y)`` is pixel ``(p*X + i, p*Y + j)``; tokens row-major in (i, j).
     """
     b, h, w, c = x.shape
-    x = x.view(b, h // p, p, w // p, p, c).permute(0, 1, 3, 2, 4, 5)
+    x = x.reshape(b, h // p, p, w // p, p, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, p * p, c)
 
 
@@ -537,11 +537,11 @@ class ChannelAttention(nn.Module):
 
     def _group_tokens(self, y: Tensor, width: int) -> Tensor:
         """An NHWC map ``(B, H, W, width)`` as token-major groups ``(N, T, width)`` (one copy)."""
-        b, h, w, _ = y.shape
         p = self.window_size
-        y = y.reshape(b, h // p, p, w // p, p, width)
         if self.partition == 'meso':  # groups (b, X, Y), tokens (i, j)
-            return y.permute(0, 1, 3, 2, 4, 5).reshape(-1, p * p, width)
+            return window_partition(y, p)
+        b, h, w, _ = y.shape
+        y = y.reshape(b, h // p, p, w // p, p, width)
         return y.permute(0, 2, 4, 1, 3, 5).reshape(-1, (h // p) * (w // p), width)  # groups (b, i, j), tokens (X, Y)
 
     def _qkv(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -561,7 +561,7 @@ class ChannelAttention(nn.Module):
             parts = []
             for part in range(3):
                 rows = slice(part * c, (part + 1) * c)
-                y = depthwise_conv3x3(linear(nhwc, weight[rows]).permute(0, 3, 1, 2), self.qkv_dwconv.weight[rows])
+                y = conv1x1_dwconv3x3(nhwc, weight[rows], self.qkv_dwconv.weight[rows])
                 tokens = self._group_tokens(y.permute(0, 2, 3, 1), c)
                 parts.append(tokens.view(tokens.shape[0], tokens.shape[1], heads, d).transpose(1, 2))
             return parts[0], parts[1], parts[2]
@@ -621,15 +621,12 @@ class GDFN(nn.Module):
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
         self.project_out = PointwiseConv(hidden, dim, bias=False)
 
-    def _half(self, x: Tensor, half: slice, gelu: bool = False, multiply: Optional[Tensor] = None) -> Tensor:
-        y = linear(x, self.project_in.weight[half].flatten(1)).permute(0, 3, 1, 2)
-        return depthwise_conv3x3(y, self.dwconv.weight[half], gelu=gelu, multiply=multiply)
-
     def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
         """``GDFN(x)``, plus ``residual`` if given (added in the output projection's pass)."""
         x = x.permute(0, 2, 3, 1)  # NHWC view
-        gate = self._half(x, slice(0, self.hidden), gelu=True)  # GELU(a)
-        return self.project_out(self._half(x, slice(self.hidden, 2 * self.hidden), multiply=gate), residual=residual)
+        w, w_dw, a = self.project_in.weight.flatten(1), self.dwconv.weight, self.hidden
+        gate = conv1x1_dwconv3x3(x, w[:a], w_dw[:a], gelu=True)  # GELU(a)
+        return self.project_out(conv1x1_dwconv3x3(x, w[a:], w_dw[a:], multiply=gate), residual=residual)
 
 
 class LayerNorm2d(nn.Module):

@@ -180,6 +180,15 @@ def depthwise_conv3x3(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, 
     return y if multiply is None else y * multiply
 
 
+def conv1x1_dwconv3x3(nhwc: Tensor, weight: Tensor, dw_weight: Tensor, gelu: bool = False,
+                      multiply: Optional[Tensor] = None) -> Tensor:
+    """``DWConv3x3(Conv1x1(x))``, no biases: an NHWC view ``(B, H, W, in)``, 1x1 weights ``(out, in)`` and depth-wise
+    weights ``(out, 1, 3, 3)`` -> ``(B, out, H, W)``, then GELU or ``* multiply`` as in :func:`depthwise_conv3x3`.
+    Both convolutions act per output channel, so a layer may pass a slice of its weight rows (the GDFN's halves,
+    the channel attention's q, k and v) and get that slice of the full result."""
+    return depthwise_conv3x3(linear(nhwc, weight).permute(0, 3, 1, 2), dw_weight, gelu=gelu, multiply=multiply)
+
+
 def spatial_mean(x: Tensor) -> Tensor:
     """``x.mean(dim=(2, 3))``: the mean of every channel over the image. ``(B, C, H, W) -> (B, C)``.
 
