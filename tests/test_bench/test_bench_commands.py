@@ -204,16 +204,12 @@ def test_profile_categories():
     assert op_category('aten::mul') == op_category('aten::copy_') == op_category('aten::mmx') == 'everything else'
 
 
-def native_bf16() -> bool:
-    from asid_arch.utils.asid_precision import cpu_has_bf16
-
-    return cpu_has_bf16()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('precision', ['fp32', 'bf16'])
 def test_profile_command_splits_the_time(capsys, precision):
-    if precision == 'bf16' and not native_bf16():
+    from asid_arch.utils.asid_precision import cpu_has_bf16
+
+    if precision == 'bf16' and not cpu_has_bf16():
         pytest.skip('bf16 is emulated on this CPU (far slower)')
     assert asid_bench(['profile', '--what', 'x4', '--warmup', '0', '--precision', precision]) == 0
     out = capsys.readouterr().out
